@@ -1,0 +1,69 @@
+//! `kd`: distil inductive bias from an ensemble of light teachers into a ViT.
+//!
+//! One subcommand per pipeline stage; stages meet only through artifacts on
+//! disk (a directory finished by `manifest.json`). This binary is the only
+//! place that wires crates together, sets up logging and draws progress bars.
+
+mod cmd_data;
+mod cmd_env;
+mod cmd_inspect;
+mod ui;
+
+use clap::{Parser, Subcommand};
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(
+    name = "kd",
+    version,
+    about = "Train Vision Transformers on small data by distilling an ensemble of light teachers",
+    long_about = "Train Vision Transformers on small data by distilling inductive bias from an \
+ensemble of light teachers (a CNN and an involution network), whose logits are computed once \
+and stored in a Zarr v3 store.\n\nStages: `data import` -> `teacher train` -> `cache build` -> \
+`student train` -> `report`. Each writes a directory finished by manifest.json and does nothing \
+when its inputs and config are unchanged (use --force to rerun).\n\nLogs go to stderr; set \
+RUST_LOG (e.g. RUST_LOG=debug) to change their level."
+)]
+struct Cli {
+    /// Threads for libtorch and rayon (default: all cores).
+    #[arg(long, global = true, env = "KD_THREADS")]
+    threads: Option<usize>,
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Show libtorch version, threads and CUDA devices.
+    Env(cmd_env::Args),
+    /// Dataset stage: import a real data set into a dataset artifact.
+    #[command(subcommand)]
+    Data(cmd_data::Cmd),
+    /// Summarise any artifact: its manifest and every Zarr array in it.
+    Inspect(cmd_inspect::Args),
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
+    if let Some(t) = cli.threads {
+        tch::set_num_threads(t as i32);
+        // Ignore the error when a pool already exists (it cannot be resized).
+        let _ = rayon::ThreadPoolBuilder::new().num_threads(t).build_global();
+    }
+    match cli.cmd {
+        Cmd::Env(a) => cmd_env::run(a),
+        Cmd::Data(c) => cmd_data::run(c),
+        Cmd::Inspect(a) => cmd_inspect::run(a),
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    ui::init_logging();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            ui::suspend(|| eprintln!("error: {e:#}"));
+            ExitCode::FAILURE
+        }
+    }
+}

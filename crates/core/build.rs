@@ -1,0 +1,26 @@
+// Record the git revision so every manifest names the code that wrote it,
+// and link libtorch so tests and binaries find it without LD_LIBRARY_PATH.
+use std::process::Command;
+
+include!("../../scripts/link_torch.rs");
+
+fn main() {
+    link_torch();
+    let rev = Command::new("git")
+        .args(["rev-parse", "--short=12", "HEAD"])
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_else(|| "unknown".into());
+    let dirty = Command::new("git")
+        .args(["status", "--porcelain", "--untracked-files=no"])
+        .output()
+        .ok()
+        .map(|o| !o.stdout.is_empty())
+        .unwrap_or(false);
+    let rev = if dirty { format!("{rev}-dirty") } else { rev };
+    println!("cargo:rustc-env=KD_GIT_REV={rev}");
+    println!("cargo:rerun-if-changed=../../.git/HEAD");
+    println!("cargo:rerun-if-changed=../../.git/index");
+}

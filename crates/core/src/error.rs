@@ -1,0 +1,65 @@
+use std::path::PathBuf;
+
+/// Errors shared by every stage. Messages name the file and what is wrong in
+/// one line; the underlying cause, if any, is the error's `source`.
+#[derive(Debug, thiserror::Error)]
+pub enum CoreError {
+    #[error("{}", path.display())]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{}: invalid JSON", path.display())]
+    Json {
+        path: PathBuf,
+        #[source]
+        source: serde_json::Error,
+    },
+    #[error("{}: invalid profile: {msg}", path.display())]
+    Profile { path: PathBuf, msg: String },
+    #[error(
+        "{}: no manifest.json, so the artifact is missing or incomplete (its stage did not finish)",
+        dir.display()
+    )]
+    ManifestMissing { dir: PathBuf },
+    #[error(
+        "{}: input changed since it was used: recorded hash {recorded}, now {actual} (rerun this stage with --force)",
+        path.display()
+    )]
+    HashMismatch {
+        path: PathBuf,
+        recorded: String,
+        actual: String,
+    },
+    #[error("{}: is a '{found}' artifact, expected '{expected}'", dir.display())]
+    WrongStage {
+        dir: PathBuf,
+        expected: String,
+        found: String,
+    },
+    #[error("{path}: zarr: {msg}")]
+    Zarr { path: String, msg: String },
+    #[error("device {0}")]
+    Device(String),
+    #[error("{0}")]
+    Invalid(String),
+    #[error("libtorch")]
+    Torch(#[from] tch::TchError),
+}
+
+pub type Result<T, E = CoreError> = std::result::Result<T, E>;
+
+/// Attach a path to an I/O error.
+pub trait IoContext<T> {
+    fn at(self, path: impl Into<PathBuf>) -> Result<T>;
+}
+
+impl<T> IoContext<T> for std::io::Result<T> {
+    fn at(self, path: impl Into<PathBuf>) -> Result<T> {
+        self.map_err(|source| CoreError::Io {
+            path: path.into(),
+            source,
+        })
+    }
+}

@@ -1,0 +1,310 @@
+//! The epoch loop teachers and student share: seeded shuffling, cosine
+//! schedule, AdamW, evaluation and a checkpoint after every epoch.
+//!
+//! A checkpoint holds the weights, the optimiser moments, the epoch count and
+//! the history so far. Every random choice is keyed by (seed, epoch), so a run
+//! killed at any point and restarted resumes from the last finished epoch and
+//! ends with the same weights as an uninterrupted run.
+
+use crate::error::{CoreError, IoContext, Result};
+use crate::manifest::{read_json, write_json};
+use crate::optim::{AdamW, AdamWConfig, cosine_lr};
+use crate::progress::Progress;
+use crate::rng::{Rng, key};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use std::collections::BTreeMap;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+use tch::{Tensor, nn::VarStore};
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct FitConfig {
+    pub epochs: usize,
+    pub batch_size: usize,
+    pub lr: f64,
+    pub min_lr: f64,
+    pub warmup_epochs: f64,
+    pub seed: u64,
+    pub adamw: AdamWConfig,
+}
+
+impl Default for FitConfig {
+    fn default() -> Self {
+        FitConfig {
+            epochs: 10,
+            batch_size: 128,
+            lr: 2e-3,
+            min_lr: 1e-5,
+            warmup_epochs: 1.0,
+            seed: 0,
+            adamw: AdamWConfig::default(),
+        }
+    }
+}
+
+/// What a model-specific trainer provides to the shared loop.
+pub trait Learner {
+    fn var_store(&mut self) -> &mut VarStore;
+    /// Number of training samples (indices `0..n` are shuffled each epoch).
+    fn train_len(&self) -> usize;
+    /// Forward one training batch; return the loss to minimise and named
+    /// scalars whose per-sample mean is reported for the epoch.
+    fn train_batch(&mut self, indices: &[usize], epoch: usize) -> Result<(Tensor, Vec<(String, f64)>)>;
+    /// Evaluate after an epoch (test accuracy and the like).
+    fn evaluate(&mut self, epoch: usize) -> Result<Map<String, Value>>;
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct EpochRecord {
+    pub epoch: usize,
+    pub lr: f64,
+    pub train: BTreeMap<String, f64>,
+    pub eval: Map<String, Value>,
+    pub train_seconds: f64,
+    pub images_per_sec: f64,
+}
+
+#[derive(Serialize, Deserialize)]
+struct CkptState {
+    identity: Value,
+    epochs_done: usize,
+    history: Vec<EpochRecord>,
+}
+
+/// Options that do not change the result.
+#[derive(Clone, Debug, Default)]
+pub struct FitOptions {
+    /// Stop (as if killed) after this many epochs in this process; for tests.
+    pub stop_after: Option<usize>,
+}
+
+fn ckpt_paths(out: &Path) -> (PathBuf, PathBuf, PathBuf) {
+    (out.join("ckpt"), out.join("ckpt.tmp"), out.join("ckpt.old"))
+}
+
+/// Remove a finished run's checkpoint (weights are in the artifact by then).
+pub fn remove_checkpoint(out: &Path) -> Result<()> {
+    let (ckpt, tmp, old) = ckpt_paths(out);
+    for p in [ckpt, tmp, old] {
+        if p.exists() {
+            fs::remove_dir_all(&p).at(&p)?;
+        }
+    }
+    Ok(())
+}
+
+fn save_checkpoint(out: &Path, vs: &VarStore, opt: &AdamW, state: &CkptState) -> Result<()> {
+    let (ckpt, tmp, old) = ckpt_paths(out);
+    if tmp.exists() {
+        fs::remove_dir_all(&tmp).at(&tmp)?;
+    }
+    fs::create_dir_all(&tmp).at(&tmp)?;
+    vs.save(tmp.join("weights.safetensors"))?;
+    opt.save(&tmp.join("optim.safetensors"))?;
+    write_json(&tmp.join("state.json"), state)?;
+    if ckpt.exists() {
+        if old.exists() {
+            fs::remove_dir_all(&old).at(&old)?;
+        }
+        fs::rename(&ckpt, &old).at(&ckpt)?;
+    }
+    fs::rename(&tmp, &ckpt).at(&ckpt)?;
+    if old.exists() {
+        fs::remove_dir_all(&old).at(&old)?;
+    }
+    Ok(())
+}
+
+/// Train `learner` for `cfg.epochs`, resuming from `out/ckpt` if present.
+///
+/// `identity` names what is trained (architecture, config, data); a checkpoint
+/// made under another identity is refused rather than silently mixed in.
+pub fn fit(
+    learner: &mut dyn Learner,
+    cfg: &FitConfig,
+    identity: &Value,
+    out: &Path,
+    opts: &FitOptions,
+    progress: &dyn Progress,
+) -> Result<Vec<EpochRecord>> {
+    let n = learner.train_len();
+    if n == 0 || cfg.batch_size == 0 {
+        return Err(CoreError::Invalid("nothing to train: empty split or batch size 0".into()));
+    }
+    let mut opt = AdamW::new(learner.var_store(), cfg.adamw);
+    let (ckpt, _, old) = ckpt_paths(out);
+    // A crash between the two renames leaves only ckpt.old: it is complete.
+    let resume_from = if ckpt.join("state.json").is_file() {
+        Some(ckpt)
+    } else if old.join("state.json").is_file() {
+        Some(old)
+    } else {
+        None
+    };
+    let mut state = CkptState {
+        identity: identity.clone(),
+        epochs_done: 0,
+        history: vec![],
+    };
+    if let Some(dir) = resume_from {
+        let saved: CkptState = read_json(&dir.join("state.json"))?;
+        if &saved.identity != identity {
+            return Err(CoreError::Invalid(format!(
+                "{}: checkpoint was made with another model, config or dataset; delete it or rerun with --force",
+                dir.display()
+            )));
+        }
+        learner
+            .var_store()
+            .load(dir.join("weights.safetensors"))
+            .map_err(|e| CoreError::Invalid(format!("{}: cannot load checkpoint weights: {e}", dir.display())))?;
+        opt.load(&dir.join("optim.safetensors"))?;
+        state = saved;
+        tracing::info!(epochs_done = state.epochs_done, dir = %dir.display(), "resuming from checkpoint");
+    }
+    let steps_per_epoch = n.div_ceil(cfg.batch_size);
+    let total = steps_per_epoch * cfg.epochs;
+    let warmup = (cfg.warmup_epochs * steps_per_epoch as f64).round() as usize;
+    let mut ran = 0;
+    for epoch in state.epochs_done..cfg.epochs {
+        if opts.stop_after.is_some_and(|s| ran >= s) {
+            break;
+        }
+        tch::manual_seed(key(cfg.seed, &[0x6570_6f63, epoch as u64]) as i64 & i64::MAX);
+        let mut order: Vec<usize> = (0..n).collect();
+        Rng::keyed(cfg.seed, &[0x7368_7566, epoch as u64]).shuffle(&mut order);
+        let mut sums: BTreeMap<String, f64> = BTreeMap::new();
+        let mut seen = 0usize;
+        progress.start(&format!("epoch {}/{}", epoch + 1, cfg.epochs), n as u64);
+        let t0 = Instant::now();
+        let mut lr = cfg.lr;
+        for (b, idx) in order.chunks(cfg.batch_size).enumerate() {
+            let step = epoch * steps_per_epoch + b;
+            lr = cosine_lr(step, total, warmup, cfg.lr, cfg.min_lr);
+            opt.zero_grad();
+            let (loss, stats) = learner.train_batch(idx, epoch)?;
+            let loss_v = f64::try_from(&loss)?;
+            if !loss_v.is_finite() {
+                return Err(CoreError::Invalid(format!(
+                    "loss became {loss_v} at epoch {} step {b}: lower the learning rate",
+                    epoch + 1
+                )));
+            }
+            loss.backward();
+            opt.step(lr);
+            for (k, v) in stats {
+                *sums.entry(k).or_default() += v * idx.len() as f64;
+            }
+            seen += idx.len();
+            let msg = sums
+                .iter()
+                .map(|(k, v)| format!("{k} {:.4}", v / seen as f64))
+                .collect::<Vec<_>>()
+                .join(" ");
+            progress.update(seen as u64, &msg);
+        }
+        let secs = t0.elapsed().as_secs_f64();
+        progress.finish();
+        let eval = learner.evaluate(epoch)?;
+        let rec = EpochRecord {
+            epoch: epoch + 1,
+            lr,
+            train: sums.into_iter().map(|(k, v)| (k, v / seen as f64)).collect(),
+            eval,
+            train_seconds: secs,
+            images_per_sec: seen as f64 / secs.max(1e-9),
+        };
+        tracing::info!(
+            epoch = epoch + 1,
+            train = ?rec.train,
+            eval = %serde_json::Value::Object(rec.eval.clone()),
+            img_per_s = format!("{:.0}", rec.images_per_sec),
+            "epoch done"
+        );
+        state.history.push(rec);
+        state.epochs_done = epoch + 1;
+        save_checkpoint(out, learner.var_store(), &opt, &state)?;
+        ran += 1;
+    }
+    Ok(state.history)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::progress::Silent;
+    use serde_json::json;
+    use tch::{Device, Kind, nn, nn::Module};
+
+    struct Lin {
+        vs: VarStore,
+        lin: nn::Linear,
+        x: Tensor,
+        y: Tensor,
+    }
+
+    impl Lin {
+        fn new() -> Lin {
+            tch::manual_seed(0);
+            let vs = VarStore::new(Device::Cpu);
+            let lin = nn::linear(vs.root() / "fc", 4, 3, Default::default());
+            let x = Tensor::randn([32, 4], (Kind::Float, Device::Cpu));
+            let y = x.argmax(1, false);
+            Lin { vs, lin, x, y: y.remainder(3) }
+        }
+    }
+
+    impl Learner for Lin {
+        fn var_store(&mut self) -> &mut VarStore {
+            &mut self.vs
+        }
+        fn train_len(&self) -> usize {
+            32
+        }
+        fn train_batch(&mut self, idx: &[usize], _e: usize) -> Result<(Tensor, Vec<(String, f64)>)> {
+            let i = Tensor::from_slice(&idx.iter().map(|&i| i as i64).collect::<Vec<_>>());
+            let logits = self.lin.forward(&self.x.index_select(0, &i));
+            let loss = logits.cross_entropy_for_logits(&self.y.index_select(0, &i));
+            let l = f64::try_from(&loss)?;
+            Ok((loss, vec![("loss".into(), l)]))
+        }
+        fn evaluate(&mut self, _e: usize) -> Result<Map<String, Value>> {
+            Ok(Map::new())
+        }
+    }
+
+    #[test]
+    fn resume_equals_uninterrupted() {
+        let cfg = FitConfig {
+            epochs: 4,
+            batch_size: 8,
+            lr: 0.05,
+            ..Default::default()
+        };
+        let id = json!({"m": "lin"});
+        let t = tempfile::tempdir().unwrap();
+        let mut a = Lin::new();
+        let ha = fit(&mut a, &cfg, &id, &t.path().join("a"), &FitOptions::default(), &Silent).unwrap();
+        assert_eq!(ha.len(), 4);
+        assert!(ha[3].train["loss"] < ha[0].train["loss"]);
+
+        let out = t.path().join("b");
+        let mut b = Lin::new();
+        let stop = FitOptions { stop_after: Some(1) };
+        assert_eq!(fit(&mut b, &cfg, &id, &out, &stop, &Silent).unwrap().len(), 1);
+        let mut b2 = Lin::new();
+        let hb = fit(&mut b2, &cfg, &id, &out, &FitOptions::default(), &Silent).unwrap();
+        assert_eq!(hb.len(), 4);
+        assert!(a.lin.ws.equal(&b2.lin.ws), "resumed weights differ");
+        assert_eq!(ha[3].train, hb[3].train);
+
+        let mut c = Lin::new();
+        let e = fit(&mut c, &cfg, &json!({"m": "other"}), &out, &FitOptions::default(), &Silent)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("another model"), "{e}");
+    }
+}

@@ -1,0 +1,33 @@
+//! kd-core: the vocabulary every stage of the pipeline shares.
+//!
+//! Stages never call each other; they meet only through artifacts on disk.
+//! This crate defines what an artifact is (a directory finished by an
+//! atomically written `manifest.json`), how inputs are pinned by content hash,
+//! the augmentation-view contract between the logit cache and the student,
+//! device selection, and the training machinery (AdamW with savable moments,
+//! cosine schedule, checkpointed epoch loop) that teachers and student share.
+
+pub mod device;
+pub mod error;
+pub mod fit;
+pub mod manifest;
+pub mod optim;
+pub mod profile;
+pub mod progress;
+pub mod rng;
+pub mod teacher;
+pub mod view;
+pub mod zarr;
+
+pub use device::parse_device;
+pub use error::{CoreError, Result};
+pub use manifest::{InputRef, Manifest, OutputRef};
+pub use progress::{Progress, Silent};
+pub use rng::Rng;
+pub use teacher::Teacher;
+pub use view::{ViewParams, ViewSpec};
+
+/// Version of the tool, recorded in every manifest.
+pub const TOOL_VERSION: &str = env!("CARGO_PKG_VERSION");
+/// Git revision the tool was built from (`unknown` outside a checkout).
+pub const GIT_REV: &str = env!("KD_GIT_REV");

@@ -1,0 +1,21 @@
+//! kd-data: real data sets into the pipeline's dataset artifact, and the
+//! batch assembly every trainer uses.
+//!
+//! Importers read IDX (MNIST, Fashion-MNIST, KMNIST; raw or gzipped), CIFAR-10
+//! and CIFAR-100 binary batches, and image folders. They produce [`Imported`]
+//! splits that [`store::write_dataset`] stores as `dataset.zarr` (uint8 images
+//! `[N,C,H,W]`, uint16 labels, class names, per-channel mean/std).
+//! [`augment`] applies views (see `kd_core::view`) to batches on rayon.
+
+pub mod augment;
+pub mod cifar;
+pub mod error;
+pub mod folder;
+pub mod idx;
+pub mod split;
+pub mod stage;
+pub mod store;
+
+pub use error::{DataError, Result};
+pub use split::{Imported, Split};
+pub use store::{Dataset, write_dataset};

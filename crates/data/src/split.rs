@@ -1,0 +1,181 @@
+use crate::error::{DataError, Result};
+use kd_core::Rng;
+use serde::{Deserialize, Serialize};
+
+/// Images `[n, c, h, w]` as uint8 in one buffer, with their labels.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Split {
+    pub images: Vec<u8>,
+    pub labels: Vec<u16>,
+    pub chw: [usize; 3],
+}
+
+impl Split {
+    pub fn len(&self) -> usize {
+        self.labels.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.labels.is_empty()
+    }
+
+    pub fn image_len(&self) -> usize {
+        self.chw.iter().product()
+    }
+
+    pub fn image(&self, i: usize) -> &[u8] {
+        let n = self.image_len();
+        &self.images[i * n..(i + 1) * n]
+    }
+
+    /// The samples at `idx`, in that order.
+    pub fn select(&self, idx: &[usize]) -> Split {
+        let mut images = Vec::with_capacity(idx.len() * self.image_len());
+        for &i in idx {
+            images.extend_from_slice(self.image(i));
+        }
+        Split {
+            images,
+            labels: idx.iter().map(|&i| self.labels[i]).collect(),
+            chw: self.chw,
+        }
+    }
+
+    /// Per-class counts.
+    pub fn class_counts(&self, classes: usize) -> Vec<usize> {
+        let mut c = vec![0; classes];
+        for &l in &self.labels {
+            c[l as usize] += 1;
+        }
+        c
+    }
+}
+
+/// Indices of a seeded, stratified subset of `take` samples (classes keep
+/// their proportions; order of the result is by original index, so the subset
+/// of a larger `take` is not required to contain a smaller one).
+pub fn stratified_pick(labels: &[u16], classes: usize, take: usize, seed: u64) -> Vec<usize> {
+    let n = labels.len();
+    if take >= n {
+        return (0..n).collect();
+    }
+    let mut by_class: Vec<Vec<usize>> = vec![vec![]; classes];
+    for (i, &l) in labels.iter().enumerate() {
+        by_class[l as usize].push(i);
+    }
+    // Largest-remainder apportionment of `take` over classes.
+    let mut quota: Vec<(usize, f64)> = by_class
+        .iter()
+        .map(|v| {
+            let exact = v.len() as f64 * take as f64 / n as f64;
+            (exact.floor() as usize, exact - exact.floor())
+        })
+        .collect();
+    let mut left = take - quota.iter().map(|q| q.0).sum::<usize>();
+    let mut order: Vec<usize> = (0..classes).collect();
+    order.sort_by(|&a, &b| quota[b].1.total_cmp(&quota[a].1).then(a.cmp(&b)));
+    for &c in order.iter().cycle().take(classes * 2) {
+        if left == 0 {
+            break;
+        }
+        if quota[c].0 < by_class[c].len() {
+            quota[c].0 += 1;
+            left -= 1;
+        }
+    }
+    let mut out = vec![];
+    for (c, members) in by_class.iter_mut().enumerate() {
+        Rng::keyed(seed, &[0x7374_7261, c as u64]).shuffle(members);
+        out.extend_from_slice(&members[..quota[c].0]);
+    }
+    out.sort_unstable();
+    out
+}
+
+/// What an importer produces.
+#[derive(Clone, Debug)]
+pub struct Imported {
+    pub train: Split,
+    pub test: Split,
+    pub class_names: Vec<String>,
+    /// Human-readable description of the source (format, files).
+    pub source: String,
+}
+
+/// How a dataset artifact is cut from an import.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SplitConfig {
+    pub limit_train: Option<usize>,
+    pub limit_test: Option<usize>,
+    /// Fraction of (limited) train carved out, stratified, as `val`.
+    pub val_fraction: f64,
+    pub seed: u64,
+}
+
+impl Default for SplitConfig {
+    fn default() -> Self {
+        SplitConfig {
+            limit_train: None,
+            limit_test: None,
+            val_fraction: 0.0,
+            seed: 0,
+        }
+    }
+}
+
+/// Apply limits and the validation carve: returns `(name, split)` pairs.
+pub fn cut(imp: &Imported, cfg: &SplitConfig) -> Result<Vec<(String, Split)>> {
+    let k = imp.class_names.len();
+    if !(0.0..1.0).contains(&cfg.val_fraction) {
+        return Err(DataError::Invalid(format!(
+            "val fraction {} must be in [0, 1)",
+            cfg.val_fraction
+        )));
+    }
+    let limit = |s: &Split, lim: Option<usize>, salt: u64| match lim {
+        Some(l) => s.select(&stratified_pick(&s.labels, k, l, cfg.seed ^ salt)),
+        None => s.clone(),
+    };
+    let train = limit(&imp.train, cfg.limit_train, 1);
+    let test = limit(&imp.test, cfg.limit_test, 2);
+    let mut out = vec![];
+    if cfg.val_fraction > 0.0 {
+        let nval = ((train.len() as f64) * cfg.val_fraction).round() as usize;
+        let val_idx = stratified_pick(&train.labels, k, nval, cfg.seed ^ 3);
+        let mut is_val = vec![false; train.len()];
+        for &i in &val_idx {
+            is_val[i] = true;
+        }
+        let rest: Vec<usize> = (0..train.len()).filter(|&i| !is_val[i]).collect();
+        out.push(("train".to_string(), train.select(&rest)));
+        out.push(("val".to_string(), train.select(&val_idx)));
+    } else {
+        out.push(("train".to_string(), train));
+    }
+    out.push(("test".to_string(), test));
+    for (name, s) in &out {
+        if s.is_empty() {
+            return Err(DataError::Invalid(format!("split '{name}' would be empty")));
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stratified_keeps_proportions_and_is_seeded() {
+        let labels: Vec<u16> = (0..1000).map(|i| if i % 10 < 7 { 0 } else { 1 }).collect();
+        let pick = stratified_pick(&labels, 2, 100, 5);
+        assert_eq!(pick.len(), 100);
+        let ones = pick.iter().filter(|&&i| labels[i] == 1).count();
+        assert_eq!(ones, 30);
+        assert_eq!(pick, stratified_pick(&labels, 2, 100, 5));
+        assert_ne!(pick, stratified_pick(&labels, 2, 100, 6));
+        let uneven: Vec<u16> = (0..10).map(|i| (i % 3) as u16).collect();
+        assert_eq!(stratified_pick(&uneven, 3, 5, 1).len(), 5);
+    }
+}
