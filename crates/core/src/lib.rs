@@ -12,6 +12,7 @@ pub mod error;
 pub mod fit;
 pub mod manifest;
 pub mod optim;
+pub mod plot;
 pub mod profile;
 pub mod progress;
 pub mod rng;
