@@ -1,0 +1,105 @@
+# kd: distil inductive bias from an ensemble of light teachers into a ViT.
+#
+# Every target below is the manifest file a stage writes; a stage whose
+# inputs and config are unchanged does nothing, so `make` twice is free.
+#   make                       demo pipeline on real Fashion-MNIST (PROFILE=demo)
+#   make PROFILE=full          the full experiment
+#   make teachers | cache | students | student-ensemble | report   one stage
+#   make test | bench | help
+.DELETE_ON_ERROR:
+.SUFFIXES:
+SHELL := bash
+.SHELLFLAGS := -eu -o pipefail -c
+
+PROFILE ?= demo
+PROFILE_FILE := data/profiles/$(PROFILE).toml
+RUN := data/runs/$(PROFILE)
+RAW := data/raw/fashion-mnist
+DEVICE ?= auto
+BUILD ?= release
+
+TORCH_VERSION := 2.11.0
+VENV ?= $(or $(KD_TORCH_VENV),$(or $(XDG_CACHE_HOME),$(HOME)/.cache)/kd/torch-$(TORCH_VERSION))
+export VIRTUAL_ENV := $(VENV)
+export LIBTORCH_USE_PYTORCH := 1
+export PATH := $(VENV)/bin:$(PATH)
+export KD_PYTHON := $(VENV)/bin/python
+KD := target/$(if $(filter dev,$(BUILD)),debug,$(BUILD))/kd
+CARGO_FLAGS := $(if $(filter dev,$(BUILD)),,--profile $(BUILD))
+SOURCES := $(shell find crates scripts -name '*.rs' -o -name Cargo.toml) Cargo.toml $(wildcard Cargo.lock)
+TEACHERS := cnn involution
+VARIANTS := none cnn involution ensemble ensemble-live
+
+.PHONY: all help setup build data teachers cache students report test bench clean distclean \
+        $(addprefix student-,$(VARIANTS)) $(addprefix teacher-,$(TEACHERS))
+
+all: report ## the whole demo pipeline: data, teachers, cache, students, report
+
+help: ## list targets
+	@grep -hE '^[a-zA-Z_%-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | expand -t 24
+
+$(VENV)/.kd-ready: scripts/setup-libtorch.sh
+	scripts/setup-libtorch.sh >/dev/null
+
+setup: $(VENV)/.kd-ready $(RAW)/train-images-idx3-ubyte.gz ## libtorch virtualenv + Fashion-MNIST
+
+$(KD): $(VENV)/.kd-ready $(SOURCES)
+	cargo build $(CARGO_FLAGS) -p kd-cli
+	@touch $@
+
+build: $(KD) ## build the kd binary
+
+$(RAW)/train-images-idx3-ubyte.gz:
+	scripts/fetch-fashion-mnist.sh $(RAW)
+
+$(RUN)/dataset/manifest.json: $(PROFILE_FILE) $(KD) $(RAW)/train-images-idx3-ubyte.gz
+	$(KD) data import --profile $(PROFILE_FILE) --src $(RAW) --out $(@D)
+
+data: $(RUN)/dataset/manifest.json ## import Fashion-MNIST into a dataset artifact
+
+$(RUN)/teachers/%/manifest.json: $(RUN)/dataset/manifest.json $(PROFILE_FILE) $(KD)
+	$(KD) teacher train --profile $(PROFILE_FILE) --name $* --dataset $(RUN)/dataset --out $(@D) --device $(DEVICE)
+
+$(addprefix teacher-,$(TEACHERS)): teacher-%: $(RUN)/teachers/%/manifest.json
+teachers: $(foreach t,$(TEACHERS),$(RUN)/teachers/$(t)/manifest.json) ## train the CNN and the involution teacher
+
+$(RUN)/logits/manifest.json: $(foreach t,$(TEACHERS),$(RUN)/teachers/$(t)/manifest.json) $(PROFILE_FILE) $(KD)
+	$(KD) cache build --profile $(PROFILE_FILE) --dataset $(RUN)/dataset \
+	  $(foreach t,$(TEACHERS),--teacher $(RUN)/teachers/$(t)) --out $(@D) --device $(DEVICE)
+
+cache: $(RUN)/logits/manifest.json ## write every teacher's logits on K views into one Zarr store
+
+SOURCE_none := none
+SOURCE_cnn := cache:$(RUN)/logits\#cnn
+SOURCE_involution := cache:$(RUN)/logits\#involution
+SOURCE_ensemble := cache:$(RUN)/logits
+SOURCE_ensemble-live := live:$(RUN)/teachers/cnn,$(RUN)/teachers/involution
+DEPS_none := $(RUN)/dataset/manifest.json
+DEPS_ensemble-live := $(foreach t,$(TEACHERS),$(RUN)/teachers/$(t)/manifest.json)
+
+define student_rule
+$(RUN)/student/$(1)/manifest.json: $(or $(DEPS_$(1)),$(RUN)/logits/manifest.json) $(PROFILE_FILE) $(KD)
+	$(KD) student train --profile $(PROFILE_FILE) --variant $(1) --dataset $(RUN)/dataset \
+	  --teachers '$(SOURCE_$(1))' --out $$(@D) --device $(DEVICE)
+student-$(1): $(RUN)/student/$(1)/manifest.json
+endef
+$(foreach v,$(VARIANTS),$(eval $(call student_rule,$(v))))
+
+students: $(addprefix student-,$(VARIANTS)) ## train the ViT: no teacher, each teacher, the ensemble (cached and live)
+
+$(RUN)/report/report.md: $(foreach v,$(VARIANTS),$(RUN)/student/$(v)/manifest.json) $(KD)
+	$(KD) report --run $(RUN) --out $(@D)
+
+report: $(RUN)/report/report.md ## results table, timings, cache size, curves (report/report.md)
+
+test: $(VENV)/.kd-ready ## the test suite (unit, integration, Makefile and pipeline tests on tiny data)
+	cargo test --workspace --no-fail-fast
+
+bench: $(VENV)/.kd-ready $(RAW)/train-images-idx3-ubyte.gz ## benchmarks, one table: data/runs/bench.md
+	scripts/bench.sh data/runs/bench.md
+
+clean: ## remove this profile's run artifacts
+	rm -rf $(RUN)
+
+distclean: clean ## also remove build outputs
+	cargo clean

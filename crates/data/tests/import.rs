@@ -1,0 +1,288 @@
+//! Importers on small generated files: read back equals source; every bad
+//! input gives a one-line error naming the file, and no manifest.
+
+use flate2::{Compression, write::GzEncoder};
+use kd_core::manifest::{MANIFEST, Manifest};
+use kd_core::{ViewParams, ViewSpec};
+use kd_data::augment::{assemble, lut};
+use kd_data::idx::encode_idx;
+use kd_data::stage::{Format, ImportConfig, Outcome, import_stage};
+use kd_data::{Dataset, Split};
+use std::io::Write;
+use std::path::Path;
+
+fn gz(bytes: &[u8]) -> Vec<u8> {
+    let mut e = GzEncoder::new(vec![], Compression::fast());
+    e.write_all(bytes).unwrap();
+    e.finish().unwrap()
+}
+
+/// n images of h x w with pixel = (i * 7 + y * w + x) % 256, label = i % 10.
+fn synth(n: usize, h: usize, w: usize) -> (Vec<u8>, Vec<u8>) {
+    let mut img = vec![];
+    for i in 0..n {
+        for p in 0..h * w {
+            img.push(((i * 7 + p) % 256) as u8);
+        }
+    }
+    (img, (0..n).map(|i| (i % 10) as u8).collect())
+}
+
+fn write_idx_dir(dir: &Path, n_train: usize, n_test: usize, gzipped: bool) {
+    std::fs::create_dir_all(dir).unwrap();
+    for (prefix, n) in [("train", n_train), ("t10k", n_test)] {
+        let (img, lab) = synth(n, 6, 5);
+        let (i, l) = (encode_idx(&[n, 6, 5], &img), encode_idx(&[n], &lab));
+        let (i, l, ext) = if gzipped { (gz(&i), gz(&l), ".gz") } else { (i, l, "") };
+        std::fs::write(dir.join(format!("{prefix}-images-idx3-ubyte{ext}")), i).unwrap();
+        std::fs::write(dir.join(format!("{prefix}-labels-idx1-ubyte{ext}")), l).unwrap();
+    }
+}
+
+fn cfg(format: Format, src: &Path) -> ImportConfig {
+    ImportConfig {
+        format: Some(format),
+        src: Some(src.into()),
+        ..Default::default()
+    }
+}
+
+#[test]
+fn idx_raw_and_gz_read_back_equal_source() {
+    for gzipped in [false, true] {
+        let t = tempfile::tempdir().unwrap();
+        let src = t.path().join("src");
+        write_idx_dir(&src, 40, 20, gzipped);
+        let out = t.path().join("ds");
+        assert!(matches!(import_stage(&cfg(Format::Idx, &src), &out, false).unwrap(), Outcome::Wrote(_)));
+        let ds = Dataset::open(&out).unwrap();
+        let (img, lab) = synth(40, 6, 5);
+        let train = ds.split("train").unwrap();
+        assert_eq!(train.chw, [1, 6, 5]);
+        assert_eq!(train.images, img);
+        assert_eq!(train.labels, lab.iter().map(|&l| l as u16).collect::<Vec<_>>());
+        assert_eq!(ds.split("test").unwrap().len(), 20);
+        assert_eq!(ds.num_classes(), 10);
+        let mean = img.iter().map(|&v| v as f64 / 255.0).sum::<f64>() / img.len() as f64;
+        assert!((ds.mean[0] as f64 - mean).abs() < 1e-5);
+    }
+}
+
+#[test]
+fn limits_and_validation_split_are_stratified_and_seeded() {
+    let t = tempfile::tempdir().unwrap();
+    let src = t.path().join("src");
+    write_idx_dir(&src, 200, 100, true);
+    let mut c = cfg(Format::Idx, &src);
+    c.split.limit_train = Some(100);
+    c.split.limit_test = Some(50);
+    c.split.val_fraction = 0.2;
+    let out = t.path().join("ds");
+    import_stage(&c, &out, false).unwrap();
+    let ds = Dataset::open(&out).unwrap();
+    let counts = |s: &Split| s.class_counts(10);
+    assert_eq!(counts(ds.split("train").unwrap()), vec![8; 10]);
+    assert_eq!(counts(ds.split("val").unwrap()), vec![2; 10]);
+    assert_eq!(counts(ds.split("test").unwrap()), vec![5; 10]);
+    let again = t.path().join("ds2");
+    import_stage(&c, &again, false).unwrap();
+    assert_eq!(Dataset::open(&again).unwrap().splits, ds.splits);
+}
+
+#[test]
+fn second_run_does_nothing_and_force_reruns() {
+    let t = tempfile::tempdir().unwrap();
+    let src = t.path().join("src");
+    write_idx_dir(&src, 30, 10, false);
+    let out = t.path().join("ds");
+    let c = cfg(Format::Idx, &src);
+    let Outcome::Wrote(m1) = import_stage(&c, &out, false).unwrap() else { panic!("first run must write") };
+    assert!(matches!(import_stage(&c, &out, false).unwrap(), Outcome::UpToDate));
+    assert_eq!(Manifest::read(&out).unwrap(), m1);
+    assert!(matches!(import_stage(&c, &out, true).unwrap(), Outcome::Wrote(_)));
+    // Changed source data: the stage reruns on its own.
+    write_idx_dir(&src, 31, 10, false);
+    assert!(matches!(import_stage(&c, &out, false).unwrap(), Outcome::Wrote(_)));
+    assert_eq!(Dataset::open(&out).unwrap().split("train").unwrap().len(), 31);
+}
+
+fn cifar_record(label_bytes: &[u8], seed: usize) -> Vec<u8> {
+    let mut r = label_bytes.to_vec();
+    r.extend((0..3072).map(|p| ((p * 3 + seed) % 251) as u8));
+    r
+}
+
+#[test]
+fn cifar10_and_cifar100_read_back() {
+    let t = tempfile::tempdir().unwrap();
+    let c10 = t.path().join("c10");
+    std::fs::create_dir_all(&c10).unwrap();
+    for b in 1..=5 {
+        let recs: Vec<u8> = (0..3).flat_map(|i| cifar_record(&[(b + i) as u8 % 10], b * 10 + i)).collect();
+        std::fs::write(c10.join(format!("data_batch_{b}.bin")), recs).unwrap();
+    }
+    std::fs::write(c10.join("test_batch.bin"), cifar_record(&[9], 99)).unwrap();
+    std::fs::write(c10.join("batches.meta.txt"), "airplane\nautomobile\nbird\ncat\ndeer\ndog\nfrog\nhorse\nship\ntruck\n").unwrap();
+    let out = t.path().join("ds10");
+    import_stage(&cfg(Format::Cifar, &c10), &out, false).unwrap();
+    let ds = Dataset::open(&out).unwrap();
+    let train = ds.split("train").unwrap();
+    assert_eq!((train.len(), train.chw), (15, [3, 32, 32]));
+    assert_eq!(train.image(4), &cifar_record(&[0], 21)[1..]);
+    assert_eq!(train.labels[4], 3);
+    assert_eq!(ds.class_names[9], "truck");
+
+    let c100 = t.path().join("c100");
+    std::fs::create_dir_all(&c100).unwrap();
+    std::fs::write(c100.join("train.bin"), [cifar_record(&[1, 57], 1), cifar_record(&[2, 99], 2)].concat()).unwrap();
+    std::fs::write(c100.join("test.bin"), cifar_record(&[3, 0], 3)).unwrap();
+    let out = t.path().join("ds100");
+    import_stage(&cfg(Format::Cifar, &c100), &out, false).unwrap();
+    let ds = Dataset::open(&out).unwrap();
+    assert_eq!(ds.num_classes(), 100);
+    assert_eq!(ds.split("train").unwrap().labels, vec![57, 99]);
+    assert_eq!(ds.split("test").unwrap().image(0), &cifar_record(&[3, 0], 3)[2..]);
+}
+
+#[test]
+fn image_folder_reads_classes_and_pixels() {
+    let t = tempfile::tempdir().unwrap();
+    let src = t.path().join("imgs");
+    for (ci, class) in ["cat", "dog"].iter().enumerate() {
+        let d = src.join(class);
+        std::fs::create_dir_all(&d).unwrap();
+        for i in 0..5 {
+            let img = image::GrayImage::from_fn(8, 8, |x, y| image::Luma([(x * 10 + y + ci as u32 * 100 + i) as u8]));
+            img.save(d.join(format!("{i}.png"))).unwrap();
+        }
+    }
+    let mut c = cfg(Format::Folder, &src);
+    c.size = 8;
+    c.channels = 1;
+    c.test_fraction = 0.2;
+    let out = t.path().join("ds");
+    import_stage(&c, &out, false).unwrap();
+    let ds = Dataset::open(&out).unwrap();
+    assert_eq!(ds.class_names, vec!["cat", "dog"]);
+    let (train, test) = (ds.split("train").unwrap(), ds.split("test").unwrap());
+    assert_eq!((train.len(), test.len()), (8, 2));
+    assert_eq!(test.class_counts(2), vec![1, 1]);
+    // Same size: pixels pass through unchanged (row-major, y then x).
+    let first = train.image(0);
+    let label = train.labels[0] as u32;
+    let i = (first[0] as u32) - label * 100;
+    assert_eq!(first[1] as u32, 10 + label * 100 + i);
+    assert_eq!(first[8] as u32, 1 + label * 100 + i);
+
+    // RGB, resized, with explicit train/ and test/.
+    let src2 = t.path().join("split");
+    for part in ["train", "test"] {
+        for class in ["a", "b"] {
+            let d = src2.join(part).join(class);
+            std::fs::create_dir_all(&d).unwrap();
+            image::RgbImage::from_pixel(20, 10, image::Rgb([200, 10, 30])).save(d.join("x.jpg")).unwrap();
+        }
+    }
+    let mut c = cfg(Format::Folder, &src2);
+    c.size = 4;
+    let out = t.path().join("ds2");
+    import_stage(&c, &out, false).unwrap();
+    let ds = Dataset::open(&out).unwrap();
+    let s = ds.split("train").unwrap();
+    assert_eq!((s.len(), s.chw), (2, [3, 4, 4]));
+    assert!(s.image(0)[..16].iter().all(|&v| v > 180), "red channel first (CHW)");
+}
+
+/// Expect a failed import whose message names `file` and contains `what`.
+fn expect_err(c: &ImportConfig, file: &str, what: &str) {
+    let t = tempfile::tempdir().unwrap();
+    let out = t.path().join("ds");
+    let e = import_stage(c, &out, false).unwrap_err();
+    let msg = format!("{e}");
+    assert!(msg.contains(file) && msg.contains(what), "message {msg:?} should name {file:?} and {what:?}");
+    assert!(!msg.contains('\n'), "one line: {msg:?}");
+    assert!(!out.join(MANIFEST).exists(), "no manifest on failure");
+}
+
+#[test]
+fn bad_idx_inputs_are_refused_clearly() {
+    let t = tempfile::tempdir().unwrap();
+    let src = t.path().join("src");
+    let c = cfg(Format::Idx, &src);
+    let labels = src.join("train-labels-idx1-ubyte");
+    let images = src.join("train-images-idx3-ubyte");
+
+    write_idx_dir(&src, 10, 5, false);
+    std::fs::write(&images, b"PK\x03\x04 not idx").unwrap();
+    expect_err(&c, "train-images-idx3-ubyte", "bad magic");
+
+    write_idx_dir(&src, 10, 5, false);
+    let full = std::fs::read(&images).unwrap();
+    std::fs::write(&images, &full[..full.len() - 7]).unwrap();
+    expect_err(&c, "train-images-idx3-ubyte", "truncated");
+
+    write_idx_dir(&src, 10, 5, false);
+    std::fs::write(&labels, encode_idx(&[9], &[0; 9])).unwrap();
+    expect_err(&c, "train-labels-idx1-ubyte", "9 labels for 10 images");
+
+    write_idx_dir(&src, 10, 5, false);
+    let mut l = vec![1u8; 10];
+    l[3] = 12;
+    std::fs::write(&labels, encode_idx(&[10], &l)).unwrap();
+    expect_err(&c, "train-labels-idx1-ubyte", "label 12 at index 3 is out of range");
+
+    std::fs::remove_file(&labels).unwrap();
+    expect_err(&c, "train-labels-idx1-ubyte", "missing IDX file");
+
+    expect_err(&cfg(Format::Idx, &t.path().join("nowhere")), "nowhere", "no such directory");
+}
+
+#[test]
+fn bad_cifar_and_folder_inputs_are_refused_clearly() {
+    let t = tempfile::tempdir().unwrap();
+    let c100 = t.path().join("c100");
+    std::fs::create_dir_all(&c100).unwrap();
+    std::fs::write(c100.join("train.bin"), [cifar_record(&[1, 5], 1), vec![0; 100]].concat()).unwrap();
+    std::fs::write(c100.join("test.bin"), cifar_record(&[3, 0], 3)).unwrap();
+    expect_err(&cfg(Format::Cifar, &c100), "train.bin", "corrupt CIFAR batch");
+    std::fs::write(c100.join("train.bin"), cifar_record(&[1, 150], 1)).unwrap();
+    expect_err(&cfg(Format::Cifar, &c100), "train.bin", "label 150 out of range");
+
+    let empty = t.path().join("empty");
+    std::fs::create_dir_all(&empty).unwrap();
+    expect_err(&cfg(Format::Folder, &empty), "empty", "empty image folder");
+    std::fs::create_dir_all(empty.join("cls")).unwrap();
+    expect_err(&cfg(Format::Folder, &empty), "empty", "no PNG or JPEG");
+    std::fs::write(empty.join("cls").join("broken.png"), b"not a png").unwrap();
+    expect_err(&cfg(Format::Folder, &empty), "broken.png", "unreadable image");
+}
+
+#[test]
+fn views_are_identical_whatever_the_thread_count() {
+    let (img, lab) = synth(64, 28, 28);
+    let split = Split {
+        images: img,
+        labels: lab.into_iter().map(u16::from).collect(),
+        chw: [1, 28, 28],
+    };
+    let spec = ViewSpec { pad: 3, flip: true };
+    let idx: Vec<usize> = (0..64).rev().collect();
+    let views: Vec<ViewParams> = idx.iter().map(|&i| spec.draw(11, i as u64, 1 + (i % 4) as u64)).collect();
+    let table = lut(&[0.3], &[0.4]);
+    let run = |threads: usize| {
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .unwrap()
+            .install(|| assemble(&split, &idx, &views, &spec, &table))
+    };
+    let one = run(1);
+    assert_eq!(one.len(), 64 * 784);
+    for threads in [2, 3] {
+        let other = run(threads);
+        assert!(one.iter().zip(&other).all(|(a, b)| a.to_bits() == b.to_bits()));
+    }
+    // Not all views are the identity: the batch differs from the plain images.
+    let plain: Vec<ViewParams> = idx.iter().map(|&i| spec.draw(11, i as u64, 0)).collect();
+    assert_ne!(one, assemble(&split, &idx, &plain, &spec, &table));
+}
