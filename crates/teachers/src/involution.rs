@@ -1,0 +1,124 @@
+//! The involution operator (Li et al., "Involution: Inverting the Inherence of
+//! Convolution for Visual Recognition", CVPR 2021).
+//!
+//! For every output pixel a `K x K` kernel is given (generated from that
+//! pixel's features by [`crate::rednet::Involution`]), shared by the `C/G`
+//! channels of each of `G` groups:
+//!
+//! `out[b, c, h, w] = sum_{i,j} W[b, g(c), i*K+j, h, w] * xpad[b, c, h*s + i, w*s + j]`
+//!
+//! with `xpad` the input zero-padded by `(K-1)/2`. Two implementations:
+//!
+//! - [`involution_naive`], the textbook one: unfold (im2col) the input to
+//!   `[B, C*K*K, H'*W']`, multiply, sum. It materialises K*K copies of the
+//!   activation (and keeps them for the backward pass).
+//! - [`involution`], the one the networks use: a sum of K*K strided slices of
+//!   the padded input, each a view, accumulated in place. Same arithmetic, no
+//!   K*K-times buffer; `benches/teachers.rs` measures the difference.
+//!
+//! Both are plain autograd graphs, so gradients come for free; the tests check
+//! values and gradients of one against the other and against a per-pixel loop.
+
+use tch::Tensor;
+
+/// Output side length for input side `n`, kernel `k` (odd), stride `s`.
+pub fn out_size(n: i64, k: i64, s: i64) -> i64 {
+    (n + 2 * ((k - 1) / 2) - k) / s + 1
+}
+
+fn check(x: &Tensor, w: &Tensor, k: i64, stride: i64, groups: i64) -> (i64, i64, i64, i64, i64) {
+    let (b, c, h, wd) = x.size4().expect("involution input is [B,C,H,W]");
+    assert!(k % 2 == 1, "involution kernel size must be odd, got {k}");
+    assert!(groups > 0 && c % groups == 0, "{c} channels do not split into {groups} groups");
+    let (ho, wo) = (out_size(h, k, stride), out_size(wd, k, stride));
+    assert_eq!(
+        w.size(),
+        [b, groups, k * k, ho, wo],
+        "involution kernel must be [B, G, K*K, H', W']"
+    );
+    (b, c, ho, wo, c / groups)
+}
+
+/// Involution as a sum of `K*K` shifted (strided) slices of the padded input.
+///
+/// `x`: `[B, C, H, W]`; `w`: `[B, G, K*K, H', W']` with `H' = ceil(H / stride)`
+/// for odd `k`. Returns `[B, C, H', W']`.
+pub fn involution(x: &Tensor, w: &Tensor, k: i64, stride: i64, groups: i64) -> Tensor {
+    let (b, c, ho, wo, cg) = check(x, w, k, stride, groups);
+    let p = (k - 1) / 2;
+    let xp = x.constant_pad_nd([p, p, p, p]);
+    let (hp, wp) = (xp.size()[2], xp.size()[3]);
+    let xp = xp.view([b, groups, cg, hp, wp]);
+    let mut acc: Option<Tensor> = None;
+    for i in 0..k {
+        let rows = xp.slice(3, i, i + stride * (ho - 1) + 1, stride);
+        for j in 0..k {
+            let xs = rows.slice(4, j, j + stride * (wo - 1) + 1, stride);
+            let wk = w.select(2, i * k + j).unsqueeze(2);
+            match acc.as_mut() {
+                // In place: autograd of addcmul does not need the accumulator's
+                // old value, so one [B,C,H',W'] buffer serves every term.
+                Some(a) => {
+                    let _ = a.addcmul_(&xs, &wk);
+                }
+                None => acc = Some(&xs * &wk),
+            }
+        }
+    }
+    acc.expect("k >= 1").view([b, c, ho, wo])
+}
+
+/// Reference involution through im2col (`nn.Unfold`), as in the authors'
+/// `involution_naive.py`. Same contract as [`involution`].
+pub fn involution_naive(x: &Tensor, w: &Tensor, k: i64, stride: i64, groups: i64) -> Tensor {
+    let (b, c, ho, wo, cg) = check(x, w, k, stride, groups);
+    let p = (k - 1) / 2;
+    let cols = x
+        .im2col([k, k], [1, 1], [p, p], [stride, stride])
+        .view([b, groups, cg, k * k, ho, wo]);
+    (cols * w.view([b, groups, 1, k * k, ho, wo]))
+        .sum_dim_intlist(3, false, None::<tch::Kind>)
+        .view([b, c, ho, wo])
+}
+
+/// Per-pixel loops over plain buffers: the definition, for tests on tiny
+/// inputs. `x` is `[b,c,h,w]` row-major, `w` is `[b,g,k*k,h',w']`.
+#[allow(clippy::too_many_arguments)]
+pub fn involution_loops(
+    x: &[f64],
+    w: &[f64],
+    [b, c, h, wd]: [usize; 4],
+    k: usize,
+    stride: usize,
+    groups: usize,
+) -> Vec<f64> {
+    let ho = out_size(h as i64, k as i64, stride as i64) as usize;
+    let wo = out_size(wd as i64, k as i64, stride as i64) as usize;
+    let p = (k - 1) / 2;
+    let cg = c / groups;
+    let mut out = vec![0.0; b * c * ho * wo];
+    for bi in 0..b {
+        for ci in 0..c {
+            let g = ci / cg;
+            for y in 0..ho {
+                for xo in 0..wo {
+                    let mut s = 0.0;
+                    for i in 0..k {
+                        for j in 0..k {
+                            let sy = (y * stride + i) as isize - p as isize;
+                            let sx = (xo * stride + j) as isize - p as isize;
+                            if sy < 0 || sx < 0 || sy >= h as isize || sx >= wd as isize {
+                                continue;
+                            }
+                            let xv = x[((bi * c + ci) * h + sy as usize) * wd + sx as usize];
+                            let wv = w[(((bi * groups + g) * k * k + i * k + j) * ho + y) * wo + xo];
+                            s += xv * wv;
+                        }
+                    }
+                    out[((bi * c + ci) * ho + y) * wo + xo] = s;
+                }
+            }
+        }
+    }
+    out
+}

@@ -1,0 +1,166 @@
+//! Forward shapes, parameter names (read back by Python), and each
+//! architecture's ability to memorise a batch.
+
+mod common;
+
+use kd_core::optim::{AdamW, AdamWConfig};
+use kd_teachers::cnn::CnnConfig;
+use kd_teachers::model::{Arch, ModelConfig, Net, param_count};
+use kd_teachers::rednet::RedNetConfig;
+use std::collections::BTreeMap;
+use tch::nn::{ModuleT, VarStore};
+use tch::{Device, Kind, Reduction, Tensor};
+
+fn all_presets() -> Vec<(Arch, &'static str)> {
+    let mut v = vec![];
+    for arch in [Arch::Cnn, Arch::Involution] {
+        for p in arch.presets() {
+            v.push((arch, *p));
+        }
+    }
+    v
+}
+
+#[test]
+fn forward_shapes_for_every_preset() {
+    let _g = tch::no_grad_guard();
+    for (arch, preset) in all_presets() {
+        let cfg = ModelConfig::preset(arch, preset).unwrap();
+        for (c, hw, classes) in [(1, 28, 10), (3, 32, 7)] {
+            let vs = VarStore::new(Device::Cpu);
+            let net = Net::new(&vs.root(), &cfg, c, classes);
+            let x = Tensor::randn([3, c, hw, hw], (Kind::Float, Device::Cpu));
+            for train in [true, false] {
+                let y = net.forward_t(&x, train);
+                assert_eq!(y.size(), [3, classes], "{preset} on {c}x{hw}x{hw}");
+                assert!(f64::try_from(y.isfinite().all().to_kind(Kind::Float)).unwrap() == 1.0);
+            }
+        }
+    }
+    assert!(ModelConfig::preset(Arch::Cnn, "rednet-small").is_err());
+}
+
+#[test]
+fn preset_sizes() {
+    let count = |arch, p| {
+        let vs = VarStore::new(Device::Cpu);
+        let _n = Net::new(&vs.root(), &ModelConfig::preset(arch, p).unwrap(), 1, 10);
+        param_count(&vs)
+    };
+    let small = count(Arch::Cnn, "cnn-small");
+    assert!((250_000..350_000).contains(&small), "cnn-small has {small} parameters");
+    assert!(count(Arch::Cnn, "cnn-tiny") < 10_000);
+    assert!(count(Arch::Involution, "rednet-tiny") < 10_000);
+    let red = count(Arch::Involution, "rednet-small");
+    assert!((30_000..200_000).contains(&red), "rednet-small has {red} parameters");
+    assert_eq!(CnnConfig::PRESETS.len() + RedNetConfig::PRESETS.len(), all_presets().len());
+}
+
+/// Each architecture memorises 64 images with random labels (eval mode, so
+/// BatchNorm's running statistics are part of what is checked).
+#[test]
+fn tiny_presets_overfit_a_batch_of_64() {
+    for (arch, preset) in [(Arch::Cnn, "cnn-tiny"), (Arch::Involution, "rednet-tiny")] {
+        tch::manual_seed(7);
+        let vs = VarStore::new(Device::Cpu);
+        let net = Net::new(&vs.root(), &ModelConfig::preset(arch, preset).unwrap(), 1, 10);
+        let x = Tensor::randn([64, 1, 28, 28], (Kind::Float, Device::Cpu));
+        let y = Tensor::randint(10, [64], (Kind::Int64, Device::Cpu));
+        let mut opt = AdamW::new(&vs, AdamWConfig { weight_decay: 0.0, ..Default::default() });
+        let acc = |net: &Net| {
+            let _g = tch::no_grad_guard();
+            let p = net.forward_t(&x, false).argmax(1, false);
+            f64::try_from(p.eq_tensor(&y).to_kind(Kind::Float).mean(Kind::Float)).unwrap()
+        };
+        let first = acc(&net);
+        let mut steps = 0;
+        let mut best = 0.0;
+        while steps < 400 {
+            for _ in 0..20 {
+                opt.zero_grad();
+                let loss = net.forward_t(&x, true).cross_entropy_loss::<Tensor>(&y, None, Reduction::Mean, -100, 0.0);
+                loss.backward();
+                opt.step(1e-2);
+                steps += 1;
+            }
+            best = acc(&net);
+            if best == 1.0 {
+                break;
+            }
+        }
+        assert!(first < 0.5, "{preset} starts at {first}: the task is not a memorisation test");
+        assert_eq!(best, 1.0, "{preset}: train accuracy {best} after {steps} steps");
+        eprintln!("{preset}: 100% of 64 random-label images after {steps} steps");
+    }
+}
+
+/// The documented key names are what Python's safetensors sees.
+#[test]
+fn weights_load_in_python_with_pytorch_names() {
+    let Some(py) = common::python() else {
+        eprintln!("SKIPPED: no Python with safetensors (set KD_PYTHON)");
+        return;
+    };
+    let t = tempfile::tempdir().unwrap();
+    let cases = [
+        (
+            Arch::Cnn,
+            "cnn-tiny",
+            vec![
+                "conv1.weight",
+                "bn1.weight",
+                "bn1.bias",
+                "bn1.running_mean",
+                "bn1.running_var",
+                "layer1.0.conv1.weight",
+                "layer1.0.bn2.weight",
+                "layer2.0.downsample.0.weight",
+                "layer2.0.downsample.1.running_var",
+                "fc.weight",
+                "fc.bias",
+            ],
+        ),
+        (
+            Arch::Involution,
+            "rednet-tiny",
+            vec![
+                "conv1.weight",
+                "bn1.weight",
+                "layer1.0.conv1.weight",
+                "layer1.0.bn1.weight",
+                "layer1.0.conv2.conv1.conv.weight",
+                "layer1.0.conv2.conv1.bn.running_mean",
+                "layer1.0.conv2.conv2.conv.weight",
+                "layer1.0.conv2.conv2.conv.bias",
+                "layer1.0.bn2.weight",
+                "layer1.0.conv3.weight",
+                "layer1.0.bn3.weight",
+                "layer2.0.downsample.1.weight",
+                "layer2.0.downsample.2.weight",
+                "fc.weight",
+            ],
+        ),
+    ];
+    for (arch, preset, expected) in cases {
+        let vs = VarStore::new(Device::Cpu);
+        let _net = Net::new(&vs.root(), &ModelConfig::preset(arch, preset).unwrap(), 1, 10);
+        let path = t.path().join(format!("{preset}.safetensors"));
+        vs.save(&path).unwrap();
+        let script = "import sys, json\nfrom safetensors.torch import load_file\n\
+                      sd = load_file(sys.argv[1])\n\
+                      print(json.dumps({k: [list(v.shape), float(v.double().sum())] for k, v in sd.items()}))";
+        let out = std::process::Command::new(&py).arg("-c").arg(script).arg(&path).output().unwrap();
+        assert!(out.status.success(), "python failed: {}", String::from_utf8_lossy(&out.stderr));
+        let got: BTreeMap<String, (Vec<i64>, f64)> = serde_json::from_slice(&out.stdout).unwrap();
+        let ours: BTreeMap<String, Tensor> = vs.variables().into_iter().collect();
+        assert_eq!(got.keys().collect::<Vec<_>>(), ours.keys().collect::<Vec<_>>(), "{preset}");
+        for (k, (shape, sum)) in &got {
+            assert_eq!(shape, &ours[k].size(), "{k}");
+            let s = f64::try_from(ours[k].to_kind(Kind::Double).sum(Kind::Double)).unwrap();
+            assert!((s - sum).abs() <= 1e-4 * (1.0 + s.abs()), "{k}: {s} vs {sum}");
+        }
+        for k in expected {
+            assert!(got.contains_key(k), "{preset}: no '{k}' in {:?}", got.keys());
+        }
+    }
+}
