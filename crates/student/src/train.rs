@@ -1,0 +1,693 @@
+//! The `student` stage: train the ViT from labels and teacher logits.
+//!
+//! Teacher logits come from a [`Source`]: the logit store (the point of the
+//! project: no teacher forward passes), the teachers run live on the same
+//! batches (the speed baseline and a fidelity check), or none (the
+//! no-distillation baseline). All three see identical pixels: each epoch each
+//! sample uses view `Rng::keyed(seed, [epoch, sample]).below(K)` of its K
+//! views, whose parameters are read from the store or drawn by the same rule
+//! the store was built with.
+//!
+//! The epoch loop, optimiser, schedule, checkpoint and resume are
+//! `kd_core::fit`'s, shared with the teachers.
+
+use crate::error::{Result, StudentError};
+use crate::loss::{Distill, LossConfig, average_logits, student_loss};
+use crate::vit::{Config, PRESETS, Vit, num_params};
+use kd_core::fit::{EpochRecord, FitConfig, FitOptions, Learner, fit, remove_checkpoint};
+use kd_core::manifest::{InputRef, Manifest, OutputRef, needs_run, write_json};
+use kd_core::optim::AdamWConfig;
+use kd_core::{CoreError, Progress, Rng, Teacher, ViewParams, ViewSpec};
+use kd_data::augment::{batch_tensor, label_tensor, lut};
+use kd_data::{Dataset, Split};
+use kd_logit_cache::LogitStore;
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value, json};
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt::Write as _;
+use std::path::Path;
+use tch::{Device, Kind, Tensor, nn::VarStore};
+
+pub const STAGE: &str = "student";
+
+/// Where the teachers' logits come from.
+pub enum Source {
+    /// No distillation: the class token only.
+    None,
+    /// Read from a logit store; `teachers` is the subset used, in token order.
+    Cache { store: LogitStore, teachers: Vec<String> },
+    /// Run the teachers on every batch.
+    Live(Vec<Box<dyn Teacher>>),
+}
+
+impl std::fmt::Debug for Source {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}:{}", self.kind(), self.teacher_names().join(","))
+    }
+}
+
+impl Source {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Source::None => "none",
+            Source::Cache { .. } => "cache",
+            Source::Live(_) => "live",
+        }
+    }
+
+    /// Teacher names in token order.
+    pub fn teacher_names(&self) -> Vec<String> {
+        match self {
+            Source::None => vec![],
+            Source::Cache { teachers, .. } => teachers.clone(),
+            Source::Live(ts) => ts.iter().map(|t| t.name().to_string()).collect(),
+        }
+    }
+}
+
+/// How teachers map onto distillation tokens.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum TokenMode {
+    /// One token and head per teacher (Co-advise).
+    #[default]
+    PerTeacher,
+    /// Ablation: one token learning the teachers' averaged logits.
+    Averaged,
+}
+
+/// The `[students.<variant>]` section of a profile (less `teachers`, which
+/// the binary turns into a [`Source`]).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StudentConfig {
+    /// Architecture preset (`vit-test`, `vit-tiny`, `vit-small`).
+    pub preset: String,
+    /// Expected distillation token count; refused when the teachers imply another.
+    pub dist_tokens: Option<usize>,
+    pub tokens: TokenMode,
+    /// Override of the preset's stochastic depth rate.
+    pub drop_path: Option<f64>,
+    pub epochs: usize,
+    pub batch_size: usize,
+    pub lr: f64,
+    pub min_lr: f64,
+    pub warmup_epochs: f64,
+    pub weight_decay: f64,
+    pub seed: u64,
+    /// Weight of the teachers against the labels.
+    pub alpha: f64,
+    pub tau: f64,
+    pub distill: Distill,
+    pub label_smoothing: f64,
+    /// Views per sample (K) and their generator; taken from the store in
+    /// cache mode (where a differing explicit value is refused).
+    pub views: Option<usize>,
+    pub view_seed: Option<u64>,
+    pub view_pad: Option<u8>,
+    pub view_flip: Option<bool>,
+    pub eval_batch_size: usize,
+}
+
+impl Default for StudentConfig {
+    fn default() -> Self {
+        StudentConfig {
+            preset: "vit-tiny".into(),
+            dist_tokens: None,
+            tokens: TokenMode::PerTeacher,
+            drop_path: None,
+            epochs: 10,
+            batch_size: 128,
+            lr: 1e-3,
+            min_lr: 1e-5,
+            warmup_epochs: 1.0,
+            weight_decay: 0.05,
+            seed: 0,
+            alpha: 0.5,
+            tau: 1.0,
+            distill: Distill::Soft,
+            label_smoothing: 0.1,
+            views: None,
+            view_seed: None,
+            view_pad: None,
+            view_flip: None,
+            eval_batch_size: 500,
+        }
+    }
+}
+
+impl StudentConfig {
+    pub fn fit_config(&self) -> FitConfig {
+        FitConfig {
+            epochs: self.epochs,
+            batch_size: self.batch_size,
+            lr: self.lr,
+            min_lr: self.min_lr,
+            warmup_epochs: self.warmup_epochs,
+            seed: self.seed,
+            adamw: AdamWConfig {
+                weight_decay: self.weight_decay,
+                ..Default::default()
+            },
+        }
+    }
+
+    pub fn loss_config(&self) -> LossConfig {
+        LossConfig {
+            alpha: self.alpha,
+            tau: self.tau,
+            distill: self.distill,
+            label_smoothing: self.label_smoothing,
+        }
+    }
+}
+
+/// The view sample `sample` uses in `epoch` (of `views` views).
+pub fn epoch_view(seed: u64, epoch: usize, sample: usize, views: usize) -> usize {
+    Rng::keyed(seed, &[epoch as u64, sample as u64]).below(views as u64) as usize
+}
+
+/// What the stage did.
+#[derive(Debug)]
+pub enum Outcome {
+    UpToDate,
+    /// `FitOptions::stop_after` ended the run early; the checkpoint is kept.
+    Stopped { epochs_done: usize },
+    Wrote(Box<Manifest>),
+}
+
+fn invalid(msg: impl Into<String>) -> StudentError {
+    StudentError::Invalid(msg.into())
+}
+
+impl StudentConfig {
+    /// Fill the view settings from the store (cache mode) or defaults,
+    /// refusing explicit values the store contradicts and zero views.
+    pub fn resolved(&self, source: &Source) -> Result<StudentConfig> {
+        let mut cfg = self.clone();
+        resolve_views(&mut cfg, source)?;
+        Ok(cfg)
+    }
+}
+
+fn resolve_views(cfg: &mut StudentConfig, source: &Source) -> Result<()> {
+    let dflt = ViewSpec::default();
+    if let Source::Cache { store, .. } = source {
+        let spec = store.view_spec();
+        let at = store.dir().display().to_string();
+        let check = |what: &str, mine: Option<String>, theirs: String| -> Result<()> {
+            match mine {
+                Some(m) if m != theirs => Err(invalid(format!(
+                    "{at}: store has {what} {theirs} but the student config asks for {m}"
+                ))),
+                _ => Ok(()),
+            }
+        };
+        check("views", cfg.views.map(|v| v.to_string()), store.views().to_string())?;
+        check("view seed", cfg.view_seed.map(|v| v.to_string()), store.seed().to_string())?;
+        check("view pad", cfg.view_pad.map(|v| v.to_string()), spec.pad.to_string())?;
+        check("view flip", cfg.view_flip.map(|v| v.to_string()), spec.flip.to_string())?;
+        cfg.views = Some(store.views());
+        cfg.view_seed = Some(store.seed());
+        cfg.view_pad = Some(spec.pad);
+        cfg.view_flip = Some(spec.flip);
+    } else {
+        cfg.views = Some(cfg.views.unwrap_or(8));
+        cfg.view_seed = Some(cfg.view_seed.unwrap_or(0));
+        cfg.view_pad = Some(cfg.view_pad.unwrap_or(dflt.pad));
+        cfg.view_flip = Some(cfg.view_flip.unwrap_or(dflt.flip));
+    }
+    if cfg.views == Some(0) {
+        let whose = match source {
+            Source::Cache { store, .. } => format!("{}: store", store.dir().display()),
+            _ => "student config".into(),
+        };
+        return Err(invalid(format!("{whose} has 0 views per sample; need at least 1")));
+    }
+    Ok(())
+}
+
+/// Check the source against the dataset; return a description for the config.
+fn check_source(source: &Source, ds: &Dataset, train: &Split) -> Result<Value> {
+    let names = source.teacher_names();
+    let unique: BTreeSet<&String> = names.iter().collect();
+    if unique.len() != names.len() {
+        return Err(invalid(format!("teacher names repeat: {}", names.join(","))));
+    }
+    let classes = ds.num_classes();
+    match source {
+        Source::None => Ok(json!({"kind": "none"})),
+        Source::Cache { store, teachers } => {
+            let at = store.dir().display();
+            if store.dataset_hash() != ds.manifest_hash {
+                return Err(invalid(format!(
+                    "{at}: logit store was made from dataset {} but {} has hash {} (rebuild the cache)",
+                    store.dataset_hash(),
+                    ds.dir.display(),
+                    ds.manifest_hash
+                )));
+            }
+            if teachers.is_empty() {
+                return Err(invalid(format!("{at}: no teachers chosen from the store")));
+            }
+            for t in teachers {
+                if !store.teachers().contains(t) {
+                    return Err(invalid(format!(
+                        "{at}: no teacher '{t}' in the store (has: {})",
+                        store.teachers().join(", ")
+                    )));
+                }
+            }
+            if store.num_classes() != classes {
+                return Err(invalid(format!(
+                    "{at}: store has {} classes, dataset {classes}",
+                    store.num_classes()
+                )));
+            }
+            if store.num_samples() != train.len() {
+                return Err(invalid(format!(
+                    "{at}: store has {} samples, the train split {}",
+                    store.num_samples(),
+                    train.len()
+                )));
+            }
+            Ok(json!({"kind": "cache", "teachers": teachers, "store": store.manifest_hash()}))
+        }
+        Source::Live(ts) => {
+            if ts.is_empty() {
+                return Err(invalid("live source without teachers"));
+            }
+            let mut desc = vec![];
+            for t in ts {
+                if t.dataset_hash() != ds.manifest_hash {
+                    return Err(invalid(format!(
+                        "teacher '{}' was trained on dataset {} but {} has hash {}",
+                        t.name(),
+                        t.dataset_hash(),
+                        ds.dir.display(),
+                        ds.manifest_hash
+                    )));
+                }
+                if t.num_classes() != classes {
+                    return Err(invalid(format!(
+                        "teacher '{}' has {} classes, dataset {classes}",
+                        t.name(),
+                        t.num_classes()
+                    )));
+                }
+                desc.push(json!({"name": t.name(), "arch": t.arch(), "checkpoint": t.checkpoint_hash()}));
+            }
+            Ok(json!({"kind": "live", "teachers": desc}))
+        }
+    }
+}
+
+/// How the trainer turns training indices into images and teacher logits:
+/// the same (sample, view) pixels whatever the source.
+pub struct Batcher<'a> {
+    pub train: &'a Split,
+    pub lut: Vec<[f32; 256]>,
+    pub spec: ViewSpec,
+    pub view_seed: u64,
+    pub views: usize,
+    pub seed: u64,
+    pub source: &'a Source,
+    pub device: Device,
+}
+
+impl<'a> Batcher<'a> {
+    /// `cfg` must be resolved ([`StudentConfig::resolved`]).
+    pub fn new(cfg: &StudentConfig, ds: &Dataset, train: &'a Split, source: &'a Source, device: Device) -> Batcher<'a> {
+        Batcher {
+            train,
+            lut: lut(&ds.mean, &ds.std),
+            spec: ViewSpec {
+                pad: cfg.view_pad.unwrap_or_default(),
+                flip: cfg.view_flip.unwrap_or_default(),
+            },
+            view_seed: cfg.view_seed.unwrap_or_default(),
+            views: cfg.views.unwrap_or(1).max(1),
+            seed: cfg.seed,
+            source,
+            device,
+        }
+    }
+
+    /// The view each sample uses in `epoch`.
+    pub fn epoch_views(&self, idx: &[usize], epoch: usize) -> Vec<usize> {
+        idx.iter().map(|&s| epoch_view(self.seed, epoch, s, self.views)).collect()
+    }
+
+    /// Parameters of a view: read from the store in cache mode, drawn by the
+    /// store's rule otherwise.
+    pub fn view_params(&self, sample: usize, view: usize) -> ViewParams {
+        match self.source {
+            Source::Cache { store, .. } => store.view_params(sample, view),
+            _ => self.spec.draw(self.view_seed, sample as u64, view as u64),
+        }
+    }
+
+    /// Normalised images `[B, C, H, W]` of the given (sample, view) pairs.
+    pub fn images(&self, idx: &[usize], vids: &[usize]) -> Tensor {
+        let params: Vec<ViewParams> = idx.iter().zip(vids).map(|(&s, &v)| self.view_params(s, v)).collect();
+        batch_tensor(self.train, idx, &params, &self.spec, &self.lut, self.device)
+    }
+
+    /// Raw teacher logits `[B, classes]` (f32, on the student's device), one
+    /// per teacher, for the (sample, view) pairs whose images are `images`.
+    pub fn teacher_logits(&self, idx: &[usize], vids: &[usize], images: &Tensor) -> kd_core::Result<Vec<Tensor>> {
+        let _g = tch::no_grad_guard();
+        match self.source {
+            Source::None => Ok(vec![]),
+            Source::Cache { store, teachers } => {
+                let pairs: Vec<(usize, usize)> = idx.iter().copied().zip(vids.iter().copied()).collect();
+                teachers
+                    .iter()
+                    .map(|name| {
+                        let v = store
+                            .logits(name, &pairs)
+                            .map_err(|e| CoreError::Invalid(e.to_string()))?;
+                        Ok(Tensor::from_slice(&v).view([idx.len() as i64, -1]).to_device(self.device))
+                    })
+                    .collect()
+            }
+            Source::Live(ts) => Ok(ts
+                .iter()
+                .map(|t| {
+                    t.logits(&images.to_device(t.device()))
+                        .to_kind(Kind::Float)
+                        .to_device(self.device)
+                })
+                .collect()),
+        }
+    }
+}
+
+struct StudentLearner<'a> {
+    vs: VarStore,
+    model: Vit,
+    batcher: Batcher<'a>,
+    test: &'a Split,
+    /// Name of each distillation head (teacher name, or `avg`).
+    heads: Vec<String>,
+    tokens: TokenMode,
+    loss: LossConfig,
+    eval_batch: usize,
+    /// Live mode: each head's teacher prediction on the test split (fixed, so computed once).
+    teacher_test_pred: Option<Vec<Vec<i64>>>,
+}
+
+impl StudentLearner<'_> {
+    fn targets(&self, logits: Vec<Tensor>) -> Vec<Tensor> {
+        match self.tokens {
+            TokenMode::PerTeacher => logits,
+            TokenMode::Averaged if logits.is_empty() => logits,
+            TokenMode::Averaged => vec![average_logits(&logits)],
+        }
+    }
+
+    fn test_batches(&self) -> Vec<Vec<usize>> {
+        let idx: Vec<usize> = (0..self.test.len()).collect();
+        idx.chunks(self.eval_batch.max(1)).map(<[usize]>::to_vec).collect()
+    }
+
+    fn test_images(&self, idx: &[usize]) -> Tensor {
+        let b = &self.batcher;
+        let views = vec![ViewParams::identity(&b.spec); idx.len()];
+        batch_tensor(self.test, idx, &views, &b.spec, &b.lut, b.device)
+    }
+}
+
+fn argmax_vec(t: &Tensor) -> kd_core::Result<Vec<i64>> {
+    Ok(Vec::<i64>::try_from(t.argmax(-1, false).to_device(Device::Cpu))?)
+}
+
+impl Learner for StudentLearner<'_> {
+    fn var_store(&mut self) -> &mut VarStore {
+        &mut self.vs
+    }
+
+    fn train_len(&self) -> usize {
+        self.batcher.train.len()
+    }
+
+    fn train_batch(&mut self, idx: &[usize], epoch: usize) -> kd_core::Result<(Tensor, Vec<(String, f64)>)> {
+        let b = &self.batcher;
+        let vids = b.epoch_views(idx, epoch);
+        let x = b.images(idx, &vids);
+        let y = label_tensor(b.train, idx, b.device);
+        let targets = self.targets(b.teacher_logits(idx, &vids, &x)?);
+        let out = self.model.forward_t(&x, true);
+        let parts = student_loss(&out, &y, &targets, &self.loss);
+        let mut stats = vec![
+            ("loss".to_string(), f64::try_from(&parts.total)?),
+            ("ce".to_string(), f64::try_from(&parts.ce)?),
+        ];
+        for (h, k) in self.heads.iter().zip(&parts.kd) {
+            stats.push((format!("kd_{h}"), f64::try_from(k)?));
+        }
+        Ok((parts.total, stats))
+    }
+
+    fn evaluate(&mut self, _epoch: usize) -> kd_core::Result<Map<String, Value>> {
+        let _g = tch::no_grad_guard();
+        let batches = self.test_batches();
+        if self.teacher_test_pred.is_none() && matches!(self.batcher.source, Source::Live(_)) {
+            let mut preds = vec![vec![]; self.heads.len()];
+            for b in &batches {
+                let x = self.test_images(b);
+                let t = self.targets(self.batcher.teacher_logits(b, &vec![0; b.len()], &x)?);
+                for (p, z) in preds.iter_mut().zip(&t) {
+                    p.extend(argmax_vec(z)?);
+                }
+            }
+            self.teacher_test_pred = Some(preds);
+        }
+        let nh = self.heads.len();
+        let (mut cls_ok, mut avg_ok) = (0usize, 0usize);
+        let mut head_ok = vec![0usize; nh];
+        let mut agree = vec![0usize; nh];
+        for b in &batches {
+            let x = self.test_images(b);
+            let out = self.model.forward_t(&x, false);
+            let labels: Vec<i64> = b.iter().map(|&i| self.test.labels[i] as i64).collect();
+            let hits = |p: &[i64]| p.iter().zip(&labels).filter(|(a, b)| a == b).count();
+            cls_ok += hits(&argmax_vec(&out.cls)?);
+            avg_ok += hits(&argmax_vec(&out.averaged())?);
+            for (h, d) in out.dist.iter().enumerate() {
+                let p = argmax_vec(d)?;
+                head_ok[h] += hits(&p);
+                if let Some(tp) = &self.teacher_test_pred {
+                    agree[h] += p.iter().zip(&tp[h][b[0]..b[0] + b.len()]).filter(|(a, b)| a == b).count();
+                }
+            }
+        }
+        let n = self.test.len().max(1) as f64;
+        let mut m = Map::new();
+        m.insert("test_acc_avg".into(), json!(avg_ok as f64 / n));
+        m.insert("test_acc_cls".into(), json!(cls_ok as f64 / n));
+        for (h, name) in self.heads.iter().enumerate() {
+            m.insert(format!("test_acc_dist_{name}"), json!(head_ok[h] as f64 / n));
+            if self.teacher_test_pred.is_some() {
+                m.insert(format!("agree_{name}"), json!(agree[h] as f64 / n));
+            }
+        }
+        Ok(m)
+    }
+}
+
+/// [`train_stage_with`] with default fit options.
+pub fn train_stage(
+    cfg: &StudentConfig,
+    dataset_dir: &Path,
+    source: &Source,
+    out: &Path,
+    device: Device,
+    force: bool,
+    progress: &dyn Progress,
+) -> Result<Outcome> {
+    train_stage_with(cfg, dataset_dir, source, out, device, force, &FitOptions::default(), progress)
+}
+
+/// Train a student into `out` unless an identical one is already there.
+#[allow(clippy::too_many_arguments)]
+pub fn train_stage_with(
+    cfg: &StudentConfig,
+    dataset_dir: &Path,
+    source: &Source,
+    out: &Path,
+    device: Device,
+    force: bool,
+    opts: &FitOptions,
+    progress: &dyn Progress,
+) -> Result<Outcome> {
+    let ds_input = InputRef::of("dataset", dataset_dir, kd_data::store::STAGE)?;
+    let ds = Dataset::open(dataset_dir)?;
+    let train = ds.split("train")?;
+    let test = ds.split("test")?;
+    let cfg = cfg.resolved(source)?;
+    let source_desc = check_source(source, &ds, train)?;
+    let names = source.teacher_names();
+    let heads: Vec<String> = match (cfg.tokens, names.is_empty()) {
+        (_, true) => vec![],
+        (TokenMode::PerTeacher, false) => names.clone(),
+        (TokenMode::Averaged, false) => vec!["avg".into()],
+    };
+    if let Some(n) = cfg.dist_tokens {
+        if n != heads.len() {
+            return Err(invalid(format!(
+                "preset asks for {n} distillation token(s) but the source '{}' gives {} teacher target(s) ({})",
+                source.kind(),
+                heads.len(),
+                if names.is_empty() { "none".to_string() } else { names.join(",") }
+            )));
+        }
+    }
+    let [c, h, w] = train.chw;
+    if h != w {
+        return Err(invalid(format!("{}: images are {h}x{w}; the ViT needs square images", ds.dir.display())));
+    }
+    let mut model_cfg = Config::preset(&cfg.preset, h, c, ds.num_classes(), heads.len())
+        .ok_or_else(|| invalid(format!("unknown student preset '{}' (have: {})", cfg.preset, PRESETS.join(", "))))?;
+    if let Some(dp) = cfg.drop_path {
+        model_cfg.drop_path = dp;
+    }
+    model_cfg
+        .validate()
+        .map_err(|e| invalid(format!("preset '{}': {e}", cfg.preset)))?;
+    let mut inputs = vec![ds_input];
+    if let Source::Cache { store, .. } = source {
+        let stage = Manifest::read(store.dir())?.stage;
+        let pin = InputRef::of("logits", store.dir(), &stage)?;
+        if pin.manifest_hash != store.manifest_hash() {
+            return Err(invalid(format!(
+                "{}: store changed while opening it (manifest {} vs {})",
+                store.dir().display(),
+                store.manifest_hash(),
+                pin.manifest_hash
+            )));
+        }
+        inputs.push(pin);
+    }
+    let config = json!({"student": cfg, "model": model_cfg, "source": source_desc});
+    if !needs_run(out, STAGE, &config, &inputs, force)? {
+        return Ok(Outcome::UpToDate);
+    }
+    if force {
+        remove_checkpoint(out)?;
+    }
+    let identity = json!({
+        "config": config,
+        "inputs": inputs.iter().map(|i| (i.role.clone(), i.manifest_hash.clone())).collect::<Vec<_>>(),
+    });
+
+    tch::manual_seed(cfg.seed as i64);
+    let vs = VarStore::new(device);
+    let model = Vit::new(&vs.root(), &model_cfg);
+    let params = num_params(&vs);
+    tracing::info!(preset = %cfg.preset, params, tokens = heads.len(), source = ?source, "training student");
+    let mut learner = StudentLearner {
+        vs,
+        model,
+        batcher: Batcher::new(&cfg, &ds, train, source, device),
+        test,
+        heads: heads.clone(),
+        tokens: cfg.tokens,
+        loss: cfg.loss_config(),
+        eval_batch: cfg.eval_batch_size,
+        teacher_test_pred: None,
+    };
+    let history = fit(&mut learner, &cfg.fit_config(), &identity, out, opts, progress)?;
+    if history.len() < cfg.epochs {
+        // Stopped early on purpose (tests): keep the checkpoint, write no artifact.
+        return Ok(Outcome::Stopped { epochs_done: history.len() });
+    }
+
+    let weights = out.join("weights.safetensors");
+    learner.vs.save(&weights)?;
+    write_json(
+        &out.join("config.json"),
+        &json!({"model": model_cfg, "student": cfg, "heads": heads, "inference": "mean of all heads' logits"}),
+    )?;
+    let last = history.last();
+    let test_accuracy = last
+        .and_then(|r| r.eval.get("test_acc_avg"))
+        .and_then(Value::as_f64)
+        .unwrap_or(0.0);
+    let mean_ips = history.iter().map(|r| r.images_per_sec).sum::<f64>() / history.len().max(1) as f64;
+    let metrics = json!({
+        "test_accuracy": test_accuracy,
+        "source": source.kind(),
+        "teachers": names,
+        "heads": heads,
+        "params": params,
+        "device": kd_core::device::device_name(device),
+        "images_per_sec": mean_ips,
+        "epochs": history,
+    });
+    write_json(&out.join("metrics.json"), &metrics)?;
+    write_curves(out, &history)?;
+    remove_checkpoint(out)?;
+
+    let mut m = Manifest::new(STAGE, config);
+    m.seeds.insert("train".into(), cfg.seed);
+    m.seeds.insert("views".into(), cfg.view_seed.unwrap_or_default());
+    m.inputs = inputs;
+    m.outputs.push(OutputRef::of(out, "weights.safetensors", true)?);
+    for f in ["config.json", "metrics.json", "curves.csv", "curves.png"] {
+        m.outputs.push(OutputRef::of(out, f, false)?);
+    }
+    m.metrics = json!({
+        "test_accuracy": test_accuracy,
+        "last_epoch": last.map(|r| json!({"train": r.train, "eval": r.eval})),
+        "images_per_sec": mean_ips,
+        "params": params,
+    });
+    m.write(out)?;
+    tracing::info!(out = %out.display(), test_accuracy, "student written");
+    Ok(Outcome::Wrote(Box::new(m)))
+}
+
+/// `curves.csv` (every number per epoch) and `curves.png` (test accuracies).
+fn write_curves(out: &Path, history: &[EpochRecord]) -> Result<()> {
+    let train_keys: BTreeSet<&String> = history.iter().flat_map(|r| r.train.keys()).collect();
+    let eval_keys: BTreeSet<&String> = history
+        .iter()
+        .flat_map(|r| r.eval.iter().filter(|(_, v)| v.is_number()).map(|(k, _)| k))
+        .collect();
+    let mut csv = String::from("epoch,lr");
+    for k in &train_keys {
+        let _ = write!(csv, ",train_{k}");
+    }
+    for k in &eval_keys {
+        let _ = write!(csv, ",{k}");
+    }
+    csv.push_str(",images_per_sec\n");
+    for r in history {
+        let _ = write!(csv, "{},{}", r.epoch, r.lr);
+        for k in &train_keys {
+            let _ = write!(csv, ",{}", r.train.get(*k).map(f64::to_string).unwrap_or_default());
+        }
+        for k in &eval_keys {
+            let v = r.eval.get(*k).and_then(Value::as_f64).map(|v| v.to_string());
+            let _ = write!(csv, ",{}", v.unwrap_or_default());
+        }
+        let _ = writeln!(csv, ",{}", r.images_per_sec);
+    }
+    let p = out.join("curves.csv");
+    std::fs::write(&p, csv).map_err(|source| CoreError::Io { path: p, source })?;
+    let mut series: BTreeMap<String, Vec<(f64, f64)>> = BTreeMap::new();
+    for r in history {
+        for k in &eval_keys {
+            if let Some(v) = r.eval.get(*k).and_then(Value::as_f64) {
+                series.entry((*k).clone()).or_default().push((r.epoch as f64, v));
+            }
+        }
+        if let Some(l) = r.train.get("loss") {
+            series.entry("train_loss".into()).or_default().push((r.epoch as f64, *l));
+        }
+    }
+    let series: Vec<(String, Vec<(f64, f64)>)> = series.into_iter().collect();
+    kd_core::plot::line_chart(&out.join("curves.png"), "student", "epoch", "accuracy / loss", &series)?;
+    Ok(())
+}

@@ -1,0 +1,275 @@
+//! The student stage end to end on tiny synthetic data: cached vs live
+//! fidelity, resume, outputs, idempotence and refusals.
+
+use kd_core::fit::FitOptions;
+use kd_core::manifest::Manifest;
+use kd_core::optim::{AdamW, AdamWConfig};
+use kd_core::{Silent, Teacher};
+use kd_data::Dataset;
+use kd_logit_cache::testing::{ConvTeacher, synthetic_dataset, teacher_artifact};
+use kd_logit_cache::{BuildOptions, CacheConfig, LogitStore, TeacherInput};
+use kd_student::loss::{LossConfig, student_loss};
+use kd_student::train::{Batcher, Outcome, Source, StudentConfig, TokenMode, train_stage, train_stage_with};
+use kd_student::vit::{Config, Vit};
+use kd_student::Distill;
+use std::path::{Path, PathBuf};
+use tch::{Device, Kind, Tensor, nn};
+
+const CPU: Device = Device::Cpu;
+
+fn teacher(name: &str, seed: u64, ds_hash: &str) -> Box<dyn Teacher> {
+    Box::new(ConvTeacher::new(name, seed, 1, 4, 3, ds_hash, CPU))
+}
+
+/// A 48-sample 1x8x8 3-class dataset and a 3-view f16 store of two teachers.
+fn fixture(root: &Path) -> (PathBuf, PathBuf) {
+    let ds = synthetic_dataset(&root.join("ds"), 48, 3, [1, 8, 8], 7);
+    let hash = Dataset::open(&ds).unwrap().manifest_hash;
+    let inputs: Vec<TeacherInput> = [("cnn", 1u64), ("involution", 2)]
+        .iter()
+        .map(|&(n, s)| TeacherInput {
+            dir: teacher_artifact(&root.join(n), n, s, &hash),
+            teacher: teacher(n, s, &hash),
+        })
+        .collect();
+    let cfg = CacheConfig {
+        views: 3,
+        seed: 5,
+        device: "cpu".into(),
+        shard_samples: 16,
+        chunk_samples: 16,
+        batch_size: 32,
+        ..Default::default()
+    };
+    let store = root.join("logits");
+    kd_logit_cache::build(&ds, &inputs, &store, &cfg, &BuildOptions::default(), &Silent).unwrap();
+    (ds, store)
+}
+
+fn live(ds: &Path) -> Source {
+    let hash = Dataset::open(ds).unwrap().manifest_hash;
+    Source::Live(vec![teacher("cnn", 1, &hash), teacher("involution", 2, &hash)])
+}
+
+fn cache(store: &Path, names: &[&str]) -> Source {
+    Source::Cache {
+        store: LogitStore::open(store).unwrap(),
+        teachers: names.iter().map(|s| s.to_string()).collect(),
+    }
+}
+
+fn small_cfg(epochs: usize) -> StudentConfig {
+    StudentConfig {
+        preset: "vit-test".into(),
+        epochs,
+        batch_size: 16,
+        lr: 3e-3,
+        warmup_epochs: 0.5,
+        drop_path: Some(0.1),
+        eval_batch_size: 8,
+        ..Default::default()
+    }
+}
+
+fn err_of(r: kd_student::Result<Outcome>) -> String {
+    match r {
+        Ok(o) => panic!("expected an error, got {o:?}"),
+        Err(e) => e.to_string(),
+    }
+}
+
+fn weights(p: &Path) -> Vec<(String, Tensor)> {
+    let mut w = Tensor::read_safetensors(p).unwrap();
+    w.sort_by(|a, b| a.0.cmp(&b.0));
+    w
+}
+
+#[test]
+fn overfits_one_batch() {
+    tch::manual_seed(0);
+    let vs = nn::VarStore::new(CPU);
+    let m = Vit::new(&vs.root(), &Config::preset("vit-test", 8, 1, 4, 2).unwrap());
+    let x = Tensor::randn([16, 1, 8, 8], (Kind::Float, CPU));
+    let y = Tensor::randint(4, [16], (Kind::Int64, CPU));
+    let z = vec![Tensor::randn([16, 4], (Kind::Float, CPU)) * 3.0, Tensor::randn([16, 4], (Kind::Float, CPU)) * 3.0];
+    let cfg = LossConfig {
+        alpha: 0.5,
+        tau: 1.0,
+        distill: Distill::Soft,
+        label_smoothing: 0.0,
+    };
+    let mut opt = AdamW::new(&vs, AdamWConfig { weight_decay: 0.0, ..Default::default() });
+    let first = f64::try_from(&student_loss(&m.forward_t(&x, true), &y, &z, &cfg).total).unwrap();
+    for _ in 0..300 {
+        opt.zero_grad();
+        student_loss(&m.forward_t(&x, true), &y, &z, &cfg).total.backward();
+        opt.step(3e-3);
+    }
+    let out = m.forward_t(&x, false);
+    let p = student_loss(&out, &y, &z, &cfg);
+    let (ce, kd0) = (f64::try_from(&p.ce).unwrap(), f64::try_from(&p.kd[0]).unwrap());
+    assert!(ce < 0.05 && kd0 < 0.05, "did not overfit: first {first}, ce {ce}, kd {kd0}");
+    let acc = f64::try_from(out.cls.argmax(-1, false).eq_tensor(&y).to_kind(Kind::Float).mean(Kind::Float)).unwrap();
+    assert_eq!(acc, 1.0);
+}
+
+#[test]
+fn cached_and_live_see_the_same_pixels_and_logits() {
+    let t = tempfile::tempdir().unwrap();
+    let (ds_dir, store) = fixture(t.path());
+    let ds = Dataset::open(&ds_dir).unwrap();
+    let train = ds.split("train").unwrap();
+    let (c, l) = (cache(&store, &["cnn", "involution"]), live(&ds_dir));
+    let cfg_c = small_cfg(1).resolved(&c).unwrap();
+    // The live student draws views by the store's rule: same K, seed and spec.
+    let mut cfg_l = small_cfg(1);
+    (cfg_l.views, cfg_l.view_seed, cfg_l.view_pad, cfg_l.view_flip) = (cfg_c.views, cfg_c.view_seed, cfg_c.view_pad, cfg_c.view_flip);
+    let cfg_l = cfg_l.resolved(&l).unwrap();
+    assert_eq!(cfg_c.views, Some(3));
+    let (bc, bl) = (Batcher::new(&cfg_c, &ds, train, &c, CPU), Batcher::new(&cfg_l, &ds, train, &l, CPU));
+    let idx: Vec<usize> = (0..train.len()).collect();
+    let mut seen_views = std::collections::BTreeSet::new();
+    for epoch in 0..3 {
+        let vids = bc.epoch_views(&idx, epoch);
+        assert_eq!(vids, bl.epoch_views(&idx, epoch));
+        seen_views.extend(vids.iter().copied());
+        let (xc, xl) = (bc.images(&idx, &vids), bl.images(&idx, &vids));
+        assert!(xc.equal(&xl), "cached and live images differ in epoch {epoch}");
+        let (zc, zl) = (bc.teacher_logits(&idx, &vids, &xc).unwrap(), bl.teacher_logits(&idx, &vids, &xl).unwrap());
+        assert_eq!(zc.len(), 2);
+        for (a, b) in zc.iter().zip(&zl) {
+            assert_eq!(a.size(), [48, 3]);
+            // float16 storage: relative error 2^-11, plus a little for tiny values.
+            let tol = b.abs() * (1.0 / 1024.0) + 1e-3;
+            let ok = (a - b).abs().le_tensor(&tol).all();
+            assert!(bool::try_from(ok).unwrap(), "cached logits differ from live beyond f16 rounding");
+            assert!(f64::try_from(b.abs().max()).unwrap() > 0.1, "logits are trivially small");
+        }
+    }
+    assert_eq!(seen_views.len(), 3, "every view should be used across epochs");
+}
+
+#[test]
+fn resume_after_interruption_equals_straight_run() {
+    let t = tempfile::tempdir().unwrap();
+    let (ds, store) = fixture(t.path());
+    let cfg = small_cfg(2);
+    let a = t.path().join("a");
+    let o = train_stage(&cfg, &ds, &cache(&store, &["cnn", "involution"]), &a, CPU, false, &Silent).unwrap();
+    assert!(matches!(o, Outcome::Wrote(_)));
+    let b = t.path().join("b");
+    let stop = FitOptions { stop_after: Some(1) };
+    let src = cache(&store, &["cnn", "involution"]);
+    let o = train_stage_with(&cfg, &ds, &src, &b, CPU, false, &stop, &Silent).unwrap();
+    assert!(matches!(o, Outcome::Stopped { epochs_done: 1 }), "{o:?}");
+    assert!(!b.join("manifest.json").exists());
+    // A different config must not resume from this checkpoint.
+    let other = StudentConfig { lr: 1e-3, ..cfg.clone() };
+    let e = err_of(train_stage(&other, &ds, &src, &b, CPU, false, &Silent));
+    assert!(e.contains("checkpoint") && e.contains("another"), "{e}");
+    let o = train_stage(&cfg, &ds, &src, &b, CPU, false, &Silent).unwrap();
+    assert!(matches!(o, Outcome::Wrote(_)));
+    let (wa, wb) = (weights(&a.join("weights.safetensors")), weights(&b.join("weights.safetensors")));
+    assert_eq!(wa.len(), wb.len());
+    for ((na, ta), (nb, tb)) in wa.iter().zip(&wb) {
+        assert_eq!(na, nb);
+        assert!(ta.equal(tb), "{na} differs after resume");
+    }
+    assert!(!b.join("ckpt").exists(), "finished run keeps no checkpoint");
+}
+
+#[test]
+fn outputs_metrics_and_idempotence() {
+    let t = tempfile::tempdir().unwrap();
+    let (ds, _store) = fixture(t.path());
+    let out = t.path().join("live");
+    let src = live(&ds);
+    let cfg = small_cfg(2);
+    let Outcome::Wrote(m) = train_stage(&cfg, &ds, &src, &out, CPU, false, &Silent).unwrap() else {
+        panic!("expected a run");
+    };
+    assert_eq!(m.stage, "student");
+    assert_eq!(m.inputs[0].role, "dataset");
+    assert_eq!(m.config["source"]["teachers"][1]["checkpoint"], "test-seed-2");
+    for f in ["weights.safetensors", "config.json", "metrics.json", "curves.csv", "curves.png", "manifest.json"] {
+        assert!(out.join(f).is_file(), "missing {f}");
+    }
+    let metrics: serde_json::Value = serde_json::from_slice(&std::fs::read(out.join("metrics.json")).unwrap()).unwrap();
+    let acc = metrics["test_accuracy"].as_f64().unwrap();
+    assert!((0.0..=1.0).contains(&acc));
+    let last = &metrics["epochs"][1];
+    for k in ["test_acc_avg", "test_acc_cls", "test_acc_dist_cnn", "test_acc_dist_involution", "agree_cnn", "agree_involution"] {
+        let v = last["eval"][k].as_f64().unwrap_or_else(|| panic!("no {k}"));
+        assert!((0.0..=1.0).contains(&v), "{k} = {v}");
+    }
+    for k in ["loss", "ce", "kd_cnn", "kd_involution"] {
+        assert!(last["train"][k].as_f64().unwrap().is_finite(), "{k}");
+    }
+    assert!(last["images_per_sec"].as_f64().unwrap() > 0.0);
+    assert_eq!(acc, last["eval"]["test_acc_avg"].as_f64().unwrap());
+    let csv = std::fs::read_to_string(out.join("curves.csv")).unwrap();
+    assert_eq!(csv.lines().count(), 3, "{csv}");
+    assert!(csv.lines().next().unwrap().contains("agree_cnn"));
+    // Same config and inputs: nothing to do; --force reruns.
+    assert!(matches!(train_stage(&cfg, &ds, &src, &out, CPU, false, &Silent).unwrap(), Outcome::UpToDate));
+    assert!(matches!(train_stage(&cfg, &ds, &src, &out, CPU, true, &Silent).unwrap(), Outcome::Wrote(_)));
+    // The no-teacher baseline has only the class head.
+    let none = t.path().join("none");
+    train_stage(&small_cfg(1), &ds, &Source::None, &none, CPU, false, &Silent).unwrap();
+    let w = weights(&none.join("weights.safetensors"));
+    assert!(w.iter().all(|(n, _)| !n.contains("dist")));
+    assert!(Manifest::read(&none).unwrap().metrics["test_accuracy"].as_f64().is_some());
+}
+
+#[test]
+fn single_teacher_and_averaged_token_from_the_ensemble_store() {
+    let t = tempfile::tempdir().unwrap();
+    let (ds, store) = fixture(t.path());
+    let one = t.path().join("one");
+    train_stage(&small_cfg(1), &ds, &cache(&store, &["involution"]), &one, CPU, false, &Silent).unwrap();
+    let names: Vec<String> = weights(&one.join("weights.safetensors")).into_iter().map(|w| w.0).collect();
+    assert!(names.contains(&"head_dist.0.weight".to_string()) && !names.iter().any(|n| n.starts_with("head_dist.1")));
+    let avg = t.path().join("avg");
+    let cfg = StudentConfig {
+        tokens: TokenMode::Averaged,
+        dist_tokens: Some(1),
+        ..small_cfg(1)
+    };
+    train_stage(&cfg, &ds, &cache(&store, &["cnn", "involution"]), &avg, CPU, false, &Silent).unwrap();
+    let m: serde_json::Value = serde_json::from_slice(&std::fs::read(avg.join("metrics.json")).unwrap()).unwrap();
+    assert!(m["epochs"][0]["train"]["kd_avg"].as_f64().is_some(), "{m}");
+}
+
+#[test]
+fn refuses_bad_inputs() {
+    let t = tempfile::tempdir().unwrap();
+    let (ds, store) = fixture(t.path());
+    let out = t.path().join("s");
+    let run = |cfg: &StudentConfig, ds: &Path, src: &Source| err_of(train_stage(cfg, ds, src, &out, CPU, false, &Silent));
+
+    let other_ds = synthetic_dataset(&t.path().join("ds2"), 48, 3, [1, 8, 8], 8);
+    let e = run(&small_cfg(1), &other_ds, &cache(&store, &["cnn"]));
+    assert!(e.contains("logit store was made from dataset") && e.contains("logits"), "{e}");
+
+    let e = run(&small_cfg(1), &ds, &cache(&store, &["cnn", "resnet"]));
+    assert!(e.contains("no teacher 'resnet'") && e.contains("cnn, involution"), "{e}");
+
+    let cfg = StudentConfig { views: Some(0), ..small_cfg(1) };
+    let e = run(&cfg, &ds, &Source::None);
+    assert!(e.contains("0 views"), "{e}");
+    let cfg = StudentConfig { views: Some(5), ..small_cfg(1) };
+    let e = run(&cfg, &ds, &cache(&store, &["cnn"]));
+    assert!(e.contains("store has views 3"), "{e}");
+
+    let cfg = StudentConfig { dist_tokens: Some(2), ..small_cfg(1) };
+    let e = run(&cfg, &ds, &cache(&store, &["cnn"]));
+    assert!(e.contains("2 distillation token(s)") && e.contains("1 teacher"), "{e}");
+
+    let cfg = StudentConfig { preset: "vit-huge".into(), ..small_cfg(1) };
+    assert!(run(&cfg, &ds, &Source::None).contains("unknown student preset 'vit-huge'"));
+
+    let wrong = Source::Live(vec![teacher("cnn", 1, "not-this-dataset")]);
+    let e = run(&small_cfg(1), &ds, &wrong);
+    assert!(e.contains("trained on dataset not-this-dataset"), "{e}");
+    assert!(!out.join("manifest.json").exists());
+}
