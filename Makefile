@@ -12,9 +12,9 @@ SHELL := bash
 .SHELLFLAGS := -eu -o pipefail -c
 
 PROFILE ?= demo
-PROFILE_FILE := data/profiles/$(PROFILE).toml
-RUN := data/runs/$(PROFILE)
-RAW := data/raw/fashion-mnist
+PROFILE_FILE ?= data/profiles/$(PROFILE).toml
+RUN ?= data/runs/$(PROFILE)
+RAW ?= data/raw/fashion-mnist
 DEVICE ?= auto
 BUILD ?= release
 
@@ -92,8 +92,9 @@ $(RUN)/report/report.md: $(foreach v,$(VARIANTS),$(RUN)/student/$(v)/manifest.js
 
 report: $(RUN)/report/report.md ## results table, timings, cache size, curves (report/report.md)
 
-test: $(VENV)/.kd-ready ## the test suite (unit, integration, Makefile and pipeline tests on tiny data)
+test: $(VENV)/.kd-ready $(RAW)/train-images-idx3-ubyte.gz ## the test suite (unit, integration, Makefile and pipeline tests on tiny data)
 	cargo test --workspace --no-fail-fast
+	tests/pipeline.sh
 
 bench: $(VENV)/.kd-ready $(RAW)/train-images-idx3-ubyte.gz ## benchmarks, one table: data/runs/bench.md
 	scripts/bench.sh data/runs/bench.md

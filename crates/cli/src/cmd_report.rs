@@ -1,0 +1,226 @@
+//! `kd report`: one markdown page (plus PNG plots) summarising a run
+//! directory: teachers, students per variant (mean and spread over seeds),
+//! epoch times of cached vs live vs no teacher, the cache's size, curves.
+
+use crate::ui::{bytes, out};
+use anyhow::Context;
+use kd_core::manifest::{InputRef, Manifest, OutputRef, needs_run, read_json};
+use serde_json::{Value, json};
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// Run directory (data/runs/<profile>) holding dataset/, teachers/, logits/, student/.
+    #[arg(long)]
+    run: PathBuf,
+    /// Output directory (default RUN/report).
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Rewrite even if up to date.
+    #[arg(long)]
+    force: bool,
+}
+
+struct Student {
+    variant: String,
+    metrics: Value,
+}
+
+fn sub_artifacts(dir: &Path, stage: &str) -> Vec<(String, PathBuf)> {
+    let mut v: Vec<(String, PathBuf)> = std::fs::read_dir(dir)
+        .map(|rd| {
+            rd.flatten()
+                .map(|e| e.path())
+                .filter(|p| Manifest::read_stage(p, stage).is_ok())
+                .map(|p| (p.file_name().unwrap_or_default().to_string_lossy().into_owned(), p))
+                .collect()
+        })
+        .unwrap_or_default();
+    v.sort();
+    v
+}
+
+/// `ensemble-seed2` -> `ensemble`: runs that differ only by seed are grouped.
+fn variant_of(name: &str) -> String {
+    match name.rsplit_once("-seed") {
+        Some((v, s)) if s.chars().all(|c| c.is_ascii_digit()) && !s.is_empty() => v.to_string(),
+        _ => name.to_string(),
+    }
+}
+
+fn mean_sd(xs: &[f64]) -> (f64, f64) {
+    let n = xs.len().max(1) as f64;
+    let m = xs.iter().sum::<f64>() / n;
+    let sd = if xs.len() > 1 {
+        (xs.iter().map(|x| (x - m).powi(2)).sum::<f64>() / (n - 1.0)).sqrt()
+    } else {
+        0.0
+    };
+    (m, sd)
+}
+
+fn pct(x: f64) -> String {
+    format!("{:.2}", 100.0 * x)
+}
+
+fn epochs(m: &Value) -> &[Value] {
+    m["epochs"].as_array().map(Vec::as_slice).unwrap_or(&[])
+}
+
+fn mean_epoch_seconds(m: &Value) -> f64 {
+    let e = epochs(m);
+    e.iter().filter_map(|r| r["train_seconds"].as_f64()).sum::<f64>() / e.len().max(1) as f64
+}
+
+pub fn run(a: Args) -> anyhow::Result<()> {
+    let out_dir = a.out.clone().unwrap_or_else(|| a.run.join("report"));
+    let teachers = sub_artifacts(&a.run.join("teachers"), "teacher");
+    let students = sub_artifacts(&a.run.join("student"), "student");
+    if students.is_empty() && teachers.is_empty() {
+        anyhow::bail!("{}: no finished teacher or student artifacts to report on", a.run.display());
+    }
+    let mut inputs = vec![];
+    for (n, p) in &teachers {
+        inputs.push(InputRef::of(&format!("teacher:{n}"), p, "teacher")?);
+    }
+    let cache_dir = a.run.join("logits");
+    let has_cache = Manifest::read_stage(&cache_dir, "cache").is_ok();
+    if has_cache {
+        inputs.push(InputRef::of("cache", &cache_dir, "cache")?);
+    }
+    for (n, p) in &students {
+        inputs.push(InputRef::of(&format!("student:{n}"), p, "student")?);
+    }
+    let config = json!({ "run": a.run });
+    if !needs_run(&out_dir, "report", &config, &inputs, a.force)? {
+        out(format!("{}: up to date", out_dir.display()));
+        return Ok(());
+    }
+
+    let mut md = String::new();
+    writeln!(md, "# Report: `{}`\n", a.run.display())?;
+    if let Ok(ds) = Manifest::read_stage(&a.run.join("dataset"), "data") {
+        writeln!(md, "Dataset: {} samples per split {}.\n", ds.config["import"]["src"], ds.metrics["samples"])?;
+    }
+
+    writeln!(md, "## Teachers\n\n| teacher | architecture | params | test accuracy (%) | train img/s | epochs |\n|---|---|---|---|---|---|")?;
+    for (name, p) in &teachers {
+        let m: Value = read_json(&p.join("metrics.json")).with_context(|| format!("teacher {name}"))?;
+        let c: Value = read_json(&p.join("config.json")).unwrap_or(Value::Null);
+        writeln!(
+            md,
+            "| {name} | {}/{} | {} | {} | {:.0} | {} |",
+            c["arch"].as_str().unwrap_or("?"),
+            c["preset"].as_str().unwrap_or("?"),
+            m["params"],
+            pct(m["test_accuracy"].as_f64().unwrap_or(f64::NAN)),
+            m["train_images_per_sec"].as_f64().or(m["images_per_sec"].as_f64()).unwrap_or(f64::NAN),
+            epochs(&m).len(),
+        )?;
+    }
+
+    let mut groups: BTreeMap<String, Vec<Student>> = BTreeMap::new();
+    for (name, p) in &students {
+        let metrics: Value = read_json(&p.join("metrics.json")).with_context(|| format!("student {name}"))?;
+        groups.entry(variant_of(name)).or_default().push(Student { variant: name.clone(), metrics });
+    }
+    let acc = |s: &Student| s.metrics["test_accuracy"].as_f64().unwrap_or(f64::NAN);
+    let baseline = groups.get("none").map(|g| mean_sd(&g.iter().map(acc).collect::<Vec<_>>()).0);
+    writeln!(
+        md,
+        "\n## Students\n\nTest accuracy of the averaged heads (the student's prediction), mean ± sample sd over seeds; \
+         per-head accuracies and agreement with each teacher from the last epoch.\n\n\
+         | variant | source | seeds | test accuracy (%) | vs none (pts) | per head (%) | epoch time (s) | train img/s |\n|---|---|---|---|---|---|---|---|"
+    )?;
+    for (variant, runs) in &groups {
+        let accs: Vec<f64> = runs.iter().map(acc).collect();
+        let (m, sd) = mean_sd(&accs);
+        let first = &runs[0].metrics;
+        let heads = epochs(first)
+            .last()
+            .and_then(|r| r["eval"].as_object())
+            .map(|e| {
+                e.iter()
+                    .filter(|(k, _)| k.starts_with("test_acc_") && k.as_str() != "test_acc_avg")
+                    .map(|(k, v)| format!("{} {}", k.trim_start_matches("test_acc_"), pct(v.as_f64().unwrap_or(f64::NAN))))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            })
+            .unwrap_or_default();
+        let secs = runs.iter().map(|r| mean_epoch_seconds(&r.metrics)).sum::<f64>() / runs.len() as f64;
+        let ips = runs.iter().filter_map(|r| r.metrics["images_per_sec"].as_f64()).sum::<f64>() / runs.len() as f64;
+        writeln!(
+            md,
+            "| {variant} | {} | {} | {} ± {} | {} | {heads} | {secs:.1} | {ips:.0} |",
+            first["source"].as_str().unwrap_or("?"),
+            runs.len(),
+            pct(m),
+            pct(sd),
+            baseline.map(|b| format!("{:+.2}", 100.0 * (m - b))).unwrap_or_else(|| "-".into()),
+        )?;
+    }
+
+    // Epoch time of the same ensemble distillation, cached vs live, against no teacher.
+    let secs_of = |v: &str| groups.get(v).map(|g| g.iter().map(|s| mean_epoch_seconds(&s.metrics)).sum::<f64>() / g.len() as f64);
+    if let (Some(none), Some(cached)) = (secs_of("none"), secs_of("ensemble")) {
+        writeln!(md, "\n## Epoch time\n\n| source | seconds per epoch | vs no teacher |\n|---|---|---|")?;
+        writeln!(md, "| none | {none:.1} | 1.00x |")?;
+        writeln!(md, "| cached ensemble | {cached:.1} | {:.2}x |", cached / none)?;
+        if let Some(live) = secs_of("ensemble-live") {
+            writeln!(md, "| live ensemble | {live:.1} | {:.2}x |", live / none)?;
+            writeln!(md, "\nLive teachers cost {:.2}x the cached store's epoch time.", live / cached)?;
+        }
+    }
+
+    if has_cache {
+        let store = cache_dir.join("logits.zarr");
+        let arrays = kd_core::zarr::describe(&store)?;
+        writeln!(md, "\n## Logit cache\n\n| array | shape | dtype | stored | bytes per (sample, view) | compression |\n|---|---|---|---|---|---|")?;
+        for i in &arrays {
+            let per_view = i.shape.iter().take(2).product::<u64>().max(1);
+            writeln!(
+                md,
+                "| {} | {:?} | {} | {} | {:.1} | {:.2}x |",
+                i.path,
+                i.shape,
+                i.dtype,
+                bytes(i.stored_bytes),
+                i.stored_bytes as f64 / per_view as f64,
+                i.ratio
+            )?;
+        }
+    }
+
+    std::fs::create_dir_all(&out_dir)?;
+    let series = |key: &str| -> Vec<(String, Vec<(f64, f64)>)> {
+        groups
+            .values()
+            .map(|runs| {
+                let s = &runs[0];
+                let pts = epochs(&s.metrics)
+                    .iter()
+                    .filter_map(|r| Some((r["epoch"].as_f64()?, r["eval"][key].as_f64().or(r["train"][key].as_f64())?)))
+                    .collect();
+                (s.variant.clone(), pts)
+            })
+            .collect()
+    };
+    if !groups.is_empty() {
+        kd_core::plot::line_chart(&out_dir.join("accuracy.png"), "student test accuracy (averaged heads)", "epoch", "accuracy", &series("test_acc_avg"))?;
+        kd_core::plot::line_chart(&out_dir.join("loss.png"), "student training loss", "epoch", "loss", &series("loss"))?;
+        writeln!(md, "\n## Curves\n\n![test accuracy per epoch](accuracy.png)\n\n![training loss per epoch](loss.png)")?;
+    }
+    std::fs::write(out_dir.join("report.md"), &md)?;
+    let mut m = Manifest::new("report", config);
+    m.inputs = inputs;
+    for f in ["report.md", "accuracy.png", "loss.png"] {
+        if out_dir.join(f).exists() {
+            m.outputs.push(OutputRef::of(&out_dir, f, false)?);
+        }
+    }
+    m.write(&out_dir)?;
+    out(md);
+    Ok(())
+}

@@ -1,0 +1,63 @@
+#!/usr/bin/env bash
+# End-to-end test of the pipeline and the Makefile on the `tiny` profile
+# (a few hundred real Fashion-MNIST images, tiny models, one epoch each):
+#  1. `make` runs every stage and the report;
+#  2. a second `make` has nothing to do;
+#  3. changing one teacher's settings reruns only that teacher, the cache and
+#     the students (the other teacher and the dataset are untouched);
+#  4. broken raw data stops make with a one-line error and no manifest.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+profile="$work/tiny.toml"
+cp data/profiles/tiny.toml "$profile"
+run="$work/run"
+mk() { make --no-print-directory BUILD=dev DEVICE=cpu PROFILE=tiny PROFILE_FILE="$profile" RUN="$run" "$@"; }
+pass=0 fail=0
+check() { if eval "$2"; then pass=$((pass+1)); echo "ok   $1"; else fail=$((fail+1)); echo "FAIL $1"; fi; }
+hash() { sha256sum "$run/$1/manifest.json" | cut -d' ' -f1; }
+
+mk >"$work/first.log" 2>&1 || { tail -30 "$work/first.log"; echo "FAIL make (first run)"; exit 1; }
+for a in dataset teachers/cnn teachers/involution logits student/none student/cnn student/involution student/ensemble student/ensemble-live report; do
+  check "make wrote $a/manifest.json" "[ -s '$run/$a/manifest.json' ]"
+done
+check "report has a students table" "grep -q '^## Students' '$run/report/report.md'"
+check "second make has nothing to do" "mk -q"
+
+before_data=$(hash dataset) before_cnn=$(hash teachers/cnn) before_inv=$(hash teachers/involution)
+before_cache=$(hash logits) before_student=$(hash student/ensemble)
+sleep 1
+# Change one setting of the involution teacher only.
+python3 - "$profile" <<'PY'
+import re, sys
+p = sys.argv[1]
+s = open(p).read()
+s2 = re.sub(r'(\[teachers\.involution\.fit\][^\[]*?lr = )([0-9.e-]+)', lambda m: m.group(1) + '0.0031', s, count=1, flags=re.S)
+assert s2 != s, "tiny profile must set [teachers.involution.fit] lr"
+open(p, 'w').write(s2)
+PY
+mk >"$work/second.log" 2>&1 || { tail -30 "$work/second.log"; echo "FAIL make (after change)"; exit 1; }
+check "dataset untouched" "[ '$before_data' = \"\$(hash dataset)\" ]"
+check "cnn teacher untouched" "[ '$before_cnn' = \"\$(hash teachers/cnn)\" ]"
+check "involution teacher retrained" "[ '$before_inv' != \"\$(hash teachers/involution)\" ]"
+check "cache rebuilt" "[ '$before_cache' != \"\$(hash logits)\" ]"
+check "ensemble student retrained" "[ '$before_student' != \"\$(hash student/ensemble)\" ]"
+check "make is up to date again" "mk -q"
+
+# Broken raw data: make stops, one error line names the file, no manifest.
+bad="$work/badraw"
+mkdir -p "$bad"
+for f in train-images-idx3-ubyte train-labels-idx1-ubyte t10k-images-idx3-ubyte t10k-labels-idx1-ubyte; do
+  cp -L "data/raw/fashion-mnist/$f.gz" "$bad/$f.gz"
+done
+head -c 1000 "data/raw/fashion-mnist/train-labels-idx1-ubyte.gz" > "$bad/train-labels-idx1-ubyte.gz"
+if make --no-print-directory BUILD=dev DEVICE=cpu PROFILE_FILE="$profile" RUN="$work/badrun" RAW="$bad" data >"$work/bad.log" 2>&1; then
+  check "broken raw data stops make" "false"
+else
+  check "broken raw data: one error line naming the file" "[ \"\$(grep -c '^error:' '$work/bad.log')\" = 1 ] && grep -q 'train-labels-idx1-ubyte.gz' '$work/bad.log'"
+  check "broken raw data: no manifest" "[ ! -e '$work/badrun/dataset/manifest.json' ]"
+fi
+
+echo "$pass passed, $fail failed"
+[ "$fail" = 0 ]
