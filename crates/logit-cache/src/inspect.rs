@@ -1,0 +1,176 @@
+//! `kd cache inspect`: how a store is laid out and what its teachers say.
+
+use crate::error::Result;
+use crate::layout::{Dtype, StoreMeta, store_dir};
+use crate::store::LogitStore;
+use kd_core::zarr::{self, ArrayInfo};
+use serde::Serialize;
+use std::path::Path;
+
+#[derive(Clone, Debug, Serialize)]
+pub struct TeacherStats {
+    pub name: String,
+    pub arch: String,
+    pub checkpoint_hash: String,
+    pub stored_bytes: u64,
+    pub bytes_per_sample: f64,
+    pub bytes_per_view: f64,
+    /// Top-1 accuracy against the dataset labels (None when the dataset is gone).
+    pub acc_view0: Option<f64>,
+    pub acc_all_views: Option<f64>,
+    /// Mean entropy (nats) of the softmax of the raw logits, over all views.
+    pub mean_entropy: f64,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Agreement {
+    pub a: String,
+    pub b: String,
+    /// Fraction of views where both teachers' top-1 classes agree.
+    pub view0: f64,
+    pub all_views: f64,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct InspectReport {
+    pub dir: String,
+    pub samples: usize,
+    pub views: usize,
+    pub classes: usize,
+    pub dtype: Dtype,
+    pub top_k: Option<usize>,
+    pub shards: usize,
+    pub seed: u64,
+    pub dataset_hash: String,
+    pub arrays: Vec<ArrayInfo>,
+    pub stored_bytes: u64,
+    pub raw_bytes: u64,
+    pub ratio: f64,
+    pub teachers: Vec<TeacherStats>,
+    pub agreement: Vec<Agreement>,
+}
+
+fn dataset_labels(meta: &StoreMeta) -> Option<Vec<u16>> {
+    let ds = meta.inputs.iter().find(|i| i.role == "dataset")?;
+    let root = ds.path.join(kd_data::store::STORE);
+    let read = || -> kd_core::Result<Vec<u16>> {
+        let store = zarr::open_store(&root)?;
+        zarr::read_all::<u16>(&zarr::open_array(&store, "/train/labels")?)
+    };
+    match read() {
+        Ok(l) if l.len() == meta.samples => Some(l),
+        Ok(l) => {
+            tracing::warn!(dataset = %root.display(), labels = l.len(), "dataset label count differs from the store; no accuracy");
+            None
+        }
+        Err(e) => {
+            tracing::warn!(dataset = %root.display(), "dataset unreadable, no accuracy: {e}");
+            None
+        }
+    }
+}
+
+/// Argmax and softmax entropy of one row.
+fn top1_entropy(row: &[f32]) -> (usize, f64) {
+    let (mut best, mut m) = (0, f32::NEG_INFINITY);
+    for (i, &x) in row.iter().enumerate() {
+        if x > m {
+            (best, m) = (i, x);
+        }
+    }
+    let z: f64 = row.iter().map(|&x| ((x - m) as f64).exp()).sum();
+    let ex: f64 = row.iter().map(|&x| ((x - m) as f64).exp() * (x - m) as f64).sum::<f64>() / z;
+    (best, z.ln() - ex)
+}
+
+pub fn inspect(dir: &Path) -> Result<InspectReport> {
+    let store = LogitStore::open(dir)?;
+    let meta = store.meta().clone();
+    let arrays = zarr::describe(&store_dir(dir))?;
+    let labels = dataset_labels(&meta);
+    let (n, k) = (meta.samples, meta.views);
+    let mut top1: Vec<Vec<u32>> = vec![];
+    let mut teachers = vec![];
+    for t in &meta.teachers {
+        let mut preds = Vec::with_capacity(n * k);
+        let mut ent = 0f64;
+        for block in (0..n).collect::<Vec<_>>().chunks(256) {
+            let pairs: Vec<(usize, usize)> = block.iter().flat_map(|&s| (0..k).map(move |v| (s, v))).collect();
+            let rows = store.logits(&t.name, &pairs)?;
+            for row in rows.chunks_exact(meta.num_classes) {
+                let (p, h) = top1_entropy(row);
+                preds.push(p as u32);
+                ent += h;
+            }
+        }
+        let acc = |all: bool| {
+            labels.as_ref().map(|l| {
+                let (mut hit, mut tot) = (0usize, 0usize);
+                for (i, &p) in preds.iter().enumerate() {
+                    if all || i % k == 0 {
+                        tot += 1;
+                        hit += (p == l[i / k] as u32) as usize;
+                    }
+                }
+                hit as f64 / tot.max(1) as f64
+            })
+        };
+        let stored: u64 = arrays
+            .iter()
+            .filter(|a| a.path.starts_with(&format!("teachers/{}/", t.name)))
+            .map(|a| a.stored_bytes)
+            .sum();
+        teachers.push(TeacherStats {
+            name: t.name.clone(),
+            arch: t.arch.clone(),
+            checkpoint_hash: t.checkpoint_hash.clone(),
+            stored_bytes: stored,
+            bytes_per_sample: stored as f64 / n.max(1) as f64,
+            bytes_per_view: stored as f64 / (n * k).max(1) as f64,
+            acc_view0: acc(false),
+            acc_all_views: acc(true),
+            mean_entropy: ent / (n * k).max(1) as f64,
+        });
+        top1.push(preds);
+    }
+    let mut agreement = vec![];
+    for a in 0..top1.len() {
+        for b in a + 1..top1.len() {
+            let frac = |all: bool| {
+                let (mut same, mut tot) = (0usize, 0usize);
+                for (i, (x, y)) in top1[a].iter().zip(&top1[b]).enumerate() {
+                    if all || i % k == 0 {
+                        tot += 1;
+                        same += (x == y) as usize;
+                    }
+                }
+                same as f64 / tot.max(1) as f64
+            };
+            agreement.push(Agreement {
+                a: meta.teachers[a].name.clone(),
+                b: meta.teachers[b].name.clone(),
+                view0: frac(false),
+                all_views: frac(true),
+            });
+        }
+    }
+    let stored: u64 = arrays.iter().map(|a| a.stored_bytes).sum();
+    let raw: u64 = arrays.iter().map(|a| a.raw_bytes).sum();
+    Ok(InspectReport {
+        dir: dir.display().to_string(),
+        samples: n,
+        views: k,
+        classes: meta.num_classes,
+        dtype: meta.dtype,
+        top_k: meta.top_k,
+        shards: meta.num_shards,
+        seed: meta.seed,
+        dataset_hash: meta.dataset_hash.clone(),
+        arrays,
+        stored_bytes: stored,
+        raw_bytes: raw,
+        ratio: if stored > 0 { raw as f64 / stored as f64 } else { 0.0 },
+        teachers,
+        agreement,
+    })
+}

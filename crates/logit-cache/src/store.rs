@@ -1,0 +1,257 @@
+//! Reading a finished store: the student asks for a batch of (sample, view)
+//! rows of one teacher. Small stores are decoded into memory once; large ones
+//! go through a bounded cache of decoded inner chunks.
+
+use crate::error::{CacheError, Result, store_err};
+use crate::layout::{Dtype, STAGE, StoreMeta, TOPK_FILL, store_dir};
+use kd_core::manifest::{Manifest, manifest_hash};
+use kd_core::zarr::{self, ZArray};
+use kd_core::{ViewParams, ViewSpec};
+use std::collections::{HashMap, VecDeque};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+/// Decoded logits of samples `start .. start + n`: dense rows, or top-k.
+struct Block {
+    start: usize,
+    n: usize,
+    values: Vec<f32>,
+    indices: Option<Vec<u16>>,
+}
+
+struct Arrays {
+    values: ZArray,
+    indices: Option<ZArray>,
+}
+
+enum Source {
+    Memory(Arc<Block>),
+    Chunked(Box<Arrays>),
+}
+
+struct ChunkCache {
+    map: HashMap<(usize, usize), Arc<Block>>,
+    order: VecDeque<(usize, usize)>,
+    capacity: usize,
+}
+
+/// A finished logit store (manifest stage `cache`).
+pub struct LogitStore {
+    dir: PathBuf,
+    hash: String,
+    meta: StoreMeta,
+    names: Vec<String>,
+    params: Vec<u8>,
+    sources: Vec<Source>,
+    cache: Mutex<ChunkCache>,
+}
+
+impl std::fmt::Debug for LogitStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LogitStore")
+            .field("dir", &self.dir)
+            .field("teachers", &self.names)
+            .field("samples", &self.meta.samples)
+            .field("views", &self.meta.views)
+            .finish()
+    }
+}
+
+/// Default memory for decoded logits (f32) before the chunk cache takes over.
+pub const DEFAULT_MEMORY_BUDGET: usize = 4 << 30;
+
+fn read_floats(a: &ZArray, dtype: Dtype, start: &[u64], shape: &[u64]) -> Result<Vec<f32>> {
+    Ok(match dtype {
+        Dtype::F16 => zarr::read_block::<half::f16>(a, start, shape)?
+            .into_iter()
+            .map(f32::from)
+            .collect(),
+        Dtype::F32 => zarr::read_block::<f32>(a, start, shape)?,
+    })
+}
+
+impl LogitStore {
+    /// Open a finished store, in memory when its decoded logits fit
+    /// [`DEFAULT_MEMORY_BUDGET`] (override: `KD_CACHE_MEMORY_MB`).
+    pub fn open(dir: &Path) -> Result<LogitStore> {
+        let budget = std::env::var("KD_CACHE_MEMORY_MB")
+            .ok()
+            .and_then(|v| v.parse::<usize>().ok())
+            .map(|mb| mb << 20)
+            .unwrap_or(DEFAULT_MEMORY_BUDGET);
+        Self::open_with_budget(dir, budget)
+    }
+
+    /// Open with `budget` bytes for decoded logits: everything in memory if it
+    /// fits, else a chunk cache of about that size.
+    pub fn open_with_budget(dir: &Path, budget: usize) -> Result<LogitStore> {
+        Manifest::read_stage(dir, STAGE)?;
+        let hash = manifest_hash(dir)?;
+        let root = store_dir(dir);
+        let meta = StoreMeta::read(&root)?;
+        let store = zarr::open_store(&root)?;
+        let (n, k, w) = (meta.samples as u64, meta.views as u64, meta.row_width() as u64);
+        let params = zarr::read_block::<u8>(&zarr::open_array(&store, "/views/params")?, &[0, 0, 0], &[n, k, 3])?;
+        let row_bytes = w as usize * if meta.top_k.is_some() { 6 } else { 4 };
+        let total = row_bytes * (n * k) as usize * meta.teachers.len();
+        let in_memory = total <= budget;
+        let mut sources = vec![];
+        for t in &meta.teachers {
+            let arrays = match meta.top_k {
+                None => Arrays {
+                    values: zarr::open_array(&store, &format!("/teachers/{}/logits", t.name))?,
+                    indices: None,
+                },
+                Some(_) => Arrays {
+                    values: zarr::open_array(&store, &format!("/teachers/{}/values", t.name))?,
+                    indices: Some(zarr::open_array(&store, &format!("/teachers/{}/indices", t.name))?),
+                },
+            };
+            sources.push(if in_memory {
+                Source::Memory(Arc::new(Self::decode(&meta, &arrays, 0, meta.samples)?))
+            } else {
+                Source::Chunked(Box::new(arrays))
+            });
+        }
+        let chunk_bytes = row_bytes * meta.chunk_samples * meta.views;
+        tracing::debug!(dir = %dir.display(), in_memory, total, "logit store opened");
+        Ok(LogitStore {
+            dir: dir.into(),
+            hash,
+            names: meta.teachers.iter().map(|t| t.name.clone()).collect(),
+            params,
+            sources,
+            cache: Mutex::new(ChunkCache {
+                map: HashMap::new(),
+                order: VecDeque::new(),
+                capacity: (budget / chunk_bytes.max(1)).max(4),
+            }),
+            meta,
+        })
+    }
+
+    fn decode(meta: &StoreMeta, a: &Arrays, start: usize, n: usize) -> Result<Block> {
+        let shape = [n as u64, meta.views as u64, meta.row_width() as u64];
+        let origin = [start as u64, 0, 0];
+        Ok(Block {
+            start,
+            n,
+            values: read_floats(&a.values, meta.dtype, &origin, &shape)?,
+            indices: match &a.indices {
+                Some(ia) => Some(zarr::read_block::<u16>(ia, &origin, &shape)?),
+                None => None,
+            },
+        })
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+    pub fn manifest_hash(&self) -> &str {
+        &self.hash
+    }
+    pub fn meta(&self) -> &StoreMeta {
+        &self.meta
+    }
+    pub fn teachers(&self) -> &[String] {
+        &self.names
+    }
+    pub fn num_samples(&self) -> usize {
+        self.meta.samples
+    }
+    pub fn views(&self) -> usize {
+        self.meta.views
+    }
+    pub fn num_classes(&self) -> usize {
+        self.meta.num_classes
+    }
+    pub fn class_names(&self) -> &[String] {
+        &self.meta.class_names
+    }
+    pub fn dataset_hash(&self) -> &str {
+        &self.meta.dataset_hash
+    }
+    pub fn view_spec(&self) -> ViewSpec {
+        self.meta.view_spec
+    }
+    pub fn seed(&self) -> u64 {
+        self.meta.seed
+    }
+    pub fn top_k(&self) -> Option<usize> {
+        self.meta.top_k
+    }
+    pub fn dtype(&self) -> Dtype {
+        self.meta.dtype
+    }
+    /// Whether the logits were decoded into memory (else a chunk cache).
+    pub fn in_memory(&self) -> bool {
+        self.sources.iter().all(|s| matches!(s, Source::Memory(_)))
+    }
+
+    /// The stored parameters of view `view` of sample `sample`.
+    pub fn view_params(&self, sample: usize, view: usize) -> ViewParams {
+        let o = (sample * self.meta.views + view) * ViewParams::LEN;
+        ViewParams::from_slice(&self.params[o..o + ViewParams::LEN])
+    }
+
+    fn block(&self, t: usize, sample: usize) -> Result<Arc<Block>> {
+        match &self.sources[t] {
+            Source::Memory(b) => Ok(b.clone()),
+            Source::Chunked(arrays) => {
+                let c = sample / self.meta.chunk_samples;
+                if let Some(b) = self.cache.lock().expect("cache lock").map.get(&(t, c)) {
+                    return Ok(b.clone());
+                }
+                let start = c * self.meta.chunk_samples;
+                let n = self.meta.chunk_samples.min(self.meta.samples - start);
+                let b = Arc::new(Self::decode(&self.meta, arrays, start, n)?);
+                let mut cache = self.cache.lock().expect("cache lock");
+                if cache.map.insert((t, c), b.clone()).is_none() {
+                    cache.order.push_back((t, c));
+                }
+                while cache.order.len() > cache.capacity {
+                    if let Some(old) = cache.order.pop_front() {
+                        cache.map.remove(&old);
+                    }
+                }
+                Ok(b)
+            }
+        }
+    }
+
+    /// Logits `[pairs.len(), classes]` row-major as f32 for (sample, view)
+    /// pairs; top-k stores fill the classes they did not keep with -1e4.
+    pub fn logits(&self, teacher: &str, pairs: &[(usize, usize)]) -> Result<Vec<f32>> {
+        let t = self.names.iter().position(|n| n == teacher).ok_or_else(|| {
+            CacheError::Invalid(format!(
+                "{}: no teacher '{teacher}' in this store (has: {})",
+                self.dir.display(),
+                self.names.join(", ")
+            ))
+        })?;
+        let (c, k, w) = (self.meta.num_classes, self.meta.views, self.meta.row_width());
+        let mut out = vec![0f32; pairs.len() * c];
+        for (row, &(s, v)) in out.chunks_exact_mut(c).zip(pairs) {
+            if s >= self.meta.samples || v >= k {
+                return Err(store_err(
+                    &self.dir,
+                    format!("(sample {s}, view {v}) out of range ({} samples, {k} views)", self.meta.samples),
+                ));
+            }
+            let b = self.block(t, s)?;
+            debug_assert!(s >= b.start && s < b.start + b.n);
+            let o = ((s - b.start) * k + v) * w;
+            let vals = &b.values[o..o + w];
+            match &b.indices {
+                None => row.copy_from_slice(vals),
+                Some(ind) => {
+                    row.fill(TOPK_FILL);
+                    for (&x, &i) in vals.iter().zip(&ind[o..o + w]) {
+                        row[i as usize] = x;
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
+}

@@ -1,0 +1,139 @@
+//! `kd cache verify`: decode every shard (checksums, missing files), then
+//! recompute a random sample of (sample, view) rows with the live teachers
+//! on images rebuilt from the stored view parameters.
+
+use crate::error::{CacheError, Result, store_err};
+use crate::layout::{Dtype, StoreMeta, store_dir};
+use crate::store::LogitStore;
+use crate::write::check_shards;
+use kd_core::manifest::{Manifest, MANIFEST};
+use kd_core::{Progress, Rng, Teacher, ViewParams};
+use kd_data::Dataset;
+use kd_data::augment::{batch_tensor, lut};
+use serde::Serialize;
+use std::collections::HashSet;
+use std::path::Path;
+use tch::{Device, Kind};
+
+#[derive(Clone, Debug, Serialize)]
+pub struct TeacherDiff {
+    pub name: String,
+    pub max_abs_diff: f64,
+    pub max_abs_logit: f64,
+    pub tolerance: f64,
+    pub ok: bool,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct VerifyReport {
+    pub pairs: usize,
+    pub shards_decoded: usize,
+    pub teachers: Vec<TeacherDiff>,
+    pub ok: bool,
+}
+
+/// The largest difference a store of `dtype` may show against live logits
+/// whose largest magnitude is `max_abs` (f16 keeps 11 significant bits; the
+/// rest covers batch-dependent float reordering).
+pub fn tolerance(dtype: Dtype, max_abs: f64) -> f64 {
+    match dtype {
+        Dtype::F16 => (1e-2 * max_abs).max(2e-2),
+        Dtype::F32 => 1e-4 * max_abs.max(1.0),
+    }
+}
+
+/// Check the store in `dir` against `teachers` (matched by name) on `samples`
+/// random (sample, view) pairs drawn from `seed`.
+pub fn verify(
+    dir: &Path,
+    teachers: &[Box<dyn Teacher>],
+    samples: usize,
+    seed: u64,
+    progress: &dyn Progress,
+) -> Result<VerifyReport> {
+    Manifest::read_stage(dir, crate::STAGE)?;
+    let meta = StoreMeta::read(&store_dir(dir))?;
+    check_shards(dir, &meta, &HashSet::new())?;
+    let store = LogitStore::open(dir)?;
+    let ds_ref = meta
+        .inputs
+        .iter()
+        .find(|i| i.role == "dataset")
+        .ok_or_else(|| store_err(store_dir(dir).join("zarr.json"), "records no dataset input"))?;
+    ds_ref.verify()?;
+    let ds = Dataset::open(&ds_ref.path)?;
+    let train = ds.split("train")?;
+    for t in &meta.teachers {
+        let live = teachers.iter().find(|x| x.name() == t.name).ok_or_else(|| {
+            CacheError::Invalid(format!("{}: no live teacher named '{}' given", dir.display(), t.name))
+        })?;
+        if live.checkpoint_hash() != t.checkpoint_hash {
+            return Err(store_err(
+                dir.join(MANIFEST),
+                format!(
+                    "teacher '{}' checkpoint is {} now, the store was built from {}",
+                    t.name,
+                    live.checkpoint_hash(),
+                    t.checkpoint_hash
+                ),
+            ));
+        }
+    }
+    let spec = meta.view_spec;
+    let mut r = Rng::keyed(seed, &[0x7665_7269]);
+    let pairs: Vec<(usize, usize)> = (0..samples)
+        .map(|_| (r.below(meta.samples as u64) as usize, r.below(meta.views as u64) as usize))
+        .collect();
+    let views: Vec<ViewParams> = pairs.iter().map(|&(s, v)| store.view_params(s, v)).collect();
+    for (&(s, v), p) in pairs.iter().zip(&views) {
+        if *p != spec.draw(meta.seed, s as u64, v as u64) {
+            return Err(store_err(
+                store_dir(dir).join("views/params"),
+                format!("view params of (sample {s}, view {v}) are {p:?}, the generator says otherwise"),
+            ));
+        }
+    }
+    let table = lut(&ds.mean, &ds.std);
+    let c = meta.num_classes;
+    let mut report = vec![];
+    let _g = tch::no_grad_guard();
+    progress.start("verify", (pairs.len() * meta.teachers.len()) as u64);
+    let mut done = 0u64;
+    for t in &meta.teachers {
+        let live = teachers.iter().find(|x| x.name() == t.name).expect("checked above");
+        let (mut diff, mut max_abs) = (0f64, 0f64);
+        for (pb, vb) in pairs.chunks(256).zip(views.chunks(256)) {
+            let idx: Vec<usize> = pb.iter().map(|p| p.0).collect();
+            let x = batch_tensor(train, &idx, vb, &spec, &table, live.device());
+            let y = live.logits(&x).to_kind(Kind::Float).to_device(Device::Cpu).contiguous().view(-1);
+            let y = Vec::<f32>::try_from(&y)?;
+            let stored = store.logits(&t.name, pb)?;
+            for (ly, sy) in y.chunks_exact(c).zip(stored.chunks_exact(c)) {
+                for (&a, &b) in ly.iter().zip(sy) {
+                    max_abs = max_abs.max(a.abs() as f64);
+                    // Top-k stores: only the kept classes are comparable.
+                    if b != crate::layout::TOPK_FILL || meta.top_k.is_none() {
+                        diff = diff.max((a - b).abs() as f64);
+                    }
+                }
+            }
+            done += pb.len() as u64;
+            progress.update(done, &t.name);
+        }
+        let tol = tolerance(meta.dtype, max_abs);
+        report.push(TeacherDiff {
+            name: t.name.clone(),
+            max_abs_diff: diff,
+            max_abs_logit: max_abs,
+            tolerance: tol,
+            ok: diff <= tol,
+        });
+    }
+    progress.finish();
+    Ok(VerifyReport {
+        pairs: pairs.len(),
+        shards_decoded: meta.num_shards * meta.array_paths().len(),
+        ok: report.iter().all(|t| t.ok),
+        teachers: report,
+    })
+}

@@ -1,0 +1,505 @@
+//! Building a store: teachers run over every (sample, view) once, a writer
+//! thread encodes and stores whole shards while the next shard is inferred.
+//!
+//! Resumable: a shard counts as done only when its marker exists, and the
+//! marker is written after the shard's data, so a killed run redoes at most
+//! the shards in flight. Every shard is computed in the same batches whatever
+//! ran before, so a resumed store is byte-identical to an uninterrupted one.
+//! Shardable: `--shard i/n` takes shards `s % n == i`; the store's metadata
+//! is created once, atomically (built in a temporary directory and renamed),
+//! so concurrent workers agree on it without locks.
+
+use crate::error::{CacheError, Result, io_err, store_err};
+use crate::layout::{CacheConfig, Dtype, STAGE, StoreMeta, TeacherMeta, marker_path, marker_text, store_dir, store_key};
+use kd_core::manifest::{InputRef, Manifest, OutputRef, needs_run};
+use kd_core::zarr::{self, ZArray};
+use kd_core::{Progress, Teacher, ViewParams};
+use kd_data::Dataset;
+use kd_data::augment::{batch_tensor, lut};
+use serde_json::json;
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::sync::mpsc::sync_channel;
+use tch::{Device, Kind, Tensor};
+
+/// A loaded teacher and the artifact directory it came from (pinned by hash).
+pub struct TeacherInput {
+    pub dir: PathBuf,
+    pub teacher: Box<dyn Teacher>,
+}
+
+impl std::fmt::Debug for TeacherInput {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "TeacherInput({}, {})", self.teacher.name(), self.dir.display())
+    }
+}
+
+/// How this process takes part in a build (none of it changes the store's bytes).
+#[derive(Clone, Debug, Default)]
+pub struct BuildOptions {
+    /// `(i, n)`: fill only shards with index % n == i, write no manifest.
+    pub shard: Option<(usize, usize)>,
+    /// Replace whatever is in `out` (refused together with `shard`).
+    pub force: bool,
+    /// Stop after writing this many shards, as if killed (tests).
+    pub stop_after_shards: Option<usize>,
+}
+
+#[derive(Debug)]
+pub enum Outcome {
+    /// A finished store with the same config and inputs is already there.
+    UpToDate,
+    /// This worker's shards are all done (`--shard`, or a stop); no manifest.
+    Partial { written: usize, skipped: usize },
+    /// All shards present; the manifest is written.
+    Finished { written: usize, skipped: usize, manifest: Box<Manifest> },
+}
+
+/// Parse `i/n`.
+pub fn parse_shard(s: &str) -> Result<(usize, usize)> {
+    let bad = || CacheError::Invalid(format!("--shard '{s}': expected i/n with 0 <= i < n (e.g. 0/4)"));
+    let (i, n) = s.split_once('/').ok_or_else(bad)?;
+    let (i, n): (usize, usize) = (i.trim().parse().map_err(|_| bad())?, n.trim().parse().map_err(|_| bad())?);
+    if n == 0 || i >= n {
+        return Err(CacheError::Invalid(format!("--shard {i}/{n}: out of range (need 0 <= i < n)")));
+    }
+    Ok((i, n))
+}
+
+fn valid_name(n: &str) -> bool {
+    !n.is_empty() && n.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+}
+
+/// Open an array for writing with subchunks laid out in C order: zarrs'
+/// default places them in completion order of its parallel encoder, which
+/// would make shard files differ from run to run.
+fn open_for_write(store: &kd_core::zarr::Store, path: &str) -> Result<ZArray> {
+    use zarrs::array::CodecSpecificOptions;
+    use zarrs::array::codec::array_to_bytes::sharding::{ShardingCodecOptions, SubchunkWriteOrder};
+    let opts = CodecSpecificOptions::default()
+        .with_option(ShardingCodecOptions::default().with_subchunk_write_order(SubchunkWriteOrder::C));
+    Ok(zarr::open_array(store, path)?.with_codec_specific_options(&opts))
+}
+
+/// One shard's results, on their way to the writer.
+struct ShardData {
+    shard: usize,
+    params: Vec<u8>,
+    /// Per teacher: the rows (full logits or top-k values), f32.
+    rows: Vec<Vec<f32>>,
+    /// Per teacher, top-k only: class indices.
+    indices: Vec<Vec<i64>>,
+}
+
+/// Check teachers against the dataset and each other; returns their store metadata.
+fn check_teachers(ds: &Dataset, teachers: &[TeacherInput]) -> Result<Vec<TeacherMeta>> {
+    if teachers.is_empty() {
+        return Err(CacheError::Invalid("no --teacher given".into()));
+    }
+    let mut seen = HashSet::new();
+    let mut out = vec![];
+    for ti in teachers {
+        let t = &ti.teacher;
+        let m = ti.dir.join(kd_core::manifest::MANIFEST);
+        if !valid_name(t.name()) {
+            return Err(store_err(&m, format!("teacher name '{}' is not [A-Za-z0-9_-]+", t.name())));
+        }
+        if !seen.insert(t.name().to_string()) {
+            return Err(store_err(&m, format!("two teachers are named '{}'", t.name())));
+        }
+        if t.dataset_hash() != ds.manifest_hash {
+            return Err(store_err(
+                &m,
+                format!(
+                    "teacher '{}' was trained on dataset {} but --dataset {} is {}",
+                    t.name(),
+                    t.dataset_hash(),
+                    ds.dir.display(),
+                    ds.manifest_hash
+                ),
+            ));
+        }
+        if t.num_classes() != ds.num_classes() {
+            return Err(store_err(
+                &m,
+                format!(
+                    "teacher '{}' has {} classes, the dataset {} has {}",
+                    t.name(),
+                    t.num_classes(),
+                    ds.dir.display(),
+                    ds.num_classes()
+                ),
+            ));
+        }
+        out.push(TeacherMeta {
+            name: t.name().into(),
+            arch: t.arch().into(),
+            checkpoint_hash: t.checkpoint_hash().into(),
+            dataset_hash: t.dataset_hash().into(),
+        });
+    }
+    Ok(out)
+}
+
+fn remove_if_exists(p: &Path) -> Result<()> {
+    match std::fs::remove_dir_all(p) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(io_err(p)(e)),
+    }
+}
+
+/// Create the store's metadata once: in a private directory renamed into
+/// place, so a concurrent worker either sees a complete store or none.
+fn create_store(out: &Path, meta: &StoreMeta) -> Result<()> {
+    let root = store_dir(out);
+    if root.exists() {
+        return Ok(());
+    }
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    let tmp = out.join(format!(".tmp-{}-{nanos}-{:?}.zarr", std::process::id(), std::thread::current().id()).replace(['(', ')'], ""));
+    std::fs::create_dir_all(&tmp).map_err(io_err(&tmp))?;
+    meta.create(&tmp)?;
+    if std::fs::rename(&tmp, &root).is_err() {
+        // Another worker won the race; its metadata is checked by the caller.
+        remove_if_exists(&tmp)?;
+        if !root.exists() {
+            return Err(store_err(&root, "could not create the store"));
+        }
+    }
+    Ok(())
+}
+
+fn check_same_store(out: &Path, key: &serde_json::Value) -> Result<()> {
+    let root = store_dir(out);
+    let found = StoreMeta::read(&root).map_err(|e| {
+        store_err(&root, format!("holds something that is not a logit store of this tool ({e}); use --force to replace it"))
+    })?;
+    if &found.key != key {
+        return Err(store_err(
+            &root,
+            format!(
+                "holds a store built with another config or other inputs (found {}, want {}); use --force to replace it",
+                found.key, key
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Build (or resume, or take part in) the store `out` of `teachers` on
+/// the train split of `dataset`.
+pub fn build(
+    dataset: &Path,
+    teachers: &[TeacherInput],
+    out: &Path,
+    cfg: &CacheConfig,
+    opts: &BuildOptions,
+    progress: &dyn Progress,
+) -> Result<Outcome> {
+    if let Some((i, n)) = opts.shard {
+        if n == 0 || i >= n {
+            return Err(CacheError::Invalid(format!("--shard {i}/{n}: out of range (need 0 <= i < n)")));
+        }
+        if opts.force {
+            return Err(CacheError::Invalid(
+                "--force with --shard would let one worker delete the others' shards: remove the store, then start the workers".into(),
+            ));
+        }
+    }
+    let ds = Dataset::open(dataset)?;
+    let tmeta = check_teachers(&ds, teachers)?;
+    cfg.validate(ds.num_classes())?;
+    let train = ds.split("train")?;
+    let mut inputs = vec![InputRef::of("dataset", dataset, kd_data::store::STAGE)?];
+    for ti in teachers {
+        inputs.push(InputRef::of(&format!("teacher:{}", ti.teacher.name()), &ti.dir, "teacher")?);
+    }
+    let key = store_key(cfg, &inputs);
+    let samples = train.len();
+    let meta = StoreMeta {
+        format: crate::layout::FORMAT.into(),
+        note: "raw logits, no temperature".into(),
+        class_names: ds.class_names.clone(),
+        num_classes: ds.num_classes(),
+        samples,
+        views: cfg.views,
+        dtype: cfg.dtype,
+        top_k: cfg.top_k,
+        seed: cfg.seed,
+        view_spec: cfg.view_spec(),
+        view_params_fields: ViewParams::FIELDS.map(String::from).to_vec(),
+        shard_samples: cfg.shard_samples,
+        chunk_samples: cfg.chunk_samples,
+        num_shards: samples.div_ceil(cfg.shard_samples),
+        dataset_hash: ds.manifest_hash.clone(),
+        teachers: tmeta,
+        inputs: inputs.clone(),
+        key: key.clone(),
+    };
+    let root = store_dir(out);
+    if root.exists() && !opts.force {
+        check_same_store(out, &key)?;
+    }
+    if !needs_run(out, STAGE, &cfg.identity(), &inputs, opts.force)? {
+        return Ok(Outcome::UpToDate);
+    }
+    if opts.force {
+        remove_if_exists(&root)?;
+        remove_if_exists(&out.join(crate::layout::MARKERS))?;
+    }
+    create_store(out, &meta)?;
+    check_same_store(out, &key)?;
+    let markers = out.join(crate::layout::MARKERS);
+    std::fs::create_dir_all(&markers).map_err(io_err(&markers))?;
+
+    let mine: Vec<usize> = (0..meta.num_shards)
+        .filter(|s| opts.shard.is_none_or(|(i, n)| s % n == i))
+        .collect();
+    let todo: Vec<usize> = mine.iter().copied().filter(|&s| !marker_path(out, s).exists()).collect();
+    let skipped = mine.len() - todo.len();
+    tracing::info!(out = %out.display(), shards = mine.len(), skipped, "building logit cache");
+
+    let store = zarr::open_store(&root)?;
+    let params_arr = open_for_write(&store, "/views/params")?;
+    let mut arrays: Vec<(ZArray, Option<ZArray>)> = vec![];
+    for t in &meta.teachers {
+        arrays.push(match meta.top_k {
+            None => (open_for_write(&store, &format!("/teachers/{}/logits", t.name))?, None),
+            Some(_) => (
+                open_for_write(&store, &format!("/teachers/{}/values", t.name))?,
+                Some(open_for_write(&store, &format!("/teachers/{}/indices", t.name))?),
+            ),
+        });
+    }
+
+    let spec = cfg.view_spec();
+    let table = lut(&ds.mean, &ds.std);
+    let (k, width) = (cfg.views, meta.row_width());
+    let limit = opts.stop_after_shards.unwrap_or(usize::MAX).min(todo.len());
+    let total_views: u64 = todo[..limit]
+        .iter()
+        .map(|&s| {
+            let (a, b) = meta.shard_range(s);
+            ((b - a) * k) as u64
+        })
+        .sum();
+    progress.start("cache", total_views);
+    let device = teachers[0].teacher.device();
+    let (tx, rx) = sync_channel::<ShardData>(2);
+    let meta_ref = &meta;
+    let written = std::thread::scope(|scope| -> Result<usize> {
+        let writer = scope.spawn(move || -> Result<usize> {
+            let mut n = 0;
+            for d in rx {
+                write_shard(out, meta_ref, &params_arr, &arrays, &d)?;
+                n += 1;
+            }
+            Ok(n)
+        });
+        let _g = tch::no_grad_guard();
+        let mut done_views = 0u64;
+        let mut infer_err = None;
+        for &s in &todo[..limit] {
+            let (a, b) = meta.shard_range(s);
+            let pairs: Vec<(usize, usize)> = (a..b).flat_map(|i| (0..k).map(move |v| (i, v))).collect();
+            let views: Vec<ViewParams> = pairs.iter().map(|&(i, v)| spec.draw(cfg.seed, i as u64, v as u64)).collect();
+            let mut d = ShardData {
+                shard: s,
+                params: views.iter().flat_map(|p| p.to_array()).collect(),
+                rows: vec![Vec::with_capacity(pairs.len() * width); teachers.len()],
+                indices: vec![vec![]; teachers.len()],
+            };
+            for (pb, vb) in pairs.chunks(cfg.batch_size).zip(views.chunks(cfg.batch_size)) {
+                let idx: Vec<usize> = pb.iter().map(|p| p.0).collect();
+                let x = batch_tensor(train, &idx, vb, &spec, &table, device);
+                for (ti, t) in teachers.iter().enumerate() {
+                    match run_teacher(t.teacher.as_ref(), &x, pb.len(), meta.num_classes, cfg.top_k) {
+                        Ok((rows, ind)) => {
+                            d.rows[ti].extend_from_slice(&rows);
+                            d.indices[ti].extend_from_slice(&ind);
+                        }
+                        Err(e) => {
+                            infer_err = Some(e);
+                            break;
+                        }
+                    }
+                }
+                if infer_err.is_some() {
+                    break;
+                }
+                done_views += pb.len() as u64;
+                progress.update(done_views, &format!("shard {s}"));
+            }
+            if infer_err.is_some() || tx.send(d).is_err() {
+                break;
+            }
+        }
+        drop(tx);
+        let n = writer.join().map_err(|_| CacheError::Invalid("the writer thread panicked".into()))??;
+        if let Some(e) = infer_err {
+            return Err(e);
+        }
+        Ok(n)
+    })?;
+    progress.finish();
+    let stopped = written < todo.len();
+    if opts.shard.is_some() || stopped {
+        tracing::info!(written, skipped, stopped, "shards done");
+        return Ok(Outcome::Partial { written, skipped });
+    }
+    let trusted: HashSet<usize> = todo.into_iter().collect();
+    let manifest = finalize_inner(out, &trusted)?;
+    Ok(Outcome::Finished { written, skipped, manifest: Box::new(manifest) })
+}
+
+/// One teacher on one batch: `[B, classes]` rows, or top-k values + indices.
+fn run_teacher(t: &dyn Teacher, x: &Tensor, b: usize, classes: usize, top_k: Option<usize>) -> Result<(Vec<f32>, Vec<i64>)> {
+    let y = t.logits(&x.to_device(t.device())).to_kind(Kind::Float).to_device(Device::Cpu);
+    if y.size() != [b as i64, classes as i64] {
+        return Err(CacheError::Invalid(format!(
+            "teacher '{}' returned logits of shape {:?}, expected [{b}, {classes}]",
+            t.name(),
+            y.size()
+        )));
+    }
+    match top_k {
+        None => Ok((Vec::<f32>::try_from(&y.contiguous().view(-1))?, vec![])),
+        Some(k) => {
+            let (v, i) = y.topk(k as i64, -1, true, true);
+            Ok((
+                Vec::<f32>::try_from(&v.contiguous().view(-1))?,
+                Vec::<i64>::try_from(&i.contiguous().view(-1))?,
+            ))
+        }
+    }
+}
+
+fn write_floats(a: &ZArray, dtype: Dtype, start: &[u64], shape: &[u64], rows: &[f32]) -> Result<()> {
+    match dtype {
+        Dtype::F16 => {
+            let h: Vec<half::f16> = rows.iter().map(|&x| half::f16::from_f32(x)).collect();
+            zarr::write_block(a, start, shape, &h)?
+        }
+        Dtype::F32 => zarr::write_block(a, start, shape, rows)?,
+    }
+    Ok(())
+}
+
+fn write_shard(out: &Path, meta: &StoreMeta, params: &ZArray, arrays: &[(ZArray, Option<ZArray>)], d: &ShardData) -> Result<()> {
+    let (a, b) = meta.shard_range(d.shard);
+    let (n, k) = ((b - a) as u64, meta.views as u64);
+    let start = [a as u64, 0, 0];
+    zarr::write_block(params, &start, &[n, k, ViewParams::LEN as u64], &d.params)?;
+    let w = meta.row_width() as u64;
+    for (ti, (vals, idx)) in arrays.iter().enumerate() {
+        write_floats(vals, meta.dtype, &start, &[n, k, w], &d.rows[ti])?;
+        if let Some(ia) = idx {
+            let ind: Vec<u16> = d.indices[ti].iter().map(|&i| i as u16).collect();
+            zarr::write_block(ia, &start, &[n, k, w], &ind)?;
+        }
+    }
+    let m = marker_path(out, d.shard);
+    let tmp = m.with_extension("tmp");
+    std::fs::write(&tmp, marker_text(meta, d.shard)).map_err(io_err(&tmp))?;
+    std::fs::rename(&tmp, &m).map_err(io_err(&m))?;
+    tracing::debug!(shard = d.shard, "shard written");
+    Ok(())
+}
+
+/// Check that every shard of `out` is done and its files are present and
+/// decode (crc32c), then write the manifest. Run after the `--shard` workers.
+pub fn finalize(out: &Path) -> Result<Manifest> {
+    finalize_inner(out, &HashSet::new())
+}
+
+/// Shard files of every array: present, and (unless `trusted`) decodable.
+pub fn check_shards(out: &Path, meta: &StoreMeta, trusted: &HashSet<usize>) -> Result<()> {
+    let root = store_dir(out);
+    let store = zarr::open_store(&root)?;
+    for path in meta.array_paths() {
+        let arr = zarr::open_array(&store, &path)?;
+        for s in 0..meta.num_shards {
+            let key = arr.chunk_key(&[s as u64, 0, 0]);
+            let file = root.join(key.as_str());
+            if !file.is_file() {
+                return Err(store_err(&file, format!("shard {s} of {path} is missing")));
+            }
+            if trusted.contains(&s) {
+                continue;
+            }
+            let (a, b) = meta.shard_range(s);
+            let shape = [(b - a) as u64, arr.shape()[1], arr.shape()[2]];
+            let origin = [a as u64, 0, 0];
+            let res = if path == "/views/params" {
+                zarr::read_block::<u8>(&arr, &origin, &shape).map(|_| ())
+            } else if path.ends_with("/indices") {
+                zarr::read_block::<u16>(&arr, &origin, &shape).map(|_| ())
+            } else if meta.dtype == Dtype::F16 {
+                zarr::read_block::<half::f16>(&arr, &origin, &shape).map(|_| ())
+            } else {
+                zarr::read_block::<f32>(&arr, &origin, &shape).map(|_| ())
+            };
+            res.map_err(|e| store_err(&file, format!("shard {s} of {path} is corrupt: {e}")))?;
+        }
+    }
+    Ok(())
+}
+
+fn finalize_inner(out: &Path, trusted: &HashSet<usize>) -> Result<Manifest> {
+    let root = store_dir(out);
+    let meta = StoreMeta::read(&root)?;
+    let missing: Vec<usize> = (0..meta.num_shards).filter(|&s| !marker_path(out, s).is_file()).collect();
+    if !missing.is_empty() {
+        let shown: Vec<String> = missing.iter().take(8).map(|s| s.to_string()).collect();
+        return Err(store_err(
+            &root,
+            format!(
+                "{} of {} shards are not done (shards {}{}): run the missing `kd cache build --shard i/n` workers first",
+                missing.len(),
+                meta.num_shards,
+                shown.join(", "),
+                if missing.len() > 8 { ", ..." } else { "" }
+            ),
+        ));
+    }
+    check_shards(out, &meta, trusted)?;
+    for i in &meta.inputs {
+        i.verify()?;
+    }
+    let config = meta.key["config"].clone();
+    let mut m = Manifest::new(STAGE, config);
+    m.seeds.insert("views".into(), meta.seed);
+    m.inputs = meta.inputs.clone();
+    m.outputs.push(OutputRef::of(out, crate::layout::STORE, false)?);
+    let info = zarr::describe(&root)?;
+    let per_teacher: serde_json::Map<String, serde_json::Value> = meta
+        .teachers
+        .iter()
+        .map(|t| {
+            let b: u64 = info
+                .iter()
+                .filter(|a| a.path.starts_with(&format!("teachers/{}/", t.name)))
+                .map(|a| a.stored_bytes)
+                .sum();
+            (t.name.clone(), json!((b as f64) / (meta.samples * meta.views).max(1) as f64))
+        })
+        .collect();
+    m.metrics = json!({
+        "samples": meta.samples,
+        "views": meta.views,
+        "classes": meta.num_classes,
+        "dtype": meta.dtype,
+        "top_k": meta.top_k,
+        "teachers": meta.teachers.iter().map(|t| &t.name).collect::<Vec<_>>(),
+        "shards": meta.num_shards,
+        "stored_bytes": info.iter().map(|a| a.stored_bytes).sum::<u64>(),
+        "bytes_per_view_per_teacher": per_teacher,
+    });
+    m.write(out)?;
+    tracing::info!(out = %out.display(), shards = meta.num_shards, "logit cache finished");
+    Ok(m)
+}
