@@ -4,6 +4,7 @@
 //! disk (a directory finished by `manifest.json`). This binary is the only
 //! place that wires crates together, sets up logging and draws progress bars.
 
+mod cmd_cache;
 mod cmd_data;
 mod cmd_env;
 mod cmd_inspect;
@@ -41,6 +42,9 @@ enum Cmd {
     Data(cmd_data::Cmd),
     /// Summarise any artifact: its manifest and every Zarr array in it.
     Inspect(cmd_inspect::Args),
+    /// Logit cache stage: every teacher's logits on K views in one Zarr store.
+    #[command(subcommand)]
+    Cache(cmd_cache::Cmd),
 }
 
 fn run(cli: Cli) -> anyhow::Result<()> {
@@ -53,6 +57,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Cmd::Env(a) => cmd_env::run(a),
         Cmd::Data(c) => cmd_data::run(c),
         Cmd::Inspect(a) => cmd_inspect::run(a),
+        Cmd::Cache(c) => cmd_cache::run(c),
     }
 }
 

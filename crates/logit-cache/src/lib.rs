@@ -24,4 +24,4 @@ pub use inspect::{InspectReport, inspect};
 pub use layout::{CacheConfig, Dtype, STAGE, STORE, StoreMeta};
 pub use store::LogitStore;
 pub use verify::{VerifyReport, verify};
-pub use write::{BuildOptions, Outcome, TeacherInput, build, finalize, parse_shard};
+pub use write::{BuildOptions, BuildStats, Outcome, TeacherInput, build, finalize, parse_shard};

@@ -50,9 +50,31 @@ pub enum Outcome {
     /// A finished store with the same config and inputs is already there.
     UpToDate,
     /// This worker's shards are all done (`--shard`, or a stop); no manifest.
-    Partial { written: usize, skipped: usize },
+    Partial { written: usize, skipped: usize, stats: BuildStats },
     /// All shards present; the manifest is written.
-    Finished { written: usize, skipped: usize, manifest: Box<Manifest> },
+    Finished {
+        written: usize,
+        skipped: usize,
+        manifest: Box<Manifest>,
+        stats: BuildStats,
+    },
+}
+
+/// Where a build's time went (seconds). `send_wait` is the time inference
+/// waited for the writer; near zero means writing was fully overlapped.
+#[derive(Clone, Copy, Debug, Default, serde::Serialize)]
+pub struct BuildStats {
+    pub total: f64,
+    /// Opening the dataset, checking inputs, creating the store.
+    pub setup: f64,
+    /// Assembling views and running the teachers.
+    pub inference: f64,
+    pub send_wait: f64,
+    /// Encoding and storing shards (on the writer thread, overlapped).
+    pub writer_busy: f64,
+    /// Waiting for the writer to drain after the last shard.
+    pub drain: f64,
+    pub finalize: f64,
 }
 
 /// Parse `i/n`.
@@ -182,12 +204,49 @@ fn check_same_store(out: &Path, key: &serde_json::Value) -> Result<()> {
         return Err(store_err(
             &root,
             format!(
-                "holds a store built with another config or other inputs (found {}, want {}); use --force to replace it",
-                found.key, key
+                "holds a store built with another config or other inputs ({}); use --force to replace it",
+                key_diff(&found.key, key)
             ),
         ));
     }
     Ok(())
+}
+
+/// What differs between two store keys, as `name stored -> wanted` items.
+fn key_diff(found: &serde_json::Value, want: &serde_json::Value) -> String {
+    let mut out = vec![];
+    if let (Some(a), Some(b)) = (found["config"].as_object(), want["config"].as_object()) {
+        for (k, v) in b {
+            let old = a.get(k).cloned().unwrap_or(serde_json::Value::Null);
+            if &old != v {
+                out.push(format!("{k} {old} -> {v}"));
+            }
+        }
+    }
+    let ins = |v: &serde_json::Value| -> Vec<(String, String)> {
+        v["inputs"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .map(|i| (i["role"].as_str().unwrap_or("?").to_string(), i["manifest_hash"].as_str().unwrap_or("?").to_string()))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let (a, b) = (ins(found), ins(want));
+    for (role, hash) in &b {
+        match a.iter().find(|(r, _)| r == role) {
+            None => out.push(format!("new input {role}")),
+            Some((_, old)) if old != hash => out.push(format!("{role} hash {} -> {}", &old[..old.len().min(12)], &hash[..hash.len().min(12)])),
+            _ => {}
+        }
+    }
+    for (role, _) in &a {
+        if !b.iter().any(|(r, _)| r == role) {
+            out.push(format!("input {role} dropped"));
+        }
+    }
+    if out.is_empty() { "store metadata differs".into() } else { out.join(", ") }
 }
 
 /// Build (or resume, or take part in) the store `out` of `teachers` on
@@ -210,6 +269,8 @@ pub fn build(
             ));
         }
     }
+    let t_start = std::time::Instant::now();
+    let mut stats = BuildStats::default();
     let ds = Dataset::open(dataset)?;
     let tmeta = check_teachers(&ds, teachers)?;
     cfg.validate(ds.num_classes())?;
@@ -291,19 +352,23 @@ pub fn build(
     let device = teachers[0].teacher.device();
     let (tx, rx) = sync_channel::<ShardData>(2);
     let meta_ref = &meta;
+    stats.setup = t_start.elapsed().as_secs_f64();
     let written = std::thread::scope(|scope| -> Result<usize> {
-        let writer = scope.spawn(move || -> Result<usize> {
-            let mut n = 0;
+        let writer = scope.spawn(move || -> Result<(usize, f64)> {
+            let (mut n, mut busy) = (0, 0f64);
             for d in rx {
+                let t = std::time::Instant::now();
                 write_shard(out, meta_ref, &params_arr, &arrays, &d)?;
+                busy += t.elapsed().as_secs_f64();
                 n += 1;
             }
-            Ok(n)
+            Ok((n, busy))
         });
         let _g = tch::no_grad_guard();
         let mut done_views = 0u64;
         let mut infer_err = None;
         for &s in &todo[..limit] {
+            let t_shard = std::time::Instant::now();
             let (a, b) = meta.shard_range(s);
             let pairs: Vec<(usize, usize)> = (a..b).flat_map(|i| (0..k).map(move |v| (i, v))).collect();
             let views: Vec<ViewParams> = pairs.iter().map(|&(i, v)| spec.draw(cfg.seed, i as u64, v as u64)).collect();
@@ -334,12 +399,21 @@ pub fn build(
                 done_views += pb.len() as u64;
                 progress.update(done_views, &format!("shard {s}"));
             }
-            if infer_err.is_some() || tx.send(d).is_err() {
+            stats.inference += t_shard.elapsed().as_secs_f64();
+            if infer_err.is_some() {
                 break;
             }
+            let t_send = std::time::Instant::now();
+            if tx.send(d).is_err() {
+                break;
+            }
+            stats.send_wait += t_send.elapsed().as_secs_f64();
         }
         drop(tx);
-        let n = writer.join().map_err(|_| CacheError::Invalid("the writer thread panicked".into()))??;
+        let t_drain = std::time::Instant::now();
+        let (n, busy) = writer.join().map_err(|_| CacheError::Invalid("the writer thread panicked".into()))??;
+        stats.drain = t_drain.elapsed().as_secs_f64();
+        stats.writer_busy = busy;
         if let Some(e) = infer_err {
             return Err(e);
         }
@@ -348,12 +422,22 @@ pub fn build(
     progress.finish();
     let stopped = written < todo.len();
     if opts.shard.is_some() || stopped {
-        tracing::info!(written, skipped, stopped, "shards done");
-        return Ok(Outcome::Partial { written, skipped });
+        stats.total = t_start.elapsed().as_secs_f64();
+        tracing::info!(written, skipped, stopped, ?stats, "shards done");
+        return Ok(Outcome::Partial { written, skipped, stats });
     }
+    let t_fin = std::time::Instant::now();
     let trusted: HashSet<usize> = todo.into_iter().collect();
     let manifest = finalize_inner(out, &trusted)?;
-    Ok(Outcome::Finished { written, skipped, manifest: Box::new(manifest) })
+    stats.finalize = t_fin.elapsed().as_secs_f64();
+    stats.total = t_start.elapsed().as_secs_f64();
+    tracing::debug!(?stats, "build timings");
+    Ok(Outcome::Finished {
+        written,
+        skipped,
+        manifest: Box::new(manifest),
+        stats,
+    })
 }
 
 /// One teacher on one batch: `[B, classes]` rows, or top-k values + indices.

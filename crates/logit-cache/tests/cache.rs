@@ -187,7 +187,7 @@ fn killed_and_resumed_build_is_byte_identical() {
     let resumed = f.root.join("resumed");
     let stop = BuildOptions { stop_after_shards: Some(2), ..Default::default() };
     let o = run(&f, &resumed, &c, &stop).unwrap();
-    assert!(matches!(o, Outcome::Partial { written: 2, skipped: 0 }), "{o:?}");
+    assert!(matches!(o, Outcome::Partial { written: 2, skipped: 0, .. }), "{o:?}");
     assert!(!resumed.join("manifest.json").exists());
     let e = LogitStore::open(&resumed).unwrap_err().to_string();
     assert!(e.contains("no manifest.json"), "{e}");
@@ -221,7 +221,7 @@ fn shard_worker_process() {
     let f = Fixture { _tmp: None, root, dataset, hash };
     let opts = BuildOptions { shard: Some(kd_logit_cache::parse_shard(parts[0]).unwrap()), ..Default::default() };
     let o = run(&f, Path::new(parts[3]), &cfg(Dtype::F16, Some(3)), &opts).unwrap();
-    assert!(matches!(o, Outcome::Partial { written: 2, skipped: 0 }), "{o:?}");
+    assert!(matches!(o, Outcome::Partial { written: 2, skipped: 0, .. }), "{o:?}");
 }
 
 #[test]
@@ -431,7 +431,7 @@ fn bad_inputs_are_refused_with_one_clear_line() {
     let other_cfg = CacheConfig { views: 2, ..c.clone() };
     let before = files(&out);
     let e = run(&f, &out, &other_cfg, &BuildOptions::default()).unwrap_err().to_string();
-    assert!(e.contains("another config") && e.contains("--force") && e.contains("logits.zarr"), "{e}");
+    assert!(e.contains("another config") && e.contains("views 3 -> 2") && e.contains("--force") && e.contains("logits.zarr"), "{e}");
     assert_eq!(before, files(&out));
     // The same after it finished: the manifest survives the refusal.
     run(&f, &out, &c, &BuildOptions::default()).unwrap();

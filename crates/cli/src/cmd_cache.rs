@@ -1,0 +1,296 @@
+use crate::ui::{Bars, bytes, out};
+use anyhow::{Context, bail};
+use kd_core::parse_device;
+use kd_core::profile::Profile;
+use kd_logit_cache::{BuildOptions, CacheConfig, Dtype, Outcome, StoreMeta, TeacherInput, parse_shard};
+use std::path::PathBuf;
+
+#[derive(clap::Subcommand)]
+pub enum Cmd {
+    /// Run every teacher over K views of each training image (view 0 plain,
+    /// the others from the shared view generator) into DIR/logits.zarr, then
+    /// write DIR/manifest.json. Killed at any point, the same command resumes
+    /// from the finished shards; `--shard i/n` splits the work over n workers.
+    Build(Box<BuildArgs>),
+    /// After `build --shard i/n` workers: check that every shard is present
+    /// and decodes, then write the manifest.
+    Finalize(FinalizeArgs),
+    /// Layout (arrays, chunks, shards, codecs, bytes) and content (accuracy,
+    /// agreement, entropy) of a finished store.
+    Inspect(InspectArgs),
+    /// Decode every shard, then recompute a random sample of (sample, view)
+    /// logits with the live teachers; fails above the dtype's tolerance.
+    Verify(VerifyArgs),
+}
+
+#[derive(clap::Args)]
+pub struct BuildArgs {
+    /// Dataset artifact directory (its train split is cached).
+    #[arg(long)]
+    dataset: PathBuf,
+    /// Teacher artifact directory; repeat for each teacher.
+    #[arg(long, required = true)]
+    teacher: Vec<PathBuf>,
+    /// Output artifact directory.
+    #[arg(long)]
+    out: PathBuf,
+    /// Profile TOML whose [cache] section gives defaults for every option.
+    #[arg(long)]
+    profile: Option<PathBuf>,
+    /// Views per sample (view 0 is the plain image).
+    #[arg(long)]
+    views: Option<usize>,
+    /// Stored dtype: f16 (default) or f32.
+    #[arg(long)]
+    dtype: Option<String>,
+    /// Store only the k largest logits per view (values + uint16 indices).
+    #[arg(long)]
+    top_k: Option<usize>,
+    /// auto, cpu, cuda or cuda:N.
+    #[arg(long)]
+    device: Option<String>,
+    /// Views per teacher forward pass.
+    #[arg(long)]
+    batch_size: Option<usize>,
+    /// Seed of the view generator.
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Zero padding before the random crop.
+    #[arg(long)]
+    pad: Option<u8>,
+    /// No horizontal flips in the views.
+    #[arg(long)]
+    no_flip: bool,
+    /// Samples per shard file.
+    #[arg(long)]
+    shard_samples: Option<usize>,
+    /// Samples per inner (compressed) chunk.
+    #[arg(long)]
+    chunk_samples: Option<usize>,
+    /// Fill only shards s with s % n == i (i/n); then `kd cache finalize`.
+    #[arg(long)]
+    shard: Option<String>,
+    /// Replace whatever store is in --out.
+    #[arg(long)]
+    force: bool,
+    /// Stop after writing this many shards, as if killed (tests).
+    #[arg(long, hide = true)]
+    stop_after_shards: Option<usize>,
+}
+
+#[derive(clap::Args)]
+pub struct FinalizeArgs {
+    /// The store's artifact directory.
+    #[arg(long)]
+    out: PathBuf,
+}
+
+#[derive(clap::Args)]
+pub struct InspectArgs {
+    /// The store's artifact directory.
+    dir: PathBuf,
+    /// Print the report as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(clap::Args)]
+pub struct VerifyArgs {
+    /// The store's artifact directory.
+    dir: PathBuf,
+    /// (sample, view) pairs to recompute.
+    #[arg(long, default_value_t = 256)]
+    samples: usize,
+    /// Seed choosing the pairs.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// auto, cpu, cuda or cuda:N.
+    #[arg(long, default_value = "auto")]
+    device: String,
+    /// Print the report as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn run(cmd: Cmd) -> anyhow::Result<()> {
+    match cmd {
+        Cmd::Build(a) => build(*a),
+        Cmd::Finalize(a) => finalize(a),
+        Cmd::Inspect(a) => inspect(a),
+        Cmd::Verify(a) => verify(a),
+    }
+}
+
+fn build(a: BuildArgs) -> anyhow::Result<()> {
+    let mut cfg: CacheConfig = match &a.profile {
+        Some(p) => Profile::load(p)?.section("cache")?,
+        None => CacheConfig::default(),
+    };
+    macro_rules! set {
+        ($($field:ident),*) => {$(if let Some(v) = a.$field { cfg.$field = v.into(); })*};
+    }
+    set!(views, batch_size, seed, pad, shard_samples, chunk_samples, device);
+    if let Some(k) = a.top_k {
+        cfg.top_k = Some(k);
+    }
+    if let Some(d) = &a.dtype {
+        cfg.dtype = d.parse::<Dtype>()?;
+    }
+    if a.no_flip {
+        cfg.flip = false;
+    }
+    let shard = a.shard.as_deref().map(parse_shard).transpose()?;
+    let device = parse_device(&cfg.device)?;
+    let mut teachers = vec![];
+    for dir in &a.teacher {
+        let t = kd_teachers::load(dir, device).with_context(|| format!("loading teacher {}", dir.display()))?;
+        teachers.push(TeacherInput { dir: dir.clone(), teacher: t });
+    }
+    let opts = BuildOptions {
+        shard,
+        force: a.force,
+        stop_after_shards: a.stop_after_shards,
+    };
+    let t0 = std::time::Instant::now();
+    let o = kd_logit_cache::build(&a.dataset, &teachers, &a.out, &cfg, &opts, &Bars::default())
+        .with_context(|| format!("cache build into {}", a.out.display()))?;
+    let secs = t0.elapsed().as_secs_f64();
+    match o {
+        Outcome::UpToDate => out(format!("{}: up to date", a.out.display())),
+        Outcome::Partial { written, skipped, .. } => out(format!(
+            "{}: {written} shards written, {skipped} already done, {:.1}s{}",
+            a.out.display(),
+            secs,
+            if shard.is_some() { " (run `kd cache finalize` once every worker is done)" } else { " (stopped early)" }
+        )),
+        Outcome::Finished { written, skipped, manifest, stats } => {
+            let m = &manifest.metrics;
+            out(format!(
+                "{}: {} samples x {} views, {} shards ({written} written, {skipped} already done), {} stored, {:.1}s \
+                 (inference {:.1}s, writer {:.1}s overlapped, waited on writer {:.2}s)",
+                a.out.display(),
+                m["samples"],
+                m["views"],
+                m["shards"],
+                bytes(m["stored_bytes"].as_u64().unwrap_or(0)),
+                secs,
+                stats.inference,
+                stats.writer_busy,
+                stats.send_wait + stats.drain
+            ))
+        }
+    }
+    Ok(())
+}
+
+fn finalize(a: FinalizeArgs) -> anyhow::Result<()> {
+    let m = kd_logit_cache::finalize(&a.out).with_context(|| format!("cache finalize {}", a.out.display()))?;
+    out(format!(
+        "{}: complete, {} shards, {} stored; manifest written",
+        a.out.display(),
+        m.metrics["shards"],
+        bytes(m.metrics["stored_bytes"].as_u64().unwrap_or(0))
+    ));
+    Ok(())
+}
+
+fn pct(x: Option<f64>) -> String {
+    x.map(|v| format!("{:.2}%", v * 100.0)).unwrap_or_else(|| "-".into())
+}
+
+fn inspect(a: InspectArgs) -> anyhow::Result<()> {
+    let r = kd_logit_cache::inspect(&a.dir).with_context(|| format!("cache inspect {}", a.dir.display()))?;
+    if a.json {
+        out(serde_json::to_string_pretty(&r)?);
+        return Ok(());
+    }
+    out(format!(
+        "{}: {} samples x {} views x {} classes, {:?}{}, {} shards, seed {}, dataset {}",
+        r.dir,
+        r.samples,
+        r.views,
+        r.classes,
+        r.dtype,
+        r.top_k.map(|k| format!(" top-{k}")).unwrap_or_default(),
+        r.shards,
+        r.seed,
+        &r.dataset_hash[..r.dataset_hash.len().min(12)]
+    ));
+    out(format!(
+        "stored {} of {} raw (ratio {:.2})",
+        bytes(r.stored_bytes),
+        bytes(r.raw_bytes),
+        r.ratio
+    ));
+    out("array                          shape            dtype    chunk          shard          codecs                                stored      ratio  files");
+    for x in &r.arrays {
+        out(format!(
+            "{:<30} {:<16} {:<8} {:<14} {:<14} {:<37} {:>10} {:>6.2} {:>6}",
+            x.path,
+            format!("{:?}", x.shape),
+            x.dtype,
+            format!("{:?}", x.chunk),
+            x.shard.as_ref().map(|s| format!("{s:?}")).unwrap_or_else(|| "-".into()),
+            x.codecs.join(", "),
+            bytes(x.stored_bytes),
+            x.ratio,
+            x.files
+        ));
+    }
+    out("teacher        arch                  acc view0  acc all   entropy  bytes/sample  bytes/view");
+    for t in &r.teachers {
+        out(format!(
+            "{:<14} {:<21} {:>9} {:>8} {:>9.4} {:>13.1} {:>11.1}",
+            t.name,
+            t.arch,
+            pct(t.acc_view0),
+            pct(t.acc_all_views),
+            t.mean_entropy,
+            t.bytes_per_sample,
+            t.bytes_per_view
+        ));
+    }
+    for g in &r.agreement {
+        out(format!(
+            "agreement {} vs {}: {} on view 0, {} over all views",
+            g.a,
+            g.b,
+            pct(Some(g.view0)),
+            pct(Some(g.all_views))
+        ));
+    }
+    Ok(())
+}
+
+fn verify(a: VerifyArgs) -> anyhow::Result<()> {
+    let device = parse_device(&a.device)?;
+    let meta = StoreMeta::read(&a.dir.join(kd_logit_cache::STORE)).with_context(|| format!("cache verify {}", a.dir.display()))?;
+    let mut teachers = vec![];
+    for i in meta.inputs.iter().filter(|i| i.role.starts_with("teacher:")) {
+        teachers.push(
+            kd_teachers::load(&i.path, device)
+                .with_context(|| format!("loading teacher {} recorded in the store", i.path.display()))?,
+        );
+    }
+    let r = kd_logit_cache::verify(&a.dir, &teachers, a.samples, a.seed, &Bars::default())
+        .with_context(|| format!("cache verify {}", a.dir.display()))?;
+    if a.json {
+        out(serde_json::to_string_pretty(&r)?);
+    } else {
+        out(format!("{}: {} shards decoded, {} (sample, view) pairs recomputed", a.dir.display(), r.shards_decoded, r.pairs));
+        for t in &r.teachers {
+            out(format!(
+                "{:<14} max |diff| {:.3e}  (max |logit| {:.2}, tolerance {:.3e})  {}",
+                t.name,
+                t.max_abs_diff,
+                t.max_abs_logit,
+                t.tolerance,
+                if t.ok { "ok" } else { "MISMATCH" }
+            ));
+        }
+    }
+    if !r.ok {
+        bail!("{}: cached logits differ from the live teachers beyond the tolerance", a.dir.display());
+    }
+    Ok(())
+}
