@@ -8,6 +8,7 @@ mod cmd_cache;
 mod cmd_data;
 mod cmd_env;
 mod cmd_inspect;
+mod cmd_student;
 mod ui;
 
 use clap::{Parser, Subcommand};
@@ -45,6 +46,9 @@ enum Cmd {
     /// Logit cache stage: every teacher's logits on K views in one Zarr store.
     #[command(subcommand)]
     Cache(cmd_cache::Cmd),
+    /// Student stage: train the ViT (cached, live or no teachers).
+    #[command(subcommand)]
+    Student(cmd_student::Cmd),
 }
 
 fn run(cli: Cli) -> anyhow::Result<()> {
@@ -58,6 +62,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Cmd::Data(c) => cmd_data::run(c),
         Cmd::Inspect(a) => cmd_inspect::run(a),
         Cmd::Cache(c) => cmd_cache::run(c),
+        Cmd::Student(c) => cmd_student::run(c),
     }
 }
 

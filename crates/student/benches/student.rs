@@ -1,1 +1,172 @@
-fn main() {}
+//! Student training throughput, side by side in one run: no teacher, the
+//! cached ensemble (2 teachers read from a logit store) and the live ensemble
+//! (the same 2 teachers run on every batch). vit-tiny, batch 128, 1x28x28.
+//!
+//! Teachers are kd-teachers' `cnn-small` and `rednet-small` networks with
+//! untrained weights: speed does not depend on what they learnt.
+//! Each round trains one epoch per source (interleaved, so machine load
+//! hits all three alike); the table shows the median over rounds.
+//!
+//! Env: KD_BENCH_SAMPLES (2048), KD_BENCH_ROUNDS (3), KD_BENCH_VIEWS (2),
+//! KD_BENCH_DEVICE (auto).
+
+#![allow(clippy::print_stdout)]
+
+use kd_core::{Silent, Teacher};
+use kd_data::Dataset;
+use kd_logit_cache::testing::{synthetic_dataset, teacher_artifact};
+use kd_logit_cache::{BuildOptions, CacheConfig, LogitStore, TeacherInput};
+use kd_student::train::{Outcome, Source, StudentConfig, train_stage};
+use kd_teachers::{Arch, ModelConfig, Net};
+use std::path::Path;
+use std::time::Instant;
+use tch::nn::{ModuleT, VarStore};
+use tch::{Device, Kind, Tensor};
+
+struct BenchTeacher {
+    name: String,
+    arch: String,
+    hash: String,
+    device: Device,
+    _vs: VarStore,
+    net: Net,
+}
+
+impl Teacher for BenchTeacher {
+    fn name(&self) -> &str {
+        &self.name
+    }
+    fn arch(&self) -> &str {
+        &self.arch
+    }
+    fn num_classes(&self) -> usize {
+        10
+    }
+    fn checkpoint_hash(&self) -> &str {
+        "untrained"
+    }
+    fn dataset_hash(&self) -> &str {
+        &self.hash
+    }
+    fn device(&self) -> Device {
+        self.device
+    }
+    fn logits(&self, images: &Tensor) -> Tensor {
+        let _g = tch::no_grad_guard();
+        self.net.forward_t(&images.to_device(self.device), false).to_kind(Kind::Float)
+    }
+}
+
+fn teacher(name: &str, arch: Arch, preset: &str, hash: &str, device: Device) -> Box<dyn Teacher> {
+    tch::manual_seed(1);
+    let vs = VarStore::new(device);
+    let cfg = ModelConfig::preset(arch, preset).expect("teacher preset");
+    let net = Net::new(&vs.root(), &cfg, 1, 10);
+    Box::new(BenchTeacher {
+        name: name.into(),
+        arch: format!("{}/{preset}", arch.name()),
+        hash: hash.into(),
+        device,
+        _vs: vs,
+        net,
+    })
+}
+
+fn teachers(hash: &str, device: Device) -> Vec<Box<dyn Teacher>> {
+    vec![
+        teacher("cnn", Arch::Cnn, "cnn-small", hash, device),
+        teacher("involution", Arch::Involution, "rednet-small", hash, device),
+    ]
+}
+
+fn env(key: &str, default: usize) -> usize {
+    std::env::var(key).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+fn epoch_rate(cfg: &StudentConfig, ds: &Path, src: &Source, out: &Path, device: Device) -> f64 {
+    match train_stage(cfg, ds, src, out, device, true, &Silent).expect("student run") {
+        Outcome::Wrote(m) => m.metrics["images_per_sec"].as_f64().unwrap_or(0.0),
+        o => panic!("unexpected {o:?}"),
+    }
+}
+
+fn main() {
+    let n = env("KD_BENCH_SAMPLES", 2048);
+    let rounds = env("KD_BENCH_ROUNDS", 3).max(1);
+    let views = env("KD_BENCH_VIEWS", 2);
+    let device = kd_core::parse_device(&std::env::var("KD_BENCH_DEVICE").unwrap_or_else(|_| "auto".into()))
+        .expect("KD_BENCH_DEVICE");
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let root = tmp.path();
+    // The synthetic set has n/4+1 test images; evaluation is outside the timed loop.
+    let ds = synthetic_dataset(&root.join("ds"), n, 10, [1, 28, 28], 3);
+    let hash = Dataset::open(&ds).expect("dataset").manifest_hash;
+    let inputs: Vec<TeacherInput> = teachers(&hash, device)
+        .into_iter()
+        .map(|t| TeacherInput {
+            dir: teacher_artifact(&root.join(t.name()), t.name(), 1, &hash),
+            teacher: t,
+        })
+        .collect();
+    let cache_cfg = CacheConfig {
+        views,
+        device: kd_core::device::device_name(device),
+        ..Default::default()
+    };
+    let t0 = Instant::now();
+    let store_dir = root.join("logits");
+    kd_logit_cache::build(&ds, &inputs, &store_dir, &cache_cfg, &BuildOptions::default(), &Silent).expect("cache build");
+    let build_s = t0.elapsed().as_secs_f64();
+
+    let cfg = StudentConfig {
+        preset: "vit-tiny".into(),
+        epochs: 1,
+        batch_size: 128,
+        ..Default::default()
+    };
+    let sources: Vec<(&str, Source)> = vec![
+        ("no teacher", Source::None),
+        (
+            "cached ensemble (2)",
+            Source::Cache {
+                store: LogitStore::open(&store_dir).expect("store"),
+                teachers: vec!["cnn".into(), "involution".into()],
+            },
+        ),
+        ("live ensemble (2)", Source::Live(teachers(&hash, device))),
+    ];
+    let mut rates = vec![vec![]; sources.len()];
+    for _ in 0..rounds {
+        for (i, (_, src)) in sources.iter().enumerate() {
+            let mut c = cfg.clone();
+            if !matches!(src, Source::Cache { .. }) {
+                c.views = Some(views);
+            }
+            rates[i].push(epoch_rate(&c, &ds, src, &root.join(format!("s{i}")), device));
+        }
+    }
+    let med: Vec<f64> = rates.into_iter().map(median).collect();
+    println!(
+        "\nStudent training throughput: vit-tiny, batch 128, 1x28x28, {n} samples, {views} views, device {}, \
+         {} threads, median of {rounds} one-epoch rounds (cache build {build_s:.1} s, not counted)\n",
+        kd_core::device::device_name(device),
+        tch::get_num_threads()
+    );
+    println!("| source | train images/s | relative to no teacher |");
+    println!("|---|---:|---:|");
+    for ((name, _), r) in sources.iter().zip(&med) {
+        println!("| {name} | {r:.0} | {:.3} |", r / med[0]);
+    }
+    println!(
+        "\ncached/none = {:.3} (cost of the cache: {:+.1}%), live/cached = {:.3} (cached is {:.2}x faster than live)",
+        med[1] / med[0],
+        (med[0] / med[1] - 1.0) * 100.0,
+        med[2] / med[1],
+        med[1] / med[2]
+    );
+}

@@ -103,7 +103,7 @@ pub fn student_loss(out: &VitOutput, labels: &Tensor, targets: &[Tensor], cfg: &
     let t = kd.len() as f64;
     let mut total = &ce * (1.0 - cfg.alpha);
     for k in &kd {
-        total = total + k * (cfg.alpha / t);
+        total += k * (cfg.alpha / t);
     }
     LossParts { total, ce, kd }
 }

@@ -1,0 +1,167 @@
+use crate::ui::{Bars, out};
+use anyhow::{Context, bail};
+use kd_logit_cache::LogitStore;
+use kd_student::train::{Outcome, Source, StudentConfig, TokenMode, train_stage};
+use kd_student::Distill;
+use std::path::{Path, PathBuf};
+
+#[derive(clap::Subcommand)]
+pub enum Cmd {
+    /// Train the ViT student into DIR (weights, config, metrics, curves, manifest).
+    Train(TrainArgs),
+}
+
+#[derive(clap::Args)]
+pub struct TrainArgs {
+    /// Dataset artifact directory (from `kd data import`).
+    #[arg(long)]
+    dataset: PathBuf,
+    /// Where teacher logits come from: `cache:DIR` (all teachers of a logit
+    /// store), `cache:DIR#cnn,involution` (a subset, in token order),
+    /// `live:TEACHER_DIR,...` (teachers run on every batch) or `none`.
+    /// Default: the profile section's `teachers`.
+    #[arg(long)]
+    teachers: Option<String>,
+    /// Architecture preset: vit-test, vit-tiny, vit-small.
+    #[arg(long)]
+    preset: Option<String>,
+    /// Output artifact directory.
+    #[arg(long)]
+    out: PathBuf,
+    /// auto, cpu, cuda or cuda:N (default: the profile section's `device`, else auto).
+    #[arg(long)]
+    device: Option<String>,
+    /// Profile TOML; its [students.<variant>] section gives defaults.
+    #[arg(long, requires = "variant")]
+    profile: Option<PathBuf>,
+    /// Section of the profile: none, cnn, involution, ensemble, ...
+    #[arg(long, requires = "profile")]
+    variant: Option<String>,
+    #[arg(long)]
+    epochs: Option<usize>,
+    #[arg(long)]
+    batch_size: Option<usize>,
+    #[arg(long)]
+    lr: Option<f64>,
+    /// Weight of the teachers against the labels (0..1).
+    #[arg(long)]
+    alpha: Option<f64>,
+    /// Distillation temperature.
+    #[arg(long)]
+    tau: Option<f64>,
+    /// soft (KL at temperature tau) or hard (teacher argmax).
+    #[arg(long)]
+    distill: Option<Distill>,
+    /// per-teacher (one token each) or averaged (one token, mean teacher logits).
+    #[arg(long)]
+    tokens: Option<String>,
+    /// Expected distillation token count (refused if the teachers imply another).
+    #[arg(long)]
+    dist_tokens: Option<usize>,
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Rerun from scratch even if the artifact is up to date or a checkpoint exists.
+    #[arg(long)]
+    force: bool,
+}
+
+pub fn run(cmd: Cmd) -> anyhow::Result<()> {
+    match cmd {
+        Cmd::Train(a) => train(a),
+    }
+}
+
+/// Turn a SOURCE spec into a [`Source`].
+fn parse_source(spec: &str, device: tch::Device) -> anyhow::Result<Source> {
+    let spec = spec.trim();
+    if spec == "none" {
+        return Ok(Source::None);
+    }
+    if let Some(rest) = spec.strip_prefix("cache:") {
+        let (dir, subset) = match rest.split_once('#') {
+            Some((d, s)) => (d, Some(s)),
+            None => (rest, None),
+        };
+        let store = LogitStore::open(Path::new(dir))?;
+        let teachers = match subset {
+            Some(s) => s.split(',').map(|t| t.trim().to_string()).filter(|t| !t.is_empty()).collect(),
+            None => store.teachers().to_vec(),
+        };
+        return Ok(Source::Cache { store, teachers });
+    }
+    if let Some(rest) = spec.strip_prefix("live:") {
+        let mut ts = vec![];
+        for dir in rest.split(',').map(str::trim).filter(|d| !d.is_empty()) {
+            ts.push(kd_teachers::load(Path::new(dir), device)?);
+        }
+        if ts.is_empty() {
+            bail!("--teachers '{spec}': no teacher directory after 'live:'");
+        }
+        return Ok(Source::Live(ts));
+    }
+    bail!("--teachers '{spec}': expected cache:DIR, cache:DIR#name,..., live:DIR,... or none")
+}
+
+fn train(a: TrainArgs) -> anyhow::Result<()> {
+    let (mut cfg, prof_teachers, prof_device) = match (&a.profile, &a.variant) {
+        (Some(p), Some(v)) => {
+            let mut prof = kd_core::profile::Profile::load(p)?;
+            let section = format!("students.{v}");
+            if prof.table_at(&section).is_none() {
+                bail!("{}: no [{section}] section", p.display());
+            }
+            // `teachers` and `device` say where to run, not what is trained.
+            let mut take = |key: &str| -> anyhow::Result<Option<String>> {
+                let t = prof
+                    .table
+                    .get_mut("students")
+                    .and_then(|s| s.as_table_mut())
+                    .and_then(|s| s.get_mut(v.as_str()))
+                    .and_then(|s| s.as_table_mut());
+                match t.and_then(|t| t.remove(key)) {
+                    None => Ok(None),
+                    Some(val) => match val.as_str() {
+                        Some(s) => Ok(Some(s.to_string())),
+                        None => bail!("{}: [{section}] {key} must be a string", p.display()),
+                    },
+                }
+            };
+            let teachers = take("teachers")?;
+            let device = take("device")?;
+            (prof.section::<StudentConfig>(&section)?, teachers, device)
+        }
+        _ => (StudentConfig::default(), None, None),
+    };
+    macro_rules! set {
+        ($($field:ident),*) => {$(if let Some(v) = a.$field.clone() { cfg.$field = v.into(); })*};
+    }
+    set!(preset, epochs, batch_size, lr, alpha, tau, distill, seed, dist_tokens);
+    if let Some(t) = &a.tokens {
+        cfg.tokens = match t.as_str() {
+            "per-teacher" => TokenMode::PerTeacher,
+            "averaged" => TokenMode::Averaged,
+            _ => bail!("--tokens '{t}': expected per-teacher or averaged"),
+        };
+    }
+    let device = kd_core::parse_device(a.device.as_deref().or(prof_device.as_deref()).unwrap_or("auto"))?;
+    let spec = a
+        .teachers
+        .or(prof_teachers)
+        .context("no --teachers given (cache:DIR, live:DIR,... or none) and none in the profile section")?;
+    let source = parse_source(&spec, device)?;
+    let bars = Bars::default();
+    match train_stage(&cfg, &a.dataset, &source, &a.out, device, a.force, &bars)
+        .with_context(|| format!("student train into {}", a.out.display()))?
+    {
+        Outcome::UpToDate => out(format!("{}: up to date", a.out.display())),
+        Outcome::Stopped { epochs_done } => out(format!("{}: stopped after {epochs_done} epochs", a.out.display())),
+        Outcome::Wrote(m) => out(format!(
+            "{}: test accuracy {:.4} (teachers: {}, {:.0} images/s)",
+            a.out.display(),
+            m.metrics["test_accuracy"].as_f64().unwrap_or(f64::NAN),
+            spec,
+            m.metrics["images_per_sec"].as_f64().unwrap_or(0.0)
+        )),
+    }
+    Ok(())
+}
