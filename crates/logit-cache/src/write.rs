@@ -8,6 +8,15 @@
 //! Shardable: `--shard i/n` takes shards `s % n == i`; the store's metadata
 //! is created once, atomically (built in a temporary directory and renamed),
 //! so concurrent workers agree on it without locks.
+//!
+//! An `--out` holding a store of another config or other inputs: a finished
+//! one is out of date and rebuilt (Make's rerun after a teacher changed); an
+//! unfinished one may be someone's work in progress and is refused unless
+//! `--force`; a `--shard` worker never deletes anything.
+//!
+//! Byte-identity needs deterministic kernels: the same device, thread count
+//! and batch size give the same logits; batch size and device are left out of
+//! the store's identity because they change results only within rounding.
 
 use crate::error::{CacheError, Result, io_err, store_err};
 use crate::layout::{CacheConfig, Dtype, STAGE, StoreMeta, TeacherMeta, marker_path, marker_text, store_dir, store_key};
@@ -204,7 +213,7 @@ fn check_same_store(out: &Path, key: &serde_json::Value) -> Result<()> {
         return Err(store_err(
             &root,
             format!(
-                "holds a store built with another config or other inputs ({}); use --force to replace it",
+                "holds an unfinished store of another config or other inputs ({}); another build may be filling it: use --force to replace it",
                 key_diff(&found.key, key)
             ),
         ));
@@ -302,13 +311,25 @@ pub fn build(
         key: key.clone(),
     };
     let root = store_dir(out);
+    let mut replace = false;
     if root.exists() && !opts.force {
-        check_same_store(out, &key)?;
+        // A finished store of other inputs or config is simply out of date
+        // (Make reruns this stage after a teacher changed): rebuild it. An
+        // unfinished one may be another build's work in progress: refuse.
+        let finished = Manifest::read(out).is_ok_and(|m| m.stage == STAGE);
+        match check_same_store(out, &key) {
+            Ok(()) => {}
+            Err(e) if finished && opts.shard.is_none() => {
+                tracing::info!("{e}: it is finished and out of date, rebuilding");
+                replace = true;
+            }
+            Err(e) => return Err(e),
+        }
     }
     if !needs_run(out, STAGE, &cfg.identity(), &inputs, opts.force)? {
         return Ok(Outcome::UpToDate);
     }
-    if opts.force {
+    if opts.force || replace {
         remove_if_exists(&root)?;
         remove_if_exists(&out.join(crate::layout::MARKERS))?;
     }
