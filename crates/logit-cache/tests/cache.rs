@@ -353,6 +353,13 @@ fn verify_passes_then_catches_corruption_missing_shards_and_drift() {
     assert!(e.contains("shard 1 of /teachers/inv/logits is missing"), "{e}");
     std::fs::write(&shard, &good).unwrap();
     assert!(verify(&out, &live(), 10, 3, &Silent).unwrap().ok);
+
+    // Top-k f32: the kept classes are compared at f32 tolerance.
+    let out = f.root.join("v-topk");
+    run(&f, &out, &cfg(Dtype::F32, Some(2)), &BuildOptions::default()).unwrap();
+    let r = verify(&out, &live(), 40, 4, &Silent).unwrap();
+    assert!(r.ok && r.teachers.iter().all(|t| t.tolerance < 1e-2), "{r:?}");
+    assert!(!verify(&out, &drifted, 40, 4, &Silent).unwrap().ok);
 }
 
 #[test]
