@@ -108,16 +108,15 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     writeln!(md, "## Teachers\n\n| teacher | architecture | params | test accuracy (%) | train img/s | epochs |\n|---|---|---|---|---|---|")?;
     for (name, p) in &teachers {
         let m: Value = read_json(&p.join("metrics.json")).with_context(|| format!("teacher {name}"))?;
-        let c: Value = read_json(&p.join("config.json")).unwrap_or(Value::Null);
         writeln!(
             md,
             "| {name} | {}/{} | {} | {} | {:.0} | {} |",
-            c["arch"].as_str().unwrap_or("?"),
-            c["preset"].as_str().unwrap_or("?"),
+            m["arch"].as_str().unwrap_or("?"),
+            m["preset"].as_str().unwrap_or("?"),
             m["params"],
             pct(m["test_accuracy"].as_f64().unwrap_or(f64::NAN)),
-            m["train_images_per_sec"].as_f64().or(m["images_per_sec"].as_f64()).unwrap_or(f64::NAN),
-            epochs(&m).len(),
+            m["train_images_per_sec"].as_f64().unwrap_or(f64::NAN),
+            m["epochs"],
         )?;
     }
 
