@@ -136,8 +136,8 @@ pub fn line_chart(
     y_label: &str,
     series: &[(String, Vec<(f64, f64)>)],
 ) -> Result<()> {
-    let (w, h) = (720i64, 440i64);
-    let (left, right, top, bottom) = (70i64, 170i64, 30i64, 50i64);
+    let (w, h) = (800i64, 440i64);
+    let (left, right, top, bottom) = (70i64, 230i64, 30i64, 50i64);
     let mut cv = Canvas(RgbImage::from_pixel(w as u32, h as u32, Rgb([255, 255, 255])));
     let pts = series.iter().flat_map(|s| s.1.iter()).filter(|p| p.0.is_finite() && p.1.is_finite());
     let (mut x0, mut x1, mut y0, mut y1) = (f64::MAX, f64::MIN, f64::MAX, f64::MIN);
@@ -223,7 +223,7 @@ mod tests {
         ];
         line_chart(&p, "Test accuracy", "epoch", "acc", &s).unwrap();
         let img = image::open(&p).unwrap().to_rgb8();
-        assert_eq!(img.dimensions(), (720, 440));
+        assert_eq!(img.dimensions(), (800, 440));
         let count = |c: [u8; 3]| img.pixels().filter(|px| px.0 == c).count();
         assert!(count(PALETTE[0]) > 100 && count(PALETTE[1]) > 100);
     }
