@@ -9,6 +9,7 @@ mod cmd_data;
 mod cmd_env;
 mod cmd_inspect;
 mod cmd_student;
+mod cmd_teacher;
 mod ui;
 
 use clap::{Parser, Subcommand};
@@ -49,6 +50,9 @@ enum Cmd {
     /// Student stage: train the ViT (cached, live or no teachers).
     #[command(subcommand)]
     Student(cmd_student::Cmd),
+    /// Teacher stage: train or evaluate a CNN or involution teacher.
+    #[command(subcommand)]
+    Teacher(cmd_teacher::Cmd),
 }
 
 fn run(cli: Cli) -> anyhow::Result<()> {
@@ -63,6 +67,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Cmd::Inspect(a) => cmd_inspect::run(a),
         Cmd::Cache(c) => cmd_cache::run(c),
         Cmd::Student(c) => cmd_student::run(c),
+        Cmd::Teacher(c) => cmd_teacher::run(c),
     }
 }
 

@@ -49,19 +49,22 @@ pub fn involution(x: &Tensor, w: &Tensor, k: i64, stride: i64, groups: i64) -> T
     let xp = x.constant_pad_nd([p, p, p, p]);
     let (hp, wp) = (xp.size()[2], xp.size()[3]);
     let xp = xp.view([b, groups, cg, hp, wp]);
+    // unbind, not K*K selects: its backward is one stack, where each select's
+    // would zero-fill a kernel-sized gradient buffer.
+    let taps = w.unsqueeze(2).unbind(3);
     let mut acc: Option<Tensor> = None;
     for i in 0..k {
         let rows = xp.slice(3, i, i + stride * (ho - 1) + 1, stride);
         for j in 0..k {
             let xs = rows.slice(4, j, j + stride * (wo - 1) + 1, stride);
-            let wk = w.select(2, i * k + j).unsqueeze(2);
+            let wk = &taps[(i * k + j) as usize];
             match acc.as_mut() {
                 // In place: autograd of addcmul does not need the accumulator's
                 // old value, so one [B,C,H',W'] buffer serves every term.
                 Some(a) => {
-                    let _ = a.addcmul_(&xs, &wk);
+                    let _ = a.addcmul_(&xs, wk);
                 }
-                None => acc = Some(&xs * &wk),
+                None => acc = Some(&xs * wk),
             }
         }
     }

@@ -97,7 +97,7 @@ pub struct TeacherFile {
 #[derive(Debug)]
 pub enum Outcome {
     UpToDate,
-    Wrote(Manifest),
+    Wrote(Box<Manifest>),
     /// Stopped early by [`FitOptions::stop_after`]; the checkpoint remains.
     Stopped { epochs_done: usize },
 }
@@ -267,6 +267,9 @@ pub fn train_stage_with(
     let name = cfg.name.clone().unwrap_or_default();
     tracing::info!(%name, preset = cfg.preset.as_deref().unwrap_or(""), ?device, train = train.len(), test = test.len(), "training teacher");
 
+    // Seeded initialisation: a resumed run's first epoch must have started
+    // from the same weights as an uninterrupted one.
+    tch::manual_seed(kd_core::rng::key(cfg.fit.seed, &[0x696e_6974]) as i64 & i64::MAX);
     let vs = VarStore::new(device);
     let net = Net::new(&vs.root(), &model_cfg, chw[0] as i64, classes as i64);
     let params = param_count(&vs);
@@ -350,7 +353,7 @@ pub fn train_stage_with(
     man.metrics = summary;
     man.write(out)?;
     tracing::info!(out = %out.display(), test_accuracy = fin.accuracy, "teacher written");
-    Ok(Outcome::Wrote(man))
+    Ok(Outcome::Wrote(Box::new(man)))
 }
 
 /// A trained teacher, loaded for inference.

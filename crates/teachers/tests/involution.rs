@@ -4,6 +4,7 @@
 use kd_teachers::involution::{involution, involution_loops, involution_naive, out_size};
 use tch::{Device, Kind, Tensor};
 
+#[allow(clippy::too_many_arguments)]
 fn case(b: i64, c: i64, h: i64, w: i64, k: i64, stride: i64, groups: i64, seed: i64) {
     tch::manual_seed(seed);
     let ho = out_size(h, k, stride);

@@ -1,0 +1,162 @@
+use crate::ui::{Bars, out};
+use anyhow::Context;
+use kd_core::profile::Profile;
+use kd_teachers::{Arch, Outcome, TeacherConfig, evaluate, train_stage};
+use std::path::PathBuf;
+
+#[derive(clap::Subcommand)]
+pub enum Cmd {
+    /// Train a teacher on a dataset artifact into DIR (weights.safetensors,
+    /// config.json, metrics.json, manifest.json). Killed at any point, the
+    /// same command resumes from the last finished epoch.
+    Train(TrainArgs),
+    /// Re-evaluate a trained teacher on a split of a dataset artifact.
+    Eval(EvalArgs),
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum ArchArg {
+    Cnn,
+    Involution,
+}
+
+#[derive(clap::Args)]
+pub struct TrainArgs {
+    /// Architecture (default: from the profile section).
+    #[arg(long, value_enum)]
+    arch: Option<ArchArg>,
+    /// Preset: cnn-tiny, cnn-small, rednet-tiny, rednet-small.
+    #[arg(long)]
+    preset: Option<String>,
+    /// Dataset artifact directory (from `kd data import`).
+    #[arg(long)]
+    dataset: PathBuf,
+    /// Output artifact directory.
+    #[arg(long)]
+    out: PathBuf,
+    /// auto, cpu, cuda or cuda:N.
+    #[arg(long, default_value = "auto")]
+    device: String,
+    /// Profile TOML; its [teachers.<name>] section gives defaults.
+    #[arg(long)]
+    profile: Option<PathBuf>,
+    /// Teacher name (profile section and name in stores; default: the architecture).
+    #[arg(long)]
+    name: Option<String>,
+    #[arg(long)]
+    epochs: Option<usize>,
+    #[arg(long)]
+    batch_size: Option<usize>,
+    #[arg(long)]
+    lr: Option<f64>,
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Retrain even if the artifact is up to date (discards any checkpoint).
+    #[arg(long)]
+    force: bool,
+}
+
+#[derive(clap::Args)]
+pub struct EvalArgs {
+    /// Teacher artifact directory.
+    #[arg(long)]
+    teacher: PathBuf,
+    /// Dataset artifact directory.
+    #[arg(long)]
+    dataset: PathBuf,
+    #[arg(long, default_value = "test")]
+    split: String,
+    /// auto, cpu, cuda or cuda:N.
+    #[arg(long, default_value = "auto")]
+    device: String,
+    /// Print the full report (with the confusion matrix) as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn run(cmd: Cmd) -> anyhow::Result<()> {
+    match cmd {
+        Cmd::Train(a) => train(a),
+        Cmd::Eval(a) => eval(a),
+    }
+}
+
+fn train(a: TrainArgs) -> anyhow::Result<()> {
+    let device = kd_core::parse_device(&a.device)?;
+    let arch = a.arch.map(|x| match x {
+        ArchArg::Cnn => Arch::Cnn,
+        ArchArg::Involution => Arch::Involution,
+    });
+    let name = a.name.clone().or_else(|| arch.map(|x| x.name().to_string()));
+    let (mut cfg, arch_known): (TeacherConfig, bool) = match (&a.profile, &name) {
+        (Some(p), Some(n)) => {
+            let prof = Profile::load(p)?;
+            let Some(t) = prof.table_at(&format!("teachers.{n}")) else {
+                anyhow::bail!("{}: no [teachers.{n}] section", p.display());
+            };
+            let has_arch = t.contains_key("arch");
+            (prof.section(&format!("teachers.{n}"))?, has_arch)
+        }
+        (Some(p), None) => anyhow::bail!("{}: say which teacher with --name or --arch", p.display()),
+        (None, None) => anyhow::bail!("no --arch given (cnn or involution)"),
+        (None, Some(_)) => (TeacherConfig::default(), false),
+    };
+    if a.name.is_some() || cfg.name.is_none() {
+        cfg.name = name.clone();
+    }
+    match arch {
+        Some(x) => cfg.arch = x,
+        // A section named after an architecture needs no `arch` key.
+        None if !arch_known => {
+            cfg.arch = Arch::parse(name.as_deref().unwrap_or_default())
+                .map_err(|_| anyhow::anyhow!("no --arch given and the profile section names none (cnn or involution)"))?;
+        }
+        None => {}
+    }
+    if let Some(p) = a.preset {
+        cfg.preset = Some(p);
+    }
+    macro_rules! set {
+        ($($field:ident => $dst:expr),*) => {$(if let Some(v) = a.$field { $dst = v; })*};
+    }
+    set!(epochs => cfg.fit.epochs, batch_size => cfg.fit.batch_size, lr => cfg.fit.lr, seed => cfg.fit.seed);
+    let bars = Bars::default();
+    let outcome = train_stage(&cfg, &a.dataset, &a.out, device, a.force, &bars)
+        .with_context(|| format!("teacher train into {}", a.out.display()))?;
+    match outcome {
+        Outcome::UpToDate => out(format!("{}: up to date", a.out.display())),
+        Outcome::Wrote(m) => out(format!(
+            "{}: test_accuracy {:.4} ({} params, {:.0} train img/s, {:.0} inference img/s)",
+            a.out.display(),
+            m.metrics["test_accuracy"].as_f64().unwrap_or(f64::NAN),
+            m.metrics["params"],
+            m.metrics["train_images_per_sec"].as_f64().unwrap_or(f64::NAN),
+            m.metrics["inference_images_per_sec"].as_f64().unwrap_or(f64::NAN),
+        )),
+        Outcome::Stopped { epochs_done } => out(format!("{}: stopped after {epochs_done} epochs", a.out.display())),
+    }
+    Ok(())
+}
+
+fn eval(a: EvalArgs) -> anyhow::Result<()> {
+    let device = kd_core::parse_device(&a.device)?;
+    let bars = Bars::default();
+    let rep = evaluate(&a.teacher, &a.dataset, &a.split, device, &bars)
+        .with_context(|| format!("teacher eval of {}", a.teacher.display()))?;
+    if a.json {
+        out(serde_json::to_string_pretty(&rep)?);
+    } else {
+        out(format!(
+            "{} on {} [{}]: accuracy {:.4}, loss {:.4}, {} images, {:.0} img/s{}",
+            rep.teacher,
+            rep.dataset,
+            rep.split,
+            rep.stats.accuracy,
+            rep.stats.loss,
+            rep.stats.samples,
+            rep.stats.images_per_sec,
+            if rep.same_dataset { "" } else { " (not the dataset it was trained on)" }
+        ));
+    }
+    Ok(())
+}

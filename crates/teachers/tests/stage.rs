@@ -1,0 +1,219 @@
+//! The `teacher` stage end to end on tiny synthetic data: artifact contents,
+//! idempotence, resume after an interruption, loading, evaluation, bad input.
+
+mod common;
+
+use kd_core::fit::FitOptions;
+use kd_core::manifest::{hash_file, manifest_hash};
+use kd_core::Silent;
+use kd_teachers::{Arch, Outcome, TeacherConfig, evaluate, load, train_stage, train_stage_with};
+use serde_json::Value;
+use std::collections::BTreeMap;
+use std::path::Path;
+use tch::{Device, Kind, Tensor};
+
+fn tiny(arch: Arch, epochs: usize) -> TeacherConfig {
+    let mut c = TeacherConfig {
+        arch,
+        preset: Some(if arch == Arch::Cnn { "cnn-tiny" } else { "rednet-tiny" }.into()),
+        eval_batch_size: 64,
+        ..Default::default()
+    };
+    c.fit.epochs = epochs;
+    c.fit.batch_size = 32;
+    c.fit.lr = 5e-3;
+    c.fit.seed = 3;
+    c
+}
+
+fn weights(dir: &Path) -> BTreeMap<String, Tensor> {
+    Tensor::read_safetensors(dir.join("weights.safetensors")).unwrap().into_iter().collect()
+}
+
+fn metrics(dir: &Path) -> Value {
+    serde_json::from_slice(&std::fs::read(dir.join("metrics.json")).unwrap()).unwrap()
+}
+
+#[test]
+fn train_resume_load_and_evaluate() {
+    let t = tempfile::tempdir().unwrap();
+    let data = t.path().join("data");
+    common::dataset(&data, 4, 512, 64, 0);
+    let cfg = tiny(Arch::Cnn, 3);
+
+    // Straight run.
+    let a = t.path().join("a");
+    let Outcome::Wrote(man) = train_stage(&cfg, &data, &a, Device::Cpu, false, &Silent).unwrap() else {
+        panic!("expected a trained teacher")
+    };
+    assert_eq!(man.stage, "teacher");
+    assert_eq!(man.inputs[0].role, "dataset");
+    assert_eq!(man.inputs[0].manifest_hash, manifest_hash(&data).unwrap());
+    assert_eq!(man.config["name"], "cnn");
+    assert!(!a.join("ckpt").exists(), "checkpoint left behind");
+    let m = metrics(&a);
+    let acc = m["test_accuracy"].as_f64().unwrap();
+    assert!((0.0..=1.0).contains(&acc));
+    assert!(acc > 0.5, "a trivially learnable task reached only {acc}: {}", m["history"]);
+    assert_eq!(m["history"].as_array().unwrap().len(), 3);
+    assert!(m["history"][0]["eval"]["test_accuracy"].is_number());
+    let conf = m["confusion"].as_array().unwrap();
+    assert_eq!(conf.len(), 4);
+    let total: u64 = conf.iter().flat_map(|r| r.as_array().unwrap()).map(|v| v.as_u64().unwrap()).sum();
+    assert_eq!(total, 64);
+    assert!(m["train_images_per_sec"].as_f64().unwrap() > 0.0);
+    assert!(m["inference_images_per_sec"].as_f64().unwrap() > 0.0);
+
+    // Idempotent.
+    assert!(matches!(
+        train_stage(&cfg, &data, &a, Device::Cpu, false, &Silent).unwrap(),
+        Outcome::UpToDate
+    ));
+
+    // Interrupted after one epoch, then the same call resumes.
+    let b = t.path().join("b");
+    let stop = FitOptions { stop_after: Some(1) };
+    let r = train_stage_with(&cfg, &data, &b, Device::Cpu, false, &Silent, &stop).unwrap();
+    assert!(matches!(r, Outcome::Stopped { epochs_done: 1 }), "{r:?}");
+    assert!(!b.join("manifest.json").exists());
+    assert!(b.join("ckpt/state.json").is_file());
+    let r = train_stage_with(&cfg, &data, &b, Device::Cpu, false, &Silent, &stop).unwrap();
+    assert!(matches!(r, Outcome::Stopped { epochs_done: 2 }), "{r:?}");
+    assert!(matches!(
+        train_stage(&cfg, &data, &b, Device::Cpu, false, &Silent).unwrap(),
+        Outcome::Wrote(_)
+    ));
+    let (wa, wb) = (weights(&a), weights(&b));
+    assert_eq!(wa.keys().collect::<Vec<_>>(), wb.keys().collect::<Vec<_>>());
+    for (k, v) in &wa {
+        assert!(v.equal(&wb[k]), "{k} differs between straight and resumed runs");
+    }
+    let mb = metrics(&b);
+    assert_eq!(mb["history"].as_array().unwrap().len(), 3);
+    assert_eq!(m["history"][2]["train"], mb["history"][2]["train"]);
+    assert_eq!(m["test_accuracy"], mb["test_accuracy"]);
+
+    // Loaded for other stages.
+    let teacher = load(&a, Device::Cpu).unwrap();
+    assert_eq!(teacher.name(), "cnn");
+    assert_eq!(teacher.arch(), "cnn/cnn-tiny");
+    assert_eq!(teacher.num_classes(), 4);
+    assert_eq!(teacher.checkpoint_hash(), hash_file(&a.join("weights.safetensors")).unwrap());
+    assert_eq!(teacher.dataset_hash(), manifest_hash(&data).unwrap());
+    let x = Tensor::randn([5, 1, 12, 12], (Kind::Float, Device::Cpu));
+    let y = teacher.logits(&x);
+    assert_eq!(y.size(), [5, 4]);
+    assert_eq!(y.kind(), Kind::Float);
+    assert!(!y.requires_grad());
+    assert!(y.equal(&teacher.logits(&x)), "eval mode must be deterministic");
+
+    // Re-evaluation reproduces the recorded accuracy.
+    let rep = evaluate(&a, &data, "test", Device::Cpu, &Silent).unwrap();
+    assert!(rep.same_dataset);
+    assert_eq!(rep.stats.samples, 64);
+    assert!((rep.stats.accuracy - acc).abs() < 1e-12, "{} vs {acc}", rep.stats.accuracy);
+}
+
+#[test]
+fn involution_teacher_trains_and_loads() {
+    let t = tempfile::tempdir().unwrap();
+    let data = t.path().join("data");
+    common::dataset(&data, 3, 96, 48, 1);
+    let mut cfg = tiny(Arch::Involution, 2);
+    cfg.name = Some("inv".into());
+    let out = t.path().join("inv");
+    assert!(matches!(
+        train_stage(&cfg, &data, &out, Device::Cpu, false, &Silent).unwrap(),
+        Outcome::Wrote(_)
+    ));
+    let teacher = load(&out, Device::Cpu).unwrap();
+    assert_eq!(teacher.name(), "inv");
+    assert_eq!(teacher.arch(), "involution/rednet-tiny");
+    let y = teacher.logits(&Tensor::zeros([2, 1, 12, 12], (Kind::Float, Device::Cpu)));
+    assert_eq!(y.size(), [2, 3]);
+    // --force retrains.
+    assert!(matches!(
+        train_stage(&cfg, &data, &out, Device::Cpu, true, &Silent).unwrap(),
+        Outcome::Wrote(_)
+    ));
+}
+
+#[test]
+fn bad_input_is_refused_without_a_manifest() {
+    let t = tempfile::tempdir().unwrap();
+    let data = t.path().join("data");
+    common::dataset(&data, 3, 64, 32, 2);
+
+    // A dataset directory without a manifest.
+    let empty = t.path().join("empty");
+    std::fs::create_dir_all(&empty).unwrap();
+    let out = t.path().join("o1");
+    let e = train_stage(&tiny(Arch::Cnn, 1), &empty, &out, Device::Cpu, false, &Silent)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("empty") && e.contains("no manifest.json"), "{e}");
+    assert!(!out.join("manifest.json").exists());
+
+    // A class count that does not match the dataset.
+    let mut cfg = tiny(Arch::Cnn, 1);
+    cfg.num_classes = Some(10);
+    let out = t.path().join("o2");
+    let e = train_stage(&cfg, &data, &out, Device::Cpu, false, &Silent).unwrap_err().to_string();
+    assert!(e.contains("dataset.zarr") && e.contains("3 classes") && e.contains("10"), "{e}");
+    assert!(!out.join("manifest.json").exists());
+
+    // Unknown preset for the architecture.
+    let mut cfg = tiny(Arch::Cnn, 1);
+    cfg.preset = Some("rednet-tiny".into());
+    let e = train_stage(&cfg, &data, &out, Device::Cpu, false, &Silent).unwrap_err().to_string();
+    assert!(e.contains("unknown preset 'rednet-tiny'"), "{e}");
+
+    // A checkpoint from another config (and from another architecture) on resume.
+    let out = t.path().join("o3");
+    let stop = FitOptions { stop_after: Some(1) };
+    let cfg = tiny(Arch::Cnn, 2);
+    assert!(matches!(
+        train_stage_with(&cfg, &data, &out, Device::Cpu, false, &Silent, &stop).unwrap(),
+        Outcome::Stopped { epochs_done: 1 }
+    ));
+    let mut other = cfg.clone();
+    other.fit.lr = 1e-3;
+    let e = train_stage(&other, &data, &out, Device::Cpu, false, &Silent).unwrap_err().to_string();
+    assert!(e.contains("ckpt") && e.contains("another model, config or dataset"), "{e}");
+    let mut inv = tiny(Arch::Involution, 2);
+    inv.name = Some("cnn".into());
+    let e = train_stage(&inv, &data, &out, Device::Cpu, false, &Silent).unwrap_err().to_string();
+    assert!(e.contains("another model, config or dataset"), "{e}");
+    assert!(!out.join("manifest.json").exists());
+    // --force starts over instead.
+    assert!(matches!(
+        train_stage(&other, &data, &out, Device::Cpu, true, &Silent).unwrap(),
+        Outcome::Wrote(_)
+    ));
+
+    // Evaluating on a dataset with another class count.
+    let data5 = t.path().join("data5");
+    common::dataset(&data5, 5, 20, 10, 3);
+    let e = evaluate(&out, &data5, "test", Device::Cpu, &Silent).unwrap_err().to_string();
+    assert!(e.contains("data5") && e.contains("5 classes") && e.contains("trained on 3"), "{e}");
+    // Loading an unfinished teacher.
+    let e = load(&t.path().join("o2"), Device::Cpu).err().unwrap().to_string();
+    assert!(e.contains("no manifest.json"), "{e}");
+    // Loading a directory of another stage.
+    let e = load(&data, Device::Cpu).err().unwrap().to_string();
+    assert!(e.contains("expected 'teacher'"), "{e}");
+    // A missing split.
+    let e = evaluate(&out, &data, "val", Device::Cpu, &Silent).unwrap_err().to_string();
+    assert!(e.contains("no 'val' split"), "{e}");
+
+}
+
+#[test]
+fn cuda_without_a_gpu_is_a_clear_error() {
+    if tch::Cuda::is_available() {
+        eprintln!("SKIPPED: a GPU is present");
+        return;
+    }
+    let e = kd_core::parse_device("cuda").unwrap_err().to_string();
+    assert!(e.contains("CUDA is not available"), "{e}");
+}
