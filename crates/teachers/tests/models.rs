@@ -64,7 +64,7 @@ fn tiny_presets_overfit_a_batch_of_64() {
         tch::manual_seed(7);
         let vs = VarStore::new(Device::Cpu);
         let net = Net::new(&vs.root(), &ModelConfig::preset(arch, preset).unwrap(), 1, 10);
-        let x = Tensor::randn([64, 1, 28, 28], (Kind::Float, Device::Cpu));
+        let x = Tensor::randn([64, 1, 16, 16], (Kind::Float, Device::Cpu));
         let y = Tensor::randint(10, [64], (Kind::Int64, Device::Cpu));
         let mut opt = AdamW::new(&vs, AdamWConfig { weight_decay: 0.0, ..Default::default() });
         let acc = |net: &Net| {
@@ -76,7 +76,7 @@ fn tiny_presets_overfit_a_batch_of_64() {
         let mut steps = 0;
         let mut best = 0.0;
         while steps < 400 {
-            for _ in 0..20 {
+            for _ in 0..10 {
                 opt.zero_grad();
                 let loss = net.forward_t(&x, true).cross_entropy_loss::<Tensor>(&y, None, Reduction::Mean, -100, 0.0);
                 loss.backward();
