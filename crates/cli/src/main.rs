@@ -8,6 +8,7 @@ mod cmd_cache;
 mod cmd_data;
 mod cmd_env;
 mod cmd_inspect;
+mod cmd_report;
 mod cmd_student;
 mod cmd_teacher;
 mod ui;
@@ -47,6 +48,8 @@ enum Cmd {
     /// Logit cache stage: every teacher's logits on K views in one Zarr store.
     #[command(subcommand)]
     Cache(cmd_cache::Cmd),
+    /// Report stage: results table, timings, cache size and curves of a run directory.
+    Report(cmd_report::Args),
     /// Student stage: train the ViT (cached, live or no teachers).
     #[command(subcommand)]
     Student(cmd_student::Cmd),
@@ -66,6 +69,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Cmd::Data(c) => cmd_data::run(c),
         Cmd::Inspect(a) => cmd_inspect::run(a),
         Cmd::Cache(c) => cmd_cache::run(c),
+        Cmd::Report(a) => cmd_report::run(a),
         Cmd::Student(c) => cmd_student::run(c),
         Cmd::Teacher(c) => cmd_teacher::run(c),
     }
