@@ -90,14 +90,7 @@ pub fn manifest_hash(dir: &Path) -> Result<String> {
 impl InputRef {
     /// Pin the artifact in `dir`, which must be a finished `stage` artifact.
     pub fn of(role: &str, dir: &Path, stage: &str) -> Result<InputRef> {
-        let m = Manifest::read(dir)?;
-        if m.stage != stage {
-            return Err(CoreError::WrongStage {
-                dir: dir.into(),
-                expected: stage.into(),
-                found: m.stage,
-            });
-        }
+        Manifest::read_stage(dir, stage)?;
         Ok(InputRef {
             role: role.into(),
             path: dir.into(),

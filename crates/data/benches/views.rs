@@ -47,6 +47,8 @@ fn main() {
     let one = run(1);
     let all_threads = rayon::current_num_threads();
     let all = run(all_threads);
-    println!("| view assembly ({what}, batch {batch}, 1 thread) | {one:.0} images/s |");
-    println!("| view assembly ({what}, batch {batch}, {all_threads} threads) | {all:.0} images/s |");
+    println!("| what | images/s |");
+    println!("|---|---|");
+    println!("| view assembly ({what}, batch {batch}, 1 thread) | {one:.0} |");
+    println!("| view assembly ({what}, batch {batch}, {all_threads} threads) | {all:.0} |");
 }
