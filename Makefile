@@ -38,12 +38,13 @@ all: report ## the whole demo pipeline: data, teachers, cache, students, report
 help: ## list targets
 	@grep -hE '^[a-zA-Z_%-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | expand -t 24
 
-$(VENV)/.kd-ready: scripts/setup-libtorch.sh
+# Order-only below: a fresh clone's newer script must not rebuild everything.
+$(VENV)/.kd-ready:
 	scripts/setup-libtorch.sh >/dev/null
 
-setup: $(VENV)/.kd-ready $(RAW)/train-images-idx3-ubyte.gz ## libtorch virtualenv + Fashion-MNIST
+setup: $(RAW)/train-images-idx3-ubyte.gz | $(VENV)/.kd-ready ## libtorch virtualenv + Fashion-MNIST
 
-$(KD): $(VENV)/.kd-ready $(SOURCES)
+$(KD): $(SOURCES) | $(VENV)/.kd-ready
 	cargo build $(CARGO_FLAGS) -p kd-cli
 	@touch $@
 
@@ -92,11 +93,11 @@ $(RUN)/report/report.md: $(foreach v,$(VARIANTS),$(RUN)/student/$(v)/manifest.js
 
 report: $(RUN)/report/report.md ## results table, timings, cache size, curves (report/report.md)
 
-test: $(VENV)/.kd-ready $(RAW)/train-images-idx3-ubyte.gz ## the test suite (unit, integration, Makefile and pipeline tests on tiny data)
+test: $(RAW)/train-images-idx3-ubyte.gz | $(VENV)/.kd-ready ## the test suite (unit, integration, Makefile and pipeline tests on tiny data)
 	cargo test --workspace --no-fail-fast
 	tests/pipeline.sh
 
-bench: $(VENV)/.kd-ready $(RAW)/train-images-idx3-ubyte.gz ## benchmarks, one table: data/runs/bench.md
+bench: $(RAW)/train-images-idx3-ubyte.gz | $(VENV)/.kd-ready ## benchmarks, one table: data/runs/bench.md
 	scripts/bench.sh data/runs/bench.md
 
 clean: ## remove this profile's run artifacts
