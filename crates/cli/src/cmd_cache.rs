@@ -2,7 +2,9 @@ use crate::ui::{Bars, bytes, out};
 use anyhow::{Context, bail};
 use kd_core::parse_device;
 use kd_core::profile::Profile;
-use kd_logit_cache::{BuildOptions, CacheConfig, Dtype, Outcome, StoreMeta, TeacherInput, parse_shard};
+use kd_logit_cache::{
+    BuildOptions, CacheConfig, Dtype, Outcome, StoreMeta, TeacherInput, parse_shard,
+};
 use std::path::PathBuf;
 
 #[derive(clap::Subcommand)]
@@ -129,7 +131,15 @@ fn build(a: BuildArgs) -> anyhow::Result<()> {
     macro_rules! set {
         ($($field:ident),*) => {$(if let Some(v) = a.$field { cfg.$field = v.into(); })*};
     }
-    set!(views, batch_size, seed, pad, shard_samples, chunk_samples, device);
+    set!(
+        views,
+        batch_size,
+        seed,
+        pad,
+        shard_samples,
+        chunk_samples,
+        device
+    );
     if let Some(k) = a.top_k {
         cfg.top_k = Some(k);
     }
@@ -143,8 +153,12 @@ fn build(a: BuildArgs) -> anyhow::Result<()> {
     let device = parse_device(&cfg.device)?;
     let mut teachers = vec![];
     for dir in &a.teacher {
-        let t = kd_teachers::load(dir, device).with_context(|| format!("loading teacher {}", dir.display()))?;
-        teachers.push(TeacherInput { dir: dir.clone(), teacher: t });
+        let t = kd_teachers::load(dir, device)
+            .with_context(|| format!("loading teacher {}", dir.display()))?;
+        teachers.push(TeacherInput {
+            dir: dir.clone(),
+            teacher: t,
+        });
     }
     let opts = BuildOptions {
         shard,
@@ -157,13 +171,24 @@ fn build(a: BuildArgs) -> anyhow::Result<()> {
     let secs = t0.elapsed().as_secs_f64();
     match o {
         Outcome::UpToDate => out(format!("{}: up to date", a.out.display())),
-        Outcome::Partial { written, skipped, .. } => out(format!(
+        Outcome::Partial {
+            written, skipped, ..
+        } => out(format!(
             "{}: {written} shards written, {skipped} already done, {:.1}s{}",
             a.out.display(),
             secs,
-            if shard.is_some() { " (run `kd cache finalize` once every worker is done)" } else { " (stopped early)" }
+            if shard.is_some() {
+                " (run `kd cache finalize` once every worker is done)"
+            } else {
+                " (stopped early)"
+            }
         )),
-        Outcome::Finished { written, skipped, manifest, stats } => {
+        Outcome::Finished {
+            written,
+            skipped,
+            manifest,
+            stats,
+        } => {
             let m = &manifest.metrics;
             out(format!(
                 "{}: {} samples x {} views, {} shards ({written} written, {skipped} already done), {} stored, {:.1}s \
@@ -184,7 +209,8 @@ fn build(a: BuildArgs) -> anyhow::Result<()> {
 }
 
 fn finalize(a: FinalizeArgs) -> anyhow::Result<()> {
-    let m = kd_logit_cache::finalize(&a.out).with_context(|| format!("cache finalize {}", a.out.display()))?;
+    let m = kd_logit_cache::finalize(&a.out)
+        .with_context(|| format!("cache finalize {}", a.out.display()))?;
     out(format!(
         "{}: complete, {} shards, {} stored; manifest written",
         a.out.display(),
@@ -195,11 +221,13 @@ fn finalize(a: FinalizeArgs) -> anyhow::Result<()> {
 }
 
 fn pct(x: Option<f64>) -> String {
-    x.map(|v| format!("{:.2}%", v * 100.0)).unwrap_or_else(|| "-".into())
+    x.map(|v| format!("{:.2}%", v * 100.0))
+        .unwrap_or_else(|| "-".into())
 }
 
 fn inspect(a: InspectArgs) -> anyhow::Result<()> {
-    let r = kd_logit_cache::inspect(&a.dir).with_context(|| format!("cache inspect {}", a.dir.display()))?;
+    let r = kd_logit_cache::inspect(&a.dir)
+        .with_context(|| format!("cache inspect {}", a.dir.display()))?;
     if a.json {
         out(serde_json::to_string_pretty(&r)?);
         return Ok(());
@@ -222,7 +250,9 @@ fn inspect(a: InspectArgs) -> anyhow::Result<()> {
         bytes(r.raw_bytes),
         r.ratio
     ));
-    out("array                          shape            dtype    chunk          shard          codecs                                stored      ratio  files");
+    out(
+        "array                          shape            dtype    chunk          shard          codecs                                stored      ratio  files",
+    );
     for x in &r.arrays {
         out(format!(
             "{:<30} {:<16} {:<8} {:<14} {:<14} {:<37} {:>10} {:>6.2} {:>6}",
@@ -230,14 +260,19 @@ fn inspect(a: InspectArgs) -> anyhow::Result<()> {
             format!("{:?}", x.shape),
             x.dtype,
             format!("{:?}", x.chunk),
-            x.shard.as_ref().map(|s| format!("{s:?}")).unwrap_or_else(|| "-".into()),
+            x.shard
+                .as_ref()
+                .map(|s| format!("{s:?}"))
+                .unwrap_or_else(|| "-".into()),
             x.codecs.join(", "),
             bytes(x.stored_bytes),
             x.ratio,
             x.files
         ));
     }
-    out("teacher        arch                  acc view0  acc all   entropy  bytes/sample  bytes/view");
+    out(
+        "teacher        arch                  acc view0  acc all   entropy  bytes/sample  bytes/view",
+    );
     for t in &r.teachers {
         out(format!(
             "{:<14} {:<21} {:>9} {:>8} {:>9.4} {:>13.1} {:>11.1}",
@@ -264,20 +299,29 @@ fn inspect(a: InspectArgs) -> anyhow::Result<()> {
 
 fn verify(a: VerifyArgs) -> anyhow::Result<()> {
     let device = parse_device(&a.device)?;
-    let meta = StoreMeta::read(&a.dir.join(kd_logit_cache::STORE)).with_context(|| format!("cache verify {}", a.dir.display()))?;
+    let meta = StoreMeta::read(&a.dir.join(kd_logit_cache::STORE))
+        .with_context(|| format!("cache verify {}", a.dir.display()))?;
     let mut teachers = vec![];
-    for i in meta.inputs.iter().filter(|i| i.role.starts_with("teacher:")) {
-        teachers.push(
-            kd_teachers::load(&i.path, device)
-                .with_context(|| format!("loading teacher {} recorded in the store", i.path.display()))?,
-        );
+    for i in meta
+        .inputs
+        .iter()
+        .filter(|i| i.role.starts_with("teacher:"))
+    {
+        teachers.push(kd_teachers::load(&i.path, device).with_context(|| {
+            format!("loading teacher {} recorded in the store", i.path.display())
+        })?);
     }
     let r = kd_logit_cache::verify(&a.dir, &teachers, a.samples, a.seed, &Bars::default())
         .with_context(|| format!("cache verify {}", a.dir.display()))?;
     if a.json {
         out(serde_json::to_string_pretty(&r)?);
     } else {
-        out(format!("{}: {} shards decoded, {} (sample, view) pairs recomputed", a.dir.display(), r.shards_decoded, r.pairs));
+        out(format!(
+            "{}: {} shards decoded, {} (sample, view) pairs recomputed",
+            a.dir.display(),
+            r.shards_decoded,
+            r.pairs
+        ));
         for t in &r.teachers {
             out(format!(
                 "{:<14} max |diff| {:.3e}  (max |logit| {:.2}, tolerance {:.3e})  {}",
@@ -290,7 +334,10 @@ fn verify(a: VerifyArgs) -> anyhow::Result<()> {
         }
     }
     if !r.ok {
-        bail!("{}: cached logits differ from the live teachers beyond the tolerance", a.dir.display());
+        bail!(
+            "{}: cached logits differ from the live teachers beyond the tolerance",
+            a.dir.display()
+        );
     }
     Ok(())
 }

@@ -86,7 +86,9 @@ fn import(a: ImportArgs) -> anyhow::Result<()> {
     set!(src => cfg.src, limit_train => cfg.split.limit_train, limit_test => cfg.split.limit_test,
          val_fraction => cfg.split.val_fraction, seed => cfg.split.seed, size => cfg.size,
          channels => cfg.channels, test_fraction => cfg.test_fraction, class_names => cfg.class_names);
-    match import_stage(&cfg, &a.out, a.force).with_context(|| format!("data import into {}", a.out.display()))? {
+    match import_stage(&cfg, &a.out, a.force)
+        .with_context(|| format!("data import into {}", a.out.display()))?
+    {
         Outcome::UpToDate => out(format!("{}: up to date", a.out.display())),
         Outcome::Wrote(m) => out(format!("{}: {} ", a.out.display(), m.metrics["samples"])),
     }

@@ -27,7 +27,11 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     if a.json {
         out(serde_json::to_string_pretty(&info)?);
     } else {
-        out(format!("kd        {} ({})", kd_core::TOOL_VERSION, kd_core::GIT_REV));
+        out(format!(
+            "kd        {} ({})",
+            kd_core::TOOL_VERSION,
+            kd_core::GIT_REV
+        ));
         out(format!(
             "libtorch  {} (loaded from {})",
             info["libtorch"].as_str().unwrap_or("?"),
@@ -39,9 +43,20 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         ));
         out(format!(
             "cuda      {}",
-            if cuda { format!("available: {}", devices.join(", ")) } else { "not available".into() }
+            if cuda {
+                format!("available: {}", devices.join(", "))
+            } else {
+                "not available".into()
+            }
         ));
-        out(format!("cudnn     {}", if tch::Cuda::cudnn_is_available() { "available" } else { "not available" }));
+        out(format!(
+            "cudnn     {}",
+            if tch::Cuda::cudnn_is_available() {
+                "available"
+            } else {
+                "not available"
+            }
+        ));
     }
     Ok(())
 }
@@ -54,7 +69,11 @@ fn loaded_libtorch() -> String {
             maps.lines()
                 .filter_map(|l| l.split_whitespace().nth(5))
                 .find(|p| p.contains("libtorch_cpu"))
-                .map(|p| p.rsplit_once('/').map(|(d, _)| d.to_string()).unwrap_or_default())
+                .map(|p| {
+                    p.rsplit_once('/')
+                        .map(|(d, _)| d.to_string())
+                        .unwrap_or_default()
+                })
         })
         .unwrap_or_else(|| "unknown".into())
 }

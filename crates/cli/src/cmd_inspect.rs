@@ -16,7 +16,9 @@ pub struct Args {
 pub fn run(a: Args) -> anyhow::Result<()> {
     let manifest = match Manifest::read(&a.path) {
         Ok(m) => Some(m),
-        Err(kd_core::CoreError::ManifestMissing { .. }) if a.path.join("zarr.json").is_file() => None,
+        Err(kd_core::CoreError::ManifestMissing { .. }) if a.path.join("zarr.json").is_file() => {
+            None
+        }
         Err(e) => return Err(e.into()),
     };
     // Every Zarr store directly inside the artifact (or the path itself).
@@ -24,14 +26,23 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     if a.path.join("zarr.json").is_file() {
         stores.push(a.path.clone());
     } else if let Ok(rd) = std::fs::read_dir(&a.path) {
-        let mut v: Vec<PathBuf> = rd.flatten().map(|e| e.path()).filter(|p| p.join("zarr.json").is_file()).collect();
+        let mut v: Vec<PathBuf> = rd
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| p.join("zarr.json").is_file())
+            .collect();
         v.sort();
         stores.extend(v);
     }
     let mut arrays = vec![];
     for s in &stores {
         for info in describe(s)? {
-            arrays.push((s.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default(), info));
+            arrays.push((
+                s.file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_default(),
+                info,
+            ));
         }
     }
     if a.json {
@@ -43,14 +54,24 @@ pub fn run(a: Args) -> anyhow::Result<()> {
                 v
             })
             .collect();
-        out(serde_json::to_string_pretty(&json!({ "manifest": manifest, "arrays": arr }))?);
+        out(serde_json::to_string_pretty(
+            &json!({ "manifest": manifest, "arrays": arr }),
+        )?);
         return Ok(());
     }
     if let Some(m) = &manifest {
         out(format!("artifact  {}", a.path.display()));
-        out(format!("stage     {} (kd {}, rev {})", m.stage, m.tool_version, m.git_rev));
+        out(format!(
+            "stage     {} (kd {}, rev {})",
+            m.stage, m.tool_version, m.git_rev
+        ));
         for i in &m.inputs {
-            out(format!("input     {} = {} ({}…)", i.role, i.path.display(), &i.manifest_hash[..12]));
+            out(format!(
+                "input     {} = {} ({}…)",
+                i.role,
+                i.path.display(),
+                &i.manifest_hash[..12]
+            ));
         }
         for o in &m.outputs {
             out(format!("output    {} ({})", o.path, bytes(o.bytes)));
@@ -65,7 +86,12 @@ pub fn run(a: Args) -> anyhow::Result<()> {
             "{:<36} {:<20} {:<8} {:<16} {:<16} {:>10} {:>7} {:>6}  codecs",
             "array", "shape", "dtype", "chunk", "shard", "stored", "ratio", "files"
         ));
-        let dims = |v: &[u64]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>().join("x");
+        let dims = |v: &[u64]| {
+            v.iter()
+                .map(|x| x.to_string())
+                .collect::<Vec<_>>()
+                .join("x")
+        };
         for (s, i) in &arrays {
             out(format!(
                 "{:<36} {:<20} {:<8} {:<16} {:<16} {:>10} {:>6.2}x {:>6}  {}",

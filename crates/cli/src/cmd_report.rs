@@ -34,7 +34,15 @@ fn sub_artifacts(dir: &Path, stage: &str) -> Vec<(String, PathBuf)> {
             rd.flatten()
                 .map(|e| e.path())
                 .filter(|p| Manifest::read_stage(p, stage).is_ok())
-                .map(|p| (p.file_name().unwrap_or_default().to_string_lossy().into_owned(), p))
+                .map(|p| {
+                    (
+                        p.file_name()
+                            .unwrap_or_default()
+                            .to_string_lossy()
+                            .into_owned(),
+                        p,
+                    )
+                })
                 .collect()
         })
         .unwrap_or_default();
@@ -71,7 +79,10 @@ fn epochs(m: &Value) -> &[Value] {
 
 fn mean_epoch_seconds(m: &Value) -> f64 {
     let e = epochs(m);
-    e.iter().filter_map(|r| r["train_seconds"].as_f64()).sum::<f64>() / e.len().max(1) as f64
+    e.iter()
+        .filter_map(|r| r["train_seconds"].as_f64())
+        .sum::<f64>()
+        / e.len().max(1) as f64
 }
 
 pub fn run(a: Args) -> anyhow::Result<()> {
@@ -79,7 +90,10 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     let teachers = sub_artifacts(&a.run.join("teachers"), "teacher");
     let students = sub_artifacts(&a.run.join("student"), "student");
     if students.is_empty() && teachers.is_empty() {
-        anyhow::bail!("{}: no finished teacher or student artifacts to report on", a.run.display());
+        anyhow::bail!(
+            "{}: no finished teacher or student artifacts to report on",
+            a.run.display()
+        );
     }
     let mut inputs = vec![];
     for (n, p) in &teachers {
@@ -102,12 +116,20 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     let mut md = String::new();
     writeln!(md, "# Report: `{}`\n", a.run.display())?;
     if let Ok(ds) = Manifest::read_stage(&a.run.join("dataset"), "data") {
-        writeln!(md, "Dataset: {} samples per split {}.\n", ds.config["import"]["src"], ds.metrics["samples"])?;
+        writeln!(
+            md,
+            "Dataset: {} samples per split {}.\n",
+            ds.config["import"]["src"], ds.metrics["samples"]
+        )?;
     }
 
-    writeln!(md, "## Teachers\n\n| teacher | architecture | params | test accuracy (%) | train img/s | epochs |\n|---|---|---|---|---|---|")?;
+    writeln!(
+        md,
+        "## Teachers\n\n| teacher | architecture | params | test accuracy (%) | train img/s | epochs |\n|---|---|---|---|---|---|"
+    )?;
     for (name, p) in &teachers {
-        let m: Value = read_json(&p.join("metrics.json")).with_context(|| format!("teacher {name}"))?;
+        let m: Value =
+            read_json(&p.join("metrics.json")).with_context(|| format!("teacher {name}"))?;
         writeln!(
             md,
             "| {name} | {}/{} | {} | {} | {:.0} | {} |",
@@ -122,11 +144,17 @@ pub fn run(a: Args) -> anyhow::Result<()> {
 
     let mut groups: BTreeMap<String, Vec<Student>> = BTreeMap::new();
     for (name, p) in &students {
-        let metrics: Value = read_json(&p.join("metrics.json")).with_context(|| format!("student {name}"))?;
-        groups.entry(variant_of(name)).or_default().push(Student { variant: name.clone(), metrics });
+        let metrics: Value =
+            read_json(&p.join("metrics.json")).with_context(|| format!("student {name}"))?;
+        groups.entry(variant_of(name)).or_default().push(Student {
+            variant: name.clone(),
+            metrics,
+        });
     }
     let acc = |s: &Student| s.metrics["test_accuracy"].as_f64().unwrap_or(f64::NAN);
-    let baseline = groups.get("none").map(|g| mean_sd(&g.iter().map(acc).collect::<Vec<_>>()).0);
+    let baseline = groups
+        .get("none")
+        .map(|g| mean_sd(&g.iter().map(acc).collect::<Vec<_>>()).0);
     writeln!(
         md,
         "\n## Students\n\nTest accuracy of the averaged heads (the student's prediction), mean ± sample sd over seeds; \
@@ -143,13 +171,27 @@ pub fn run(a: Args) -> anyhow::Result<()> {
             .map(|e| {
                 e.iter()
                     .filter(|(k, _)| k.starts_with("test_acc_") && k.as_str() != "test_acc_avg")
-                    .map(|(k, v)| format!("{} {}", k.trim_start_matches("test_acc_"), pct(v.as_f64().unwrap_or(f64::NAN))))
+                    .map(|(k, v)| {
+                        format!(
+                            "{} {}",
+                            k.trim_start_matches("test_acc_"),
+                            pct(v.as_f64().unwrap_or(f64::NAN))
+                        )
+                    })
                     .collect::<Vec<_>>()
                     .join(", ")
             })
             .unwrap_or_default();
-        let secs = runs.iter().map(|r| mean_epoch_seconds(&r.metrics)).sum::<f64>() / runs.len() as f64;
-        let ips = runs.iter().filter_map(|r| r.metrics["images_per_sec"].as_f64()).sum::<f64>() / runs.len() as f64;
+        let secs = runs
+            .iter()
+            .map(|r| mean_epoch_seconds(&r.metrics))
+            .sum::<f64>()
+            / runs.len() as f64;
+        let ips = runs
+            .iter()
+            .filter_map(|r| r.metrics["images_per_sec"].as_f64())
+            .sum::<f64>()
+            / runs.len() as f64;
         writeln!(
             md,
             "| {variant} | {} | {} | {} ± {} | {} | {heads} | {secs:.1} | {ips:.0} |",
@@ -157,26 +199,49 @@ pub fn run(a: Args) -> anyhow::Result<()> {
             runs.len(),
             pct(m),
             pct(sd),
-            baseline.map(|b| format!("{:+.2}", 100.0 * (m - b))).unwrap_or_else(|| "-".into()),
+            baseline
+                .map(|b| format!("{:+.2}", 100.0 * (m - b)))
+                .unwrap_or_else(|| "-".into()),
         )?;
     }
 
     // Epoch time of the same ensemble distillation, cached vs live, against no teacher.
-    let secs_of = |v: &str| groups.get(v).map(|g| g.iter().map(|s| mean_epoch_seconds(&s.metrics)).sum::<f64>() / g.len() as f64);
+    let secs_of = |v: &str| {
+        groups.get(v).map(|g| {
+            g.iter()
+                .map(|s| mean_epoch_seconds(&s.metrics))
+                .sum::<f64>()
+                / g.len() as f64
+        })
+    };
     if let (Some(none), Some(cached)) = (secs_of("none"), secs_of("ensemble")) {
-        writeln!(md, "\n## Epoch time\n\n| source | seconds per epoch | vs no teacher |\n|---|---|---|")?;
+        writeln!(
+            md,
+            "\n## Epoch time\n\n| source | seconds per epoch | vs no teacher |\n|---|---|---|"
+        )?;
         writeln!(md, "| none | {none:.1} | 1.00x |")?;
-        writeln!(md, "| cached ensemble | {cached:.1} | {:.2}x |", cached / none)?;
+        writeln!(
+            md,
+            "| cached ensemble | {cached:.1} | {:.2}x |",
+            cached / none
+        )?;
         if let Some(live) = secs_of("ensemble-live") {
             writeln!(md, "| live ensemble | {live:.1} | {:.2}x |", live / none)?;
-            writeln!(md, "\nLive teachers cost {:.2}x the cached store's epoch time.", live / cached)?;
+            writeln!(
+                md,
+                "\nLive teachers cost {:.2}x the cached store's epoch time.",
+                live / cached
+            )?;
         }
     }
 
     if has_cache {
         let store = cache_dir.join("logits.zarr");
         let arrays = kd_core::zarr::describe(&store)?;
-        writeln!(md, "\n## Logit cache\n\n| array | shape | dtype | stored | bytes per (sample, view) | compression |\n|---|---|---|---|---|---|")?;
+        writeln!(
+            md,
+            "\n## Logit cache\n\n| array | shape | dtype | stored | bytes per (sample, view) | compression |\n|---|---|---|---|---|---|"
+        )?;
         for i in &arrays {
             let per_view = i.shape.iter().take(2).product::<u64>().max(1);
             writeln!(
@@ -200,16 +265,36 @@ pub fn run(a: Args) -> anyhow::Result<()> {
                 let s = &runs[0];
                 let pts = epochs(&s.metrics)
                     .iter()
-                    .filter_map(|r| Some((r["epoch"].as_f64()?, r["eval"][key].as_f64().or(r["train"][key].as_f64())?)))
+                    .filter_map(|r| {
+                        Some((
+                            r["epoch"].as_f64()?,
+                            r["eval"][key].as_f64().or(r["train"][key].as_f64())?,
+                        ))
+                    })
                     .collect();
                 (s.variant.clone(), pts)
             })
             .collect()
     };
     if !groups.is_empty() {
-        kd_core::plot::line_chart(&out_dir.join("accuracy.png"), "student test accuracy (averaged heads)", "epoch", "accuracy", &series("test_acc_avg"))?;
-        kd_core::plot::line_chart(&out_dir.join("loss.png"), "student training loss", "epoch", "loss", &series("loss"))?;
-        writeln!(md, "\n## Curves\n\n![test accuracy per epoch](accuracy.png)\n\n![training loss per epoch](loss.png)")?;
+        kd_core::plot::line_chart(
+            &out_dir.join("accuracy.png"),
+            "student test accuracy (averaged heads)",
+            "epoch",
+            "accuracy",
+            &series("test_acc_avg"),
+        )?;
+        kd_core::plot::line_chart(
+            &out_dir.join("loss.png"),
+            "student training loss",
+            "epoch",
+            "loss",
+            &series("loss"),
+        )?;
+        writeln!(
+            md,
+            "\n## Curves\n\n![test accuracy per epoch](accuracy.png)\n\n![training loss per epoch](loss.png)"
+        )?;
     }
     std::fs::write(out_dir.join("report.md"), &md)?;
     let mut m = Manifest::new("report", config);

@@ -1,8 +1,8 @@
 use crate::ui::{Bars, out};
 use anyhow::{Context, bail};
 use kd_logit_cache::LogitStore;
-use kd_student::train::{Outcome, Source, StudentConfig, TokenMode, train_stage};
 use kd_student::Distill;
+use kd_student::train::{Outcome, Source, StudentConfig, TokenMode, train_stage};
 use std::path::{Path, PathBuf};
 
 #[derive(clap::Subcommand)]
@@ -84,7 +84,11 @@ fn parse_source(spec: &str, device: tch::Device) -> anyhow::Result<Source> {
         };
         let store = LogitStore::open(Path::new(dir))?;
         let teachers = match subset {
-            Some(s) => s.split(',').map(|t| t.trim().to_string()).filter(|t| !t.is_empty()).collect(),
+            Some(s) => s
+                .split(',')
+                .map(|t| t.trim().to_string())
+                .filter(|t| !t.is_empty())
+                .collect(),
             None => store.teachers().to_vec(),
         };
         return Ok(Source::Cache { store, teachers });
@@ -135,7 +139,17 @@ fn train(a: TrainArgs) -> anyhow::Result<()> {
     macro_rules! set {
         ($($field:ident),*) => {$(if let Some(v) = a.$field.clone() { cfg.$field = v.into(); })*};
     }
-    set!(preset, epochs, batch_size, lr, alpha, tau, distill, seed, dist_tokens);
+    set!(
+        preset,
+        epochs,
+        batch_size,
+        lr,
+        alpha,
+        tau,
+        distill,
+        seed,
+        dist_tokens
+    );
     if let Some(t) = &a.tokens {
         cfg.tokens = match t.as_str() {
             "per-teacher" => TokenMode::PerTeacher,
@@ -143,18 +157,25 @@ fn train(a: TrainArgs) -> anyhow::Result<()> {
             _ => bail!("--tokens '{t}': expected per-teacher or averaged"),
         };
     }
-    let device = kd_core::parse_device(a.device.as_deref().or(prof_device.as_deref()).unwrap_or("auto"))?;
-    let spec = a
-        .teachers
-        .or(prof_teachers)
-        .context("no --teachers given (cache:DIR, live:DIR,... or none) and none in the profile section")?;
+    let device = kd_core::parse_device(
+        a.device
+            .as_deref()
+            .or(prof_device.as_deref())
+            .unwrap_or("auto"),
+    )?;
+    let spec = a.teachers.or(prof_teachers).context(
+        "no --teachers given (cache:DIR, live:DIR,... or none) and none in the profile section",
+    )?;
     let source = parse_source(&spec, device)?;
     let bars = Bars::default();
     match train_stage(&cfg, &a.dataset, &source, &a.out, device, a.force, &bars)
         .with_context(|| format!("student train into {}", a.out.display()))?
     {
         Outcome::UpToDate => out(format!("{}: up to date", a.out.display())),
-        Outcome::Stopped { epochs_done } => out(format!("{}: stopped after {epochs_done} epochs", a.out.display())),
+        Outcome::Stopped { epochs_done } => out(format!(
+            "{}: stopped after {epochs_done} epochs",
+            a.out.display()
+        )),
         Outcome::Wrote(m) => out(format!(
             "{}: test accuracy {:.4} (teachers: {}, {:.0} images/s)",
             a.out.display(),

@@ -87,7 +87,10 @@ fn train(a: TrainArgs) -> anyhow::Result<()> {
         ArchArg::Cnn => Arch::Cnn,
         ArchArg::Involution => Arch::Involution,
     });
-    let name = a.name.clone().or_else(|| arch.map(|x| x.name().to_string()));
+    let name = a
+        .name
+        .clone()
+        .or_else(|| arch.map(|x| x.name().to_string()));
     let (mut cfg, arch_known): (TeacherConfig, bool) = match (&a.profile, &name) {
         (Some(p), Some(n)) => {
             let prof = Profile::load(p)?;
@@ -97,7 +100,9 @@ fn train(a: TrainArgs) -> anyhow::Result<()> {
             let has_arch = t.contains_key("arch");
             (prof.section(&format!("teachers.{n}"))?, has_arch)
         }
-        (Some(p), None) => anyhow::bail!("{}: say which teacher with --name or --arch", p.display()),
+        (Some(p), None) => {
+            anyhow::bail!("{}: say which teacher with --name or --arch", p.display())
+        }
         (None, None) => anyhow::bail!("no --arch given (cnn or involution)"),
         (None, Some(_)) => (TeacherConfig::default(), false),
     };
@@ -108,8 +113,11 @@ fn train(a: TrainArgs) -> anyhow::Result<()> {
         Some(x) => cfg.arch = x,
         // A section named after an architecture needs no `arch` key.
         None if !arch_known => {
-            cfg.arch = Arch::parse(name.as_deref().unwrap_or_default())
-                .map_err(|_| anyhow::anyhow!("no --arch given and the profile section names none (cnn or involution)"))?;
+            cfg.arch = Arch::parse(name.as_deref().unwrap_or_default()).map_err(|_| {
+                anyhow::anyhow!(
+                    "no --arch given and the profile section names none (cnn or involution)"
+                )
+            })?;
         }
         None => {}
     }
@@ -130,10 +138,17 @@ fn train(a: TrainArgs) -> anyhow::Result<()> {
             a.out.display(),
             m.metrics["test_accuracy"].as_f64().unwrap_or(f64::NAN),
             m.metrics["params"],
-            m.metrics["train_images_per_sec"].as_f64().unwrap_or(f64::NAN),
-            m.metrics["inference_images_per_sec"].as_f64().unwrap_or(f64::NAN),
+            m.metrics["train_images_per_sec"]
+                .as_f64()
+                .unwrap_or(f64::NAN),
+            m.metrics["inference_images_per_sec"]
+                .as_f64()
+                .unwrap_or(f64::NAN),
         )),
-        Outcome::Stopped { epochs_done } => out(format!("{}: stopped after {epochs_done} epochs", a.out.display())),
+        Outcome::Stopped { epochs_done } => out(format!(
+            "{}: stopped after {epochs_done} epochs",
+            a.out.display()
+        )),
     }
     Ok(())
 }
@@ -155,7 +170,11 @@ fn eval(a: EvalArgs) -> anyhow::Result<()> {
             rep.stats.loss,
             rep.stats.samples,
             rep.stats.images_per_sec,
-            if rep.same_dataset { "" } else { " (not the dataset it was trained on)" }
+            if rep.same_dataset {
+                ""
+            } else {
+                " (not the dataset it was trained on)"
+            }
         ));
     }
     Ok(())

@@ -62,7 +62,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     if let Some(t) = cli.threads {
         tch::set_num_threads(t as i32);
         // Ignore the error when a pool already exists (it cannot be resized).
-        let _ = rayon::ThreadPoolBuilder::new().num_threads(t).build_global();
+        let _ = rayon::ThreadPoolBuilder::new()
+            .num_threads(t)
+            .build_global();
     }
     match cli.cmd {
         Cmd::Env(a) => cmd_env::run(a),

@@ -86,7 +86,11 @@ pub fn bytes(n: u64) -> String {
         x /= 1024.0;
         u += 1;
     }
-    if u == 0 { format!("{n} B") } else { format!("{x:.1} {}", units[u]) }
+    if u == 0 {
+        format!("{n} B")
+    } else {
+        format!("{x:.1} {}", units[u])
+    }
 }
 
 /// Print a line of a command's result on stdout (logs go to stderr).

@@ -20,8 +20,16 @@ fn write_idx(dir: &Path) {
     std::fs::create_dir_all(dir).unwrap();
     let idx = |dims: &[usize], data: Vec<u8>| kd_data::idx::encode_idx(dims, &data);
     for (p, n) in [("train", 20usize), ("t10k", 10)] {
-        std::fs::write(dir.join(format!("{p}-images-idx3-ubyte")), idx(&[n, 4, 4], vec![7; n * 16])).unwrap();
-        std::fs::write(dir.join(format!("{p}-labels-idx1-ubyte")), idx(&[n], (0..n).map(|i| (i % 10) as u8).collect())).unwrap();
+        std::fs::write(
+            dir.join(format!("{p}-images-idx3-ubyte")),
+            idx(&[n, 4, 4], vec![7; n * 16]),
+        )
+        .unwrap();
+        std::fs::write(
+            dir.join(format!("{p}-labels-idx1-ubyte")),
+            idx(&[n], (0..n).map(|i| (i % 10) as u8).collect()),
+        )
+        .unwrap();
     }
 }
 
@@ -32,7 +40,10 @@ fn env_reports_libtorch_and_cuda_as_json() {
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert!(v["libtorch"].as_str().unwrap().starts_with("2.11"), "{v}");
     assert!(v["threads"].as_i64().unwrap() >= 1);
-    assert_eq!(v["cuda_available"].as_bool().unwrap(), !v["cuda_devices"].as_array().unwrap().is_empty());
+    assert_eq!(
+        v["cuda_available"].as_bool().unwrap(),
+        !v["cuda_devices"].as_array().unwrap().is_empty()
+    );
 }
 
 #[test]
@@ -44,14 +55,26 @@ fn import_then_inspect_json_and_idempotence() {
     let (s, o) = (src.to_str().unwrap(), out.to_str().unwrap());
     let first = kd(&["data", "import", "--format", "idx", "--src", s, "--out", o]);
     assert!(first.status.success(), "{}", stderr(&first));
-    let mtime = || std::fs::metadata(out.join("manifest.json")).unwrap().modified().unwrap();
+    let mtime = || {
+        std::fs::metadata(out.join("manifest.json"))
+            .unwrap()
+            .modified()
+            .unwrap()
+    };
     let before = std::fs::read(out.join("manifest.json")).unwrap();
     let t0 = mtime();
     std::thread::sleep(std::time::Duration::from_millis(20));
     let again = kd(&["data", "import", "--format", "idx", "--src", s, "--out", o]);
     assert!(String::from_utf8_lossy(&again.stdout).contains("up to date"));
-    assert_eq!(std::fs::read(out.join("manifest.json")).unwrap(), before, "no-op keeps the manifest");
-    assert!(mtime() > t0, "no-op refreshes the manifest's mtime for make");
+    assert_eq!(
+        std::fs::read(out.join("manifest.json")).unwrap(),
+        before,
+        "no-op keeps the manifest"
+    );
+    assert!(
+        mtime() > t0,
+        "no-op refreshes the manifest's mtime for make"
+    );
 
     let o = kd(&["inspect", "--json", o]);
     assert!(o.status.success(), "{}", stderr(&o));
@@ -70,12 +93,26 @@ fn bad_input_is_one_line_nonzero_and_leaves_no_manifest() {
     write_idx(&src);
     std::fs::write(src.join("t10k-labels-idx1-ubyte"), b"garbage!").unwrap();
     let out = t.path().join("ds");
-    let o = kd(&["data", "import", "--format", "idx", "--src", src.to_str().unwrap(), "--out", out.to_str().unwrap()]);
+    let o = kd(&[
+        "data",
+        "import",
+        "--format",
+        "idx",
+        "--src",
+        src.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ]);
     assert!(!o.status.success());
     let err = stderr(&o);
     let lines: Vec<&str> = err.lines().filter(|l| !l.trim().is_empty()).collect();
     assert_eq!(lines.len(), 1, "one line: {err}");
-    assert!(lines[0].starts_with("error:") && lines[0].contains("t10k-labels-idx1-ubyte") && lines[0].contains("bad magic"), "{err}");
+    assert!(
+        lines[0].starts_with("error:")
+            && lines[0].contains("t10k-labels-idx1-ubyte")
+            && lines[0].contains("bad magic"),
+        "{err}"
+    );
     assert!(!err.contains("panicked"));
     assert!(!out.join("manifest.json").exists());
 

@@ -13,7 +13,9 @@ pub fn parse_device(spec: &str) -> Result<Device> {
         }
         let n = tch::Cuda::device_count() as usize;
         if i >= n {
-            return Err(CoreError::Device(format!("'{spec}': only {n} CUDA device(s)")));
+            return Err(CoreError::Device(format!(
+                "'{spec}': only {n} CUDA device(s)"
+            )));
         }
         Ok(Device::Cuda(i))
     };

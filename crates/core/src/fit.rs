@@ -52,7 +52,11 @@ pub trait Learner {
     fn train_len(&self) -> usize;
     /// Forward one training batch; return the loss to minimise and named
     /// scalars whose per-sample mean is reported for the epoch.
-    fn train_batch(&mut self, indices: &[usize], epoch: usize) -> Result<(Tensor, Vec<(String, f64)>)>;
+    fn train_batch(
+        &mut self,
+        indices: &[usize],
+        epoch: usize,
+    ) -> Result<(Tensor, Vec<(String, f64)>)>;
     /// Evaluate after an epoch (test accuracy and the like).
     fn evaluate(&mut self, epoch: usize) -> Result<Map<String, Value>>;
 }
@@ -132,7 +136,9 @@ pub fn fit(
 ) -> Result<Vec<EpochRecord>> {
     let n = learner.train_len();
     if n == 0 || cfg.batch_size == 0 {
-        return Err(CoreError::Invalid("nothing to train: empty split or batch size 0".into()));
+        return Err(CoreError::Invalid(
+            "nothing to train: empty split or batch size 0".into(),
+        ));
     }
     let mut opt = AdamW::new(learner.var_store(), cfg.adamw);
     let (ckpt, _, old) = ckpt_paths(out);
@@ -160,7 +166,12 @@ pub fn fit(
         learner
             .var_store()
             .load(dir.join("weights.safetensors"))
-            .map_err(|e| CoreError::Invalid(format!("{}: cannot load checkpoint weights: {e}", dir.display())))?;
+            .map_err(|e| {
+                CoreError::Invalid(format!(
+                    "{}: cannot load checkpoint weights: {e}",
+                    dir.display()
+                ))
+            })?;
         opt.load(&dir.join("optim.safetensors"))?;
         state = saved;
         tracing::info!(epochs_done = state.epochs_done, dir = %dir.display(), "resuming from checkpoint");
@@ -212,7 +223,10 @@ pub fn fit(
         let rec = EpochRecord {
             epoch: epoch + 1,
             lr,
-            train: sums.into_iter().map(|(k, v)| (k, v / seen as f64)).collect(),
+            train: sums
+                .into_iter()
+                .map(|(k, v)| (k, v / seen as f64))
+                .collect(),
             eval,
             train_seconds: secs,
             images_per_sec: seen as f64 / secs.max(1e-9),
@@ -253,7 +267,12 @@ mod tests {
             let lin = nn::linear(vs.root() / "fc", 4, 3, Default::default());
             let x = Tensor::randn([32, 4], (Kind::Float, Device::Cpu));
             let y = x.argmax(1, false);
-            Lin { vs, lin, x, y: y.remainder(3) }
+            Lin {
+                vs,
+                lin,
+                x,
+                y: y.remainder(3),
+            }
         }
     }
 
@@ -264,7 +283,11 @@ mod tests {
         fn train_len(&self) -> usize {
             32
         }
-        fn train_batch(&mut self, idx: &[usize], _e: usize) -> Result<(Tensor, Vec<(String, f64)>)> {
+        fn train_batch(
+            &mut self,
+            idx: &[usize],
+            _e: usize,
+        ) -> Result<(Tensor, Vec<(String, f64)>)> {
             let i = Tensor::from_slice(&idx.iter().map(|&i| i as i64).collect::<Vec<_>>());
             let logits = self.lin.forward(&self.x.index_select(0, &i));
             let loss = logits.cross_entropy_for_logits(&self.y.index_select(0, &i));
@@ -287,14 +310,27 @@ mod tests {
         let id = json!({"m": "lin"});
         let t = tempfile::tempdir().unwrap();
         let mut a = Lin::new();
-        let ha = fit(&mut a, &cfg, &id, &t.path().join("a"), &FitOptions::default(), &Silent).unwrap();
+        let ha = fit(
+            &mut a,
+            &cfg,
+            &id,
+            &t.path().join("a"),
+            &FitOptions::default(),
+            &Silent,
+        )
+        .unwrap();
         assert_eq!(ha.len(), 4);
         assert!(ha[3].train["loss"] < ha[0].train["loss"]);
 
         let out = t.path().join("b");
         let mut b = Lin::new();
-        let stop = FitOptions { stop_after: Some(1) };
-        assert_eq!(fit(&mut b, &cfg, &id, &out, &stop, &Silent).unwrap().len(), 1);
+        let stop = FitOptions {
+            stop_after: Some(1),
+        };
+        assert_eq!(
+            fit(&mut b, &cfg, &id, &out, &stop, &Silent).unwrap().len(),
+            1
+        );
         let mut b2 = Lin::new();
         let hb = fit(&mut b2, &cfg, &id, &out, &FitOptions::default(), &Silent).unwrap();
         assert_eq!(hb.len(), 4);
@@ -302,9 +338,16 @@ mod tests {
         assert_eq!(ha[3].train, hb[3].train);
 
         let mut c = Lin::new();
-        let e = fit(&mut c, &cfg, &json!({"m": "other"}), &out, &FitOptions::default(), &Silent)
-            .unwrap_err()
-            .to_string();
+        let e = fit(
+            &mut c,
+            &cfg,
+            &json!({"m": "other"}),
+            &out,
+            &FitOptions::default(),
+            &Silent,
+        )
+        .unwrap_err()
+        .to_string();
         assert!(e.contains("another model"), "{e}");
     }
 }

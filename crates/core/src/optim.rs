@@ -135,9 +135,9 @@ impl AdamW {
         for p in &mut self.params {
             for (prefix, dst) in [("m", &mut p.m), ("v", &mut p.v)] {
                 let key = format!("{prefix}.{}", p.name);
-                let src = saved
-                    .get(&key)
-                    .ok_or_else(|| bad(format!("optimiser state lacks '{key}' (another model?)")))?;
+                let src = saved.get(&key).ok_or_else(|| {
+                    bad(format!("optimiser state lacks '{key}' (another model?)"))
+                })?;
                 if src.size() != dst.size() {
                     return Err(bad(format!(
                         "optimiser state '{key}' has shape {:?}, model needs {:?}",
@@ -181,7 +181,9 @@ mod tests {
     #[test]
     fn matches_reference_adamw_and_round_trips() {
         let vs = nn::VarStore::new(Device::Cpu);
-        let w = vs.root().var_copy("w", &Tensor::from_slice(&[1.0f32, -2.0]).view([1, 2]));
+        let w = vs
+            .root()
+            .var_copy("w", &Tensor::from_slice(&[1.0f32, -2.0]).view([1, 2]));
         let cfg = AdamWConfig {
             weight_decay: 0.1,
             ..Default::default()

@@ -138,8 +138,15 @@ pub fn line_chart(
 ) -> Result<()> {
     let (w, h) = (800i64, 440i64);
     let (left, right, top, bottom) = (70i64, 230i64, 30i64, 50i64);
-    let mut cv = Canvas(RgbImage::from_pixel(w as u32, h as u32, Rgb([255, 255, 255])));
-    let pts = series.iter().flat_map(|s| s.1.iter()).filter(|p| p.0.is_finite() && p.1.is_finite());
+    let mut cv = Canvas(RgbImage::from_pixel(
+        w as u32,
+        h as u32,
+        Rgb([255, 255, 255]),
+    ));
+    let pts = series
+        .iter()
+        .flat_map(|s| s.1.iter())
+        .filter(|p| p.0.is_finite() && p.1.is_finite());
     let (mut x0, mut x1, mut y0, mut y1) = (f64::MAX, f64::MIN, f64::MAX, f64::MIN);
     for &(x, y) in pts {
         x0 = x0.min(x);
@@ -182,7 +189,12 @@ pub fn line_chart(
     cv.line((left, top), (left, top + ph), axis, false);
     cv.line((left, top + ph), (left + pw, top + ph), axis, false);
     cv.text(left, 10, title, [0, 0, 0]);
-    cv.text(left + pw / 2 - 3 * x_label.len() as i64, h - 20, x_label, axis);
+    cv.text(
+        left + pw / 2 - 3 * x_label.len() as i64,
+        h - 20,
+        x_label,
+        axis,
+    );
     cv.text(4, top - 14, y_label, axis);
     for (i, (name, points)) in series.iter().enumerate() {
         let c = PALETTE[i % PALETTE.len()];
@@ -204,8 +216,7 @@ pub fn line_chart(
         }
         cv.text(left + pw + 30, ly - 2, name, [0, 0, 0]);
     }
-    cv.0
-        .save(path)
+    cv.0.save(path)
         .map_err(|e| CoreError::Invalid(format!("{}: cannot write PNG: {e}", path.display())))
 }
 

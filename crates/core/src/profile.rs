@@ -14,10 +14,12 @@ pub struct Profile {
 impl Profile {
     pub fn load(path: &Path) -> Result<Profile> {
         let text = std::fs::read_to_string(path).at(path)?;
-        let table = text.parse::<toml::Table>().map_err(|e| CoreError::Profile {
-            path: path.into(),
-            msg: e.message().to_string(),
-        })?;
+        let table = text
+            .parse::<toml::Table>()
+            .map_err(|e| CoreError::Profile {
+                path: path.into(),
+                msg: e.message().to_string(),
+            })?;
         Ok(Profile {
             path: path.into(),
             table,

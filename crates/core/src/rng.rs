@@ -12,7 +12,9 @@ pub fn mix64(mut z: u64) -> u64 {
 
 /// Derive a key from a seed and a sequence of integers.
 pub fn key(seed: u64, parts: &[u64]) -> u64 {
-    parts.iter().fold(mix64(seed), |acc, &p| mix64(acc ^ mix64(p)))
+    parts
+        .iter()
+        .fold(mix64(seed), |acc, &p| mix64(acc ^ mix64(p)))
 }
 
 /// SplitMix64 stream.
@@ -75,7 +77,10 @@ mod tests {
         for _ in 0..50_000 {
             counts[r.below(5) as usize] += 1;
         }
-        assert!(counts.iter().all(|&c| (9_000..11_000).contains(&c)), "{counts:?}");
+        assert!(
+            counts.iter().all(|&c| (9_000..11_000).contains(&c)),
+            "{counts:?}"
+        );
     }
 
     #[test]

@@ -70,7 +70,11 @@ impl ViewSpec {
         ViewParams {
             dy: r.below(span) as u8,
             dx: r.below(span) as u8,
-            flip: if self.flip { (r.next_u64() >> 63) as u8 } else { 0 },
+            flip: if self.flip {
+                (r.next_u64() >> 63) as u8
+            } else {
+                0
+            },
         }
     }
 
@@ -87,7 +91,14 @@ mod tests {
     #[test]
     fn view_zero_is_identity_and_draws_are_admitted() {
         let s = ViewSpec { pad: 4, flip: true };
-        assert_eq!(s.draw(1, 5, 0), ViewParams { dy: 4, dx: 4, flip: 0 });
+        assert_eq!(
+            s.draw(1, 5, 0),
+            ViewParams {
+                dy: 4,
+                dx: 4,
+                flip: 0
+            }
+        );
         let mut flips = 0;
         for i in 0..1000 {
             let p = s.draw(1, i, 1);
@@ -96,7 +107,10 @@ mod tests {
             assert_eq!(p, s.draw(1, i, 1));
         }
         assert!((400..600).contains(&flips));
-        let noflip = ViewSpec { pad: 2, flip: false };
+        let noflip = ViewSpec {
+            pad: 2,
+            flip: false,
+        };
         assert!((0..100).all(|i| noflip.draw(3, i, 2).flip == 0));
     }
 }

@@ -137,7 +137,10 @@ fn codec_names(codecs: &Value) -> Vec<String> {
                     match name.as_str() {
                         "zstd" => format!("zstd({})", c["configuration"]["level"]),
                         "sharding_indexed" => {
-                            format!("sharding[{}]", codec_names(&c["configuration"]["codecs"]).join(", "))
+                            format!(
+                                "sharding[{}]",
+                                codec_names(&c["configuration"]["codecs"]).join(", ")
+                            )
                         }
                         _ => name,
                     }
@@ -180,7 +183,8 @@ pub fn describe(root: &Path) -> Result<Vec<ArrayInfo>> {
                 }
             }
             Some("array") => {
-                let shape: Vec<u64> = serde_json::from_value(v["shape"].clone()).unwrap_or_default();
+                let shape: Vec<u64> =
+                    serde_json::from_value(v["shape"].clone()).unwrap_or_default();
                 let dtype = v["data_type"].as_str().unwrap_or("?").to_string();
                 let chunk: Vec<u64> =
                     serde_json::from_value(v["chunk_grid"]["configuration"]["chunk_shape"].clone())
@@ -190,7 +194,8 @@ pub fn describe(root: &Path) -> Result<Vec<ArrayInfo>> {
                     .and_then(|cs| cs.iter().find(|c| c["name"] == "sharding_indexed"));
                 let (chunk, shard) = match sharding {
                     Some(s) => (
-                        serde_json::from_value(s["configuration"]["chunk_shape"].clone()).unwrap_or_default(),
+                        serde_json::from_value(s["configuration"]["chunk_shape"].clone())
+                            .unwrap_or_default(),
                         Some(chunk),
                     ),
                     None => (chunk, None),
@@ -210,7 +215,11 @@ pub fn describe(root: &Path) -> Result<Vec<ArrayInfo>> {
                     codecs: codec_names(&v["codecs"]),
                     stored_bytes: stored,
                     raw_bytes: raw,
-                    ratio: if stored > 0 { raw as f64 / stored as f64 } else { 0.0 },
+                    ratio: if stored > 0 {
+                        raw as f64 / stored as f64
+                    } else {
+                        0.0
+                    },
                     files,
                 });
             }
@@ -237,12 +246,23 @@ mod tests {
             zstd_level: 3,
             dims: vec!["sample".into(), "class".into()],
         };
-        let a = create_array(&store, "/x", data_type::float32(), 0f32, &layout, Map::new()).unwrap();
+        let a = create_array(
+            &store,
+            "/x",
+            data_type::float32(),
+            0f32,
+            &layout,
+            Map::new(),
+        )
+        .unwrap();
         let data: Vec<f32> = (0..30).map(|i| i as f32 * 0.5).collect();
         write_block(&a, &[0, 0], &[10, 3], &data).unwrap();
         let a = open_array(&store, "/x").unwrap();
         assert_eq!(read_all::<f32>(&a).unwrap(), data);
-        assert_eq!(read_block::<f32>(&a, &[4, 1], &[2, 2]).unwrap(), vec![6.5, 7.0, 8.0, 8.5]);
+        assert_eq!(
+            read_block::<f32>(&a, &[4, 1], &[2, 2]).unwrap(),
+            vec![6.5, 7.0, 8.0, 8.5]
+        );
         let info = describe(t.path()).unwrap();
         assert_eq!(info.len(), 1);
         assert_eq!(info[0].path, "x");

@@ -11,7 +11,9 @@ use std::time::Instant;
 #[allow(clippy::print_stdout)]
 fn main() {
     let src = std::env::var("KD_FMNIST").unwrap_or_else(|_| "data/raw/fashion-mnist".into());
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").join(&src);
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .join(&src);
     let (split, what) = match idx::import(&root, None) {
         Ok(imp) => (imp.train, "Fashion-MNIST train"),
         Err(_) => (
@@ -28,14 +30,20 @@ fn main() {
     let batch = 128;
     let n = split.len();
     let mut run = |threads: usize| {
-        let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .unwrap();
         pool.install(|| {
             let t0 = Instant::now();
             let mut done = 0;
             let mut b = 0usize;
             while t0.elapsed().as_secs_f64() < 2.0 {
                 let idx: Vec<usize> = (0..batch).map(|i| (b * batch + i * 7919) % n).collect();
-                let views: Vec<_> = idx.iter().map(|&i| spec.draw(0, i as u64, 1 + b as u64 % 8)).collect();
+                let views: Vec<_> = idx
+                    .iter()
+                    .map(|&i| spec.draw(0, i as u64, 1 + b as u64 % 8))
+                    .collect();
                 let t = batch_tensor(&split, &idx, &views, &spec, &table, tch::Device::Cpu);
                 assert_eq!(t.size()[0], batch as i64);
                 done += batch;

@@ -24,7 +24,14 @@ pub fn lut(mean: &[f32], std: &[f32]) -> Vec<[f32; 256]> {
 
 /// Write one view of `img` (`[c,h,w]` uint8) into `out` (`[c,h,w]` f32).
 /// The padded border is zero pixels (normalised like any black pixel).
-pub fn apply_view(img: &[u8], chw: [usize; 3], pad: usize, v: ViewParams, lut: &[[f32; 256]], out: &mut [f32]) {
+pub fn apply_view(
+    img: &[u8],
+    chw: [usize; 3],
+    pad: usize,
+    v: ViewParams,
+    lut: &[[f32; 256]],
+    out: &mut [f32],
+) {
     let [c, h, w] = chw;
     let (dy, dx) = (v.dy as isize - pad as isize, v.dx as isize - pad as isize);
     for ch in 0..c {
@@ -43,7 +50,11 @@ pub fn apply_view(img: &[u8], chw: [usize; 3], pad: usize, v: ViewParams, lut: &
             for (x, o) in row.iter_mut().enumerate() {
                 let xx = if v.flip != 0 { w - 1 - x } else { x };
                 let sx = xx as isize + dx;
-                *o = if sx < 0 || sx >= w as isize { zero } else { t[srow[sx as usize] as usize] };
+                *o = if sx < 0 || sx >= w as isize {
+                    zero
+                } else {
+                    t[srow[sx as usize] as usize]
+                };
             }
         }
     }
@@ -51,13 +62,21 @@ pub fn apply_view(img: &[u8], chw: [usize; 3], pad: usize, v: ViewParams, lut: &
 
 /// Assemble samples `idx` of `split` under `views` (one per sample) into a
 /// flat `[B,C,H,W]` buffer.
-pub fn assemble(split: &Split, idx: &[usize], views: &[ViewParams], spec: &ViewSpec, lut: &[[f32; 256]]) -> Vec<f32> {
+pub fn assemble(
+    split: &Split,
+    idx: &[usize],
+    views: &[ViewParams],
+    spec: &ViewSpec,
+    lut: &[[f32; 256]],
+) -> Vec<f32> {
     assert_eq!(idx.len(), views.len(), "one view per sample");
     let n = split.image_len();
     let mut out = vec![0f32; idx.len() * n];
     out.par_chunks_mut(n)
         .zip(idx.par_iter().zip(views.par_iter()))
-        .for_each(|(o, (&i, &v))| apply_view(split.image(i), split.chw, spec.pad as usize, v, lut, o));
+        .for_each(|(o, (&i, &v))| {
+            apply_view(split.image(i), split.chw, spec.pad as usize, v, lut, o)
+        });
     out
 }
 
@@ -95,11 +114,44 @@ mod tests {
         let mut out = vec![0f32; 9];
         let round = |v: &[f32]| v.iter().map(|x| x.round()).collect::<Vec<_>>();
         // Shift down-right by one: dy=dx=0 means the crop starts one pixel above/left.
-        apply_view(&img, [1, 3, 3], 1, ViewParams { dy: 0, dx: 0, flip: 0 }, &l, &mut out);
+        apply_view(
+            &img,
+            [1, 3, 3],
+            1,
+            ViewParams {
+                dy: 0,
+                dx: 0,
+                flip: 0,
+            },
+            &l,
+            &mut out,
+        );
         assert_eq!(round(&out), vec![0., 0., 0., 0., 1., 2., 0., 4., 5.]);
-        apply_view(&img, [1, 3, 3], 1, ViewParams { dy: 1, dx: 1, flip: 1 }, &l, &mut out);
+        apply_view(
+            &img,
+            [1, 3, 3],
+            1,
+            ViewParams {
+                dy: 1,
+                dx: 1,
+                flip: 1,
+            },
+            &l,
+            &mut out,
+        );
         assert_eq!(round(&out), vec![3., 2., 1., 6., 5., 4., 9., 8., 7.]);
-        apply_view(&img, [1, 3, 3], 1, ViewParams { dy: 2, dx: 1, flip: 0 }, &l, &mut out);
+        apply_view(
+            &img,
+            [1, 3, 3],
+            1,
+            ViewParams {
+                dy: 2,
+                dx: 1,
+                flip: 0,
+            },
+            &l,
+            &mut out,
+        );
         assert_eq!(round(&out), vec![4., 5., 6., 7., 8., 9., 0., 0., 0.]);
     }
 }

@@ -33,7 +33,9 @@ fn read_batches(files: &[PathBuf], label_bytes: usize, classes: usize) -> Result
             if label >= classes {
                 return Err(format_err(
                     f,
-                    format!("corrupt CIFAR record {i}: label {label} out of range for {classes} classes"),
+                    format!(
+                        "corrupt CIFAR record {i}: label {label} out of range for {classes} classes"
+                    ),
                 ));
             }
             split.labels.push(label as u16);
@@ -62,7 +64,9 @@ pub fn import(src: &Path) -> Result<Imported> {
     if !src.is_dir() {
         return Err(format_err(src, "no such directory"));
     }
-    let c10: Vec<PathBuf> = (1..=5).map(|i| src.join(format!("data_batch_{i}.bin"))).collect();
+    let c10: Vec<PathBuf> = (1..=5)
+        .map(|i| src.join(format!("data_batch_{i}.bin")))
+        .collect();
     if c10.iter().all(|p| p.is_file()) {
         let test = src.join("test_batch.bin");
         if !test.is_file() {

@@ -61,7 +61,10 @@ fn read_split(dir: &Path, classes: &[String], size: u32, channels: usize) -> Res
     for (ci, name) in classes.iter().enumerate() {
         let cdir = dir.join(name);
         if !cdir.is_dir() {
-            return Err(format_err(cdir, "missing class folder (every split needs the same classes)"));
+            return Err(format_err(
+                cdir,
+                "missing class folder (every split needs the same classes)",
+            ));
         }
         for p in sorted_entries(&cdir)?.into_iter().filter(|p| is_image(p)) {
             files.push((p, ci as u16));
@@ -82,7 +85,13 @@ fn read_split(dir: &Path, classes: &[String], size: u32, channels: usize) -> Res
 }
 
 /// Import an image folder.
-pub fn import(src: &Path, size: u32, channels: usize, test_fraction: f64, seed: u64) -> Result<Imported> {
+pub fn import(
+    src: &Path,
+    size: u32,
+    channels: usize,
+    test_fraction: f64,
+    seed: u64,
+) -> Result<Imported> {
     if !src.is_dir() {
         return Err(format_err(src, "no such directory"));
     }
@@ -106,7 +115,10 @@ pub fn import(src: &Path, size: u32, channels: usize, test_fraction: f64, seed: 
         if ntest == 0 || ntest >= all.len() {
             return Err(format_err(
                 src,
-                format!("{} images cannot be split with test fraction {test_fraction}", all.len()),
+                format!(
+                    "{} images cannot be split with test fraction {test_fraction}",
+                    all.len()
+                ),
             ));
         }
         let test_idx = stratified_pick(&all.labels, classes.len(), ntest, seed ^ 4);

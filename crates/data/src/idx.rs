@@ -27,7 +27,10 @@ pub fn parse_idx(path: &Path, bytes: &[u8]) -> Result<(Vec<usize>, Vec<u8>)> {
     if bytes[2] != 0x08 {
         return Err(format_err(
             path,
-            format!("IDX element type 0x{:02x} is not unsigned byte (0x08)", bytes[2]),
+            format!(
+                "IDX element type 0x{:02x} is not unsigned byte (0x08)",
+                bytes[2]
+            ),
         ));
     }
     let ndim = bytes[3] as usize;
@@ -57,21 +60,35 @@ pub fn read_pair(images: &Path, labels: &Path, classes: usize) -> Result<Split> 
     let (idims, ibytes) = parse_idx(images, &read_maybe_gz(images)?)?;
     let (ldims, lbytes) = parse_idx(labels, &read_maybe_gz(labels)?)?;
     if idims.len() != 3 {
-        return Err(format_err(images, format!("expected 3 dimensions [n,h,w], found {idims:?}")));
+        return Err(format_err(
+            images,
+            format!("expected 3 dimensions [n,h,w], found {idims:?}"),
+        ));
     }
     if ldims.len() != 1 {
-        return Err(format_err(labels, format!("expected 1 dimension [n], found {ldims:?}")));
+        return Err(format_err(
+            labels,
+            format!("expected 1 dimension [n], found {ldims:?}"),
+        ));
     }
     if idims[0] != ldims[0] {
         return Err(format_err(
             labels,
-            format!("{} labels for {} images in {}", ldims[0], idims[0], images.display()),
+            format!(
+                "{} labels for {} images in {}",
+                ldims[0],
+                idims[0],
+                images.display()
+            ),
         ));
     }
     if let Some(pos) = lbytes.iter().position(|&l| l as usize >= classes) {
         return Err(format_err(
             labels,
-            format!("label {} at index {pos} is out of range for {classes} classes", lbytes[pos]),
+            format!(
+                "label {} at index {pos} is out of range for {classes} classes",
+                lbytes[pos]
+            ),
         ));
     }
     Ok(Split {
@@ -86,8 +103,16 @@ pub fn default_class_names(src: &Path) -> Vec<String> {
     let s = src.display().to_string().to_lowercase();
     let names: Vec<&str> = if s.contains("fashion") {
         vec![
-            "t-shirt/top", "trouser", "pullover", "dress", "coat", "sandal", "shirt", "sneaker",
-            "bag", "ankle boot",
+            "t-shirt/top",
+            "trouser",
+            "pullover",
+            "dress",
+            "coat",
+            "sandal",
+            "shirt",
+            "sneaker",
+            "bag",
+            "ankle boot",
         ]
     } else if s.contains("kmnist") {
         vec!["o", "ki", "su", "tsu", "na", "ha", "ma", "ya", "re", "wo"]
@@ -112,7 +137,10 @@ fn find(src: &Path, stem: &str) -> Result<PathBuf> {
             return Ok(p);
         }
     }
-    Err(format_err(src.join(stem), "missing IDX file (looked for it, raw and .gz)"))
+    Err(format_err(
+        src.join(stem),
+        "missing IDX file (looked for it, raw and .gz)",
+    ))
 }
 
 /// Import the standard four-file layout from directory `src`.

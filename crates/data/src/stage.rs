@@ -103,7 +103,13 @@ pub fn import_stage(cfg: &ImportConfig, out: &Path, force: bool) -> Result<Outco
     let imported = match format {
         Format::Idx => idx::import(&src, cfg.class_names.clone())?,
         Format::Cifar => cifar::import(&src)?,
-        Format::Folder => folder::import(&src, cfg.size, cfg.channels, cfg.test_fraction, cfg.split.seed)?,
+        Format::Folder => folder::import(
+            &src,
+            cfg.size,
+            cfg.channels,
+            cfg.test_fraction,
+            cfg.split.seed,
+        )?,
     };
     let splits = cut(&imported, &cfg.split)?;
     let attrs = write_dataset(out, &splits, &imported.class_names, &imported.source)?;

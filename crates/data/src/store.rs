@@ -131,12 +131,19 @@ impl Dataset {
         let hash = manifest_hash(dir)?;
         let store = zarr::open_store(&dir.join(STORE))?;
         let attrs = zarr::group_attrs(&store, "/")?;
-        let bad = |what: &str| DataError::Invalid(format!("{}: dataset attribute '{what}' missing or malformed", dir.join(STORE).display()));
+        let bad = |what: &str| {
+            DataError::Invalid(format!(
+                "{}: dataset attribute '{what}' missing or malformed",
+                dir.join(STORE).display()
+            ))
+        };
         let get = |k: &str| attrs.get(k).cloned().ok_or_else(|| bad(k));
-        let class_names: Vec<String> = serde_json::from_value(get("class_names")?).map_err(|_| bad("class_names"))?;
+        let class_names: Vec<String> =
+            serde_json::from_value(get("class_names")?).map_err(|_| bad("class_names"))?;
         let mean: Vec<f32> = serde_json::from_value(get("mean")?).map_err(|_| bad("mean"))?;
         let std: Vec<f32> = serde_json::from_value(get("std")?).map_err(|_| bad("std"))?;
-        let counts: BTreeMap<String, usize> = serde_json::from_value(get("splits")?).map_err(|_| bad("splits"))?;
+        let counts: BTreeMap<String, usize> =
+            serde_json::from_value(get("splits")?).map_err(|_| bad("splits"))?;
         let mut splits = BTreeMap::new();
         for name in counts.keys() {
             let images = zarr::open_array(&store, &format!("/{name}/images"))?;

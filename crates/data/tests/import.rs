@@ -33,7 +33,11 @@ fn write_idx_dir(dir: &Path, n_train: usize, n_test: usize, gzipped: bool) {
     for (prefix, n) in [("train", n_train), ("t10k", n_test)] {
         let (img, lab) = synth(n, 6, 5);
         let (i, l) = (encode_idx(&[n, 6, 5], &img), encode_idx(&[n], &lab));
-        let (i, l, ext) = if gzipped { (gz(&i), gz(&l), ".gz") } else { (i, l, "") };
+        let (i, l, ext) = if gzipped {
+            (gz(&i), gz(&l), ".gz")
+        } else {
+            (i, l, "")
+        };
         std::fs::write(dir.join(format!("{prefix}-images-idx3-ubyte{ext}")), i).unwrap();
         std::fs::write(dir.join(format!("{prefix}-labels-idx1-ubyte{ext}")), l).unwrap();
     }
@@ -54,13 +58,19 @@ fn idx_raw_and_gz_read_back_equal_source() {
         let src = t.path().join("src");
         write_idx_dir(&src, 40, 20, gzipped);
         let out = t.path().join("ds");
-        assert!(matches!(import_stage(&cfg(Format::Idx, &src), &out, false).unwrap(), Outcome::Wrote(_)));
+        assert!(matches!(
+            import_stage(&cfg(Format::Idx, &src), &out, false).unwrap(),
+            Outcome::Wrote(_)
+        ));
         let ds = Dataset::open(&out).unwrap();
         let (img, lab) = synth(40, 6, 5);
         let train = ds.split("train").unwrap();
         assert_eq!(train.chw, [1, 6, 5]);
         assert_eq!(train.images, img);
-        assert_eq!(train.labels, lab.iter().map(|&l| l as u16).collect::<Vec<_>>());
+        assert_eq!(
+            train.labels,
+            lab.iter().map(|&l| l as u16).collect::<Vec<_>>()
+        );
         assert_eq!(ds.split("test").unwrap().len(), 20);
         assert_eq!(ds.num_classes(), 10);
         let mean = img.iter().map(|&v| v as f64 / 255.0).sum::<f64>() / img.len() as f64;
@@ -96,14 +106,28 @@ fn second_run_does_nothing_and_force_reruns() {
     write_idx_dir(&src, 30, 10, false);
     let out = t.path().join("ds");
     let c = cfg(Format::Idx, &src);
-    let Outcome::Wrote(m1) = import_stage(&c, &out, false).unwrap() else { panic!("first run must write") };
-    assert!(matches!(import_stage(&c, &out, false).unwrap(), Outcome::UpToDate));
+    let Outcome::Wrote(m1) = import_stage(&c, &out, false).unwrap() else {
+        panic!("first run must write")
+    };
+    assert!(matches!(
+        import_stage(&c, &out, false).unwrap(),
+        Outcome::UpToDate
+    ));
     assert_eq!(Manifest::read(&out).unwrap(), m1);
-    assert!(matches!(import_stage(&c, &out, true).unwrap(), Outcome::Wrote(_)));
+    assert!(matches!(
+        import_stage(&c, &out, true).unwrap(),
+        Outcome::Wrote(_)
+    ));
     // Changed source data: the stage reruns on its own.
     write_idx_dir(&src, 31, 10, false);
-    assert!(matches!(import_stage(&c, &out, false).unwrap(), Outcome::Wrote(_)));
-    assert_eq!(Dataset::open(&out).unwrap().split("train").unwrap().len(), 31);
+    assert!(matches!(
+        import_stage(&c, &out, false).unwrap(),
+        Outcome::Wrote(_)
+    ));
+    assert_eq!(
+        Dataset::open(&out).unwrap().split("train").unwrap().len(),
+        31
+    );
 }
 
 fn cifar_record(label_bytes: &[u8], seed: usize) -> Vec<u8> {
@@ -118,11 +142,17 @@ fn cifar10_and_cifar100_read_back() {
     let c10 = t.path().join("c10");
     std::fs::create_dir_all(&c10).unwrap();
     for b in 1..=5 {
-        let recs: Vec<u8> = (0..3).flat_map(|i| cifar_record(&[(b + i) as u8 % 10], b * 10 + i)).collect();
+        let recs: Vec<u8> = (0..3)
+            .flat_map(|i| cifar_record(&[(b + i) as u8 % 10], b * 10 + i))
+            .collect();
         std::fs::write(c10.join(format!("data_batch_{b}.bin")), recs).unwrap();
     }
     std::fs::write(c10.join("test_batch.bin"), cifar_record(&[9], 99)).unwrap();
-    std::fs::write(c10.join("batches.meta.txt"), "airplane\nautomobile\nbird\ncat\ndeer\ndog\nfrog\nhorse\nship\ntruck\n").unwrap();
+    std::fs::write(
+        c10.join("batches.meta.txt"),
+        "airplane\nautomobile\nbird\ncat\ndeer\ndog\nfrog\nhorse\nship\ntruck\n",
+    )
+    .unwrap();
     let out = t.path().join("ds10");
     import_stage(&cfg(Format::Cifar, &c10), &out, false).unwrap();
     let ds = Dataset::open(&out).unwrap();
@@ -134,14 +164,21 @@ fn cifar10_and_cifar100_read_back() {
 
     let c100 = t.path().join("c100");
     std::fs::create_dir_all(&c100).unwrap();
-    std::fs::write(c100.join("train.bin"), [cifar_record(&[1, 57], 1), cifar_record(&[2, 99], 2)].concat()).unwrap();
+    std::fs::write(
+        c100.join("train.bin"),
+        [cifar_record(&[1, 57], 1), cifar_record(&[2, 99], 2)].concat(),
+    )
+    .unwrap();
     std::fs::write(c100.join("test.bin"), cifar_record(&[3, 0], 3)).unwrap();
     let out = t.path().join("ds100");
     import_stage(&cfg(Format::Cifar, &c100), &out, false).unwrap();
     let ds = Dataset::open(&out).unwrap();
     assert_eq!(ds.num_classes(), 100);
     assert_eq!(ds.split("train").unwrap().labels, vec![57, 99]);
-    assert_eq!(ds.split("test").unwrap().image(0), &cifar_record(&[3, 0], 3)[2..]);
+    assert_eq!(
+        ds.split("test").unwrap().image(0),
+        &cifar_record(&[3, 0], 3)[2..]
+    );
 }
 
 #[test]
@@ -152,7 +189,9 @@ fn image_folder_reads_classes_and_pixels() {
         let d = src.join(class);
         std::fs::create_dir_all(&d).unwrap();
         for i in 0..5 {
-            let img = image::GrayImage::from_fn(8, 8, |x, y| image::Luma([(x * 10 + y + ci as u32 * 100 + i) as u8]));
+            let img = image::GrayImage::from_fn(8, 8, |x, y| {
+                image::Luma([(x * 10 + y + ci as u32 * 100 + i) as u8])
+            });
             img.save(d.join(format!("{i}.png"))).unwrap();
         }
     }
@@ -180,7 +219,9 @@ fn image_folder_reads_classes_and_pixels() {
         for class in ["a", "b"] {
             let d = src2.join(part).join(class);
             std::fs::create_dir_all(&d).unwrap();
-            image::RgbImage::from_pixel(20, 10, image::Rgb([200, 10, 30])).save(d.join("x.jpg")).unwrap();
+            image::RgbImage::from_pixel(20, 10, image::Rgb([200, 10, 30]))
+                .save(d.join("x.jpg"))
+                .unwrap();
         }
     }
     let mut c = cfg(Format::Folder, &src2);
@@ -190,7 +231,10 @@ fn image_folder_reads_classes_and_pixels() {
     let ds = Dataset::open(&out).unwrap();
     let s = ds.split("train").unwrap();
     assert_eq!((s.len(), s.chw), (2, [3, 4, 4]));
-    assert!(s.image(0)[..16].iter().all(|&v| v > 180), "red channel first (CHW)");
+    assert!(
+        s.image(0)[..16].iter().all(|&v| v > 180),
+        "red channel first (CHW)"
+    );
 }
 
 /// Expect a failed import whose message names `file` and contains `what`.
@@ -199,7 +243,10 @@ fn expect_err(c: &ImportConfig, file: &str, what: &str) {
     let out = t.path().join("ds");
     let e = import_stage(c, &out, false).unwrap_err();
     let msg = format!("{e}");
-    assert!(msg.contains(file) && msg.contains(what), "message {msg:?} should name {file:?} and {what:?}");
+    assert!(
+        msg.contains(file) && msg.contains(what),
+        "message {msg:?} should name {file:?} and {what:?}"
+    );
     assert!(!msg.contains('\n'), "one line: {msg:?}");
     assert!(!out.join(MANIFEST).exists(), "no manifest on failure");
 }
@@ -229,12 +276,20 @@ fn bad_idx_inputs_are_refused_clearly() {
     let mut l = vec![1u8; 10];
     l[3] = 12;
     std::fs::write(&labels, encode_idx(&[10], &l)).unwrap();
-    expect_err(&c, "train-labels-idx1-ubyte", "label 12 at index 3 is out of range");
+    expect_err(
+        &c,
+        "train-labels-idx1-ubyte",
+        "label 12 at index 3 is out of range",
+    );
 
     std::fs::remove_file(&labels).unwrap();
     expect_err(&c, "train-labels-idx1-ubyte", "missing IDX file");
 
-    expect_err(&cfg(Format::Idx, &t.path().join("nowhere")), "nowhere", "no such directory");
+    expect_err(
+        &cfg(Format::Idx, &t.path().join("nowhere")),
+        "nowhere",
+        "no such directory",
+    );
 }
 
 #[test]
@@ -242,11 +297,23 @@ fn bad_cifar_and_folder_inputs_are_refused_clearly() {
     let t = tempfile::tempdir().unwrap();
     let c100 = t.path().join("c100");
     std::fs::create_dir_all(&c100).unwrap();
-    std::fs::write(c100.join("train.bin"), [cifar_record(&[1, 5], 1), vec![0; 100]].concat()).unwrap();
+    std::fs::write(
+        c100.join("train.bin"),
+        [cifar_record(&[1, 5], 1), vec![0; 100]].concat(),
+    )
+    .unwrap();
     std::fs::write(c100.join("test.bin"), cifar_record(&[3, 0], 3)).unwrap();
-    expect_err(&cfg(Format::Cifar, &c100), "train.bin", "corrupt CIFAR batch");
+    expect_err(
+        &cfg(Format::Cifar, &c100),
+        "train.bin",
+        "corrupt CIFAR batch",
+    );
     std::fs::write(c100.join("train.bin"), cifar_record(&[1, 150], 1)).unwrap();
-    expect_err(&cfg(Format::Cifar, &c100), "train.bin", "label 150 out of range");
+    expect_err(
+        &cfg(Format::Cifar, &c100),
+        "train.bin",
+        "label 150 out of range",
+    );
 
     let empty = t.path().join("empty");
     std::fs::create_dir_all(&empty).unwrap();
@@ -254,7 +321,11 @@ fn bad_cifar_and_folder_inputs_are_refused_clearly() {
     std::fs::create_dir_all(empty.join("cls")).unwrap();
     expect_err(&cfg(Format::Folder, &empty), "empty", "no PNG or JPEG");
     std::fs::write(empty.join("cls").join("broken.png"), b"not a png").unwrap();
-    expect_err(&cfg(Format::Folder, &empty), "broken.png", "unreadable image");
+    expect_err(
+        &cfg(Format::Folder, &empty),
+        "broken.png",
+        "unreadable image",
+    );
 }
 
 #[test]
@@ -267,7 +338,10 @@ fn views_are_identical_whatever_the_thread_count() {
     };
     let spec = ViewSpec { pad: 3, flip: true };
     let idx: Vec<usize> = (0..64).rev().collect();
-    let views: Vec<ViewParams> = idx.iter().map(|&i| spec.draw(11, i as u64, 1 + (i % 4) as u64)).collect();
+    let views: Vec<ViewParams> = idx
+        .iter()
+        .map(|&i| spec.draw(11, i as u64, 1 + (i % 4) as u64))
+        .collect();
     let table = lut(&[0.3], &[0.4]);
     let run = |threads: usize| {
         rayon::ThreadPoolBuilder::new()
@@ -280,7 +354,11 @@ fn views_are_identical_whatever_the_thread_count() {
     assert_eq!(one.len(), 64 * 784);
     for threads in [2, 3] {
         let other = run(threads);
-        assert!(one.iter().zip(&other).all(|(a, b)| a.to_bits() == b.to_bits()));
+        assert!(
+            one.iter()
+                .zip(&other)
+                .all(|(a, b)| a.to_bits() == b.to_bits())
+        );
     }
     // Not all views are the identity: the batch differs from the plain images.
     let plain: Vec<ViewParams> = idx.iter().map(|&i| spec.draw(11, i as u64, 0)).collect();

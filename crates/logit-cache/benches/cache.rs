@@ -29,7 +29,15 @@ fn teachers(root: &Path, hash: &str) -> Vec<TeacherInput> {
         .into_iter()
         .map(|(name, seed, width)| TeacherInput {
             dir: teacher_artifact(&root.join(name), name, seed, hash),
-            teacher: Box::new(ConvTeacher::new(name, seed, 1, width, CLASSES, hash, Device::Cpu)),
+            teacher: Box::new(ConvTeacher::new(
+                name,
+                seed,
+                1,
+                width,
+                CLASSES,
+                hash,
+                Device::Cpu,
+            )),
         })
         .collect()
 }
@@ -43,13 +51,23 @@ fn infer_only(ds: &Dataset, ts: &[TeacherInput], cfg: &CacheConfig) -> usize {
     let mut sink = 0usize;
     for a in (0..N).step_by(cfg.shard_samples) {
         let b = (a + cfg.shard_samples).min(N);
-        let pairs: Vec<(usize, usize)> = (a..b).flat_map(|i| (0..VIEWS).map(move |v| (i, v))).collect();
+        let pairs: Vec<(usize, usize)> = (a..b)
+            .flat_map(|i| (0..VIEWS).map(move |v| (i, v)))
+            .collect();
         for pb in pairs.chunks(cfg.batch_size) {
             let idx: Vec<usize> = pb.iter().map(|p| p.0).collect();
-            let views: Vec<ViewParams> = pb.iter().map(|&(i, v)| spec.draw(cfg.seed, i as u64, v as u64)).collect();
+            let views: Vec<ViewParams> = pb
+                .iter()
+                .map(|&(i, v)| spec.draw(cfg.seed, i as u64, v as u64))
+                .collect();
             let x = batch_tensor(train, &idx, &views, &spec, &table, Device::Cpu);
             for t in ts {
-                let y = t.teacher.logits(&x).to_kind(Kind::Float).contiguous().view(-1);
+                let y = t
+                    .teacher
+                    .logits(&x)
+                    .to_kind(Kind::Float)
+                    .contiguous()
+                    .view(-1);
                 sink += Vec::<f32>::try_from(&y).unwrap().len();
             }
         }
@@ -87,7 +105,18 @@ fn main() {
         assert_eq!(infer_only(&ds, &ts, &cfg), N * VIEWS * CLASSES * ts.len());
         t_inf.push(t.elapsed().as_secs_f64());
         let t = Instant::now();
-        let o = build(&ds_dir, &ts, &out, &cfg, &BuildOptions { force: true, ..Default::default() }, &Silent).unwrap();
+        let o = build(
+            &ds_dir,
+            &ts,
+            &out,
+            &cfg,
+            &BuildOptions {
+                force: true,
+                ..Default::default()
+            },
+            &Silent,
+        )
+        .unwrap();
         t_build.push(t.elapsed().as_secs_f64());
         if let Outcome::Finished { stats, .. } = o {
             all_stats.push(stats);
@@ -106,7 +135,11 @@ fn main() {
     assert!(store.in_memory());
     let mut r = kd_core::Rng::new(5);
     let batches: Vec<Vec<(usize, usize)>> = (0..200)
-        .map(|_| (0..256).map(|_| (r.below(N as u64) as usize, r.below(VIEWS as u64) as usize)).collect())
+        .map(|_| {
+            (0..256)
+                .map(|_| (r.below(N as u64) as usize, r.below(VIEWS as u64) as usize))
+                .collect()
+        })
         .collect();
     let t = Instant::now();
     for b in &batches {
@@ -124,8 +157,14 @@ fn main() {
         "| cache: teacher inference only (2 conv teachers, {N} imgs x {VIEWS} views, 1x28x28, CPU {threads} threads) | {:.0} views/s |",
         images / ti
     );
-    println!("| cache: cache build, same teachers and views (f16, zstd, sharded) | {:.0} views/s |", images / tb);
-    println!("| cache: write overhead of the build over inference | {:+.1}% |", (tb / ti - 1.0) * 100.0);
+    println!(
+        "| cache: cache build, same teachers and views (f16, zstd, sharded) | {:.0} views/s |",
+        images / tb
+    );
+    println!(
+        "| cache: write overhead of the build over inference | {:+.1}% |",
+        (tb / ti - 1.0) * 100.0
+    );
     let mid = all_stats.len() / 2;
     all_stats.sort_by(|a, b| a.total.total_cmp(&b.total));
     let s = all_stats[mid];
@@ -150,5 +189,8 @@ fn main() {
         m.metrics["stored_bytes"].as_f64().unwrap_or(0.0) / 1024.0,
         median(opens) * 1e3
     );
-    println!("| cache: reader, random batches of 256 (sample, view) rows | {:.2} M rows/s |", read_rows / 1e6);
+    println!(
+        "| cache: reader, random batches of 256 (sample, view) rows | {:.2} M rows/s |",
+        read_rows / 1e6
+    );
 }

@@ -79,7 +79,11 @@ fn top1_entropy(row: &[f32]) -> (usize, f64) {
         }
     }
     let z: f64 = row.iter().map(|&x| ((x - m) as f64).exp()).sum();
-    let ex: f64 = row.iter().map(|&x| ((x - m) as f64).exp() * (x - m) as f64).sum::<f64>() / z;
+    let ex: f64 = row
+        .iter()
+        .map(|&x| ((x - m) as f64).exp() * (x - m) as f64)
+        .sum::<f64>()
+        / z;
     (best, z.ln() - ex)
 }
 
@@ -95,7 +99,10 @@ pub fn inspect(dir: &Path) -> Result<InspectReport> {
         let mut preds = Vec::with_capacity(n * k);
         let mut ent = 0f64;
         for block in (0..n).collect::<Vec<_>>().chunks(256) {
-            let pairs: Vec<(usize, usize)> = block.iter().flat_map(|&s| (0..k).map(move |v| (s, v))).collect();
+            let pairs: Vec<(usize, usize)> = block
+                .iter()
+                .flat_map(|&s| (0..k).map(move |v| (s, v)))
+                .collect();
             let rows = store.logits(&t.name, &pairs)?;
             for row in rows.chunks_exact(meta.num_classes) {
                 let (p, h) = top1_entropy(row);
@@ -169,7 +176,11 @@ pub fn inspect(dir: &Path) -> Result<InspectReport> {
         arrays,
         stored_bytes: stored,
         raw_bytes: raw,
-        ratio: if stored > 0 { raw as f64 / stored as f64 } else { 0.0 },
+        ratio: if stored > 0 {
+            raw as f64 / stored as f64
+        } else {
+            0.0
+        },
         teachers,
         agreement,
     })

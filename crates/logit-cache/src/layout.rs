@@ -59,7 +59,9 @@ impl std::str::FromStr for Dtype {
         match s.to_ascii_lowercase().as_str() {
             "f16" | "float16" => Ok(Dtype::F16),
             "f32" | "float32" => Ok(Dtype::F32),
-            _ => Err(CacheError::Invalid(format!("--dtype '{s}': expected f16 or f32"))),
+            _ => Err(CacheError::Invalid(format!(
+                "--dtype '{s}': expected f16 or f32"
+            ))),
         }
     }
 }
@@ -135,7 +137,10 @@ impl CacheConfig {
         if self.batch_size == 0 {
             return bad("--batch-size must be at least 1".into());
         }
-        if self.chunk_samples == 0 || self.shard_samples == 0 || !self.shard_samples.is_multiple_of(self.chunk_samples) {
+        if self.chunk_samples == 0
+            || self.shard_samples == 0
+            || !self.shard_samples.is_multiple_of(self.chunk_samples)
+        {
             return bad(format!(
                 "shard_samples ({}) must be a positive multiple of chunk_samples ({})",
                 self.shard_samples, self.chunk_samples
@@ -143,10 +148,14 @@ impl CacheConfig {
         }
         if let Some(k) = self.top_k {
             if k == 0 || k > classes {
-                return bad(format!("--top-k {k}: must be in 1..={classes} (the number of classes)"));
+                return bad(format!(
+                    "--top-k {k}: must be in 1..={classes} (the number of classes)"
+                ));
             }
             if classes > u16::MAX as usize + 1 {
-                return bad(format!("--top-k: {classes} classes do not fit uint16 indices"));
+                return bad(format!(
+                    "--top-k: {classes} classes do not fit uint16 indices"
+                ));
             }
         }
         Ok(())
@@ -219,7 +228,10 @@ impl StoreMeta {
         let meta: StoreMeta = serde_json::from_value(Value::Object(attrs))
             .map_err(|e| store_err(root.join("zarr.json"), format!("not a logit store: {e}")))?;
         if meta.format != FORMAT {
-            return Err(store_err(root.join("zarr.json"), format!("format '{}', expected '{FORMAT}'", meta.format)));
+            return Err(store_err(
+                root.join("zarr.json"),
+                format!("format '{}', expected '{FORMAT}'", meta.format),
+            ));
         }
         Ok(meta)
     }
@@ -288,10 +300,20 @@ impl StoreMeta {
             zarr::create_group(&store, &format!("/teachers/{}", t.name), a)?;
             match self.top_k {
                 None => {
-                    self.float_array(&store, &format!("/teachers/{}/logits", t.name), dt(), "class")?;
+                    self.float_array(
+                        &store,
+                        &format!("/teachers/{}/logits", t.name),
+                        dt(),
+                        "class",
+                    )?;
                 }
                 Some(k) => {
-                    self.float_array(&store, &format!("/teachers/{}/values", t.name), dt(), "rank")?;
+                    self.float_array(
+                        &store,
+                        &format!("/teachers/{}/values", t.name),
+                        dt(),
+                        "rank",
+                    )?;
                     zarr::create_array(
                         &store,
                         &format!("/teachers/{}/indices", t.name),
@@ -306,10 +328,18 @@ impl StoreMeta {
         Ok(())
     }
 
-    fn float_array(&self, store: &Store, path: &str, dt: zarrs::array::DataType, dim: &str) -> Result<ZArray> {
+    fn float_array(
+        &self,
+        store: &Store,
+        path: &str,
+        dt: zarrs::array::DataType,
+        dim: &str,
+    ) -> Result<ZArray> {
         let layout = self.layout(self.row_width(), dim);
         Ok(match self.dtype {
-            Dtype::F16 => zarr::create_array(store, path, dt, half::f16::ZERO, &layout, Map::new())?,
+            Dtype::F16 => {
+                zarr::create_array(store, path, dt, half::f16::ZERO, &layout, Map::new())?
+            }
             Dtype::F32 => zarr::create_array(store, path, dt, 0f32, &layout, Map::new())?,
         })
     }

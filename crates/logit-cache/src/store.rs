@@ -90,8 +90,16 @@ impl LogitStore {
         let root = store_dir(dir);
         let meta = StoreMeta::read(&root)?;
         let store = zarr::open_store(&root)?;
-        let (n, k, w) = (meta.samples as u64, meta.views as u64, meta.row_width() as u64);
-        let params = zarr::read_block::<u8>(&zarr::open_array(&store, "/views/params")?, &[0, 0, 0], &[n, k, 3])?;
+        let (n, k, w) = (
+            meta.samples as u64,
+            meta.views as u64,
+            meta.row_width() as u64,
+        );
+        let params = zarr::read_block::<u8>(
+            &zarr::open_array(&store, "/views/params")?,
+            &[0, 0, 0],
+            &[n, k, 3],
+        )?;
         let row_bytes = w as usize * if meta.top_k.is_some() { 6 } else { 4 };
         let total = row_bytes * (n * k) as usize * meta.teachers.len();
         let in_memory = total <= budget;
@@ -104,7 +112,10 @@ impl LogitStore {
                 },
                 Some(_) => Arrays {
                     values: zarr::open_array(&store, &format!("/teachers/{}/values", t.name))?,
-                    indices: Some(zarr::open_array(&store, &format!("/teachers/{}/indices", t.name))?),
+                    indices: Some(zarr::open_array(
+                        &store,
+                        &format!("/teachers/{}/indices", t.name),
+                    )?),
                 },
             };
             sources.push(if in_memory {
@@ -222,20 +233,31 @@ impl LogitStore {
     /// Logits `[pairs.len(), classes]` row-major as f32 for (sample, view)
     /// pairs; top-k stores fill the classes they did not keep with -1e4.
     pub fn logits(&self, teacher: &str, pairs: &[(usize, usize)]) -> Result<Vec<f32>> {
-        let t = self.names.iter().position(|n| n == teacher).ok_or_else(|| {
-            CacheError::Invalid(format!(
-                "{}: no teacher '{teacher}' in this store (has: {})",
-                self.dir.display(),
-                self.names.join(", ")
-            ))
-        })?;
-        let (c, k, w) = (self.meta.num_classes, self.meta.views, self.meta.row_width());
+        let t = self
+            .names
+            .iter()
+            .position(|n| n == teacher)
+            .ok_or_else(|| {
+                CacheError::Invalid(format!(
+                    "{}: no teacher '{teacher}' in this store (has: {})",
+                    self.dir.display(),
+                    self.names.join(", ")
+                ))
+            })?;
+        let (c, k, w) = (
+            self.meta.num_classes,
+            self.meta.views,
+            self.meta.row_width(),
+        );
         let mut out = vec![0f32; pairs.len() * c];
         for (row, &(s, v)) in out.chunks_exact_mut(c).zip(pairs) {
             if s >= self.meta.samples || v >= k {
                 return Err(store_err(
                     &self.dir,
-                    format!("(sample {s}, view {v}) out of range ({} samples, {k} views)", self.meta.samples),
+                    format!(
+                        "(sample {s}, view {v}) out of range ({} samples, {k} views)",
+                        self.meta.samples
+                    ),
                 ));
             }
             let b = self.block(t, s)?;

@@ -30,12 +30,22 @@ pub struct ConvTeacher {
 fn uniform(seed: u64, tag: u64, shape: &[i64], scale: f64, device: Device) -> Tensor {
     let n: i64 = shape.iter().product();
     let mut r = Rng::keyed(seed, &[tag]);
-    let v: Vec<f32> = (0..n).map(|_| ((r.unit() * 2.0 - 1.0) * scale) as f32).collect();
+    let v: Vec<f32> = (0..n)
+        .map(|_| ((r.unit() * 2.0 - 1.0) * scale) as f32)
+        .collect();
     Tensor::from_slice(&v).view(shape).to_device(device)
 }
 
 impl ConvTeacher {
-    pub fn new(name: &str, seed: u64, in_ch: usize, width: usize, classes: usize, dataset_hash: &str, device: Device) -> Self {
+    pub fn new(
+        name: &str,
+        seed: u64,
+        in_ch: usize,
+        width: usize,
+        classes: usize,
+        dataset_hash: &str,
+        device: Device,
+    ) -> Self {
         let (c, w, k) = (in_ch as i64, width as i64, classes as i64);
         let s1 = (3.0 / (c * 9) as f64).sqrt();
         let s2 = (3.0 / (w * 9) as f64).sqrt();
@@ -78,15 +88,28 @@ impl Teacher for ConvTeacher {
     fn logits(&self, images: &Tensor) -> Tensor {
         let _g = tch::no_grad_guard();
         let x = images.to_kind(Kind::Float).to_device(self.device);
-        let x = x.conv2d(&self.w1, Some(&self.b1), [1, 1], [1, 1], [1, 1], 1).relu();
-        let x = x.conv2d(&self.w2, Some(&self.b2), [1, 1], [1, 1], [1, 1], 1).relu();
-        x.adaptive_avg_pool2d([2, 2]).flatten(1, -1).matmul(&self.w3) + &self.b3
+        let x = x
+            .conv2d(&self.w1, Some(&self.b1), [1, 1], [1, 1], [1, 1], 1)
+            .relu();
+        let x = x
+            .conv2d(&self.w2, Some(&self.b2), [1, 1], [1, 1], [1, 1], 1)
+            .relu();
+        x.adaptive_avg_pool2d([2, 2])
+            .flatten(1, -1)
+            .matmul(&self.w3)
+            + &self.b3
     }
 }
 
 /// A dataset artifact of `n` random `chw` images in `classes` classes (the
 /// label shifts the image's brightness, so it is learnable), plus a small test split.
-pub fn synthetic_dataset(dir: &Path, n: usize, classes: usize, chw: [usize; 3], seed: u64) -> PathBuf {
+pub fn synthetic_dataset(
+    dir: &Path,
+    n: usize,
+    classes: usize,
+    chw: [usize; 3],
+    seed: u64,
+) -> PathBuf {
     let make = |n: usize, salt: u64| {
         let mut r = Rng::keyed(seed, &[salt]);
         let len: usize = chw.iter().product();
@@ -98,12 +121,22 @@ pub fn synthetic_dataset(dir: &Path, n: usize, classes: usize, chw: [usize; 3], 
             let base = (l as u64 * 200 / classes.max(1) as u64) as u8;
             images.extend((0..len).map(|_| base.saturating_add(r.below(56) as u8)));
         }
-        Split { images, labels, chw }
+        Split {
+            images,
+            labels,
+            chw,
+        }
     };
-    let splits = vec![("train".to_string(), make(n, 1)), ("test".to_string(), make(n / 4 + 1, 2))];
+    let splits = vec![
+        ("train".to_string(), make(n, 1)),
+        ("test".to_string(), make(n / 4 + 1, 2)),
+    ];
     let names: Vec<String> = (0..classes).map(|c| format!("class{c}")).collect();
     kd_data::write_dataset(dir, &splits, &names, "synthetic").expect("write dataset");
-    let mut m = Manifest::new(kd_data::store::STAGE, json!({"synthetic": {"n": n, "classes": classes, "seed": seed}}));
+    let mut m = Manifest::new(
+        kd_data::store::STAGE,
+        json!({"synthetic": {"n": n, "classes": classes, "seed": seed}}),
+    );
     m.metrics = json!({"num_classes": classes});
     m.write(dir).expect("dataset manifest");
     dir.into()
@@ -116,7 +149,10 @@ pub fn teacher_artifact(dir: &Path, name: &str, seed: u64, dataset_hash: &str) -
         return dir.into();
     }
     std::fs::create_dir_all(dir).expect("teacher dir");
-    let m = Manifest::new("teacher", json!({"name": name, "seed": seed, "dataset": dataset_hash}));
+    let m = Manifest::new(
+        "teacher",
+        json!({"name": name, "seed": seed, "dataset": dataset_hash}),
+    );
     m.write(dir).expect("teacher manifest");
     dir.into()
 }

@@ -6,7 +6,7 @@ use crate::error::{CacheError, Result, store_err};
 use crate::layout::{Dtype, StoreMeta, store_dir};
 use crate::store::LogitStore;
 use crate::write::check_shards;
-use kd_core::manifest::{Manifest, MANIFEST};
+use kd_core::manifest::{MANIFEST, Manifest};
 use kd_core::{Progress, Rng, Teacher, ViewParams};
 use kd_data::Dataset;
 use kd_data::augment::{batch_tensor, lut};
@@ -64,9 +64,16 @@ pub fn verify(
     let ds = Dataset::open(&ds_ref.path)?;
     let train = ds.split("train")?;
     for t in &meta.teachers {
-        let live = teachers.iter().find(|x| x.name() == t.name).ok_or_else(|| {
-            CacheError::Invalid(format!("{}: no live teacher named '{}' given", dir.display(), t.name))
-        })?;
+        let live = teachers
+            .iter()
+            .find(|x| x.name() == t.name)
+            .ok_or_else(|| {
+                CacheError::Invalid(format!(
+                    "{}: no live teacher named '{}' given",
+                    dir.display(),
+                    t.name
+                ))
+            })?;
         if live.checkpoint_hash() != t.checkpoint_hash {
             return Err(store_err(
                 dir.join(MANIFEST),
@@ -82,14 +89,24 @@ pub fn verify(
     let spec = meta.view_spec;
     let mut r = Rng::keyed(seed, &[0x7665_7269]);
     let pairs: Vec<(usize, usize)> = (0..samples)
-        .map(|_| (r.below(meta.samples as u64) as usize, r.below(meta.views as u64) as usize))
+        .map(|_| {
+            (
+                r.below(meta.samples as u64) as usize,
+                r.below(meta.views as u64) as usize,
+            )
+        })
         .collect();
-    let views: Vec<ViewParams> = pairs.iter().map(|&(s, v)| store.view_params(s, v)).collect();
+    let views: Vec<ViewParams> = pairs
+        .iter()
+        .map(|&(s, v)| store.view_params(s, v))
+        .collect();
     for (&(s, v), p) in pairs.iter().zip(&views) {
         if *p != spec.draw(meta.seed, s as u64, v as u64) {
             return Err(store_err(
                 store_dir(dir).join("views/params"),
-                format!("view params of (sample {s}, view {v}) are {p:?}, the generator says otherwise"),
+                format!(
+                    "view params of (sample {s}, view {v}) are {p:?}, the generator says otherwise"
+                ),
             ));
         }
     }
@@ -100,12 +117,20 @@ pub fn verify(
     progress.start("verify", (pairs.len() * meta.teachers.len()) as u64);
     let mut done = 0u64;
     for t in &meta.teachers {
-        let live = teachers.iter().find(|x| x.name() == t.name).expect("checked above");
+        let live = teachers
+            .iter()
+            .find(|x| x.name() == t.name)
+            .expect("checked above");
         let (mut diff, mut max_abs) = (0f64, 0f64);
         for (pb, vb) in pairs.chunks(256).zip(views.chunks(256)) {
             let idx: Vec<usize> = pb.iter().map(|p| p.0).collect();
             let x = batch_tensor(train, &idx, vb, &spec, &table, live.device());
-            let y = live.logits(&x).to_kind(Kind::Float).to_device(Device::Cpu).contiguous().view(-1);
+            let y = live
+                .logits(&x)
+                .to_kind(Kind::Float)
+                .to_device(Device::Cpu)
+                .contiguous()
+                .view(-1);
             let y = Vec::<f32>::try_from(&y)?;
             let stored = store.logits(&t.name, pb)?;
             for (ly, sy) in y.chunks_exact(c).zip(stored.chunks_exact(c)) {

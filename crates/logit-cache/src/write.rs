@@ -19,7 +19,10 @@
 //! the store's identity because they change results only within rounding.
 
 use crate::error::{CacheError, Result, io_err, store_err};
-use crate::layout::{CacheConfig, Dtype, STAGE, StoreMeta, TeacherMeta, marker_path, marker_text, store_dir, store_key};
+use crate::layout::{
+    CacheConfig, Dtype, STAGE, StoreMeta, TeacherMeta, marker_path, marker_text, store_dir,
+    store_key,
+};
 use kd_core::manifest::{InputRef, Manifest, OutputRef, needs_run};
 use kd_core::zarr::{self, ZArray};
 use kd_core::{Progress, Teacher, ViewParams};
@@ -39,7 +42,12 @@ pub struct TeacherInput {
 
 impl std::fmt::Debug for TeacherInput {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "TeacherInput({}, {})", self.teacher.name(), self.dir.display())
+        write!(
+            f,
+            "TeacherInput({}, {})",
+            self.teacher.name(),
+            self.dir.display()
+        )
     }
 }
 
@@ -59,7 +67,11 @@ pub enum Outcome {
     /// A finished store with the same config and inputs is already there.
     UpToDate,
     /// This worker's shards are all done (`--shard`, or a stop); no manifest.
-    Partial { written: usize, skipped: usize, stats: BuildStats },
+    Partial {
+        written: usize,
+        skipped: usize,
+        stats: BuildStats,
+    },
     /// All shards present; the manifest is written.
     Finished {
         written: usize,
@@ -88,17 +100,28 @@ pub struct BuildStats {
 
 /// Parse `i/n`.
 pub fn parse_shard(s: &str) -> Result<(usize, usize)> {
-    let bad = || CacheError::Invalid(format!("--shard '{s}': expected i/n with 0 <= i < n (e.g. 0/4)"));
+    let bad = || {
+        CacheError::Invalid(format!(
+            "--shard '{s}': expected i/n with 0 <= i < n (e.g. 0/4)"
+        ))
+    };
     let (i, n) = s.split_once('/').ok_or_else(bad)?;
-    let (i, n): (usize, usize) = (i.trim().parse().map_err(|_| bad())?, n.trim().parse().map_err(|_| bad())?);
+    let (i, n): (usize, usize) = (
+        i.trim().parse().map_err(|_| bad())?,
+        n.trim().parse().map_err(|_| bad())?,
+    );
     if n == 0 || i >= n {
-        return Err(CacheError::Invalid(format!("--shard {i}/{n}: out of range (need 0 <= i < n)")));
+        return Err(CacheError::Invalid(format!(
+            "--shard {i}/{n}: out of range (need 0 <= i < n)"
+        )));
     }
     Ok((i, n))
 }
 
 fn valid_name(n: &str) -> bool {
-    !n.is_empty() && n.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+    !n.is_empty()
+        && n.chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
 }
 
 /// Open an array for writing with subchunks laid out in C order: zarrs'
@@ -107,8 +130,9 @@ fn valid_name(n: &str) -> bool {
 fn open_for_write(store: &kd_core::zarr::Store, path: &str) -> Result<ZArray> {
     use zarrs::array::CodecSpecificOptions;
     use zarrs::array::codec::array_to_bytes::sharding::{ShardingCodecOptions, SubchunkWriteOrder};
-    let opts = CodecSpecificOptions::default()
-        .with_option(ShardingCodecOptions::default().with_subchunk_write_order(SubchunkWriteOrder::C));
+    let opts = CodecSpecificOptions::default().with_option(
+        ShardingCodecOptions::default().with_subchunk_write_order(SubchunkWriteOrder::C),
+    );
     Ok(zarr::open_array(store, path)?.with_codec_specific_options(&opts))
 }
 
@@ -133,10 +157,16 @@ fn check_teachers(ds: &Dataset, teachers: &[TeacherInput]) -> Result<Vec<Teacher
         let t = &ti.teacher;
         let m = ti.dir.join(kd_core::manifest::MANIFEST);
         if !valid_name(t.name()) {
-            return Err(store_err(&m, format!("teacher name '{}' is not [A-Za-z0-9_-]+", t.name())));
+            return Err(store_err(
+                &m,
+                format!("teacher name '{}' is not [A-Za-z0-9_-]+", t.name()),
+            ));
         }
         if !seen.insert(t.name().to_string()) {
-            return Err(store_err(&m, format!("two teachers are named '{}'", t.name())));
+            return Err(store_err(
+                &m,
+                format!("two teachers are named '{}'", t.name()),
+            ));
         }
         if t.dataset_hash() != ds.manifest_hash {
             return Err(store_err(
@@ -191,7 +221,14 @@ fn create_store(out: &Path, meta: &StoreMeta) -> Result<()> {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.subsec_nanos())
         .unwrap_or(0);
-    let tmp = out.join(format!(".tmp-{}-{nanos}-{:?}.zarr", std::process::id(), std::thread::current().id()).replace(['(', ')'], ""));
+    let tmp = out.join(
+        format!(
+            ".tmp-{}-{nanos}-{:?}.zarr",
+            std::process::id(),
+            std::thread::current().id()
+        )
+        .replace(['(', ')'], ""),
+    );
     std::fs::create_dir_all(&tmp).map_err(io_err(&tmp))?;
     meta.create(&tmp)?;
     if std::fs::rename(&tmp, &root).is_err() {
@@ -237,7 +274,12 @@ fn key_diff(found: &serde_json::Value, want: &serde_json::Value) -> String {
             .as_array()
             .map(|a| {
                 a.iter()
-                    .map(|i| (i["role"].as_str().unwrap_or("?").to_string(), i["manifest_hash"].as_str().unwrap_or("?").to_string()))
+                    .map(|i| {
+                        (
+                            i["role"].as_str().unwrap_or("?").to_string(),
+                            i["manifest_hash"].as_str().unwrap_or("?").to_string(),
+                        )
+                    })
                     .collect()
             })
             .unwrap_or_default()
@@ -246,7 +288,11 @@ fn key_diff(found: &serde_json::Value, want: &serde_json::Value) -> String {
     for (role, hash) in &b {
         match a.iter().find(|(r, _)| r == role) {
             None => out.push(format!("new input {role}")),
-            Some((_, old)) if old != hash => out.push(format!("{role} hash {} -> {}", &old[..old.len().min(12)], &hash[..hash.len().min(12)])),
+            Some((_, old)) if old != hash => out.push(format!(
+                "{role} hash {} -> {}",
+                &old[..old.len().min(12)],
+                &hash[..hash.len().min(12)]
+            )),
             _ => {}
         }
     }
@@ -255,7 +301,11 @@ fn key_diff(found: &serde_json::Value, want: &serde_json::Value) -> String {
             out.push(format!("input {role} dropped"));
         }
     }
-    if out.is_empty() { "store metadata differs".into() } else { out.join(", ") }
+    if out.is_empty() {
+        "store metadata differs".into()
+    } else {
+        out.join(", ")
+    }
 }
 
 /// Build (or resume, or take part in) the store `out` of `teachers` on
@@ -270,7 +320,9 @@ pub fn build(
 ) -> Result<Outcome> {
     if let Some((i, n)) = opts.shard {
         if n == 0 || i >= n {
-            return Err(CacheError::Invalid(format!("--shard {i}/{n}: out of range (need 0 <= i < n)")));
+            return Err(CacheError::Invalid(format!(
+                "--shard {i}/{n}: out of range (need 0 <= i < n)"
+            )));
         }
         if opts.force {
             return Err(CacheError::Invalid(
@@ -286,7 +338,11 @@ pub fn build(
     let train = ds.split("train")?;
     let mut inputs = vec![InputRef::of("dataset", dataset, kd_data::store::STAGE)?];
     for ti in teachers {
-        inputs.push(InputRef::of(&format!("teacher:{}", ti.teacher.name()), &ti.dir, "teacher")?);
+        inputs.push(InputRef::of(
+            &format!("teacher:{}", ti.teacher.name()),
+            &ti.dir,
+            "teacher",
+        )?);
     }
     let key = store_key(cfg, &inputs);
     let samples = train.len();
@@ -341,7 +397,11 @@ pub fn build(
     let mine: Vec<usize> = (0..meta.num_shards)
         .filter(|s| opts.shard.is_none_or(|(i, n)| s % n == i))
         .collect();
-    let todo: Vec<usize> = mine.iter().copied().filter(|&s| !marker_path(out, s).exists()).collect();
+    let todo: Vec<usize> = mine
+        .iter()
+        .copied()
+        .filter(|&s| !marker_path(out, s).exists())
+        .collect();
     let skipped = mine.len() - todo.len();
     tracing::info!(out = %out.display(), shards = mine.len(), skipped, "building logit cache");
 
@@ -350,10 +410,16 @@ pub fn build(
     let mut arrays: Vec<(ZArray, Option<ZArray>)> = vec![];
     for t in &meta.teachers {
         arrays.push(match meta.top_k {
-            None => (open_for_write(&store, &format!("/teachers/{}/logits", t.name))?, None),
+            None => (
+                open_for_write(&store, &format!("/teachers/{}/logits", t.name))?,
+                None,
+            ),
             Some(_) => (
                 open_for_write(&store, &format!("/teachers/{}/values", t.name))?,
-                Some(open_for_write(&store, &format!("/teachers/{}/indices", t.name))?),
+                Some(open_for_write(
+                    &store,
+                    &format!("/teachers/{}/indices", t.name),
+                )?),
             ),
         });
     }
@@ -391,19 +457,32 @@ pub fn build(
         for &s in &todo[..limit] {
             let t_shard = std::time::Instant::now();
             let (a, b) = meta.shard_range(s);
-            let pairs: Vec<(usize, usize)> = (a..b).flat_map(|i| (0..k).map(move |v| (i, v))).collect();
-            let views: Vec<ViewParams> = pairs.iter().map(|&(i, v)| spec.draw(cfg.seed, i as u64, v as u64)).collect();
+            let pairs: Vec<(usize, usize)> =
+                (a..b).flat_map(|i| (0..k).map(move |v| (i, v))).collect();
+            let views: Vec<ViewParams> = pairs
+                .iter()
+                .map(|&(i, v)| spec.draw(cfg.seed, i as u64, v as u64))
+                .collect();
             let mut d = ShardData {
                 shard: s,
                 params: views.iter().flat_map(|p| p.to_array()).collect(),
                 rows: vec![Vec::with_capacity(pairs.len() * width); teachers.len()],
                 indices: vec![vec![]; teachers.len()],
             };
-            for (pb, vb) in pairs.chunks(cfg.batch_size).zip(views.chunks(cfg.batch_size)) {
+            for (pb, vb) in pairs
+                .chunks(cfg.batch_size)
+                .zip(views.chunks(cfg.batch_size))
+            {
                 let idx: Vec<usize> = pb.iter().map(|p| p.0).collect();
                 let x = batch_tensor(train, &idx, vb, &spec, &table, device);
                 for (ti, t) in teachers.iter().enumerate() {
-                    match run_teacher(t.teacher.as_ref(), &x, pb.len(), meta.num_classes, cfg.top_k) {
+                    match run_teacher(
+                        t.teacher.as_ref(),
+                        &x,
+                        pb.len(),
+                        meta.num_classes,
+                        cfg.top_k,
+                    ) {
                         Ok((rows, ind)) => {
                             d.rows[ti].extend_from_slice(&rows);
                             d.indices[ti].extend_from_slice(&ind);
@@ -432,7 +511,9 @@ pub fn build(
         }
         drop(tx);
         let t_drain = std::time::Instant::now();
-        let (n, busy) = writer.join().map_err(|_| CacheError::Invalid("the writer thread panicked".into()))??;
+        let (n, busy) = writer
+            .join()
+            .map_err(|_| CacheError::Invalid("the writer thread panicked".into()))??;
         stats.drain = t_drain.elapsed().as_secs_f64();
         stats.writer_busy = busy;
         if let Some(e) = infer_err {
@@ -445,7 +526,11 @@ pub fn build(
     if opts.shard.is_some() || stopped {
         stats.total = t_start.elapsed().as_secs_f64();
         tracing::info!(written, skipped, stopped, ?stats, "shards done");
-        return Ok(Outcome::Partial { written, skipped, stats });
+        return Ok(Outcome::Partial {
+            written,
+            skipped,
+            stats,
+        });
     }
     let t_fin = std::time::Instant::now();
     let trusted: HashSet<usize> = todo.into_iter().collect();
@@ -462,8 +547,17 @@ pub fn build(
 }
 
 /// One teacher on one batch: `[B, classes]` rows, or top-k values + indices.
-fn run_teacher(t: &dyn Teacher, x: &Tensor, b: usize, classes: usize, top_k: Option<usize>) -> Result<(Vec<f32>, Vec<i64>)> {
-    let y = t.logits(&x.to_device(t.device())).to_kind(Kind::Float).to_device(Device::Cpu);
+fn run_teacher(
+    t: &dyn Teacher,
+    x: &Tensor,
+    b: usize,
+    classes: usize,
+    top_k: Option<usize>,
+) -> Result<(Vec<f32>, Vec<i64>)> {
+    let y = t
+        .logits(&x.to_device(t.device()))
+        .to_kind(Kind::Float)
+        .to_device(Device::Cpu);
     if y.size() != [b as i64, classes as i64] {
         return Err(CacheError::Invalid(format!(
             "teacher '{}' returned logits of shape {:?}, expected [{b}, {classes}]",
@@ -483,7 +577,13 @@ fn run_teacher(t: &dyn Teacher, x: &Tensor, b: usize, classes: usize, top_k: Opt
     }
 }
 
-fn write_floats(a: &ZArray, dtype: Dtype, start: &[u64], shape: &[u64], rows: &[f32]) -> Result<()> {
+fn write_floats(
+    a: &ZArray,
+    dtype: Dtype,
+    start: &[u64],
+    shape: &[u64],
+    rows: &[f32],
+) -> Result<()> {
     match dtype {
         Dtype::F16 => {
             let h: Vec<half::f16> = rows.iter().map(|&x| half::f16::from_f32(x)).collect();
@@ -494,7 +594,13 @@ fn write_floats(a: &ZArray, dtype: Dtype, start: &[u64], shape: &[u64], rows: &[
     Ok(())
 }
 
-fn write_shard(out: &Path, meta: &StoreMeta, params: &ZArray, arrays: &[(ZArray, Option<ZArray>)], d: &ShardData) -> Result<()> {
+fn write_shard(
+    out: &Path,
+    meta: &StoreMeta,
+    params: &ZArray,
+    arrays: &[(ZArray, Option<ZArray>)],
+    d: &ShardData,
+) -> Result<()> {
     let (a, b) = meta.shard_range(d.shard);
     let (n, k) = ((b - a) as u64, meta.views as u64);
     let start = [a as u64, 0, 0];
@@ -557,7 +663,9 @@ pub fn check_shards(out: &Path, meta: &StoreMeta, trusted: &HashSet<usize>) -> R
 fn finalize_inner(out: &Path, trusted: &HashSet<usize>) -> Result<Manifest> {
     let root = store_dir(out);
     let meta = StoreMeta::read(&root)?;
-    let missing: Vec<usize> = (0..meta.num_shards).filter(|&s| !marker_path(out, s).is_file()).collect();
+    let missing: Vec<usize> = (0..meta.num_shards)
+        .filter(|&s| !marker_path(out, s).is_file())
+        .collect();
     if !missing.is_empty() {
         let shown: Vec<String> = missing.iter().take(8).map(|s| s.to_string()).collect();
         return Err(store_err(
@@ -579,7 +687,8 @@ fn finalize_inner(out: &Path, trusted: &HashSet<usize>) -> Result<Manifest> {
     let mut m = Manifest::new(STAGE, config);
     m.seeds.insert("views".into(), meta.seed);
     m.inputs = meta.inputs.clone();
-    m.outputs.push(OutputRef::of(out, crate::layout::STORE, false)?);
+    m.outputs
+        .push(OutputRef::of(out, crate::layout::STORE, false)?);
     let info = zarr::describe(&root)?;
     let per_teacher: serde_json::Map<String, serde_json::Value> = meta
         .teachers
@@ -590,7 +699,10 @@ fn finalize_inner(out: &Path, trusted: &HashSet<usize>) -> Result<Manifest> {
                 .filter(|a| a.path.starts_with(&format!("teachers/{}/", t.name)))
                 .map(|a| a.stored_bytes)
                 .sum();
-            (t.name.clone(), json!((b as f64) / (meta.samples * meta.views).max(1) as f64))
+            (
+                t.name.clone(),
+                json!((b as f64) / (meta.samples * meta.views).max(1) as f64),
+            )
         })
         .collect();
     m.metrics = json!({

@@ -7,7 +7,10 @@ use kd_core::{Silent, Teacher, ViewParams};
 use kd_data::Dataset;
 use kd_data::augment::{batch_tensor, lut};
 use kd_logit_cache::testing::{ConvTeacher, synthetic_dataset, teacher_artifact};
-use kd_logit_cache::{BuildOptions, CacheConfig, Dtype, LogitStore, Outcome, TeacherInput, build, finalize, inspect, verify};
+use kd_logit_cache::{
+    BuildOptions, CacheConfig, Dtype, LogitStore, Outcome, TeacherInput, build, finalize, inspect,
+    verify,
+};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use tch::{Device, Kind, Tensor};
@@ -27,14 +30,27 @@ fn fixture() -> Fixture {
     let root = tmp.path().to_path_buf();
     let dataset = synthetic_dataset(&root.join("data"), N, CLASSES, [1, 8, 8], 7);
     let hash = manifest_hash(&dataset).unwrap();
-    Fixture { _tmp: Some(tmp), root, dataset, hash }
+    Fixture {
+        _tmp: Some(tmp),
+        root,
+        dataset,
+        hash,
+    }
 }
 
 fn teacher(f: &Fixture, name: &str, seed: u64) -> TeacherInput {
     let dir = teacher_artifact(&f.root.join("teachers").join(name), name, seed, &f.hash);
     TeacherInput {
         dir,
-        teacher: Box::new(ConvTeacher::new(name, seed, 1, 6, CLASSES, &f.hash, Device::Cpu)),
+        teacher: Box::new(ConvTeacher::new(
+            name,
+            seed,
+            1,
+            6,
+            CLASSES,
+            &f.hash,
+            Device::Cpu,
+        )),
     }
 }
 
@@ -56,7 +72,12 @@ fn cfg(dtype: Dtype, top_k: Option<usize>) -> CacheConfig {
     }
 }
 
-fn run(f: &Fixture, out: &Path, c: &CacheConfig, opts: &BuildOptions) -> kd_logit_cache::Result<Outcome> {
+fn run(
+    f: &Fixture,
+    out: &Path,
+    c: &CacheConfig,
+    opts: &BuildOptions,
+) -> kd_logit_cache::Result<Outcome> {
     build(&f.dataset, &teachers(f), out, c, opts, &Silent)
 }
 
@@ -68,7 +89,10 @@ fn files(dir: &Path) -> BTreeMap<String, Vec<u8>> {
             if p.is_dir() {
                 walk(base, &p, out);
             } else {
-                out.insert(p.strip_prefix(base).unwrap().display().to_string(), std::fs::read(&p).unwrap());
+                out.insert(
+                    p.strip_prefix(base).unwrap().display().to_string(),
+                    std::fs::read(&p).unwrap(),
+                );
             }
         }
     }
@@ -83,7 +107,12 @@ fn assert_same_files(a: &Path, b: &Path) {
     let keys = |m: &BTreeMap<String, Vec<u8>>| m.keys().cloned().collect::<Vec<_>>();
     assert_eq!(keys(&fa), keys(&fb));
     let differ: Vec<&String> = fa.keys().filter(|k| fa[*k] != fb[*k]).collect();
-    assert!(differ.is_empty(), "{} and {} differ in {differ:?}", a.display(), b.display());
+    assert!(
+        differ.is_empty(),
+        "{} and {} differ in {differ:?}",
+        a.display(),
+        b.display()
+    );
 }
 
 fn manifest_sans_time(dir: &Path) -> Manifest {
@@ -101,16 +130,32 @@ fn expected(f: &Fixture, c: &CacheConfig, t: &dyn Teacher) -> Vec<f32> {
     let mut out = vec![];
     for a in (0..N).step_by(c.shard_samples) {
         let b = (a + c.shard_samples).min(N);
-        let pairs: Vec<(usize, usize)> = (a..b).flat_map(|i| (0..c.views).map(move |v| (i, v))).collect();
+        let pairs: Vec<(usize, usize)> = (a..b)
+            .flat_map(|i| (0..c.views).map(move |v| (i, v)))
+            .collect();
         for pb in pairs.chunks(c.batch_size) {
             let idx: Vec<usize> = pb.iter().map(|p| p.0).collect();
-            let views: Vec<ViewParams> = pb.iter().map(|&(i, v)| spec.draw(c.seed, i as u64, v as u64)).collect();
-            let y = t.logits(&batch_tensor(train, &idx, &views, &spec, &table, Device::Cpu));
+            let views: Vec<ViewParams> = pb
+                .iter()
+                .map(|&(i, v)| spec.draw(c.seed, i as u64, v as u64))
+                .collect();
+            let y = t.logits(&batch_tensor(
+                train,
+                &idx,
+                &views,
+                &spec,
+                &table,
+                Device::Cpu,
+            ));
             let rows: Vec<f32> = match c.top_k {
                 None => Vec::try_from(&y.contiguous().view(-1)).unwrap(),
                 Some(k) => {
                     let (v, i) = y.topk(k as i64, -1, true, true);
-                    let full = Tensor::full([pb.len() as i64, CLASSES as i64], -1e4, (Kind::Float, Device::Cpu));
+                    let full = Tensor::full(
+                        [pb.len() as i64, CLASSES as i64],
+                        -1e4,
+                        (Kind::Float, Device::Cpu),
+                    );
                     let full = full.scatter(1, &i, &v);
                     Vec::try_from(&full.contiguous().view(-1)).unwrap()
                 }
@@ -131,14 +176,32 @@ fn all_pairs() -> Vec<(usize, usize)> {
 #[test]
 fn write_then_read_back_bit_exact_in_every_form() {
     let f = fixture();
-    for (dtype, top_k) in [(Dtype::F16, None), (Dtype::F32, None), (Dtype::F16, Some(2)), (Dtype::F32, Some(2))] {
+    for (dtype, top_k) in [
+        (Dtype::F16, None),
+        (Dtype::F32, None),
+        (Dtype::F16, Some(2)),
+        (Dtype::F32, Some(2)),
+    ] {
         let c = cfg(dtype, top_k);
         let out = f.root.join(format!("logits-{dtype:?}-{top_k:?}"));
         let o = run(&f, &out, &c, &BuildOptions::default()).unwrap();
-        assert!(matches!(o, Outcome::Finished { written: 4, skipped: 0, .. }), "{o:?}");
+        assert!(
+            matches!(
+                o,
+                Outcome::Finished {
+                    written: 4,
+                    skipped: 0,
+                    ..
+                }
+            ),
+            "{o:?}"
+        );
         let s = LogitStore::open(&out).unwrap();
         assert!(s.in_memory());
-        assert_eq!((s.num_samples(), s.views(), s.num_classes()), (N, 3, CLASSES));
+        assert_eq!(
+            (s.num_samples(), s.views(), s.num_classes()),
+            (N, 3, CLASSES)
+        );
         assert_eq!(s.teachers(), ["cnn", "inv"]);
         assert_eq!(s.dataset_hash(), f.hash);
         assert_eq!(s.seed(), 11);
@@ -146,7 +209,10 @@ fn write_then_read_back_bit_exact_in_every_form() {
         for i in 0..N {
             assert_eq!(s.view_params(i, 0), ViewParams::identity(&s.view_spec()));
             for v in 1..3 {
-                assert_eq!(s.view_params(i, v), c.view_spec().draw(11, i as u64, v as u64));
+                assert_eq!(
+                    s.view_params(i, v),
+                    c.view_spec().draw(11, i as u64, v as u64)
+                );
             }
         }
         // The chunk-cache path (budget of a few chunks) returns the same bits.
@@ -158,21 +224,33 @@ fn write_then_read_back_bit_exact_in_every_form() {
             let got = s.logits(ti.teacher.name(), &pairs).unwrap();
             assert_eq!(got.len(), N * 3 * CLASSES);
             let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
-            assert_eq!(bits(&got), bits(&want), "{dtype:?} top-k {top_k:?} teacher {}", ti.teacher.name());
+            assert_eq!(
+                bits(&got),
+                bits(&want),
+                "{dtype:?} top-k {top_k:?} teacher {}",
+                ti.teacher.name()
+            );
             let mut shuffled = pairs.clone();
             shuffled.reverse();
             let a = chunked.logits(ti.teacher.name(), &shuffled).unwrap();
             let b = s.logits(ti.teacher.name(), &shuffled).unwrap();
             assert_eq!(bits(&a), bits(&b));
             if top_k.is_some() {
-                let kept = got.chunks(CLASSES).map(|r| r.iter().filter(|&&x| x != -1e4).count());
+                let kept = got
+                    .chunks(CLASSES)
+                    .map(|r| r.iter().filter(|&&x| x != -1e4).count());
                 assert!(kept.into_iter().all(|n| n == 2));
             }
         }
         // Views differ from each other: the teachers did see augmented images.
         let r = s.logits("cnn", &[(5, 0), (5, 1), (5, 2)]).unwrap();
         assert!(r[..CLASSES] != r[CLASSES..2 * CLASSES] || r[..CLASSES] != r[2 * CLASSES..]);
-        assert!(s.logits("nope", &[(0, 0)]).unwrap_err().to_string().contains("no teacher 'nope'"));
+        assert!(
+            s.logits("nope", &[(0, 0)])
+                .unwrap_err()
+                .to_string()
+                .contains("no teacher 'nope'")
+        );
         assert!(s.logits("cnn", &[(N, 0)]).is_err());
     }
 }
@@ -185,9 +263,22 @@ fn killed_and_resumed_build_is_byte_identical() {
     run(&f, &whole, &c, &BuildOptions::default()).unwrap();
 
     let resumed = f.root.join("resumed");
-    let stop = BuildOptions { stop_after_shards: Some(2), ..Default::default() };
+    let stop = BuildOptions {
+        stop_after_shards: Some(2),
+        ..Default::default()
+    };
     let o = run(&f, &resumed, &c, &stop).unwrap();
-    assert!(matches!(o, Outcome::Partial { written: 2, skipped: 0, .. }), "{o:?}");
+    assert!(
+        matches!(
+            o,
+            Outcome::Partial {
+                written: 2,
+                skipped: 0,
+                ..
+            }
+        ),
+        "{o:?}"
+    );
     assert!(!resumed.join("manifest.json").exists());
     let e = LogitStore::open(&resumed).unwrap_err().to_string();
     assert!(e.contains("no manifest.json"), "{e}");
@@ -198,14 +289,32 @@ fn killed_and_resumed_build_is_byte_identical() {
     std::fs::write(&half_written, b"partial shard").unwrap();
 
     let o = run(&f, &resumed, &c, &BuildOptions::default()).unwrap();
-    assert!(matches!(o, Outcome::Finished { written: 2, skipped: 2, .. }), "{o:?}");
+    assert!(
+        matches!(
+            o,
+            Outcome::Finished {
+                written: 2,
+                skipped: 2,
+                ..
+            }
+        ),
+        "{o:?}"
+    );
     let a = files(&whole.join("logits.zarr"));
-    assert_eq!(a.len(), 1 + 2 + 3 + 3 * 4 + 2, "groups, arrays and 3 arrays x 4 shards: {:?}", a.keys());
+    assert_eq!(
+        a.len(),
+        1 + 2 + 3 + 3 * 4 + 2,
+        "groups, arrays and 3 arrays x 4 shards: {:?}",
+        a.keys()
+    );
     assert_same_files(&whole.join("logits.zarr"), &resumed.join("logits.zarr"));
     assert_same_files(&whole.join(".shards"), &resumed.join(".shards"));
     assert_eq!(manifest_sans_time(&whole), manifest_sans_time(&resumed));
     // Rerun: nothing to do.
-    assert!(matches!(run(&f, &resumed, &c, &BuildOptions::default()).unwrap(), Outcome::UpToDate));
+    assert!(matches!(
+        run(&f, &resumed, &c, &BuildOptions::default()).unwrap(),
+        Outcome::UpToDate
+    ));
 }
 
 /// Not a test: the body of one `--shard i/n` worker process, started by
@@ -214,14 +323,34 @@ fn killed_and_resumed_build_is_byte_identical() {
 #[test]
 #[ignore]
 fn shard_worker_process() {
-    let Ok(spec) = std::env::var("KD_TEST_SHARD_WORKER") else { return };
+    let Ok(spec) = std::env::var("KD_TEST_SHARD_WORKER") else {
+        return;
+    };
     let parts: Vec<&str> = spec.split('|').collect();
     let (root, dataset) = (PathBuf::from(parts[1]), PathBuf::from(parts[2]));
     let hash = manifest_hash(&dataset).unwrap();
-    let f = Fixture { _tmp: None, root, dataset, hash };
-    let opts = BuildOptions { shard: Some(kd_logit_cache::parse_shard(parts[0]).unwrap()), ..Default::default() };
+    let f = Fixture {
+        _tmp: None,
+        root,
+        dataset,
+        hash,
+    };
+    let opts = BuildOptions {
+        shard: Some(kd_logit_cache::parse_shard(parts[0]).unwrap()),
+        ..Default::default()
+    };
     let o = run(&f, Path::new(parts[3]), &cfg(Dtype::F16, Some(3)), &opts).unwrap();
-    assert!(matches!(o, Outcome::Partial { written: 2, skipped: 0, .. }), "{o:?}");
+    assert!(
+        matches!(
+            o,
+            Outcome::Partial {
+                written: 2,
+                skipped: 0,
+                ..
+            }
+        ),
+        "{o:?}"
+    );
 }
 
 #[test]
@@ -235,10 +364,21 @@ fn parallel_shard_workers_equal_one_worker() {
     let workers: Vec<_> = (0..2)
         .map(|i| {
             std::process::Command::new(std::env::current_exe().unwrap())
-                .args(["--exact", "shard_worker_process", "--ignored", "--nocapture", "--test-threads=1"])
+                .args([
+                    "--exact",
+                    "shard_worker_process",
+                    "--ignored",
+                    "--nocapture",
+                    "--test-threads=1",
+                ])
                 .env(
                     "KD_TEST_SHARD_WORKER",
-                    format!("{i}/2|{}|{}|{}", f.root.display(), f.dataset.display(), par.display()),
+                    format!(
+                        "{i}/2|{}|{}|{}",
+                        f.root.display(),
+                        f.dataset.display(),
+                        par.display()
+                    ),
                 )
                 .spawn()
                 .unwrap()
@@ -247,7 +387,10 @@ fn parallel_shard_workers_equal_one_worker() {
     for mut w in workers {
         assert!(w.wait().unwrap().success(), "a shard worker failed");
     }
-    assert!(!par.join("manifest.json").exists(), "shard workers write no manifest");
+    assert!(
+        !par.join("manifest.json").exists(),
+        "shard workers write no manifest"
+    );
     assert_eq!(std::fs::read_dir(par.join(".shards")).unwrap().count(), 4);
     finalize(&par).unwrap();
     assert_same_files(&one.join("logits.zarr"), &par.join("logits.zarr"));
@@ -258,10 +401,15 @@ fn parallel_shard_workers_equal_one_worker() {
 
 #[test]
 fn zarr_python_reads_the_same_numbers() {
-    let py = std::env::var("KD_PYTHON").unwrap_or_else(|_| "/root/.cache/kd/torch-2.11.0/bin/python".into());
-    let probe = std::process::Command::new(&py).args(["-c", "import zarr, numpy"]).output();
+    let py = std::env::var("KD_PYTHON")
+        .unwrap_or_else(|_| "/root/.cache/kd/torch-2.11.0/bin/python".into());
+    let probe = std::process::Command::new(&py)
+        .args(["-c", "import zarr, numpy"])
+        .output();
     if !probe.is_ok_and(|o| o.status.success()) {
-        eprintln!("SKIPPED zarr_python_reads_the_same_numbers: no python with zarr 3 at {py} (set KD_PYTHON)");
+        eprintln!(
+            "SKIPPED zarr_python_reads_the_same_numbers: no python with zarr 3 at {py} (set KD_PYTHON)"
+        );
         return;
     }
     let f = fixture();
@@ -286,8 +434,16 @@ for name in g.attrs["teachers"]:
         out["teachers"][name["name"]] = {"dtype": str(v.dtype), "shape": list(v.shape), "logits": full.ravel().tolist()}
 print(json.dumps(out))
 "#;
-        let o = std::process::Command::new(&py).args(["-c", script]).arg(out.join("logits.zarr")).output().unwrap();
-        assert!(o.status.success(), "python failed: {}", String::from_utf8_lossy(&o.stderr));
+        let o = std::process::Command::new(&py)
+            .args(["-c", script])
+            .arg(out.join("logits.zarr"))
+            .output()
+            .unwrap();
+        assert!(
+            o.status.success(),
+            "python failed: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
         let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
         let s = LogitStore::open(&out).unwrap();
         assert_eq!(v["attrs"]["dataset_hash"], f.hash);
@@ -300,10 +456,22 @@ print(json.dumps(out))
         }
         for name in s.teachers() {
             let t = &v["teachers"][name];
-            assert_eq!(t["dtype"], if dtype == Dtype::F16 { "float16" } else { "float32" });
+            assert_eq!(
+                t["dtype"],
+                if dtype == Dtype::F16 {
+                    "float16"
+                } else {
+                    "float32"
+                }
+            );
             assert_eq!(t["shape"][0], N);
             let py: Vec<f64> = serde_json::from_value(t["logits"].clone()).unwrap();
-            let ours: Vec<f64> = s.logits(name, &all_pairs()).unwrap().into_iter().map(f64::from).collect();
+            let ours: Vec<f64> = s
+                .logits(name, &all_pairs())
+                .unwrap()
+                .into_iter()
+                .map(f64::from)
+                .collect();
             assert_eq!(py, ours, "{name} {dtype:?}");
         }
     }
@@ -315,25 +483,59 @@ fn verify_passes_then_catches_corruption_missing_shards_and_drift() {
     let c = cfg(Dtype::F16, None);
     let out = f.root.join("v");
     run(&f, &out, &c, &BuildOptions::default()).unwrap();
-    let live = || -> Vec<Box<dyn Teacher>> { teachers(&f).into_iter().map(|t| t.teacher).collect() };
+    let live =
+        || -> Vec<Box<dyn Teacher>> { teachers(&f).into_iter().map(|t| t.teacher).collect() };
     let r = verify(&out, &live(), 40, 3, &Silent).unwrap();
     assert!(r.ok, "{r:?}");
     assert_eq!(r.pairs, 40);
-    assert!(r.teachers.iter().all(|t| t.max_abs_logit > 0.1 && t.max_abs_diff <= t.tolerance));
+    assert!(
+        r.teachers
+            .iter()
+            .all(|t| t.max_abs_logit > 0.1 && t.max_abs_diff <= t.tolerance)
+    );
 
     // Weights changed under the same checkpoint name: numbers differ.
     let drifted: Vec<Box<dyn Teacher>> = vec![
-        Box::new(ConvTeacher::new("cnn", 1, 1, 6, CLASSES, &f.hash, Device::Cpu)),
-        Box::new(ConvTeacher::new("inv", 99, 1, 6, CLASSES, &f.hash, Device::Cpu).with_checkpoint("test-seed-2")),
+        Box::new(ConvTeacher::new(
+            "cnn",
+            1,
+            1,
+            6,
+            CLASSES,
+            &f.hash,
+            Device::Cpu,
+        )),
+        Box::new(
+            ConvTeacher::new("inv", 99, 1, 6, CLASSES, &f.hash, Device::Cpu)
+                .with_checkpoint("test-seed-2"),
+        ),
     ];
     let r = verify(&out, &drifted, 40, 3, &Silent).unwrap();
     assert!(!r.ok && r.teachers[0].ok && !r.teachers[1].ok, "{r:?}");
     // A different checkpoint is refused outright.
     let other: Vec<Box<dyn Teacher>> = vec![
-        Box::new(ConvTeacher::new("cnn", 1, 1, 6, CLASSES, &f.hash, Device::Cpu)),
-        Box::new(ConvTeacher::new("inv", 5, 1, 6, CLASSES, &f.hash, Device::Cpu)),
+        Box::new(ConvTeacher::new(
+            "cnn",
+            1,
+            1,
+            6,
+            CLASSES,
+            &f.hash,
+            Device::Cpu,
+        )),
+        Box::new(ConvTeacher::new(
+            "inv",
+            5,
+            1,
+            6,
+            CLASSES,
+            &f.hash,
+            Device::Cpu,
+        )),
     ];
-    let e = verify(&out, &other, 10, 3, &Silent).unwrap_err().to_string();
+    let e = verify(&out, &other, 10, 3, &Silent)
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("checkpoint") && e.contains("inv"), "{e}");
 
     // Flip bytes in the middle of a shard: the crc32c check names it.
@@ -345,20 +547,39 @@ fn verify_passes_then_catches_corruption_missing_shards_and_drift() {
         *b ^= 0x5a;
     }
     std::fs::write(&shard, &bad).unwrap();
-    let e = verify(&out, &live(), 10, 3, &Silent).unwrap_err().to_string();
-    assert!(e.contains("shard 1 of /teachers/inv/logits is corrupt"), "{e}");
+    let e = verify(&out, &live(), 10, 3, &Silent)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("shard 1 of /teachers/inv/logits is corrupt"),
+        "{e}"
+    );
     // A missing shard file (zarr would silently read zeros).
     std::fs::remove_file(&shard).unwrap();
-    let e = verify(&out, &live(), 10, 3, &Silent).unwrap_err().to_string();
-    assert!(e.contains("shard 1 of /teachers/inv/logits is missing"), "{e}");
+    let e = verify(&out, &live(), 10, 3, &Silent)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("shard 1 of /teachers/inv/logits is missing"),
+        "{e}"
+    );
     std::fs::write(&shard, &good).unwrap();
     assert!(verify(&out, &live(), 10, 3, &Silent).unwrap().ok);
 
     // Top-k f32: the kept classes are compared at f32 tolerance.
     let out = f.root.join("v-topk");
-    run(&f, &out, &cfg(Dtype::F32, Some(2)), &BuildOptions::default()).unwrap();
+    run(
+        &f,
+        &out,
+        &cfg(Dtype::F32, Some(2)),
+        &BuildOptions::default(),
+    )
+    .unwrap();
     let r = verify(&out, &live(), 40, 4, &Silent).unwrap();
-    assert!(r.ok && r.teachers.iter().all(|t| t.tolerance < 1e-2), "{r:?}");
+    assert!(
+        r.ok && r.teachers.iter().all(|t| t.tolerance < 1e-2),
+        "{r:?}"
+    );
     assert!(!verify(&out, &drifted, 40, 4, &Silent).unwrap().ok);
 }
 
@@ -368,33 +589,62 @@ fn inspect_reports_layout_and_content() {
     let c = cfg(Dtype::F16, None);
     let out = f.root.join("i");
     // "twin" is "cnn" under another name: the two must agree everywhere.
-    let ts = vec![teacher(&f, "cnn", 1), teacher(&f, "twin", 1), teacher(&f, "inv", 2)];
+    let ts = vec![
+        teacher(&f, "cnn", 1),
+        teacher(&f, "twin", 1),
+        teacher(&f, "inv", 2),
+    ];
     build(&f.dataset, &ts, &out, &c, &BuildOptions::default(), &Silent).unwrap();
     let r = inspect(&out).unwrap();
-    assert_eq!((r.samples, r.views, r.classes, r.shards), (N, 3, CLASSES, 4));
+    assert_eq!(
+        (r.samples, r.views, r.classes, r.shards),
+        (N, 3, CLASSES, 4)
+    );
     assert_eq!(r.arrays.len(), 4);
-    let a = r.arrays.iter().find(|a| a.path == "teachers/cnn/logits").unwrap();
-    assert_eq!((a.shape.clone(), a.shard.clone(), a.chunk.clone()), (vec![50, 3, 4], Some(vec![16, 3, 4]), vec![8, 3, 4]));
+    let a = r
+        .arrays
+        .iter()
+        .find(|a| a.path == "teachers/cnn/logits")
+        .unwrap();
+    assert_eq!(
+        (a.shape.clone(), a.shard.clone(), a.chunk.clone()),
+        (vec![50, 3, 4], Some(vec![16, 3, 4]), vec![8, 3, 4])
+    );
     assert!(a.codecs.join(" ").contains("zstd"), "{:?}", a.codecs);
     assert!(r.ratio > 0.0 && r.stored_bytes > 0);
     for t in &r.teachers {
-        assert!(t.bytes_per_view > 0.0 && (t.bytes_per_sample - t.bytes_per_view * 3.0).abs() < 1e-9);
+        assert!(
+            t.bytes_per_view > 0.0 && (t.bytes_per_sample - t.bytes_per_view * 3.0).abs() < 1e-9
+        );
         let (a0, aa) = (t.acc_view0.unwrap(), t.acc_all_views.unwrap());
         assert!((0.0..=1.0).contains(&a0) && (0.0..=1.0).contains(&aa));
         assert!(t.mean_entropy > 0.0 && t.mean_entropy <= (CLASSES as f64).ln() + 1e-9);
     }
-    let twin = r.agreement.iter().find(|g| g.a == "cnn" && g.b == "twin").unwrap();
+    let twin = r
+        .agreement
+        .iter()
+        .find(|g| g.a == "cnn" && g.b == "twin")
+        .unwrap();
     assert_eq!((twin.view0, twin.all_views), (1.0, 1.0));
     assert_eq!(r.agreement.len(), 3);
     // Accuracy by hand for cnn on view 0.
     let s = LogitStore::open(&out).unwrap();
     let ds = Dataset::open(&f.dataset).unwrap();
     let labels = &ds.split("train").unwrap().labels;
-    let rows = s.logits("cnn", &(0..N).map(|i| (i, 0)).collect::<Vec<_>>()).unwrap();
+    let rows = s
+        .logits("cnn", &(0..N).map(|i| (i, 0)).collect::<Vec<_>>())
+        .unwrap();
     let hits = rows
         .chunks(CLASSES)
         .zip(labels)
-        .filter(|(r, l)| r.iter().enumerate().max_by(|a, b| a.1.total_cmp(b.1)).unwrap().0 == **l as usize)
+        .filter(|(r, l)| {
+            r.iter()
+                .enumerate()
+                .max_by(|a, b| a.1.total_cmp(b.1))
+                .unwrap()
+                .0
+                == **l as usize
+        })
         .count();
     assert_eq!(r.teachers[0].acc_view0.unwrap(), hits as f64 / N as f64);
 }
@@ -408,55 +658,183 @@ fn bad_inputs_are_refused_with_one_clear_line() {
 
     // Teacher trained on another dataset.
     let other = teacher_artifact(&f.root.join("teachers/x"), "x", 3, "0123");
-    let ts = vec![TeacherInput { dir: other.clone(), teacher: Box::new(ConvTeacher::new("x", 3, 1, 6, CLASSES, "0123", Device::Cpu)) }];
-    let e = build(&f.dataset, &ts, &out, &c, &BuildOptions::default(), &Silent).unwrap_err().to_string();
-    assert!(e.contains("trained on dataset 0123") && e.contains("teachers/x/manifest.json"), "{e}");
+    let ts = vec![TeacherInput {
+        dir: other.clone(),
+        teacher: Box::new(ConvTeacher::new("x", 3, 1, 6, CLASSES, "0123", Device::Cpu)),
+    }];
+    let e = build(&f.dataset, &ts, &out, &c, &BuildOptions::default(), &Silent)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("trained on dataset 0123") && e.contains("teachers/x/manifest.json"),
+        "{e}"
+    );
     no_manifest(&out);
 
     // Class count differing from the dataset (and so from the other teacher).
-    let ts = vec![teacher(&f, "cnn", 1), TeacherInput { dir: other, teacher: Box::new(ConvTeacher::new("x", 3, 1, 6, CLASSES + 1, &f.hash, Device::Cpu)) }];
-    let e = build(&f.dataset, &ts, &out, &c, &BuildOptions::default(), &Silent).unwrap_err().to_string();
+    let ts = vec![
+        teacher(&f, "cnn", 1),
+        TeacherInput {
+            dir: other,
+            teacher: Box::new(ConvTeacher::new(
+                "x",
+                3,
+                1,
+                6,
+                CLASSES + 1,
+                &f.hash,
+                Device::Cpu,
+            )),
+        },
+    ];
+    let e = build(&f.dataset, &ts, &out, &c, &BuildOptions::default(), &Silent)
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("has 5 classes") && e.contains("has 4"), "{e}");
     no_manifest(&out);
-    assert!(!out.join("logits.zarr").exists(), "nothing written on refused input");
+    assert!(
+        !out.join("logits.zarr").exists(),
+        "nothing written on refused input"
+    );
 
     // --shard out of range.
     for s in ["2/2", "1/0", "a/b", "3"] {
         assert!(kd_logit_cache::parse_shard(s).is_err(), "{s}");
     }
     assert_eq!(kd_logit_cache::parse_shard("1/4").unwrap(), (1, 4));
-    let e = run(&f, &out, &c, &BuildOptions { shard: Some((3, 2)), ..Default::default() }).unwrap_err().to_string();
+    let e = run(
+        &f,
+        &out,
+        &c,
+        &BuildOptions {
+            shard: Some((3, 2)),
+            ..Default::default()
+        },
+    )
+    .unwrap_err()
+    .to_string();
     assert!(e.contains("--shard 3/2: out of range"), "{e}");
 
     // Finalize with shards missing.
-    run(&f, &out, &c, &BuildOptions { shard: Some((0, 2)), ..Default::default() }).unwrap();
+    run(
+        &f,
+        &out,
+        &c,
+        &BuildOptions {
+            shard: Some((0, 2)),
+            ..Default::default()
+        },
+    )
+    .unwrap();
     let e = finalize(&out).unwrap_err().to_string();
-    assert!(e.contains("2 of 4 shards are not done (shards 1, 3)"), "{e}");
+    assert!(
+        e.contains("2 of 4 shards are not done (shards 1, 3)"),
+        "{e}"
+    );
     no_manifest(&out);
 
     // An --out holding a store of another config: refused, untouched; --force replaces it.
-    let other_cfg = CacheConfig { views: 2, ..c.clone() };
+    let other_cfg = CacheConfig {
+        views: 2,
+        ..c.clone()
+    };
     let before = files(&out);
-    let e = run(&f, &out, &other_cfg, &BuildOptions::default()).unwrap_err().to_string();
-    assert!(e.contains("unfinished store of another config") && e.contains("views 3 -> 2") && e.contains("--force") && e.contains("logits.zarr"), "{e}");
+    let e = run(&f, &out, &other_cfg, &BuildOptions::default())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("unfinished store of another config")
+            && e.contains("views 3 -> 2")
+            && e.contains("--force")
+            && e.contains("logits.zarr"),
+        "{e}"
+    );
     assert_eq!(before, files(&out));
-    let o = run(&f, &out, &other_cfg, &BuildOptions { force: true, ..Default::default() }).unwrap();
-    assert!(matches!(o, Outcome::Finished { written: 4, skipped: 0, .. }), "{o:?}");
+    let o = run(
+        &f,
+        &out,
+        &other_cfg,
+        &BuildOptions {
+            force: true,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    assert!(
+        matches!(
+            o,
+            Outcome::Finished {
+                written: 4,
+                skipped: 0,
+                ..
+            }
+        ),
+        "{o:?}"
+    );
     assert_eq!(LogitStore::open(&out).unwrap().views(), 2);
     // A *finished* store of another config is just out of date (Make reruns
     // the stage after a teacher changed): rebuilt without --force, but never
     // by a --shard worker, which cannot know what the other workers do.
-    let e = run(&f, &out, &c, &BuildOptions { shard: Some((0, 2)), ..Default::default() }).unwrap_err().to_string();
+    let e = run(
+        &f,
+        &out,
+        &c,
+        &BuildOptions {
+            shard: Some((0, 2)),
+            ..Default::default()
+        },
+    )
+    .unwrap_err()
+    .to_string();
     assert!(e.contains("views 2 -> 3"), "{e}");
     assert!(out.join("manifest.json").exists());
     let o = run(&f, &out, &c, &BuildOptions::default()).unwrap();
-    assert!(matches!(o, Outcome::Finished { written: 4, skipped: 0, .. }), "{o:?}");
+    assert!(
+        matches!(
+            o,
+            Outcome::Finished {
+                written: 4,
+                skipped: 0,
+                ..
+            }
+        ),
+        "{o:?}"
+    );
     assert_eq!(LogitStore::open(&out).unwrap().views(), 3);
     // --force with --shard is refused (it would delete the other workers' shards).
-    let e = run(&f, &out, &c, &BuildOptions { shard: Some((0, 2)), force: true, ..Default::default() }).unwrap_err().to_string();
+    let e = run(
+        &f,
+        &out,
+        &c,
+        &BuildOptions {
+            shard: Some((0, 2)),
+            force: true,
+            ..Default::default()
+        },
+    )
+    .unwrap_err()
+    .to_string();
     assert!(e.contains("--force with --shard"), "{e}");
     // Bad options.
-    assert!(run(&f, &out, &CacheConfig { views: 0, ..c.clone() }, &BuildOptions::default()).is_err());
-    let e = run(&f, &out, &cfg(Dtype::F16, Some(9)), &BuildOptions::default()).unwrap_err().to_string();
+    assert!(
+        run(
+            &f,
+            &out,
+            &CacheConfig {
+                views: 0,
+                ..c.clone()
+            },
+            &BuildOptions::default()
+        )
+        .is_err()
+    );
+    let e = run(
+        &f,
+        &out,
+        &cfg(Dtype::F16, Some(9)),
+        &BuildOptions::default(),
+    )
+    .unwrap_err()
+    .to_string();
     assert!(e.contains("--top-k 9"), "{e}");
 }

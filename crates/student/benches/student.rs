@@ -53,7 +53,9 @@ impl Teacher for BenchTeacher {
     }
     fn logits(&self, images: &Tensor) -> Tensor {
         let _g = tch::no_grad_guard();
-        self.net.forward_t(&images.to_device(self.device), false).to_kind(Kind::Float)
+        self.net
+            .forward_t(&images.to_device(self.device), false)
+            .to_kind(Kind::Float)
     }
 }
 
@@ -80,7 +82,10 @@ fn teachers(hash: &str, device: Device) -> Vec<Box<dyn Teacher>> {
 }
 
 fn env(key: &str, default: usize) -> usize {
-    std::env::var(key).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+    std::env::var(key)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -99,8 +104,9 @@ fn main() {
     let n = env("KD_BENCH_SAMPLES", 2048);
     let rounds = env("KD_BENCH_ROUNDS", 3).max(1);
     let views = env("KD_BENCH_VIEWS", 2);
-    let device = kd_core::parse_device(&std::env::var("KD_BENCH_DEVICE").unwrap_or_else(|_| "auto".into()))
-        .expect("KD_BENCH_DEVICE");
+    let device =
+        kd_core::parse_device(&std::env::var("KD_BENCH_DEVICE").unwrap_or_else(|_| "auto".into()))
+            .expect("KD_BENCH_DEVICE");
     let tmp = tempfile::tempdir().expect("tempdir");
     let root = tmp.path();
     // The synthetic set has n/4+1 test images; evaluation is outside the timed loop.
@@ -120,7 +126,15 @@ fn main() {
     };
     let t0 = Instant::now();
     let store_dir = root.join("logits");
-    kd_logit_cache::build(&ds, &inputs, &store_dir, &cache_cfg, &BuildOptions::default(), &Silent).expect("cache build");
+    kd_logit_cache::build(
+        &ds,
+        &inputs,
+        &store_dir,
+        &cache_cfg,
+        &BuildOptions::default(),
+        &Silent,
+    )
+    .expect("cache build");
     let build_s = t0.elapsed().as_secs_f64();
 
     let cfg = StudentConfig {
@@ -147,7 +161,13 @@ fn main() {
             if !matches!(src, Source::Cache { .. }) {
                 c.views = Some(views);
             }
-            rates[i].push(epoch_rate(&c, &ds, src, &root.join(format!("s{i}")), device));
+            rates[i].push(epoch_rate(
+                &c,
+                &ds,
+                src,
+                &root.join(format!("s{i}")),
+                device,
+            ));
         }
     }
     let med: Vec<f64> = rates.into_iter().map(median).collect();

@@ -14,5 +14,7 @@ pub mod vit;
 
 pub use error::{Result, StudentError};
 pub use loss::{Distill, LossConfig};
-pub use train::{Batcher, Outcome, Source, StudentConfig, TokenMode, train_stage, train_stage_with};
+pub use train::{
+    Batcher, Outcome, Source, StudentConfig, TokenMode, train_stage, train_stage_with,
+};
 pub use vit::{Config, Vit, VitOutput};

@@ -47,9 +47,13 @@ pub struct LossConfig {
 /// Mean cross-entropy against labels smoothed by `eps` (mass `eps` spread
 /// uniformly over all classes, as in PyTorch).
 pub fn cross_entropy(logits: &Tensor, labels: &Tensor, eps: f64) -> Tensor {
-    logits
-        .to_kind(Kind::Float)
-        .cross_entropy_loss::<Tensor>(labels, None, Reduction::Mean, -100, eps)
+    logits.to_kind(Kind::Float).cross_entropy_loss::<Tensor>(
+        labels,
+        None,
+        Reduction::Mean,
+        -100,
+        eps,
+    )
 }
 
 /// `tau^2 * KL(softmax(teacher/tau) || softmax(student/tau))`, batchmean.
@@ -67,7 +71,9 @@ pub fn hard_kd(student: &Tensor, teacher: &Tensor) -> Tensor {
 
 /// The ablation's target: one token learns the mean of the teachers' logits.
 pub fn average_logits(teachers: &[Tensor]) -> Tensor {
-    Tensor::stack(teachers, 0).to_kind(Kind::Float).mean_dim(0, false, Kind::Float)
+    Tensor::stack(teachers, 0)
+        .to_kind(Kind::Float)
+        .mean_dim(0, false, Kind::Float)
 }
 
 /// The loss and its parts (unweighted), for reporting.
@@ -81,8 +87,17 @@ pub struct LossParts {
 
 /// The training loss of one batch. `targets[t]` is the teacher logits that
 /// distillation head `t` learns (one per head).
-pub fn student_loss(out: &VitOutput, labels: &Tensor, targets: &[Tensor], cfg: &LossConfig) -> LossParts {
-    assert_eq!(out.dist.len(), targets.len(), "one teacher target per distillation head");
+pub fn student_loss(
+    out: &VitOutput,
+    labels: &Tensor,
+    targets: &[Tensor],
+    cfg: &LossConfig,
+) -> LossParts {
+    assert_eq!(
+        out.dist.len(),
+        targets.len(),
+        "one teacher target per distillation head"
+    );
     let ce = cross_entropy(&out.cls, labels, cfg.label_smoothing);
     if targets.is_empty() {
         return LossParts {
@@ -126,10 +141,18 @@ mod tests {
     #[test]
     fn label_smoothed_ce_by_hand() {
         // softmax([0, ln 3]) = [1/4, 3/4]; target 0, eps 0.2 over 2 classes: q = [0.9, 0.1].
-        let got = val(&cross_entropy(&t(&[&[0.0, LN3]]), &Tensor::from_slice(&[0i64]), 0.2));
+        let got = val(&cross_entropy(
+            &t(&[&[0.0, LN3]]),
+            &Tensor::from_slice(&[0i64]),
+            0.2,
+        ));
         let want = -(0.9 * 0.25f64.ln() + 0.1 * 0.75f64.ln());
         assert!((got - want).abs() < 1e-6, "{got} vs {want}");
-        let plain = val(&cross_entropy(&t(&[&[0.0, LN3]]), &Tensor::from_slice(&[1i64]), 0.0));
+        let plain = val(&cross_entropy(
+            &t(&[&[0.0, LN3]]),
+            &Tensor::from_slice(&[1i64]),
+            0.0,
+        ));
         assert!((plain - (-(0.75f64.ln()))).abs() < 1e-6);
     }
 
@@ -177,7 +200,11 @@ mod tests {
         let kl_a = 0.25 * (0.5f64).ln() + 0.75 * (1.5f64).ln();
         let kl_b = 0.5 * (0.5f64 / 0.25).ln() + 0.5 * (0.5f64 / 0.75).ln();
         let want = 0.75 * ce + 0.25 / 2.0 * (kl_a + kl_b);
-        assert!((val(&p.total) - want).abs() < 1e-6, "{} vs {want}", val(&p.total));
+        assert!(
+            (val(&p.total) - want).abs() < 1e-6,
+            "{} vs {want}",
+            val(&p.total)
+        );
         assert_eq!(p.kd.len(), 2);
         let none = student_loss(
             &VitOutput {
@@ -188,7 +215,10 @@ mod tests {
             &[],
             &cfg,
         );
-        assert!((val(&none.total) - ce).abs() < 1e-6, "no teacher: plain CE at full weight");
+        assert!(
+            (val(&none.total) - ce).abs() < 1e-6,
+            "no teacher: plain CE at full weight"
+        );
         let avg: Vec<f32> = Vec::try_from(average_logits(&z).view([-1])).unwrap();
         assert!((avg[0] - 0.0).abs() < 1e-7 && (avg[1] - LN3 / 2.0).abs() < 1e-6);
     }

@@ -36,7 +36,10 @@ pub enum Source {
     /// No distillation: the class token only.
     None,
     /// Read from a logit store; `teachers` is the subset used, in token order.
-    Cache { store: LogitStore, teachers: Vec<String> },
+    Cache {
+        store: LogitStore,
+        teachers: Vec<String>,
+    },
     /// Run the teachers on every batch.
     Live(Vec<Box<dyn Teacher>>),
 }
@@ -173,7 +176,9 @@ pub fn epoch_view(seed: u64, epoch: usize, sample: usize, views: usize) -> usize
 pub enum Outcome {
     UpToDate,
     /// `FitOptions::stop_after` ended the run early; the checkpoint is kept.
-    Stopped { epochs_done: usize },
+    Stopped {
+        epochs_done: usize,
+    },
     Wrote(Box<Manifest>),
 }
 
@@ -204,10 +209,26 @@ fn resolve_views(cfg: &mut StudentConfig, source: &Source) -> Result<()> {
                 _ => Ok(()),
             }
         };
-        check("views", cfg.views.map(|v| v.to_string()), store.views().to_string())?;
-        check("view seed", cfg.view_seed.map(|v| v.to_string()), store.seed().to_string())?;
-        check("view pad", cfg.view_pad.map(|v| v.to_string()), spec.pad.to_string())?;
-        check("view flip", cfg.view_flip.map(|v| v.to_string()), spec.flip.to_string())?;
+        check(
+            "views",
+            cfg.views.map(|v| v.to_string()),
+            store.views().to_string(),
+        )?;
+        check(
+            "view seed",
+            cfg.view_seed.map(|v| v.to_string()),
+            store.seed().to_string(),
+        )?;
+        check(
+            "view pad",
+            cfg.view_pad.map(|v| v.to_string()),
+            spec.pad.to_string(),
+        )?;
+        check(
+            "view flip",
+            cfg.view_flip.map(|v| v.to_string()),
+            spec.flip.to_string(),
+        )?;
         cfg.views = Some(store.views());
         cfg.view_seed = Some(store.seed());
         cfg.view_pad = Some(spec.pad);
@@ -223,7 +244,9 @@ fn resolve_views(cfg: &mut StudentConfig, source: &Source) -> Result<()> {
             Source::Cache { store, .. } => format!("{}: store", store.dir().display()),
             _ => "student config".into(),
         };
-        return Err(invalid(format!("{whose} has 0 views per sample; need at least 1")));
+        return Err(invalid(format!(
+            "{whose} has 0 views per sample; need at least 1"
+        )));
     }
     Ok(())
 }
@@ -233,7 +256,10 @@ fn check_source(source: &Source, ds: &Dataset, train: &Split) -> Result<Value> {
     let names = source.teacher_names();
     let unique: BTreeSet<&String> = names.iter().collect();
     if unique.len() != names.len() {
-        return Err(invalid(format!("teacher names repeat: {}", names.join(","))));
+        return Err(invalid(format!(
+            "teacher names repeat: {}",
+            names.join(",")
+        )));
     }
     let classes = ds.num_classes();
     match source {
@@ -296,7 +322,9 @@ fn check_source(source: &Source, ds: &Dataset, train: &Split) -> Result<Value> {
                         t.num_classes()
                     )));
                 }
-                desc.push(json!({"name": t.name(), "arch": t.arch(), "checkpoint": t.checkpoint_hash()}));
+                desc.push(
+                    json!({"name": t.name(), "arch": t.arch(), "checkpoint": t.checkpoint_hash()}),
+                );
             }
             Ok(json!({"kind": "live", "teachers": desc}))
         }
@@ -318,7 +346,13 @@ pub struct Batcher<'a> {
 
 impl<'a> Batcher<'a> {
     /// `cfg` must be resolved ([`StudentConfig::resolved`]).
-    pub fn new(cfg: &StudentConfig, ds: &Dataset, train: &'a Split, source: &'a Source, device: Device) -> Batcher<'a> {
+    pub fn new(
+        cfg: &StudentConfig,
+        ds: &Dataset,
+        train: &'a Split,
+        source: &'a Source,
+        device: Device,
+    ) -> Batcher<'a> {
         Batcher {
             train,
             lut: lut(&ds.mean, &ds.std),
@@ -336,7 +370,9 @@ impl<'a> Batcher<'a> {
 
     /// The view each sample uses in `epoch`.
     pub fn epoch_views(&self, idx: &[usize], epoch: usize) -> Vec<usize> {
-        idx.iter().map(|&s| epoch_view(self.seed, epoch, s, self.views)).collect()
+        idx.iter()
+            .map(|&s| epoch_view(self.seed, epoch, s, self.views))
+            .collect()
     }
 
     /// Parameters of a view: read from the store in cache mode, drawn by the
@@ -350,25 +386,37 @@ impl<'a> Batcher<'a> {
 
     /// Normalised images `[B, C, H, W]` of the given (sample, view) pairs.
     pub fn images(&self, idx: &[usize], vids: &[usize]) -> Tensor {
-        let params: Vec<ViewParams> = idx.iter().zip(vids).map(|(&s, &v)| self.view_params(s, v)).collect();
+        let params: Vec<ViewParams> = idx
+            .iter()
+            .zip(vids)
+            .map(|(&s, &v)| self.view_params(s, v))
+            .collect();
         batch_tensor(self.train, idx, &params, &self.spec, &self.lut, self.device)
     }
 
     /// Raw teacher logits `[B, classes]` (f32, on the student's device), one
     /// per teacher, for the (sample, view) pairs whose images are `images`.
-    pub fn teacher_logits(&self, idx: &[usize], vids: &[usize], images: &Tensor) -> kd_core::Result<Vec<Tensor>> {
+    pub fn teacher_logits(
+        &self,
+        idx: &[usize],
+        vids: &[usize],
+        images: &Tensor,
+    ) -> kd_core::Result<Vec<Tensor>> {
         let _g = tch::no_grad_guard();
         match self.source {
             Source::None => Ok(vec![]),
             Source::Cache { store, teachers } => {
-                let pairs: Vec<(usize, usize)> = idx.iter().copied().zip(vids.iter().copied()).collect();
+                let pairs: Vec<(usize, usize)> =
+                    idx.iter().copied().zip(vids.iter().copied()).collect();
                 teachers
                     .iter()
                     .map(|name| {
                         let v = store
                             .logits(name, &pairs)
                             .map_err(|e| CoreError::Invalid(e.to_string()))?;
-                        Ok(Tensor::from_slice(&v).view([idx.len() as i64, -1]).to_device(self.device))
+                        Ok(Tensor::from_slice(&v)
+                            .view([idx.len() as i64, -1])
+                            .to_device(self.device))
                     })
                     .collect()
             }
@@ -409,7 +457,9 @@ impl StudentLearner<'_> {
 
     fn test_batches(&self) -> Vec<Vec<usize>> {
         let idx: Vec<usize> = (0..self.test.len()).collect();
-        idx.chunks(self.eval_batch.max(1)).map(<[usize]>::to_vec).collect()
+        idx.chunks(self.eval_batch.max(1))
+            .map(<[usize]>::to_vec)
+            .collect()
     }
 
     fn test_images(&self, idx: &[usize]) -> Tensor {
@@ -420,7 +470,9 @@ impl StudentLearner<'_> {
 }
 
 fn argmax_vec(t: &Tensor) -> kd_core::Result<Vec<i64>> {
-    Ok(Vec::<i64>::try_from(t.argmax(-1, false).to_device(Device::Cpu))?)
+    Ok(Vec::<i64>::try_from(
+        t.argmax(-1, false).to_device(Device::Cpu),
+    )?)
 }
 
 impl Learner for StudentLearner<'_> {
@@ -432,7 +484,11 @@ impl Learner for StudentLearner<'_> {
         self.batcher.train.len()
     }
 
-    fn train_batch(&mut self, idx: &[usize], epoch: usize) -> kd_core::Result<(Tensor, Vec<(String, f64)>)> {
+    fn train_batch(
+        &mut self,
+        idx: &[usize],
+        epoch: usize,
+    ) -> kd_core::Result<(Tensor, Vec<(String, f64)>)> {
         let b = &self.batcher;
         let vids = b.epoch_views(idx, epoch);
         let x = b.images(idx, &vids);
@@ -479,7 +535,11 @@ impl Learner for StudentLearner<'_> {
                 let p = argmax_vec(d)?;
                 head_ok[h] += hits(&p);
                 if let Some(tp) = &self.teacher_test_pred {
-                    agree[h] += p.iter().zip(&tp[h][b[0]..b[0] + b.len()]).filter(|(a, b)| a == b).count();
+                    agree[h] += p
+                        .iter()
+                        .zip(&tp[h][b[0]..b[0] + b.len()])
+                        .filter(|(a, b)| a == b)
+                        .count();
                 }
             }
         }
@@ -488,7 +548,10 @@ impl Learner for StudentLearner<'_> {
         m.insert("test_acc_avg".into(), json!(avg_ok as f64 / n));
         m.insert("test_acc_cls".into(), json!(cls_ok as f64 / n));
         for (h, name) in self.heads.iter().enumerate() {
-            m.insert(format!("test_acc_dist_{name}"), json!(head_ok[h] as f64 / n));
+            m.insert(
+                format!("test_acc_dist_{name}"),
+                json!(head_ok[h] as f64 / n),
+            );
             if self.teacher_test_pred.is_some() {
                 m.insert(format!("agree_{name}"), json!(agree[h] as f64 / n));
             }
@@ -507,7 +570,16 @@ pub fn train_stage(
     force: bool,
     progress: &dyn Progress,
 ) -> Result<Outcome> {
-    train_stage_with(cfg, dataset_dir, source, out, device, force, &FitOptions::default(), progress)
+    train_stage_with(
+        cfg,
+        dataset_dir,
+        source,
+        out,
+        device,
+        force,
+        &FitOptions::default(),
+        progress,
+    )
 }
 
 /// Train a student into `out` unless an identical one is already there.
@@ -541,15 +613,28 @@ pub fn train_stage_with(
             "preset asks for {n} distillation token(s) but the source '{}' gives {} teacher target(s) ({})",
             source.kind(),
             heads.len(),
-            if names.is_empty() { "none".to_string() } else { names.join(",") }
+            if names.is_empty() {
+                "none".to_string()
+            } else {
+                names.join(",")
+            }
         )));
     }
     let [c, h, w] = train.chw;
     if h != w {
-        return Err(invalid(format!("{}: images are {h}x{w}; the ViT needs square images", ds.dir.display())));
+        return Err(invalid(format!(
+            "{}: images are {h}x{w}; the ViT needs square images",
+            ds.dir.display()
+        )));
     }
     let mut model_cfg = Config::preset(&cfg.preset, h, c, ds.num_classes(), heads.len())
-        .ok_or_else(|| invalid(format!("unknown student preset '{}' (have: {})", cfg.preset, PRESETS.join(", "))))?;
+        .ok_or_else(|| {
+            invalid(format!(
+                "unknown student preset '{}' (have: {})",
+                cfg.preset,
+                PRESETS.join(", ")
+            ))
+        })?;
     if let Some(dp) = cfg.drop_path {
         model_cfg.drop_path = dp;
     }
@@ -598,10 +683,19 @@ pub fn train_stage_with(
         eval_batch: cfg.eval_batch_size,
         teacher_test_pred: None,
     };
-    let history = fit(&mut learner, &cfg.fit_config(), &identity, out, opts, progress)?;
+    let history = fit(
+        &mut learner,
+        &cfg.fit_config(),
+        &identity,
+        out,
+        opts,
+        progress,
+    )?;
     if history.len() < cfg.epochs {
         // Stopped early on purpose (tests): keep the checkpoint, write no artifact.
-        return Ok(Outcome::Stopped { epochs_done: history.len() });
+        return Ok(Outcome::Stopped {
+            epochs_done: history.len(),
+        });
     }
 
     let weights = out.join("weights.safetensors");
@@ -615,7 +709,8 @@ pub fn train_stage_with(
         .and_then(|r| r.eval.get("test_acc_avg"))
         .and_then(Value::as_f64)
         .unwrap_or(0.0);
-    let mean_ips = history.iter().map(|r| r.images_per_sec).sum::<f64>() / history.len().max(1) as f64;
+    let mean_ips =
+        history.iter().map(|r| r.images_per_sec).sum::<f64>() / history.len().max(1) as f64;
     let metrics = json!({
         "test_accuracy": test_accuracy,
         "source": source.kind(),
@@ -632,9 +727,11 @@ pub fn train_stage_with(
 
     let mut m = Manifest::new(STAGE, config);
     m.seeds.insert("train".into(), cfg.seed);
-    m.seeds.insert("views".into(), cfg.view_seed.unwrap_or_default());
+    m.seeds
+        .insert("views".into(), cfg.view_seed.unwrap_or_default());
     m.inputs = inputs;
-    m.outputs.push(OutputRef::of(out, "weights.safetensors", true)?);
+    m.outputs
+        .push(OutputRef::of(out, "weights.safetensors", true)?);
     for f in ["config.json", "metrics.json", "curves.csv", "curves.png"] {
         m.outputs.push(OutputRef::of(out, f, false)?);
     }
@@ -668,10 +765,18 @@ fn write_curves(out: &Path, history: &[EpochRecord]) -> Result<()> {
     for r in history {
         let _ = write!(csv, "{},{}", r.epoch, r.lr);
         for k in &train_keys {
-            let _ = write!(csv, ",{}", r.train.get(*k).map(f64::to_string).unwrap_or_default());
+            let _ = write!(
+                csv,
+                ",{}",
+                r.train.get(*k).map(f64::to_string).unwrap_or_default()
+            );
         }
         for k in &eval_keys {
-            let v = r.eval.get(*k).and_then(Value::as_f64).map(|v| v.to_string());
+            let v = r
+                .eval
+                .get(*k)
+                .and_then(Value::as_f64)
+                .map(|v| v.to_string());
             let _ = write!(csv, ",{}", v.unwrap_or_default());
         }
         let _ = writeln!(csv, ",{}", r.images_per_sec);
@@ -682,12 +787,21 @@ fn write_curves(out: &Path, history: &[EpochRecord]) -> Result<()> {
     for r in history {
         for k in &eval_keys {
             if let Some(v) = r.eval.get(*k).and_then(Value::as_f64) {
-                series.entry((*k).clone()).or_default().push((r.epoch as f64, v));
+                series
+                    .entry((*k).clone())
+                    .or_default()
+                    .push((r.epoch as f64, v));
             }
         }
     }
     let series: Vec<(String, Vec<(f64, f64)>)> = series.into_iter().collect();
     // Accuracies and agreements share the [0, 1] axis; losses are in the CSV.
-    kd_core::plot::line_chart(&out.join("curves.png"), "student: test accuracy per head", "epoch", "fraction", &series)?;
+    kd_core::plot::line_chart(
+        &out.join("curves.png"),
+        "student: test accuracy per head",
+        "epoch",
+        "fraction",
+        &series,
+    )?;
     Ok(())
 }

@@ -21,7 +21,10 @@ use tch::{Kind, Tensor};
 
 /// Initialisation of linear layers and tokens, as timm's `trunc_normal_(std=.02)`
 /// (whose cut-off at +-2 is absolute, so at std 0.02 it never truncates).
-const TRUNC_NORMAL: Init = Init::Randn { mean: 0.0, stdev: 0.02 };
+const TRUNC_NORMAL: Init = Init::Randn {
+    mean: 0.0,
+    stdev: 0.02,
+};
 const LN_EPS: f64 = 1e-6;
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -197,7 +200,16 @@ impl Attention {
             .reshape([b, n, 3, h, d / h])
             .permute([2, 0, 3, 1, 4]);
         let (q, k, v) = (qkv.get(0), qkv.get(1), qkv.get(2));
-        let y = Tensor::scaled_dot_product_attention(&q, &k, &v, None::<&Tensor>, 0.0, false, None::<f64>, false);
+        let y = Tensor::scaled_dot_product_attention(
+            &q,
+            &k,
+            &v,
+            None::<&Tensor>,
+            0.0,
+            false,
+            None::<f64>,
+            false,
+        );
         self.proj.forward(&y.transpose(1, 2).reshape([b, n, d]))
     }
 }
@@ -244,8 +256,16 @@ impl Block {
     }
 
     pub fn forward_t(&self, x: &Tensor, train: bool) -> Tensor {
-        let x = x + drop_path(&self.attn.forward(&self.norm1.forward(x)), self.drop_path, train);
-        &x + drop_path(&self.mlp.forward(&self.norm2.forward(&x)), self.drop_path, train)
+        let x = x + drop_path(
+            &self.attn.forward(&self.norm1.forward(x)),
+            self.drop_path,
+            train,
+        );
+        &x + drop_path(
+            &self.mlp.forward(&self.norm2.forward(&x)),
+            self.drop_path,
+            train,
+        )
     }
 }
 
@@ -347,7 +367,11 @@ impl Vit {
 
 /// Number of scalars in a var store.
 pub fn num_params(vs: &nn::VarStore) -> i64 {
-    vs.trainable_variables().iter().map(Tensor::numel).map(|n| n as i64).sum()
+    vs.trainable_variables()
+        .iter()
+        .map(Tensor::numel)
+        .map(|n| n as i64)
+        .sum()
 }
 
 #[cfg(test)]
@@ -361,7 +385,10 @@ mod tests {
             let vs = nn::VarStore::new(Device::Cpu);
             let cfg = Config::preset("vit-test", 8, 1, 5, t).unwrap();
             let m = Vit::new(&vs.root(), &cfg);
-            let out = m.forward_t(&Tensor::randn([3, 1, 8, 8], (Kind::Float, Device::Cpu)), true);
+            let out = m.forward_t(
+                &Tensor::randn([3, 1, 8, 8], (Kind::Float, Device::Cpu)),
+                true,
+            );
             assert_eq!(out.cls.size(), [3, 5]);
             assert_eq!(out.dist.len(), t);
             for d in &out.dist {
@@ -375,10 +402,18 @@ mod tests {
                 assert_eq!(vars["dist_tokens"].size(), [1, t as i64, 16]);
                 assert!(vars.contains_key(&format!("head_dist.{}.weight", t - 1)));
             }
-            for k in ["cls_token", "patch_embed.proj.weight", "blocks.0.attn.qkv.weight", "blocks.0.attn.proj.bias",
-                "blocks.0.norm1.weight", "blocks.0.norm2.bias", "blocks.0.mlp.fc1.weight", "blocks.0.mlp.fc2.weight",
-                "norm.weight", "head.weight"]
-            {
+            for k in [
+                "cls_token",
+                "patch_embed.proj.weight",
+                "blocks.0.attn.qkv.weight",
+                "blocks.0.attn.proj.bias",
+                "blocks.0.norm1.weight",
+                "blocks.0.norm2.bias",
+                "blocks.0.mlp.fc1.weight",
+                "blocks.0.mlp.fc2.weight",
+                "norm.weight",
+                "head.weight",
+            ] {
                 assert!(vars.contains_key(k), "missing {k}");
             }
         }
@@ -388,7 +423,10 @@ mod tests {
     fn averaged_is_mean_of_head_logits() {
         let o = VitOutput {
             cls: Tensor::from_slice(&[1.0f32, 4.0]).view([1, 2]),
-            dist: vec![Tensor::from_slice(&[3.0f32, 0.0]).view([1, 2]), Tensor::from_slice(&[2.0f32, 2.0]).view([1, 2])],
+            dist: vec![
+                Tensor::from_slice(&[3.0f32, 0.0]).view([1, 2]),
+                Tensor::from_slice(&[2.0f32, 2.0]).view([1, 2]),
+            ],
         };
         let a: Vec<f32> = Vec::try_from(o.averaged().view([-1])).unwrap();
         assert_eq!(a, vec![2.0, 2.0]);
@@ -397,7 +435,10 @@ mod tests {
     #[test]
     fn vit_tiny_is_demo_sized() {
         let vs = nn::VarStore::new(Device::Cpu);
-        let _m = Vit::new(&vs.root(), &Config::preset("vit-tiny", 28, 1, 10, 2).unwrap());
+        let _m = Vit::new(
+            &vs.root(),
+            &Config::preset("vit-tiny", 28, 1, 10, 2).unwrap(),
+        );
         let n = num_params(&vs);
         assert!((250_000..400_000).contains(&n), "{n}");
     }
@@ -411,7 +452,11 @@ mod tests {
         cfg.drop_path = 0.9;
         let m = Vit::new(&vs.root(), &cfg);
         let x = Tensor::randn([4, 1, 8, 8], (Kind::Float, Device::Cpu));
-        assert!(m.forward_t(&x, false).cls.equal(&m.forward_t(&x, false).cls));
+        assert!(
+            m.forward_t(&x, false)
+                .cls
+                .equal(&m.forward_t(&x, false).cls)
+        );
         let a = m.forward_t(&x, true).cls;
         let differs = (0..5).any(|_| !m.forward_t(&x, true).cls.equal(&a));
         assert!(differs, "drop path had no effect in training mode");

@@ -8,10 +8,12 @@ use kd_core::{Silent, Teacher};
 use kd_data::Dataset;
 use kd_logit_cache::testing::{ConvTeacher, synthetic_dataset, teacher_artifact};
 use kd_logit_cache::{BuildOptions, CacheConfig, LogitStore, TeacherInput};
-use kd_student::loss::{LossConfig, student_loss};
-use kd_student::train::{Batcher, Outcome, Source, StudentConfig, TokenMode, train_stage, train_stage_with};
-use kd_student::vit::{Config, Vit};
 use kd_student::Distill;
+use kd_student::loss::{LossConfig, student_loss};
+use kd_student::train::{
+    Batcher, Outcome, Source, StudentConfig, TokenMode, train_stage, train_stage_with,
+};
+use kd_student::vit::{Config, Vit};
 use std::path::{Path, PathBuf};
 use tch::{Device, Kind, Tensor, nn};
 
@@ -42,13 +44,24 @@ fn fixture(root: &Path) -> (PathBuf, PathBuf) {
         ..Default::default()
     };
     let store = root.join("logits");
-    kd_logit_cache::build(&ds, &inputs, &store, &cfg, &BuildOptions::default(), &Silent).unwrap();
+    kd_logit_cache::build(
+        &ds,
+        &inputs,
+        &store,
+        &cfg,
+        &BuildOptions::default(),
+        &Silent,
+    )
+    .unwrap();
     (ds, store)
 }
 
 fn live(ds: &Path) -> Source {
     let hash = Dataset::open(ds).unwrap().manifest_hash;
-    Source::Live(vec![teacher("cnn", 1, &hash), teacher("involution", 2, &hash)])
+    Source::Live(vec![
+        teacher("cnn", 1, &hash),
+        teacher("involution", 2, &hash),
+    ])
 }
 
 fn cache(store: &Path, names: &[&str]) -> Source {
@@ -91,25 +104,49 @@ fn overfits_one_batch() {
     let m = Vit::new(&vs.root(), &Config::preset("vit-test", 8, 1, 4, 2).unwrap());
     let x = Tensor::randn([16, 1, 8, 8], (Kind::Float, CPU));
     let y = Tensor::randint(4, [16], (Kind::Int64, CPU));
-    let z = vec![Tensor::randn([16, 4], (Kind::Float, CPU)) * 3.0, Tensor::randn([16, 4], (Kind::Float, CPU)) * 3.0];
+    let z = vec![
+        Tensor::randn([16, 4], (Kind::Float, CPU)) * 3.0,
+        Tensor::randn([16, 4], (Kind::Float, CPU)) * 3.0,
+    ];
     let cfg = LossConfig {
         alpha: 0.5,
         tau: 1.0,
         distill: Distill::Soft,
         label_smoothing: 0.0,
     };
-    let mut opt = AdamW::new(&vs, AdamWConfig { weight_decay: 0.0, ..Default::default() });
+    let mut opt = AdamW::new(
+        &vs,
+        AdamWConfig {
+            weight_decay: 0.0,
+            ..Default::default()
+        },
+    );
     let first = f64::try_from(&student_loss(&m.forward_t(&x, true), &y, &z, &cfg).total).unwrap();
     for _ in 0..300 {
         opt.zero_grad();
-        student_loss(&m.forward_t(&x, true), &y, &z, &cfg).total.backward();
+        student_loss(&m.forward_t(&x, true), &y, &z, &cfg)
+            .total
+            .backward();
         opt.step(3e-3);
     }
     let out = m.forward_t(&x, false);
     let p = student_loss(&out, &y, &z, &cfg);
-    let (ce, kd0) = (f64::try_from(&p.ce).unwrap(), f64::try_from(&p.kd[0]).unwrap());
-    assert!(ce < 0.05 && kd0 < 0.05, "did not overfit: first {first}, ce {ce}, kd {kd0}");
-    let acc = f64::try_from(out.cls.argmax(-1, false).eq_tensor(&y).to_kind(Kind::Float).mean(Kind::Float)).unwrap();
+    let (ce, kd0) = (
+        f64::try_from(&p.ce).unwrap(),
+        f64::try_from(&p.kd[0]).unwrap(),
+    );
+    assert!(
+        ce < 0.05 && kd0 < 0.05,
+        "did not overfit: first {first}, ce {ce}, kd {kd0}"
+    );
+    let acc = f64::try_from(
+        out.cls
+            .argmax(-1, false)
+            .eq_tensor(&y)
+            .to_kind(Kind::Float)
+            .mean(Kind::Float),
+    )
+    .unwrap();
     assert_eq!(acc, 1.0);
 }
 
@@ -123,10 +160,23 @@ fn cached_and_live_see_the_same_pixels_and_logits() {
     let cfg_c = small_cfg(1).resolved(&c).unwrap();
     // The live student draws views by the store's rule: same K, seed and spec.
     let mut cfg_l = small_cfg(1);
-    (cfg_l.views, cfg_l.view_seed, cfg_l.view_pad, cfg_l.view_flip) = (cfg_c.views, cfg_c.view_seed, cfg_c.view_pad, cfg_c.view_flip);
+    (
+        cfg_l.views,
+        cfg_l.view_seed,
+        cfg_l.view_pad,
+        cfg_l.view_flip,
+    ) = (
+        cfg_c.views,
+        cfg_c.view_seed,
+        cfg_c.view_pad,
+        cfg_c.view_flip,
+    );
     let cfg_l = cfg_l.resolved(&l).unwrap();
     assert_eq!(cfg_c.views, Some(3));
-    let (bc, bl) = (Batcher::new(&cfg_c, &ds, train, &c, CPU), Batcher::new(&cfg_l, &ds, train, &l, CPU));
+    let (bc, bl) = (
+        Batcher::new(&cfg_c, &ds, train, &c, CPU),
+        Batcher::new(&cfg_l, &ds, train, &l, CPU),
+    );
     let idx: Vec<usize> = (0..train.len()).collect();
     let mut seen_views = std::collections::BTreeSet::new();
     for epoch in 0..3 {
@@ -134,19 +184,35 @@ fn cached_and_live_see_the_same_pixels_and_logits() {
         assert_eq!(vids, bl.epoch_views(&idx, epoch));
         seen_views.extend(vids.iter().copied());
         let (xc, xl) = (bc.images(&idx, &vids), bl.images(&idx, &vids));
-        assert!(xc.equal(&xl), "cached and live images differ in epoch {epoch}");
-        let (zc, zl) = (bc.teacher_logits(&idx, &vids, &xc).unwrap(), bl.teacher_logits(&idx, &vids, &xl).unwrap());
+        assert!(
+            xc.equal(&xl),
+            "cached and live images differ in epoch {epoch}"
+        );
+        let (zc, zl) = (
+            bc.teacher_logits(&idx, &vids, &xc).unwrap(),
+            bl.teacher_logits(&idx, &vids, &xl).unwrap(),
+        );
         assert_eq!(zc.len(), 2);
         for (a, b) in zc.iter().zip(&zl) {
             assert_eq!(a.size(), [48, 3]);
             // float16 storage: relative error 2^-11, plus a little for tiny values.
             let tol = b.abs() * (1.0 / 1024.0) + 1e-3;
             let ok = (a - b).abs().le_tensor(&tol).all();
-            assert!(bool::try_from(ok).unwrap(), "cached logits differ from live beyond f16 rounding");
-            assert!(f64::try_from(b.abs().max()).unwrap() > 0.1, "logits are trivially small");
+            assert!(
+                bool::try_from(ok).unwrap(),
+                "cached logits differ from live beyond f16 rounding"
+            );
+            assert!(
+                f64::try_from(b.abs().max()).unwrap() > 0.1,
+                "logits are trivially small"
+            );
         }
     }
-    assert_eq!(seen_views.len(), 3, "every view should be used across epochs");
+    assert_eq!(
+        seen_views.len(),
+        3,
+        "every view should be used across epochs"
+    );
 }
 
 #[test]
@@ -155,21 +221,38 @@ fn resume_after_interruption_equals_straight_run() {
     let (ds, store) = fixture(t.path());
     let cfg = small_cfg(2);
     let a = t.path().join("a");
-    let o = train_stage(&cfg, &ds, &cache(&store, &["cnn", "involution"]), &a, CPU, false, &Silent).unwrap();
+    let o = train_stage(
+        &cfg,
+        &ds,
+        &cache(&store, &["cnn", "involution"]),
+        &a,
+        CPU,
+        false,
+        &Silent,
+    )
+    .unwrap();
     assert!(matches!(o, Outcome::Wrote(_)));
     let b = t.path().join("b");
-    let stop = FitOptions { stop_after: Some(1) };
+    let stop = FitOptions {
+        stop_after: Some(1),
+    };
     let src = cache(&store, &["cnn", "involution"]);
     let o = train_stage_with(&cfg, &ds, &src, &b, CPU, false, &stop, &Silent).unwrap();
     assert!(matches!(o, Outcome::Stopped { epochs_done: 1 }), "{o:?}");
     assert!(!b.join("manifest.json").exists());
     // A different config must not resume from this checkpoint.
-    let other = StudentConfig { lr: 1e-3, ..cfg.clone() };
+    let other = StudentConfig {
+        lr: 1e-3,
+        ..cfg.clone()
+    };
     let e = err_of(train_stage(&other, &ds, &src, &b, CPU, false, &Silent));
     assert!(e.contains("checkpoint") && e.contains("another"), "{e}");
     let o = train_stage(&cfg, &ds, &src, &b, CPU, false, &Silent).unwrap();
     assert!(matches!(o, Outcome::Wrote(_)));
-    let (wa, wb) = (weights(&a.join("weights.safetensors")), weights(&b.join("weights.safetensors")));
+    let (wa, wb) = (
+        weights(&a.join("weights.safetensors")),
+        weights(&b.join("weights.safetensors")),
+    );
     assert_eq!(wa.len(), wb.len());
     for ((na, ta), (nb, tb)) in wa.iter().zip(&wb) {
         assert_eq!(na, nb);
@@ -190,15 +273,33 @@ fn outputs_metrics_and_idempotence() {
     };
     assert_eq!(m.stage, "student");
     assert_eq!(m.inputs[0].role, "dataset");
-    assert_eq!(m.config["source"]["teachers"][1]["checkpoint"], "test-seed-2");
-    for f in ["weights.safetensors", "config.json", "metrics.json", "curves.csv", "curves.png", "manifest.json"] {
+    assert_eq!(
+        m.config["source"]["teachers"][1]["checkpoint"],
+        "test-seed-2"
+    );
+    for f in [
+        "weights.safetensors",
+        "config.json",
+        "metrics.json",
+        "curves.csv",
+        "curves.png",
+        "manifest.json",
+    ] {
         assert!(out.join(f).is_file(), "missing {f}");
     }
-    let metrics: serde_json::Value = serde_json::from_slice(&std::fs::read(out.join("metrics.json")).unwrap()).unwrap();
+    let metrics: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("metrics.json")).unwrap()).unwrap();
     let acc = metrics["test_accuracy"].as_f64().unwrap();
     assert!((0.0..=1.0).contains(&acc));
     let last = &metrics["epochs"][1];
-    for k in ["test_acc_avg", "test_acc_cls", "test_acc_dist_cnn", "test_acc_dist_involution", "agree_cnn", "agree_involution"] {
+    for k in [
+        "test_acc_avg",
+        "test_acc_cls",
+        "test_acc_dist_cnn",
+        "test_acc_dist_involution",
+        "agree_cnn",
+        "agree_involution",
+    ] {
         let v = last["eval"][k].as_f64().unwrap_or_else(|| panic!("no {k}"));
         assert!((0.0..=1.0).contains(&v), "{k} = {v}");
     }
@@ -211,14 +312,33 @@ fn outputs_metrics_and_idempotence() {
     assert_eq!(csv.lines().count(), 3, "{csv}");
     assert!(csv.lines().next().unwrap().contains("agree_cnn"));
     // Same config and inputs: nothing to do; --force reruns.
-    assert!(matches!(train_stage(&cfg, &ds, &src, &out, CPU, false, &Silent).unwrap(), Outcome::UpToDate));
-    assert!(matches!(train_stage(&cfg, &ds, &src, &out, CPU, true, &Silent).unwrap(), Outcome::Wrote(_)));
+    assert!(matches!(
+        train_stage(&cfg, &ds, &src, &out, CPU, false, &Silent).unwrap(),
+        Outcome::UpToDate
+    ));
+    assert!(matches!(
+        train_stage(&cfg, &ds, &src, &out, CPU, true, &Silent).unwrap(),
+        Outcome::Wrote(_)
+    ));
     // The no-teacher baseline has only the class head.
     let none = t.path().join("none");
-    train_stage(&small_cfg(1), &ds, &Source::None, &none, CPU, false, &Silent).unwrap();
+    train_stage(
+        &small_cfg(1),
+        &ds,
+        &Source::None,
+        &none,
+        CPU,
+        false,
+        &Silent,
+    )
+    .unwrap();
     let w = weights(&none.join("weights.safetensors"));
     assert!(w.iter().all(|(n, _)| !n.contains("dist")));
-    assert!(Manifest::read(&none).unwrap().metrics["test_accuracy"].as_f64().is_some());
+    assert!(
+        Manifest::read(&none).unwrap().metrics["test_accuracy"]
+            .as_f64()
+            .is_some()
+    );
 }
 
 #[test]
@@ -226,17 +346,42 @@ fn single_teacher_and_averaged_token_from_the_ensemble_store() {
     let t = tempfile::tempdir().unwrap();
     let (ds, store) = fixture(t.path());
     let one = t.path().join("one");
-    train_stage(&small_cfg(1), &ds, &cache(&store, &["involution"]), &one, CPU, false, &Silent).unwrap();
-    let names: Vec<String> = weights(&one.join("weights.safetensors")).into_iter().map(|w| w.0).collect();
-    assert!(names.contains(&"head_dist.0.weight".to_string()) && !names.iter().any(|n| n.starts_with("head_dist.1")));
+    train_stage(
+        &small_cfg(1),
+        &ds,
+        &cache(&store, &["involution"]),
+        &one,
+        CPU,
+        false,
+        &Silent,
+    )
+    .unwrap();
+    let names: Vec<String> = weights(&one.join("weights.safetensors"))
+        .into_iter()
+        .map(|w| w.0)
+        .collect();
+    assert!(
+        names.contains(&"head_dist.0.weight".to_string())
+            && !names.iter().any(|n| n.starts_with("head_dist.1"))
+    );
     let avg = t.path().join("avg");
     let cfg = StudentConfig {
         tokens: TokenMode::Averaged,
         dist_tokens: Some(1),
         ..small_cfg(1)
     };
-    train_stage(&cfg, &ds, &cache(&store, &["cnn", "involution"]), &avg, CPU, false, &Silent).unwrap();
-    let m: serde_json::Value = serde_json::from_slice(&std::fs::read(avg.join("metrics.json")).unwrap()).unwrap();
+    train_stage(
+        &cfg,
+        &ds,
+        &cache(&store, &["cnn", "involution"]),
+        &avg,
+        CPU,
+        false,
+        &Silent,
+    )
+    .unwrap();
+    let m: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(avg.join("metrics.json")).unwrap()).unwrap();
     assert!(m["epochs"][0]["train"]["kd_avg"].as_f64().is_some(), "{m}");
 }
 
@@ -245,27 +390,50 @@ fn refuses_bad_inputs() {
     let t = tempfile::tempdir().unwrap();
     let (ds, store) = fixture(t.path());
     let out = t.path().join("s");
-    let run = |cfg: &StudentConfig, ds: &Path, src: &Source| err_of(train_stage(cfg, ds, src, &out, CPU, false, &Silent));
+    let run = |cfg: &StudentConfig, ds: &Path, src: &Source| {
+        err_of(train_stage(cfg, ds, src, &out, CPU, false, &Silent))
+    };
 
     let other_ds = synthetic_dataset(&t.path().join("ds2"), 48, 3, [1, 8, 8], 8);
     let e = run(&small_cfg(1), &other_ds, &cache(&store, &["cnn"]));
-    assert!(e.contains("logit store was made from dataset") && e.contains("logits"), "{e}");
+    assert!(
+        e.contains("logit store was made from dataset") && e.contains("logits"),
+        "{e}"
+    );
 
     let e = run(&small_cfg(1), &ds, &cache(&store, &["cnn", "resnet"]));
-    assert!(e.contains("no teacher 'resnet'") && e.contains("cnn, involution"), "{e}");
+    assert!(
+        e.contains("no teacher 'resnet'") && e.contains("cnn, involution"),
+        "{e}"
+    );
 
-    let cfg = StudentConfig { views: Some(0), ..small_cfg(1) };
+    let cfg = StudentConfig {
+        views: Some(0),
+        ..small_cfg(1)
+    };
     let e = run(&cfg, &ds, &Source::None);
     assert!(e.contains("0 views"), "{e}");
-    let cfg = StudentConfig { views: Some(5), ..small_cfg(1) };
+    let cfg = StudentConfig {
+        views: Some(5),
+        ..small_cfg(1)
+    };
     let e = run(&cfg, &ds, &cache(&store, &["cnn"]));
     assert!(e.contains("store has views 3"), "{e}");
 
-    let cfg = StudentConfig { dist_tokens: Some(2), ..small_cfg(1) };
+    let cfg = StudentConfig {
+        dist_tokens: Some(2),
+        ..small_cfg(1)
+    };
     let e = run(&cfg, &ds, &cache(&store, &["cnn"]));
-    assert!(e.contains("2 distillation token(s)") && e.contains("1 teacher"), "{e}");
+    assert!(
+        e.contains("2 distillation token(s)") && e.contains("1 teacher"),
+        "{e}"
+    );
 
-    let cfg = StudentConfig { preset: "vit-huge".into(), ..small_cfg(1) };
+    let cfg = StudentConfig {
+        preset: "vit-huge".into(),
+        ..small_cfg(1)
+    };
     assert!(run(&cfg, &ds, &Source::None).contains("unknown student preset 'vit-huge'"));
 
     let wrong = Source::Live(vec![teacher("cnn", 1, "not-this-dataset")]);

@@ -35,13 +35,21 @@ fn main() {
     );
 
     println!("### Involution op: shifted slices (fast) vs im2col (naive)\n");
-    println!("| C | H | K | stride | groups | fwd fast ms | fwd naive ms | fwd ratio | fwd+bwd fast ms | fwd+bwd naive ms | fwd+bwd ratio |");
+    println!(
+        "| C | H | K | stride | groups | fwd fast ms | fwd naive ms | fwd ratio | fwd+bwd fast ms | fwd+bwd naive ms | fwd+bwd ratio |"
+    );
     println!("|---|---|---|---|---|---|---|---|---|---|---|");
     // The involution layers of rednet-small at batch 128.
-    for (c, h, k, s, g) in [(16, 28, 7, 1, 1), (32, 28, 7, 2, 2), (64, 14, 7, 2, 4), (64, 7, 7, 1, 4)] {
+    for (c, h, k, s, g) in [
+        (16, 28, 7, 1, 1),
+        (32, 28, 7, 2, 2),
+        (64, 14, 7, 2, 4),
+        (64, 7, 7, 1, 4),
+    ] {
         let ho = out_size(h, k, s);
         let x = Tensor::randn([b, c, h, h], (Kind::Float, Device::Cpu)).set_requires_grad(true);
-        let w = Tensor::randn([b, g, k * k, ho, ho], (Kind::Float, Device::Cpu)).set_requires_grad(true);
+        let w = Tensor::randn([b, g, k * k, ho, ho], (Kind::Float, Device::Cpu))
+            .set_requires_grad(true);
         type Op = fn(&Tensor, &Tensor, i64, i64, i64) -> Tensor;
         let fwd = |op: Op| {
             time(reps, || {
@@ -87,14 +95,25 @@ fn main() {
     for (arch, preset, naive) in rows {
         tch::manual_seed(0);
         let vs = VarStore::new(Device::Cpu);
-        let mut net = Net::new(&vs.root(), &ModelConfig::preset(arch, preset).unwrap(), 1, 10);
+        let mut net = Net::new(
+            &vs.root(),
+            &ModelConfig::preset(arch, preset).unwrap(),
+            1,
+            10,
+        );
         if let Net::RedNet(r) = &mut net {
             r.set_naive(naive);
         }
         let mut opt = AdamW::new(&vs, AdamWConfig::default());
         let train = time(reps, || {
             opt.zero_grad();
-            let loss = net.forward_t(&x, true).cross_entropy_loss::<Tensor>(&y, None, Reduction::Mean, -100, 0.1);
+            let loss = net.forward_t(&x, true).cross_entropy_loss::<Tensor>(
+                &y,
+                None,
+                Reduction::Mean,
+                -100,
+                0.1,
+            );
             loss.backward();
             opt.step(1e-3);
         });

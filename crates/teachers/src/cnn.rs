@@ -113,7 +113,11 @@ pub struct Cnn {
 
 impl Cnn {
     pub fn new(p: &nn::Path, cfg: &CnnConfig, in_channels: i64, num_classes: i64) -> Cnn {
-        assert_eq!(cfg.widths.len(), cfg.blocks.len(), "one block count per stage");
+        assert_eq!(
+            cfg.widths.len(),
+            cfg.blocks.len(),
+            "one block count per stage"
+        );
         let mut cin = cfg.stem_width;
         let mut layers = vec![];
         for (s, (&w, &n)) in cfg.widths.iter().zip(&cfg.blocks).enumerate() {
@@ -143,6 +147,7 @@ impl ModuleT for Cnn {
         for blk in self.layers.iter().flatten() {
             y = blk.forward_t(&y, train);
         }
-        y.mean_dim([2i64, 3].as_slice(), false, Kind::Float).apply(&self.fc)
+        y.mean_dim([2i64, 3].as_slice(), false, Kind::Float)
+            .apply(&self.fc)
     }
 }

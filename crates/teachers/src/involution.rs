@@ -29,7 +29,10 @@ pub fn out_size(n: i64, k: i64, s: i64) -> i64 {
 fn check(x: &Tensor, w: &Tensor, k: i64, stride: i64, groups: i64) -> (i64, i64, i64, i64, i64) {
     let (b, c, h, wd) = x.size4().expect("involution input is [B,C,H,W]");
     assert!(k % 2 == 1, "involution kernel size must be odd, got {k}");
-    assert!(groups > 0 && c % groups == 0, "{c} channels do not split into {groups} groups");
+    assert!(
+        groups > 0 && c % groups == 0,
+        "{c} channels do not split into {groups} groups"
+    );
     let (ho, wo) = (out_size(h, k, stride), out_size(wd, k, stride));
     assert_eq!(
         w.size(),
@@ -76,9 +79,9 @@ pub fn involution(x: &Tensor, w: &Tensor, k: i64, stride: i64, groups: i64) -> T
 pub fn involution_naive(x: &Tensor, w: &Tensor, k: i64, stride: i64, groups: i64) -> Tensor {
     let (b, c, ho, wo, cg) = check(x, w, k, stride, groups);
     let p = (k - 1) / 2;
-    let cols = x
-        .im2col([k, k], [1, 1], [p, p], [stride, stride])
-        .view([b, groups, cg, k * k, ho, wo]);
+    let cols =
+        x.im2col([k, k], [1, 1], [p, p], [stride, stride])
+            .view([b, groups, cg, k * k, ho, wo]);
     (cols * w.view([b, groups, 1, k * k, ho, wo]))
         .sum_dim_intlist(3, false, None::<tch::Kind>)
         .view([b, c, ho, wo])
@@ -114,7 +117,8 @@ pub fn involution_loops(
                                 continue;
                             }
                             let xv = x[((bi * c + ci) * h + sy as usize) * wd + sx as usize];
-                            let wv = w[(((bi * groups + g) * k * k + i * k + j) * ho + y) * wo + xo];
+                            let wv =
+                                w[(((bi * groups + g) * k * k + i * k + j) * ho + y) * wo + xo];
                             s += xv * wv;
                         }
                     }

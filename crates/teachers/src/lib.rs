@@ -18,6 +18,6 @@ pub mod train;
 pub use error::{Result, TeacherError};
 pub use model::{Arch, ModelConfig, Net};
 pub use train::{
-    EvalReport, EvalStats, LoadedTeacher, Outcome, TeacherConfig, TeacherFile, evaluate, load, load_teacher,
-    train_stage, train_stage_with,
+    EvalReport, EvalStats, LoadedTeacher, Outcome, TeacherConfig, TeacherFile, evaluate, load,
+    load_teacher, train_stage, train_stage_with,
 };

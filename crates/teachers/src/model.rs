@@ -106,5 +106,8 @@ impl ModuleT for Net {
 
 /// Number of trainable parameters in a VarStore.
 pub fn param_count(vs: &nn::VarStore) -> i64 {
-    vs.trainable_variables().iter().map(|t| t.numel() as i64).sum()
+    vs.trainable_variables()
+        .iter()
+        .map(|t| t.numel() as i64)
+        .sum()
 }

@@ -82,9 +82,19 @@ pub struct Involution {
 }
 
 impl Involution {
-    pub fn new(p: nn::Path, channels: i64, kernel: i64, stride: i64, group_channels: i64, reduction: i64) -> Involution {
+    pub fn new(
+        p: nn::Path,
+        channels: i64,
+        kernel: i64,
+        stride: i64,
+        group_channels: i64,
+        reduction: i64,
+    ) -> Involution {
         let groups = (channels / group_channels).max(1);
-        assert!(channels % groups == 0, "{channels} channels, {group_channels} per group");
+        assert!(
+            channels % groups == 0,
+            "{channels} channels, {group_channels} per group"
+        );
         let red = (channels / reduction).max(1);
         let c1 = &p / "conv1";
         let span_cfg = nn::ConvConfig {
@@ -97,7 +107,13 @@ impl Involution {
             groups,
             reduce: conv(&c1 / "conv", channels, red, 1, 1),
             reduce_bn: bn(&c1 / "bn", red),
-            span: nn::conv2d(&p / "conv2" / "conv", red, kernel * kernel * groups, 1, span_cfg),
+            span: nn::conv2d(
+                &p / "conv2" / "conv",
+                red,
+                kernel * kernel * groups,
+                1,
+                span_cfg,
+            ),
             naive: false,
         }
     }
@@ -112,7 +128,11 @@ impl ModuleT for Involution {
         } else {
             x.shallow_clone()
         };
-        let w = src.apply(&self.reduce).apply_t(&self.reduce_bn, train).relu().apply(&self.span);
+        let w = src
+            .apply(&self.reduce)
+            .apply_t(&self.reduce_bn, train)
+            .relu()
+            .apply(&self.span);
         let (b, _, ho, wo) = w.size4().expect("4-d kernel");
         let w = w.view([b, self.groups, self.kernel * self.kernel, ho, wo]);
         if self.naive {
@@ -136,7 +156,14 @@ struct Bottleneck {
 }
 
 impl Bottleneck {
-    fn new(p: nn::Path, cin: i64, mid: i64, cout: i64, stride: i64, cfg: &RedNetConfig) -> Bottleneck {
+    fn new(
+        p: nn::Path,
+        cin: i64,
+        mid: i64,
+        cout: i64,
+        stride: i64,
+        cfg: &RedNetConfig,
+    ) -> Bottleneck {
         let downsample = (stride != 1 || cin != cout).then(|| {
             let d = &p / "downsample";
             (conv(&d / 1, cin, cout, 1, 1), bn(&d / 2, cout))
@@ -144,7 +171,14 @@ impl Bottleneck {
         Bottleneck {
             conv1: conv(&p / "conv1", cin, mid, 1, 1),
             bn1: bn(&p / "bn1", mid),
-            conv2: Involution::new(&p / "conv2", mid, cfg.kernel, stride, cfg.group_channels, cfg.reduction),
+            conv2: Involution::new(
+                &p / "conv2",
+                mid,
+                cfg.kernel,
+                stride,
+                cfg.group_channels,
+                cfg.reduction,
+            ),
             bn2: bn(&p / "bn2", mid),
             conv3: conv(&p / "conv3", mid, cout, 1, 1),
             bn3: bn(&p / "bn3", cout),
@@ -157,7 +191,11 @@ impl Bottleneck {
 impl ModuleT for Bottleneck {
     fn forward_t(&self, x: &Tensor, train: bool) -> Tensor {
         let y = x.apply(&self.conv1).apply_t(&self.bn1, train).relu();
-        let y = self.conv2.forward_t(&y, train).apply_t(&self.bn2, train).relu();
+        let y = self
+            .conv2
+            .forward_t(&y, train)
+            .apply_t(&self.bn2, train)
+            .relu();
         let y = y.apply(&self.conv3).apply_t(&self.bn3, train);
         let short = match &self.downsample {
             Some((c, b)) => {
@@ -185,7 +223,11 @@ pub struct RedNet {
 
 impl RedNet {
     pub fn new(p: &nn::Path, cfg: &RedNetConfig, in_channels: i64, num_classes: i64) -> RedNet {
-        assert_eq!(cfg.mids.len(), cfg.blocks.len(), "one block count per stage");
+        assert_eq!(
+            cfg.mids.len(),
+            cfg.blocks.len(),
+            "one block count per stage"
+        );
         let mut cin = cfg.stem_width;
         let mut layers = vec![];
         for (s, (&mid, &n)) in cfg.mids.iter().zip(&cfg.blocks).enumerate() {
@@ -223,6 +265,7 @@ impl ModuleT for RedNet {
         for blk in self.layers.iter().flatten() {
             y = blk.forward_t(&y, train);
         }
-        y.mean_dim([2i64, 3].as_slice(), false, Kind::Float).apply(&self.fc)
+        y.mean_dim([2i64, 3].as_slice(), false, Kind::Float)
+            .apply(&self.fc)
     }
 }

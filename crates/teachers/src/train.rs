@@ -65,7 +65,9 @@ impl TeacherConfig {
     pub fn resolve(&self) -> Result<(TeacherConfig, ModelConfig)> {
         let mut c = self.clone();
         c.name.get_or_insert_with(|| self.arch.name().to_string());
-        let preset = c.preset.get_or_insert_with(|| self.arch.default_preset().to_string());
+        let preset = c
+            .preset
+            .get_or_insert_with(|| self.arch.default_preset().to_string());
         let model = ModelConfig::preset(self.arch, preset)?;
         if c.eval_batch_size == 0 {
             return Err(TeacherError::Invalid("eval_batch_size must be > 0".into()));
@@ -99,7 +101,9 @@ pub enum Outcome {
     UpToDate,
     Wrote(Box<Manifest>),
     /// Stopped early by [`FitOptions::stop_after`]; the checkpoint remains.
-    Stopped { epochs_done: usize },
+    Stopped {
+        epochs_done: usize,
+    },
 }
 
 /// Accuracy, loss and confusion of a model on one split.
@@ -145,7 +149,10 @@ pub fn eval_split(
             confusion[t][p as usize] += 1;
             correct += (t == p as usize) as usize;
         }
-        progress.update((idx[0] + idx.len()) as u64, &format!("acc {:.4}", correct as f64 / (idx[0] + idx.len()) as f64));
+        progress.update(
+            (idx[0] + idx.len()) as u64,
+            &format!("acc {:.4}", correct as f64 / (idx[0] + idx.len()) as f64),
+        );
     }
     progress.finish();
     let secs = t0.elapsed().as_secs_f64();
@@ -179,7 +186,11 @@ impl Learner for TeacherLearner<'_> {
         self.train.len()
     }
 
-    fn train_batch(&mut self, idx: &[usize], epoch: usize) -> kd_core::Result<(Tensor, Vec<(String, f64)>)> {
+    fn train_batch(
+        &mut self,
+        idx: &[usize],
+        epoch: usize,
+    ) -> kd_core::Result<(Tensor, Vec<(String, f64)>)> {
         let spec = &self.cfg.view;
         let seed = self.cfg.fit.seed;
         let views: Vec<ViewParams> = idx
@@ -189,8 +200,20 @@ impl Learner for TeacherLearner<'_> {
         let x = batch_tensor(self.train, idx, &views, spec, &self.lut, self.device);
         let y = label_tensor(self.train, idx, self.device);
         let logits = self.net.forward_t(&x, true).to_kind(Kind::Float);
-        let loss = logits.cross_entropy_loss::<Tensor>(&y, None, Reduction::Mean, -100, self.cfg.label_smoothing);
-        let acc = f64::try_from(logits.argmax(1, false).eq_tensor(&y).to_kind(Kind::Float).mean(Kind::Float))?;
+        let loss = logits.cross_entropy_loss::<Tensor>(
+            &y,
+            None,
+            Reduction::Mean,
+            -100,
+            self.cfg.label_smoothing,
+        );
+        let acc = f64::try_from(
+            logits
+                .argmax(1, false)
+                .eq_tensor(&y)
+                .to_kind(Kind::Float)
+                .mean(Kind::Float),
+        )?;
         let l = f64::try_from(&loss)?;
         Ok((loss, vec![("loss".into(), l), ("acc".into(), acc)]))
     }
@@ -223,7 +246,15 @@ pub fn train_stage(
     force: bool,
     progress: &dyn Progress,
 ) -> Result<Outcome> {
-    train_stage_with(cfg, dataset, out, device, force, progress, &FitOptions::default())
+    train_stage_with(
+        cfg,
+        dataset,
+        out,
+        device,
+        force,
+        progress,
+        &FitOptions::default(),
+    )
 }
 
 /// [`train_stage`] with fit options (tests interrupt training with them).
@@ -257,7 +288,12 @@ pub fn train_stage_with(
     }
     let train = ds.split("train")?;
     let test = ds.split("test")?;
-    if let Some(&bad) = train.labels.iter().chain(&test.labels).find(|&&l| l as usize >= classes) {
+    if let Some(&bad) = train
+        .labels
+        .iter()
+        .chain(&test.labels)
+        .find(|&&l| l as usize >= classes)
+    {
         return Err(TeacherError::Invalid(format!(
             "{}: label {bad} but only {classes} class names",
             dataset.display()
@@ -320,7 +356,8 @@ pub fn train_stage_with(
         std: ds.std.clone(),
     };
     write_json(&out.join(CONFIG), &file)?;
-    let train_ips = history.iter().map(|r| r.images_per_sec).sum::<f64>() / history.len().max(1) as f64;
+    let train_ips =
+        history.iter().map(|r| r.images_per_sec).sum::<f64>() / history.len().max(1) as f64;
     let summary = json!({
         "name": name,
         "arch": cfg.arch,
@@ -338,7 +375,10 @@ pub fn train_stage_with(
     m.insert("history".into(), json!(history));
     m.insert("confusion".into(), json!(fin.confusion));
     m.insert("class_names".into(), json!(ds.class_names));
-    m.insert("train_seconds".into(), json!(history.iter().map(|r| r.train_seconds).sum::<f64>()));
+    m.insert(
+        "train_seconds".into(),
+        json!(history.iter().map(|r| r.train_seconds).sum::<f64>()),
+    );
     write_json(&out.join(METRICS), &metrics)?;
     remove_checkpoint(out)?;
 
@@ -390,7 +430,11 @@ pub fn load_teacher(dir: &Path, device: Device) -> Result<LoadedTeacher> {
             msg: "records no 'dataset' input".into(),
         })?;
     let checkpoint_hash = hash_file(&weights)?;
-    if let Some(rec) = man.outputs.iter().find(|o| o.path == WEIGHTS).and_then(|o| o.blake3.clone())
+    if let Some(rec) = man
+        .outputs
+        .iter()
+        .find(|o| o.path == WEIGHTS)
+        .and_then(|o| o.blake3.clone())
         && rec != checkpoint_hash
     {
         return Err(kd_core::CoreError::HashMismatch {
@@ -401,15 +445,28 @@ pub fn load_teacher(dir: &Path, device: Device) -> Result<LoadedTeacher> {
         .into());
     }
     let mut vs = VarStore::new(device);
-    let net = Net::new(&vs.root(), &file.model, file.chw[0] as i64, file.num_classes as i64);
+    let net = Net::new(
+        &vs.root(),
+        &file.model,
+        file.chw[0] as i64,
+        file.num_classes as i64,
+    );
     vs.load(&weights).map_err(|e| TeacherError::Artifact {
         path: weights.clone(),
         msg: format!("does not fit the network in config.json: {e}"),
     })?;
     vs.freeze();
     Ok(LoadedTeacher {
-        name: file.teacher.name.clone().unwrap_or_else(|| file.model.arch().name().into()),
-        arch: format!("{}/{}", file.model.arch().name(), file.teacher.preset.clone().unwrap_or_default()),
+        name: file
+            .teacher
+            .name
+            .clone()
+            .unwrap_or_else(|| file.model.arch().name().into()),
+        arch: format!(
+            "{}/{}",
+            file.model.arch().name(),
+            file.teacher.preset.clone().unwrap_or_default()
+        ),
         file,
         checkpoint_hash,
         dataset_hash,

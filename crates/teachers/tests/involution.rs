@@ -16,16 +16,36 @@ fn case(b: i64, c: i64, h: i64, w: i64, k: i64, stride: i64, groups: i64, seed: 
     let naive = involution_naive(&x, &wt, k, stride, groups);
     assert_eq!(fast.size(), [b, c, ho, wo]);
     let diff = f64::try_from((&fast - &naive).abs().max()).unwrap();
-    assert!(diff < 1e-10, "k={k} s={stride} g={groups}: outputs differ by {diff}");
+    assert!(
+        diff < 1e-10,
+        "k={k} s={stride} g={groups}: outputs differ by {diff}"
+    );
 
     // Definition by loops.
     let xs: Vec<f64> = Vec::try_from(x.detach().flatten(0, -1)).unwrap();
     let ws: Vec<f64> = Vec::try_from(wt.detach().flatten(0, -1)).unwrap();
-    let want = involution_loops(&xs, &ws, [b, c, h, w].map(|v| v as usize), k as usize, stride as usize, groups as usize);
+    let want = involution_loops(
+        &xs,
+        &ws,
+        [b, c, h, w].map(|v| v as usize),
+        k as usize,
+        stride as usize,
+        groups as usize,
+    );
     let got: Vec<f64> = Vec::try_from(fast.detach().flatten(0, -1)).unwrap();
-    let worst = want.iter().zip(&got).map(|(a, b)| (a - b).abs()).fold(0.0, f64::max);
-    assert!(worst < 1e-10, "k={k} s={stride} g={groups}: loops differ by {worst}");
-    assert!(got.iter().any(|v| v.abs() > 1e-3), "output is trivially zero");
+    let worst = want
+        .iter()
+        .zip(&got)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0.0, f64::max);
+    assert!(
+        worst < 1e-10,
+        "k={k} s={stride} g={groups}: loops differ by {worst}"
+    );
+    assert!(
+        got.iter().any(|v| v.abs() > 1e-3),
+        "output is trivially zero"
+    );
 
     // Gradients under a random upstream gradient.
     let up = Tensor::randn([b, c, ho, wo], opts);
@@ -39,14 +59,26 @@ fn case(b: i64, c: i64, h: i64, w: i64, k: i64, stride: i64, groups: i64, seed: 
         let d = f64::try_from((a - bb).abs().max()).unwrap();
         let scale = f64::try_from(bb.abs().max()).unwrap();
         assert!(scale > 1e-3, "{name} gradient is trivially zero");
-        assert!(d < 1e-10, "k={k} s={stride} g={groups}: {name} gradients differ by {d}");
+        assert!(
+            d < 1e-10,
+            "k={k} s={stride} g={groups}: {name} gradients differ by {d}"
+        );
     }
 }
 
 #[test]
 fn fast_equals_reference_values_and_gradients() {
     let mut seed = 0;
-    for &(k, stride, groups) in &[(1, 1, 1), (3, 1, 1), (3, 2, 2), (5, 1, 4), (5, 2, 1), (7, 1, 2), (7, 2, 4), (3, 3, 2)] {
+    for &(k, stride, groups) in &[
+        (1, 1, 1),
+        (3, 1, 1),
+        (3, 2, 2),
+        (5, 1, 4),
+        (5, 2, 1),
+        (7, 1, 2),
+        (7, 2, 4),
+        (3, 3, 2),
+    ] {
         for &(h, w) in &[(7, 7), (8, 5)] {
             seed += 1;
             case(2, 8, h, w, k, stride, groups, seed);

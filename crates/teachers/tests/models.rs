@@ -48,12 +48,21 @@ fn preset_sizes() {
         param_count(&vs)
     };
     let small = count(Arch::Cnn, "cnn-small");
-    assert!((250_000..350_000).contains(&small), "cnn-small has {small} parameters");
+    assert!(
+        (250_000..350_000).contains(&small),
+        "cnn-small has {small} parameters"
+    );
     assert!(count(Arch::Cnn, "cnn-tiny") < 10_000);
     assert!(count(Arch::Involution, "rednet-tiny") < 10_000);
     let red = count(Arch::Involution, "rednet-small");
-    assert!((30_000..200_000).contains(&red), "rednet-small has {red} parameters");
-    assert_eq!(CnnConfig::PRESETS.len() + RedNetConfig::PRESETS.len(), all_presets().len());
+    assert!(
+        (30_000..200_000).contains(&red),
+        "rednet-small has {red} parameters"
+    );
+    assert_eq!(
+        CnnConfig::PRESETS.len() + RedNetConfig::PRESETS.len(),
+        all_presets().len()
+    );
 }
 
 /// Each architecture memorises 64 images with random labels (eval mode, so
@@ -63,10 +72,21 @@ fn tiny_presets_overfit_a_batch_of_64() {
     for (arch, preset) in [(Arch::Cnn, "cnn-tiny"), (Arch::Involution, "rednet-tiny")] {
         tch::manual_seed(7);
         let vs = VarStore::new(Device::Cpu);
-        let net = Net::new(&vs.root(), &ModelConfig::preset(arch, preset).unwrap(), 1, 10);
+        let net = Net::new(
+            &vs.root(),
+            &ModelConfig::preset(arch, preset).unwrap(),
+            1,
+            10,
+        );
         let x = Tensor::randn([64, 1, 16, 16], (Kind::Float, Device::Cpu));
         let y = Tensor::randint(10, [64], (Kind::Int64, Device::Cpu));
-        let mut opt = AdamW::new(&vs, AdamWConfig { weight_decay: 0.0, ..Default::default() });
+        let mut opt = AdamW::new(
+            &vs,
+            AdamWConfig {
+                weight_decay: 0.0,
+                ..Default::default()
+            },
+        );
         let acc = |net: &Net| {
             let _g = tch::no_grad_guard();
             let p = net.forward_t(&x, false).argmax(1, false);
@@ -78,7 +98,13 @@ fn tiny_presets_overfit_a_batch_of_64() {
         while steps < 400 {
             for _ in 0..10 {
                 opt.zero_grad();
-                let loss = net.forward_t(&x, true).cross_entropy_loss::<Tensor>(&y, None, Reduction::Mean, -100, 0.0);
+                let loss = net.forward_t(&x, true).cross_entropy_loss::<Tensor>(
+                    &y,
+                    None,
+                    Reduction::Mean,
+                    -100,
+                    0.0,
+                );
                 loss.backward();
                 opt.step(1e-2);
                 steps += 1;
@@ -88,8 +114,14 @@ fn tiny_presets_overfit_a_batch_of_64() {
                 break;
             }
         }
-        assert!(first < 0.5, "{preset} starts at {first}: the task is not a memorisation test");
-        assert_eq!(best, 1.0, "{preset}: train accuracy {best} after {steps} steps");
+        assert!(
+            first < 0.5,
+            "{preset} starts at {first}: the task is not a memorisation test"
+        );
+        assert_eq!(
+            best, 1.0,
+            "{preset}: train accuracy {best} after {steps} steps"
+        );
         eprintln!("{preset}: 100% of 64 random-label images after {steps} steps");
     }
 }
@@ -143,24 +175,49 @@ fn weights_load_in_python_with_pytorch_names() {
     ];
     for (arch, preset, expected) in cases {
         let vs = VarStore::new(Device::Cpu);
-        let _net = Net::new(&vs.root(), &ModelConfig::preset(arch, preset).unwrap(), 1, 10);
+        let _net = Net::new(
+            &vs.root(),
+            &ModelConfig::preset(arch, preset).unwrap(),
+            1,
+            10,
+        );
         let path = t.path().join(format!("{preset}.safetensors"));
         vs.save(&path).unwrap();
         let script = "import sys, json\nfrom safetensors.torch import load_file\n\
                       sd = load_file(sys.argv[1])\n\
                       print(json.dumps({k: [list(v.shape), float(v.double().sum())] for k, v in sd.items()}))";
-        let out = std::process::Command::new(&py).arg("-c").arg(script).arg(&path).output().unwrap();
-        assert!(out.status.success(), "python failed: {}", String::from_utf8_lossy(&out.stderr));
+        let out = std::process::Command::new(&py)
+            .arg("-c")
+            .arg(script)
+            .arg(&path)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "python failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         let got: BTreeMap<String, (Vec<i64>, f64)> = serde_json::from_slice(&out.stdout).unwrap();
         let ours: BTreeMap<String, Tensor> = vs.variables().into_iter().collect();
-        assert_eq!(got.keys().collect::<Vec<_>>(), ours.keys().collect::<Vec<_>>(), "{preset}");
+        assert_eq!(
+            got.keys().collect::<Vec<_>>(),
+            ours.keys().collect::<Vec<_>>(),
+            "{preset}"
+        );
         for (k, (shape, sum)) in &got {
             assert_eq!(shape, &ours[k].size(), "{k}");
             let s = f64::try_from(ours[k].to_kind(Kind::Double).sum(Kind::Double)).unwrap();
-            assert!((s - sum).abs() <= 1e-4 * (1.0 + s.abs()), "{k}: {s} vs {sum}");
+            assert!(
+                (s - sum).abs() <= 1e-4 * (1.0 + s.abs()),
+                "{k}: {s} vs {sum}"
+            );
         }
         for k in expected {
-            assert!(got.contains_key(k), "{preset}: no '{k}' in {:?}", got.keys());
+            assert!(
+                got.contains_key(k),
+                "{preset}: no '{k}' in {:?}",
+                got.keys()
+            );
         }
     }
 }

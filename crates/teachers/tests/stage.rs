@@ -3,9 +3,9 @@
 
 mod common;
 
+use kd_core::Silent;
 use kd_core::fit::FitOptions;
 use kd_core::manifest::{hash_file, manifest_hash};
-use kd_core::Silent;
 use kd_teachers::{Arch, Outcome, TeacherConfig, evaluate, load, train_stage, train_stage_with};
 use serde_json::Value;
 use std::collections::BTreeMap;
@@ -15,7 +15,14 @@ use tch::{Device, Kind, Tensor};
 fn tiny(arch: Arch, epochs: usize) -> TeacherConfig {
     let mut c = TeacherConfig {
         arch,
-        preset: Some(if arch == Arch::Cnn { "cnn-tiny" } else { "rednet-tiny" }.into()),
+        preset: Some(
+            if arch == Arch::Cnn {
+                "cnn-tiny"
+            } else {
+                "rednet-tiny"
+            }
+            .into(),
+        ),
         eval_batch_size: 64,
         ..Default::default()
     };
@@ -27,7 +34,10 @@ fn tiny(arch: Arch, epochs: usize) -> TeacherConfig {
 }
 
 fn weights(dir: &Path) -> BTreeMap<String, Tensor> {
-    Tensor::read_safetensors(dir.join("weights.safetensors")).unwrap().into_iter().collect()
+    Tensor::read_safetensors(dir.join("weights.safetensors"))
+        .unwrap()
+        .into_iter()
+        .collect()
 }
 
 fn metrics(dir: &Path) -> Value {
@@ -43,7 +53,8 @@ fn train_resume_load_and_evaluate() {
 
     // Straight run.
     let a = t.path().join("a");
-    let Outcome::Wrote(man) = train_stage(&cfg, &data, &a, Device::Cpu, false, &Silent).unwrap() else {
+    let Outcome::Wrote(man) = train_stage(&cfg, &data, &a, Device::Cpu, false, &Silent).unwrap()
+    else {
         panic!("expected a trained teacher")
     };
     assert_eq!(man.stage, "teacher");
@@ -54,12 +65,20 @@ fn train_resume_load_and_evaluate() {
     let m = metrics(&a);
     let acc = m["test_accuracy"].as_f64().unwrap();
     assert!((0.0..=1.0).contains(&acc));
-    assert!(acc > 0.5, "a trivially learnable task reached only {acc}: {}", m["history"]);
+    assert!(
+        acc > 0.5,
+        "a trivially learnable task reached only {acc}: {}",
+        m["history"]
+    );
     assert_eq!(m["history"].as_array().unwrap().len(), 3);
     assert!(m["history"][0]["eval"]["test_accuracy"].is_number());
     let conf = m["confusion"].as_array().unwrap();
     assert_eq!(conf.len(), 4);
-    let total: u64 = conf.iter().flat_map(|r| r.as_array().unwrap()).map(|v| v.as_u64().unwrap()).sum();
+    let total: u64 = conf
+        .iter()
+        .flat_map(|r| r.as_array().unwrap())
+        .map(|v| v.as_u64().unwrap())
+        .sum();
     assert_eq!(total, 64);
     assert!(m["train_images_per_sec"].as_f64().unwrap() > 0.0);
     assert!(m["inference_images_per_sec"].as_f64().unwrap() > 0.0);
@@ -72,7 +91,9 @@ fn train_resume_load_and_evaluate() {
 
     // Interrupted after one epoch, then the same call resumes.
     let b = t.path().join("b");
-    let stop = FitOptions { stop_after: Some(1) };
+    let stop = FitOptions {
+        stop_after: Some(1),
+    };
     let r = train_stage_with(&cfg, &data, &b, Device::Cpu, false, &Silent, &stop).unwrap();
     assert!(matches!(r, Outcome::Stopped { epochs_done: 1 }), "{r:?}");
     assert!(!b.join("manifest.json").exists());
@@ -86,7 +107,10 @@ fn train_resume_load_and_evaluate() {
     let (wa, wb) = (weights(&a), weights(&b));
     assert_eq!(wa.keys().collect::<Vec<_>>(), wb.keys().collect::<Vec<_>>());
     for (k, v) in &wa {
-        assert!(v.equal(&wb[k]), "{k} differs between straight and resumed runs");
+        assert!(
+            v.equal(&wb[k]),
+            "{k} differs between straight and resumed runs"
+        );
     }
     let mb = metrics(&b);
     assert_eq!(mb["history"].as_array().unwrap().len(), 3);
@@ -98,20 +122,30 @@ fn train_resume_load_and_evaluate() {
     assert_eq!(teacher.name(), "cnn");
     assert_eq!(teacher.arch(), "cnn/cnn-tiny");
     assert_eq!(teacher.num_classes(), 4);
-    assert_eq!(teacher.checkpoint_hash(), hash_file(&a.join("weights.safetensors")).unwrap());
+    assert_eq!(
+        teacher.checkpoint_hash(),
+        hash_file(&a.join("weights.safetensors")).unwrap()
+    );
     assert_eq!(teacher.dataset_hash(), manifest_hash(&data).unwrap());
     let x = Tensor::randn([5, 1, 12, 12], (Kind::Float, Device::Cpu));
     let y = teacher.logits(&x);
     assert_eq!(y.size(), [5, 4]);
     assert_eq!(y.kind(), Kind::Float);
     assert!(!y.requires_grad());
-    assert!(y.equal(&teacher.logits(&x)), "eval mode must be deterministic");
+    assert!(
+        y.equal(&teacher.logits(&x)),
+        "eval mode must be deterministic"
+    );
 
     // Re-evaluation reproduces the recorded accuracy.
     let rep = evaluate(&a, &data, "test", Device::Cpu, &Silent).unwrap();
     assert!(rep.same_dataset);
     assert_eq!(rep.stats.samples, 64);
-    assert!((rep.stats.accuracy - acc).abs() < 1e-12, "{} vs {acc}", rep.stats.accuracy);
+    assert!(
+        (rep.stats.accuracy - acc).abs() < 1e-12,
+        "{} vs {acc}",
+        rep.stats.accuracy
+    );
 }
 
 #[test]
@@ -148,9 +182,16 @@ fn bad_input_is_refused_without_a_manifest() {
     let empty = t.path().join("empty");
     std::fs::create_dir_all(&empty).unwrap();
     let out = t.path().join("o1");
-    let e = train_stage(&tiny(Arch::Cnn, 1), &empty, &out, Device::Cpu, false, &Silent)
-        .unwrap_err()
-        .to_string();
+    let e = train_stage(
+        &tiny(Arch::Cnn, 1),
+        &empty,
+        &out,
+        Device::Cpu,
+        false,
+        &Silent,
+    )
+    .unwrap_err()
+    .to_string();
     assert!(e.contains("empty") && e.contains("no manifest.json"), "{e}");
     assert!(!out.join("manifest.json").exists());
 
@@ -158,19 +199,28 @@ fn bad_input_is_refused_without_a_manifest() {
     let mut cfg = tiny(Arch::Cnn, 1);
     cfg.num_classes = Some(10);
     let out = t.path().join("o2");
-    let e = train_stage(&cfg, &data, &out, Device::Cpu, false, &Silent).unwrap_err().to_string();
-    assert!(e.contains("dataset.zarr") && e.contains("3 classes") && e.contains("10"), "{e}");
+    let e = train_stage(&cfg, &data, &out, Device::Cpu, false, &Silent)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("dataset.zarr") && e.contains("3 classes") && e.contains("10"),
+        "{e}"
+    );
     assert!(!out.join("manifest.json").exists());
 
     // Unknown preset for the architecture.
     let mut cfg = tiny(Arch::Cnn, 1);
     cfg.preset = Some("rednet-tiny".into());
-    let e = train_stage(&cfg, &data, &out, Device::Cpu, false, &Silent).unwrap_err().to_string();
+    let e = train_stage(&cfg, &data, &out, Device::Cpu, false, &Silent)
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("unknown preset 'rednet-tiny'"), "{e}");
 
     // A checkpoint from another config (and from another architecture) on resume.
     let out = t.path().join("o3");
-    let stop = FitOptions { stop_after: Some(1) };
+    let stop = FitOptions {
+        stop_after: Some(1),
+    };
     let cfg = tiny(Arch::Cnn, 2);
     assert!(matches!(
         train_stage_with(&cfg, &data, &out, Device::Cpu, false, &Silent, &stop).unwrap(),
@@ -178,11 +228,18 @@ fn bad_input_is_refused_without_a_manifest() {
     ));
     let mut other = cfg.clone();
     other.fit.lr = 1e-3;
-    let e = train_stage(&other, &data, &out, Device::Cpu, false, &Silent).unwrap_err().to_string();
-    assert!(e.contains("ckpt") && e.contains("another model, config or dataset"), "{e}");
+    let e = train_stage(&other, &data, &out, Device::Cpu, false, &Silent)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("ckpt") && e.contains("another model, config or dataset"),
+        "{e}"
+    );
     let mut inv = tiny(Arch::Involution, 2);
     inv.name = Some("cnn".into());
-    let e = train_stage(&inv, &data, &out, Device::Cpu, false, &Silent).unwrap_err().to_string();
+    let e = train_stage(&inv, &data, &out, Device::Cpu, false, &Silent)
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("another model, config or dataset"), "{e}");
     assert!(!out.join("manifest.json").exists());
     // --force starts over instead.
@@ -194,18 +251,27 @@ fn bad_input_is_refused_without_a_manifest() {
     // Evaluating on a dataset with another class count.
     let data5 = t.path().join("data5");
     common::dataset(&data5, 5, 20, 10, 3);
-    let e = evaluate(&out, &data5, "test", Device::Cpu, &Silent).unwrap_err().to_string();
-    assert!(e.contains("data5") && e.contains("5 classes") && e.contains("trained on 3"), "{e}");
+    let e = evaluate(&out, &data5, "test", Device::Cpu, &Silent)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("data5") && e.contains("5 classes") && e.contains("trained on 3"),
+        "{e}"
+    );
     // Loading an unfinished teacher.
-    let e = load(&t.path().join("o2"), Device::Cpu).err().unwrap().to_string();
+    let e = load(&t.path().join("o2"), Device::Cpu)
+        .err()
+        .unwrap()
+        .to_string();
     assert!(e.contains("no manifest.json"), "{e}");
     // Loading a directory of another stage.
     let e = load(&data, Device::Cpu).err().unwrap().to_string();
     assert!(e.contains("expected 'teacher'"), "{e}");
     // A missing split.
-    let e = evaluate(&out, &data, "val", Device::Cpu, &Silent).unwrap_err().to_string();
+    let e = evaluate(&out, &data, "val", Device::Cpu, &Silent)
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("no 'val' split"), "{e}");
-
 }
 
 #[test]

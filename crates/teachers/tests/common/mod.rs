@@ -27,7 +27,11 @@ pub fn split(n: usize, classes: usize, chw: [usize; 3], seed: u64) -> Split {
             }
         }
     }
-    Split { images, labels, chw }
+    Split {
+        images,
+        labels,
+        chw,
+    }
 }
 
 /// A finished `data` artifact in `dir`.
@@ -39,7 +43,9 @@ pub fn dataset(dir: &Path, classes: usize, n_train: usize, n_test: usize, tag: u
     ];
     let names: Vec<String> = (0..classes).map(|c| format!("c{c}")).collect();
     write_dataset(dir, &splits, &names, "synthetic").unwrap();
-    Manifest::new("data", json!({"synthetic": tag, "classes": classes})).write(dir).unwrap();
+    Manifest::new("data", json!({"synthetic": tag, "classes": classes}))
+        .write(dir)
+        .unwrap();
 }
 
 pub fn python() -> Option<std::path::PathBuf> {
