@@ -30,10 +30,13 @@ SOURCES := $(shell find crates scripts -name '*.rs' -o -name Cargo.toml) Cargo.t
 TEACHERS := cnn involution
 VARIANTS := none cnn involution ensemble ensemble-live
 
-.PHONY: all help setup build data teachers cache students report test bench clean distclean \
+.PHONY: all full help setup build data teachers cache students report test bench clean distclean \
         $(addprefix student-,$(VARIANTS)) $(addprefix teacher-,$(TEACHERS))
 
 all: report ## the whole demo pipeline: data, teachers, cache, students, report
+
+full: ## the full experiment (PROFILE=full: all of Fashion-MNIST; hours on CPU)
+	$(MAKE) PROFILE=full all
 
 help: ## list targets
 	@grep -hE '^[a-zA-Z_%-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | expand -t 24
