@@ -159,7 +159,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         md,
         "\n## Students\n\nTest accuracy of the averaged heads (the student's prediction), mean ± sample sd over seeds; \
          per-head accuracies and agreement with each teacher from the last epoch.\n\n\
-         | variant | source | seeds | test accuracy (%) | vs none (pts) | per head (%) | epoch time (s) | train img/s |\n|---|---|---|---|---|---|---|---|"
+         | variant | source | epochs | seeds | test accuracy (%) | vs none (pts) | per head (%) | epoch time (s) | train img/s |\n|---|---|---|---|---|---|---|---|---|"
     )?;
     for (variant, runs) in &groups {
         let accs: Vec<f64> = runs.iter().map(acc).collect();
@@ -194,8 +194,9 @@ pub fn run(a: Args) -> anyhow::Result<()> {
             / runs.len() as f64;
         writeln!(
             md,
-            "| {variant} | {} | {} | {} ± {} | {} | {heads} | {secs:.1} | {ips:.0} |",
+            "| {variant} | {} | {} | {} | {} ± {} | {} | {heads} | {secs:.1} | {ips:.0} |",
             first["source"].as_str().unwrap_or("?"),
+            epochs(first).len(),
             runs.len(),
             pct(m),
             pct(sd),
