@@ -375,8 +375,8 @@ pub fn build(
         let finished = Manifest::read(out).is_ok_and(|m| m.stage == STAGE);
         match check_same_store(out, &key) {
             Ok(()) => {}
-            Err(e) if finished && opts.shard.is_none() => {
-                tracing::info!("{e}: it is finished and out of date, rebuilding");
+            Err(_) if finished && opts.shard.is_none() => {
+                tracing::info!(store = %root.display(), "finished store is out of date (config or inputs changed): rebuilding");
                 replace = true;
             }
             Err(e) => return Err(e),
