@@ -103,6 +103,15 @@ pub fn read_all<T: ElementOwned>(a: &ZArray) -> Result<Vec<T>> {
         .map_err(|e| zerr(a.path(), e))
 }
 
+/// Uncompressed over stored bytes (0 when nothing is stored yet).
+pub fn compression_ratio(raw: u64, stored: u64) -> f64 {
+    if stored > 0 {
+        raw as f64 / stored as f64
+    } else {
+        0.0
+    }
+}
+
 /// One array of a store, as `kd inspect` shows it.
 #[derive(Clone, Debug, Serialize)]
 pub struct ArrayInfo {
@@ -215,11 +224,7 @@ pub fn describe(root: &Path) -> Result<Vec<ArrayInfo>> {
                     codecs: codec_names(&v["codecs"]),
                     stored_bytes: stored,
                     raw_bytes: raw,
-                    ratio: if stored > 0 {
-                        raw as f64 / stored as f64
-                    } else {
-                        0.0
-                    },
+                    ratio: compression_ratio(raw, stored),
                     files,
                 });
             }

@@ -176,11 +176,7 @@ pub fn inspect(dir: &Path) -> Result<InspectReport> {
         arrays,
         stored_bytes: stored,
         raw_bytes: raw,
-        ratio: if stored > 0 {
-            raw as f64 / stored as f64
-        } else {
-            0.0
-        },
+        ratio: kd_core::zarr::compression_ratio(raw, stored),
         teachers,
         agreement,
     })
