@@ -3,7 +3,7 @@
 # Every target below is the manifest file a stage writes; a stage whose
 # inputs and config are unchanged does nothing, so `make` twice is free.
 #   make                       demo pipeline on real Fashion-MNIST (PROFILE=demo)
-#   make PROFILE=full          the full experiment
+#   make full                  the full experiment (PROFILE=full SEEDS="1 2")
 #   make teachers | cache | students | student-ensemble | report   one stage
 #   make test | bench | help
 .DELETE_ON_ERROR:
@@ -35,8 +35,8 @@ VARIANTS := none cnn involution ensemble ensemble-live
 
 all: report ## the whole demo pipeline: data, teachers, cache, students, report
 
-full: ## the full experiment (PROFILE=full: all of Fashion-MNIST; hours on CPU)
-	$(MAKE) PROFILE=full all
+full: ## the full experiment (PROFILE=full: all of Fashion-MNIST, 3 seeds; hours on CPU)
+	$(MAKE) PROFILE=full SEEDS="1 2" all
 
 help: ## list targets
 	@grep -hE '^[a-zA-Z_%-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | expand -t 24
@@ -81,17 +81,25 @@ SOURCE_ensemble-live := live:$(RUN)/teachers/cnn,$(RUN)/teachers/involution
 DEPS_none := $(RUN)/dataset/manifest.json
 DEPS_ensemble-live := $(foreach t,$(TEACHERS),$(RUN)/teachers/$(t)/manifest.json)
 
+# $(1): variant, $(2): directory suffix, $(3): extra flags (a seed).
 define student_rule
-$(RUN)/student/$(1)/manifest.json: $(or $(DEPS_$(1)),$(RUN)/logits/manifest.json) $(PROFILE_FILE) $(KD)
+$(RUN)/student/$(1)$(2)/manifest.json: $(or $(DEPS_$(1)),$(RUN)/logits/manifest.json) $(PROFILE_FILE) $(KD)
 	$(KD) student train --profile $(PROFILE_FILE) --variant $(1) --dataset $(RUN)/dataset \
-	  --teachers '$(SOURCE_$(1))' --out $$(@D) --device $(DEVICE)
-student-$(1): $(RUN)/student/$(1)/manifest.json
+	  --teachers '$(SOURCE_$(1))' --out $$(@D) --device $(DEVICE) $(3)
+student-$(1)$(2): $(RUN)/student/$(1)$(2)/manifest.json
 endef
-$(foreach v,$(VARIANTS),$(eval $(call student_rule,$(v))))
+$(foreach v,$(VARIANTS),$(eval $(call student_rule,$(v),,)))
 
-students: $(addprefix student-,$(VARIANTS)) ## train the ViT: no teacher, each teacher, the ensemble (cached and live)
+# Extra seeds of the four compared variants go to student/<variant>-seed<N>;
+# the report groups them with the profile's own seed (mean ± sd).
+SEEDS ?=
+SEED_VARIANTS := none cnn involution ensemble
+SEED_RUNS := $(foreach v,$(SEED_VARIANTS),$(foreach n,$(SEEDS),$(v)-seed$(n)))
+$(foreach v,$(SEED_VARIANTS),$(foreach n,$(SEEDS),$(eval $(call student_rule,$(v),-seed$(n),--seed $(n)))))
 
-$(RUN)/report/report.md: $(foreach v,$(VARIANTS),$(RUN)/student/$(v)/manifest.json) $(KD)
+students: $(addprefix student-,$(VARIANTS) $(SEED_RUNS)) ## train the ViT: no teacher, each teacher, the ensemble (cached and live); SEEDS="1 2" adds seeds
+
+$(RUN)/report/report.md: $(foreach v,$(VARIANTS) $(SEED_RUNS),$(RUN)/student/$(v)/manifest.json) $(KD)
 	$(KD) report --run $(RUN) --out $(@D)
 
 report: $(RUN)/report/report.md ## results table, timings, cache size, curves (report/report.md)

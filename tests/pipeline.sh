@@ -24,6 +24,7 @@ for a in dataset teachers/cnn teachers/involution logits student/none student/cn
 done
 check "report has a students table" "grep -q '^## Students' '$run/report/report.md'"
 check "second make has nothing to do" "mk -q"
+check "SEEDS adds seed runs the report depends on" "mk -n SEEDS='7' report | grep -q -- '--out $run/student/ensemble-seed7 .*--seed 7'"
 
 before_data=$(hash dataset) before_cnn=$(hash teachers/cnn) before_inv=$(hash teachers/involution)
 before_cache=$(hash logits) before_student=$(hash student/ensemble)

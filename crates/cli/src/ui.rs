@@ -43,10 +43,20 @@ pub fn suspend<R>(f: impl FnOnce() -> R) -> R {
     multi().suspend(f)
 }
 
-/// Progress bars on stderr; hidden by indicatif when stderr is not a terminal.
+/// Progress bars on stderr. When stderr is not a terminal (CI, `nohup`,
+/// `2>log`) indicatif hides them, so a plain log line marks every tenth of
+/// the work instead: long epochs are never silent in a log file.
 #[derive(Default)]
 pub struct Bars {
-    bar: Mutex<Option<ProgressBar>>,
+    bar: Mutex<Option<Bar>>,
+}
+
+struct Bar {
+    pb: ProgressBar,
+    label: String,
+    total: u64,
+    logged_tenths: u64,
+    started: std::time::Instant,
 }
 
 impl kd_core::Progress for Bars {
@@ -60,19 +70,32 @@ impl kd_core::Progress for Bars {
             .progress_chars("=> "),
         );
         pb.set_prefix(label.to_string());
-        if let Some(old) = self.bar.lock().unwrap().replace(pb) {
-            old.finish_and_clear();
+        let bar = Bar {
+            pb,
+            label: label.to_string(),
+            total,
+            logged_tenths: 0,
+            started: std::time::Instant::now(),
+        };
+        if let Some(old) = self.bar.lock().unwrap().replace(bar) {
+            old.pb.finish_and_clear();
         }
     }
     fn update(&self, pos: u64, msg: &str) {
-        if let Some(pb) = &*self.bar.lock().unwrap() {
-            pb.set_position(pos);
-            pb.set_message(msg.to_string());
+        if let Some(b) = &mut *self.bar.lock().unwrap() {
+            b.pb.set_position(pos);
+            b.pb.set_message(msg.to_string());
+            let tenths = pos.saturating_mul(10) / b.total.max(1);
+            if b.pb.is_hidden() && tenths > b.logged_tenths && pos < b.total {
+                b.logged_tenths = tenths;
+                let rate = pos as f64 / b.started.elapsed().as_secs_f64().max(1e-9);
+                tracing::info!("{} {pos}/{} ({:.0}/s) {msg}", b.label, b.total, rate);
+            }
         }
     }
     fn finish(&self) {
-        if let Some(pb) = self.bar.lock().unwrap().take() {
-            pb.finish_and_clear();
+        if let Some(b) = self.bar.lock().unwrap().take() {
+            b.pb.finish_and_clear();
         }
     }
 }
