@@ -308,21 +308,34 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     }
 
     std::fs::create_dir_all(&out_dir)?;
+    // One curve per variant: the mean over its seeds, epoch by epoch.
     let series = |key: &str| -> Vec<(String, Vec<(f64, f64)>)> {
-        groups
-            .values()
-            .map(|runs| {
-                let s = &runs[0];
-                let pts = epochs(&s.metrics)
-                    .iter()
-                    .filter_map(|r| {
-                        Some((
-                            r["epoch"].as_f64()?,
-                            r["eval"][key].as_f64().or(r["train"][key].as_f64())?,
-                        ))
-                    })
+        ordered(&groups)
+            .into_iter()
+            .map(|(variant, runs)| {
+                let mut by_epoch: BTreeMap<u64, (f64, usize)> = BTreeMap::new();
+                for r in runs {
+                    for e in epochs(&r.metrics) {
+                        let (Some(ep), Some(v)) = (
+                            e["epoch"].as_u64(),
+                            e["eval"][key].as_f64().or(e["train"][key].as_f64()),
+                        ) else {
+                            continue;
+                        };
+                        let acc = by_epoch.entry(ep).or_default();
+                        acc.0 += v;
+                        acc.1 += 1;
+                    }
+                }
+                let pts = by_epoch
+                    .into_iter()
+                    .map(|(ep, (sum, n))| (ep as f64, sum / n as f64))
                     .collect();
-                (s.variant.clone(), pts)
+                let label = match runs.len() {
+                    1 => variant.clone(),
+                    n => format!("{variant} (mean of {n} seeds)"),
+                };
+                (label, pts)
             })
             .collect()
     };
@@ -357,4 +370,65 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     m.write(&out_dir)?;
     out(md);
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(variant: &str, acc: f64) -> Student {
+        Student {
+            variant: variant.into(),
+            metrics: json!({ "test_accuracy": acc, "epochs": [] }),
+        }
+    }
+
+    fn groups(runs: &[(&str, f64)]) -> BTreeMap<String, Vec<Student>> {
+        let mut g: BTreeMap<String, Vec<Student>> = BTreeMap::new();
+        for (name, acc) in runs {
+            g.entry(variant_of(name)).or_default().push(run(name, *acc));
+        }
+        g
+    }
+
+    #[test]
+    fn seed_runs_group_with_their_variant() {
+        assert_eq!(variant_of("ensemble-seed2"), "ensemble");
+        assert_eq!(variant_of("ensemble-live"), "ensemble-live");
+        assert_eq!(variant_of("none-seed"), "none-seed");
+        let (m, sd) = mean_sd(&[0.80, 0.82, 0.84]);
+        assert!((m - 0.82).abs() < 1e-12 && (sd - 0.02).abs() < 1e-12);
+        assert_eq!(mean_sd(&[0.5]).1, 0.0);
+    }
+
+    #[test]
+    fn variants_in_method_order_then_by_name() {
+        let g = groups(&[
+            ("ensemble-live", 0.1),
+            ("ensemble", 0.9),
+            ("cnn", 0.8),
+            ("none", 0.7),
+            ("abl", 0.5),
+        ]);
+        let names: Vec<&str> = ordered(&g).iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(names, ["none", "cnn", "ensemble", "abl", "ensemble-live"]);
+    }
+
+    #[test]
+    fn verdict_compares_seed_means() {
+        let g = groups(&[
+            ("none", 0.80),
+            ("none-seed1", 0.82),
+            ("cnn", 0.83),
+            ("involution", 0.815),
+            ("ensemble", 0.84),
+            ("ensemble-seed1", 0.85),
+        ]);
+        let acc = |s: &Student| s.metrics["test_accuracy"].as_f64().unwrap();
+        assert_eq!(
+            verdict(&g, acc).unwrap(),
+            "Ensemble student: +3.50 pts vs none, +1.50 pts vs cnn, +3.00 pts vs involution."
+        );
+        assert!(verdict(&groups(&[("none", 0.8)]), acc).is_none());
+    }
 }
