@@ -81,6 +81,15 @@ fn run(
     build(&f.dataset, &teachers(f), out, c, opts, &Silent)
 }
 
+/// The error a `--shard i/n` worker build fails with.
+fn shard_err(f: &Fixture, out: &Path, c: &CacheConfig, shard: (usize, usize)) -> String {
+    let opts = BuildOptions {
+        shard: Some(shard),
+        ..Default::default()
+    };
+    run(f, out, c, &opts).unwrap_err().to_string()
+}
+
 /// Every file under `dir` (relative path -> bytes).
 fn files(dir: &Path) -> BTreeMap<String, Vec<u8>> {
     fn walk(base: &Path, d: &Path, out: &mut BTreeMap<String, Vec<u8>>) {
@@ -702,17 +711,7 @@ fn bad_inputs_are_refused_with_one_clear_line() {
         assert!(kd_logit_cache::parse_shard(s).is_err(), "{s}");
     }
     assert_eq!(kd_logit_cache::parse_shard("1/4").unwrap(), (1, 4));
-    let e = run(
-        &f,
-        &out,
-        &c,
-        &BuildOptions {
-            shard: Some((3, 2)),
-            ..Default::default()
-        },
-    )
-    .unwrap_err()
-    .to_string();
+    let e = shard_err(&f, &out, &c, (3, 2));
     assert!(e.contains("--shard 3/2: out of range"), "{e}");
 
     // Finalize with shards missing.
@@ -775,17 +774,7 @@ fn bad_inputs_are_refused_with_one_clear_line() {
     // A *finished* store of another config is just out of date (Make reruns
     // the stage after a teacher changed): rebuilt without --force, but never
     // by a --shard worker, which cannot know what the other workers do.
-    let e = run(
-        &f,
-        &out,
-        &c,
-        &BuildOptions {
-            shard: Some((0, 2)),
-            ..Default::default()
-        },
-    )
-    .unwrap_err()
-    .to_string();
+    let e = shard_err(&f, &out, &c, (0, 2));
     assert!(e.contains("views 2 -> 3"), "{e}");
     assert!(out.join("manifest.json").exists());
     let o = run(&f, &out, &c, &BuildOptions::default()).unwrap();
