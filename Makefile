@@ -30,7 +30,7 @@ SOURCES := $(shell find crates scripts -name '*.rs' -o -name Cargo.toml) Cargo.t
 TEACHERS := cnn involution
 VARIANTS := none cnn involution ensemble ensemble-live
 
-.PHONY: all full help setup build data teachers cache students report test bench clean distclean \
+.PHONY: all full help setup build data teachers cache students ablations long report test bench clean distclean \
         $(addprefix student-,$(VARIANTS)) $(addprefix teacher-,$(TEACHERS))
 
 all: report ## the whole demo pipeline: data, teachers, cache, students, report
@@ -97,12 +97,35 @@ SEED_VARIANTS := none cnn involution ensemble
 SEED_RUNS := $(foreach n,$(SEEDS),$(foreach v,$(SEED_VARIANTS),$(v)-seed$(n)))
 $(foreach v,$(SEED_VARIANTS),$(foreach n,$(SEEDS),$(eval $(call student_rule,$(v),-seed$(n),--seed $(n)))))
 
+# Ablations of the ensemble student (one seed each) into student/ensemble-<name>:
+# what the distillation settings change at the profile's budget.
+ABLATION_tau3 := --tau 3
+ABLATION_tau0.5 := --tau 0.5
+ABLATION_alpha0.8 := --alpha 0.8
+ABLATION_hard := --distill hard
+ABLATION_averaged := --tokens averaged
+ABLATIONS ?= tau3 tau0.5 alpha0.8 hard averaged
+$(foreach a,$(ABLATIONS),$(eval $(call student_rule,ensemble,-$(a),$(ABLATION_$(a)))))
+
+# The four compared variants at a longer budget (one seed) into
+# student/<variant>-ep<N>: does the ranking change once the student has
+# had time to absorb the teachers?
+LONG_EPOCHS ?= 8
+LONG_RUNS := $(foreach v,$(SEED_VARIANTS),$(v)-ep$(LONG_EPOCHS))
+$(foreach v,$(SEED_VARIANTS),$(eval $(call student_rule,$(v),-ep$(LONG_EPOCHS),--epochs $(LONG_EPOCHS))))
+
 # The compared variants and their seeds first, the live timing run last.
 STUDENT_RUNS := $(SEED_VARIANTS) $(SEED_RUNS) ensemble-live
 
 students: $(addprefix student-,$(STUDENT_RUNS)) ## train the ViT: no teacher, each teacher, the ensemble (cached and live); SEEDS="1 2" adds seeds
 
-$(RUN)/report/report.md: $(foreach v,$(STUDENT_RUNS),$(RUN)/student/$(v)/manifest.json) $(KD)
+ablations: $(foreach a,$(ABLATIONS),student-ensemble-$(a)) ## ensemble ablations: tau 3 / 0.5, alpha 0.8, hard labels, one averaged token (then `make report`)
+
+long: $(addprefix student-,$(LONG_RUNS)) ## none/cnn/involution/ensemble at LONG_EPOCHS epochs, one seed (then `make report`)
+
+# Ablation and long runs already made are reported too.
+$(RUN)/report/report.md: $(foreach v,$(STUDENT_RUNS),$(RUN)/student/$(v)/manifest.json) \
+    $(wildcard $(RUN)/student/*/manifest.json) $(KD)
 	$(KD) report --run $(RUN) --out $(@D)
 
 report: $(RUN)/report/report.md ## results table, timings, cache size, curves (report/report.md)

@@ -57,6 +57,9 @@ for v in none ensemble ensemble-live; do
   esac
   step "student-$v" "$KD" student train --profile $profile --variant $v --dataset "$run/dataset" --teachers "$src" --out "$run/student/$v" --device "$DEVICE"
 done
+# Same run under bf16 autocast (f32 master weights): epoch time and accuracy beside f32.
+step student-ensemble-bf16 "$KD" student train --profile $profile --variant ensemble --dataset "$run/dataset" \
+  --teachers "cache:$run/logits" --out "$run/student/ensemble-bf16" --device "$DEVICE" --precision bf16
 step report "$KD" report --run "$run" --out "$run/report"
 
 echo

@@ -287,11 +287,23 @@ fn inspect(a: InspectArgs) -> anyhow::Result<()> {
     }
     for g in &r.agreement {
         out(format!(
-            "agreement {} vs {}: {} on view 0, {} over all views",
+            "agreement {} vs {}: {} on view 0, {} over all views; KL({a}||{b}) {:.4}, KL({b}||{a}) {:.4} nats; right where the other is wrong: {a} {}, {b} {}",
             g.a,
             g.b,
             pct(Some(g.view0)),
-            pct(Some(g.all_views))
+            pct(Some(g.all_views)),
+            g.kl_ab,
+            g.kl_ba,
+            pct(g.only_a_right),
+            pct(g.only_b_right),
+            a = g.a,
+            b = g.b,
+        ));
+    }
+    if let Some(acc) = r.averaged_acc_all_views {
+        out(format!(
+            "averaged teachers (mean of softmaxes): {} over all views",
+            pct(Some(acc))
         ));
     }
     Ok(())

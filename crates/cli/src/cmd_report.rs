@@ -24,8 +24,29 @@ pub struct Args {
 }
 
 struct Student {
-    variant: String,
     metrics: Value,
+    /// The `[students.*]` config the run was made with (its manifest).
+    config: Value,
+}
+
+/// How a run distils, in a few words: what tells ablations apart in the table.
+fn settings(cfg: &Value, source: &str) -> String {
+    let mut s = if source == "none" {
+        "labels only".to_string()
+    } else {
+        let f = |k: &str| cfg[k].as_f64().map_or("?".into(), |x| format!("{x}"));
+        match cfg["distill"].as_str() {
+            Some("hard") => format!("hard, alpha {}", f("alpha")),
+            _ => format!("soft, tau {}, alpha {}", f("tau"), f("alpha")),
+        }
+    };
+    if cfg["tokens"].as_str() == Some("averaged") {
+        s.push_str(", one averaged token");
+    }
+    if let Some(p) = cfg["precision"].as_str() {
+        write!(s, ", {p}").ok();
+    }
+    s
 }
 
 fn sub_artifacts(dir: &Path, stage: &str) -> Vec<(String, PathBuf)> {
@@ -201,10 +222,11 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     for (name, p) in &students {
         let metrics: Value =
             read_json(&p.join("metrics.json")).with_context(|| format!("student {name}"))?;
-        groups.entry(variant_of(name)).or_default().push(Student {
-            variant: name.clone(),
-            metrics,
-        });
+        let config = Manifest::read(p)?.config["student"].clone();
+        groups
+            .entry(variant_of(name))
+            .or_default()
+            .push(Student { metrics, config });
     }
     let acc = |s: &Student| s.metrics["test_accuracy"].as_f64().unwrap_or(f64::NAN);
     let baseline = groups
@@ -214,13 +236,14 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         md,
         "\n## Students\n\nTest accuracy of the averaged heads (the student's prediction), mean ± sample sd over seeds; \
          each head alone at the last epoch, averaged over seeds. A run with another epoch budget (the live-teacher timing run) is not compared with none.\n\n\
-         | variant | source | epochs | seeds | test accuracy (%) | vs none (pts) | per head (%) | epoch time (s) | train img/s |\n|---|---|---|---|---|---|---|---|---|"
+         | variant | source | distillation | epochs | seeds | test accuracy (%) | vs none (pts) | per head (%) | epoch time (s) | train img/s |\n|---|---|---|---|---|---|---|---|---|---|"
     )?;
     let none_epochs = groups.get("none").map(|g| epochs(&g[0].metrics).len());
     for (variant, runs) in ordered(&groups) {
         let accs: Vec<f64> = runs.iter().map(acc).collect();
         let (m, sd) = mean_sd(&accs);
         let first = &runs[0].metrics;
+        let source = first["source"].as_str().unwrap_or("?");
         let n_epochs = epochs(first).len();
         let secs = runs
             .iter()
@@ -245,8 +268,8 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         };
         writeln!(
             md,
-            "| {variant} | {} | {n_epochs} | {} | {accuracy} | {vs_none} | {} | {secs:.1} | {ips:.0} |",
-            first["source"].as_str().unwrap_or("?"),
+            "| {variant} | {source} | {} | {n_epochs} | {} | {accuracy} | {vs_none} | {} | {secs:.1} | {ips:.0} |",
+            settings(&runs[0].config, source),
             runs.len(),
             head_means(runs),
         )?;
@@ -376,11 +399,24 @@ pub fn run(a: Args) -> anyhow::Result<()> {
 mod tests {
     use super::*;
 
-    fn run(variant: &str, acc: f64) -> Student {
+    fn run(_name: &str, acc: f64) -> Student {
         Student {
-            variant: variant.into(),
             metrics: json!({ "test_accuracy": acc, "epochs": [] }),
+            config: json!({}),
         }
+    }
+
+    #[test]
+    fn settings_name_what_an_ablation_changes() {
+        let soft = json!({"distill": "soft", "tau": 1.0, "alpha": 0.5, "tokens": "per-teacher"});
+        assert_eq!(settings(&soft, "cache"), "soft, tau 1, alpha 0.5");
+        assert_eq!(settings(&soft, "none"), "labels only");
+        let abl =
+            json!({"distill": "hard", "alpha": 0.8, "tokens": "averaged", "precision": "bf16"});
+        assert_eq!(
+            settings(&abl, "live"),
+            "hard, alpha 0.8, one averaged token, bf16"
+        );
     }
 
     fn groups(runs: &[(&str, f64)]) -> BTreeMap<String, Vec<Student>> {

@@ -1,5 +1,6 @@
 use crate::ui::{Bars, out};
 use anyhow::{Context, bail};
+use kd_core::amp::Precision;
 use kd_logit_cache::LogitStore;
 use kd_student::Distill;
 use kd_student::train::{Outcome, Source, StudentConfig, TokenMode, train_stage};
@@ -60,6 +61,10 @@ pub struct TrainArgs {
     dist_tokens: Option<usize>,
     #[arg(long)]
     seed: Option<u64>,
+    /// Training forward precision: f32, or bf16 (autocast compute over f32
+    /// master weights; for GPUs with bf16 tensor cores).
+    #[arg(long)]
+    precision: Option<Precision>,
     /// Rerun from scratch even if the artifact is up to date or a checkpoint exists.
     #[arg(long)]
     force: bool,
@@ -148,7 +153,8 @@ fn train(a: TrainArgs) -> anyhow::Result<()> {
         tau,
         distill,
         seed,
-        dist_tokens
+        dist_tokens,
+        precision
     );
     if let Some(t) = &a.tokens {
         cfg.tokens = match t.as_str() {

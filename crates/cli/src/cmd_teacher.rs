@@ -1,5 +1,6 @@
 use crate::ui::{Bars, out};
 use anyhow::Context;
+use kd_core::amp::Precision;
 use kd_core::profile::Profile;
 use kd_teachers::{Arch, Outcome, TeacherConfig, evaluate, train_stage};
 use std::path::PathBuf;
@@ -51,6 +52,10 @@ pub struct TrainArgs {
     lr: Option<f64>,
     #[arg(long)]
     seed: Option<u64>,
+    /// Training forward precision: f32, or bf16 (autocast compute over f32
+    /// master weights; for GPUs with bf16 tensor cores).
+    #[arg(long)]
+    precision: Option<Precision>,
     /// Retrain even if the artifact is up to date (discards any checkpoint).
     #[arg(long)]
     force: bool,
@@ -127,7 +132,7 @@ fn train(a: TrainArgs) -> anyhow::Result<()> {
     macro_rules! set {
         ($($field:ident => $dst:expr),*) => {$(if let Some(v) = a.$field { $dst = v; })*};
     }
-    set!(epochs => cfg.fit.epochs, batch_size => cfg.fit.batch_size, lr => cfg.fit.lr, seed => cfg.fit.seed);
+    set!(epochs => cfg.fit.epochs, batch_size => cfg.fit.batch_size, lr => cfg.fit.lr, seed => cfg.fit.seed, precision => cfg.fit.precision);
     let bars = Bars::default();
     let outcome = train_stage(&cfg, &a.dataset, &a.out, device, a.force, &bars)
         .with_context(|| format!("teacher train into {}", a.out.display()))?;

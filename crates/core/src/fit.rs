@@ -6,6 +6,7 @@
 //! killed at any point and restarted resumes from the last finished epoch and
 //! ends with the same weights as an uninterrupted run.
 
+use crate::amp::{Precision, autocast};
 use crate::error::{CoreError, IoContext, Result};
 use crate::manifest::{read_json, write_json};
 use crate::optim::{AdamW, AdamWConfig, cosine_lr};
@@ -29,6 +30,10 @@ pub struct FitConfig {
     pub warmup_epochs: f64,
     pub seed: u64,
     pub adamw: AdamWConfig,
+    /// Precision of the training forward pass (see [`crate::amp`]); absent
+    /// from the serialised config when f32, so older artifacts stay current.
+    #[serde(skip_serializing_if = "Precision::is_f32")]
+    pub precision: Precision,
 }
 
 impl Default for FitConfig {
@@ -41,6 +46,7 @@ impl Default for FitConfig {
             warmup_epochs: 1.0,
             seed: 0,
             adamw: AdamWConfig::default(),
+            precision: Precision::F32,
         }
     }
 }
@@ -179,6 +185,7 @@ pub fn fit(
     let steps_per_epoch = n.div_ceil(cfg.batch_size);
     let total = steps_per_epoch * cfg.epochs;
     let warmup = (cfg.warmup_epochs * steps_per_epoch as f64).round() as usize;
+    let device = learner.var_store().device();
     let mut ran = 0;
     for epoch in state.epochs_done..cfg.epochs {
         if opts.stop_after.is_some_and(|s| ran >= s) {
@@ -196,7 +203,8 @@ pub fn fit(
             let step = epoch * steps_per_epoch + b;
             lr = cosine_lr(step, total, warmup, cfg.lr, cfg.min_lr);
             opt.zero_grad();
-            let (loss, stats) = learner.train_batch(idx, epoch)?;
+            let (loss, stats) =
+                autocast(device, cfg.precision, || learner.train_batch(idx, epoch))?;
             let loss_v = f64::try_from(&loss)?;
             if !loss_v.is_finite() {
                 return Err(CoreError::Invalid(format!(
@@ -297,6 +305,35 @@ mod tests {
         fn evaluate(&mut self, _e: usize) -> Result<Map<String, Value>> {
             Ok(Map::new())
         }
+    }
+
+    #[test]
+    fn bf16_trains_float32_master_weights() {
+        let cfg = FitConfig {
+            epochs: 4,
+            batch_size: 8,
+            lr: 0.05,
+            precision: Precision::Bf16,
+            ..Default::default()
+        };
+        let t = tempfile::tempdir().unwrap();
+        let mut a = Lin::new();
+        let h = fit(
+            &mut a,
+            &cfg,
+            &json!({"m": "lin"}),
+            t.path(),
+            &FitOptions::default(),
+            &Silent,
+        )
+        .unwrap();
+        assert!(h[3].train["loss"] < 0.8 * h[0].train["loss"], "{h:?}");
+        assert_eq!(a.lin.ws.kind(), Kind::Float);
+        assert!(!crate::amp::is_enabled(Device::Cpu));
+        // f32 configs serialise as before the field existed (artifact hashes).
+        let f32_json = serde_json::to_value(FitConfig::default()).unwrap();
+        assert!(f32_json.get("precision").is_none());
+        assert_eq!(serde_json::to_value(&cfg).unwrap()["precision"], "bf16");
     }
 
     #[test]

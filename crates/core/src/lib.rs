@@ -7,6 +7,7 @@
 //! device selection, and the training machinery (AdamW with savable moments,
 //! cosine schedule, checkpointed epoch loop) that teachers and student share.
 
+pub mod amp;
 pub mod device;
 pub mod error;
 pub mod fit;

@@ -29,6 +29,13 @@ pub struct Agreement {
     /// Fraction of views where both teachers' top-1 classes agree.
     pub view0: f64,
     pub all_views: f64,
+    /// Mean KL(softmax(a) || softmax(b)) and the reverse, in nats, over all
+    /// views at temperature 1: how much the second token can add to the first.
+    pub kl_ab: f64,
+    pub kl_ba: f64,
+    /// Fraction of views where only `a` (only `b`) is right (None without labels).
+    pub only_a_right: Option<f64>,
+    pub only_b_right: Option<f64>,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -48,6 +55,9 @@ pub struct InspectReport {
     pub ratio: f64,
     pub teachers: Vec<TeacherStats>,
     pub agreement: Vec<Agreement>,
+    /// Top-1 accuracy over all views of the teachers' averaged probabilities
+    /// (None without labels or with one teacher).
+    pub averaged_acc_all_views: Option<f64>,
 }
 
 fn dataset_labels(meta: &StoreMeta) -> Option<Vec<u16>> {
@@ -70,14 +80,39 @@ fn dataset_labels(meta: &StoreMeta) -> Option<Vec<u16>> {
     }
 }
 
-/// Argmax and softmax entropy of one row.
-fn top1_entropy(row: &[f32]) -> (usize, f64) {
+/// Softmax of one row, appended to `out`.
+fn push_softmax(row: &[f32], out: &mut Vec<f32>) {
+    let m = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let z: f64 = row.iter().map(|&x| ((x - m) as f64).exp()).sum();
+    out.extend(row.iter().map(|&x| (((x - m) as f64).exp() / z) as f32));
+}
+
+/// Mean over rows of KL(p || q), both row-major softmax tables.
+fn mean_kl(p: &[f32], q: &[f32], classes: usize) -> f64 {
+    let rows = p.len() / classes.max(1);
+    let total: f64 = p
+        .iter()
+        .zip(q)
+        .filter(|(a, _)| **a > 0.0)
+        .map(|(&a, &b)| a as f64 * ((a as f64).ln() - (b as f64).max(1e-30).ln()))
+        .sum();
+    total / rows.max(1) as f64
+}
+
+fn argmax(row: &[f32]) -> usize {
     let (mut best, mut m) = (0, f32::NEG_INFINITY);
     for (i, &x) in row.iter().enumerate() {
         if x > m {
             (best, m) = (i, x);
         }
     }
+    best
+}
+
+/// Argmax and softmax entropy of one row.
+fn top1_entropy(row: &[f32]) -> (usize, f64) {
+    let best = argmax(row);
+    let m = row[best];
     let z: f64 = row.iter().map(|&x| ((x - m) as f64).exp()).sum();
     let ex: f64 = row
         .iter()
@@ -93,10 +128,13 @@ pub fn inspect(dir: &Path) -> Result<InspectReport> {
     let arrays = zarr::describe(&store_dir(dir))?;
     let labels = dataset_labels(&meta);
     let (n, k) = (meta.samples, meta.views);
+    let c = meta.num_classes;
     let mut top1: Vec<Vec<u32>> = vec![];
+    let mut probs: Vec<Vec<f32>> = vec![];
     let mut teachers = vec![];
     for t in &meta.teachers {
         let mut preds = Vec::with_capacity(n * k);
+        let mut prob = Vec::with_capacity(n * k * c);
         let mut ent = 0f64;
         for block in (0..n).collect::<Vec<_>>().chunks(256) {
             let pairs: Vec<(usize, usize)> = block
@@ -104,7 +142,8 @@ pub fn inspect(dir: &Path) -> Result<InspectReport> {
                 .flat_map(|&s| (0..k).map(move |v| (s, v)))
                 .collect();
             let rows = store.logits(&t.name, &pairs)?;
-            for row in rows.chunks_exact(meta.num_classes) {
+            for row in rows.chunks_exact(c) {
+                push_softmax(row, &mut prob);
                 let (p, h) = top1_entropy(row);
                 preds.push(p as u32);
                 ent += h;
@@ -139,7 +178,18 @@ pub fn inspect(dir: &Path) -> Result<InspectReport> {
             mean_entropy: ent / (n * k).max(1) as f64,
         });
         top1.push(preds);
+        probs.push(prob);
     }
+    let label = |i: usize| labels.as_ref().map(|l| l[i / k] as u32);
+    // Fraction of views where `x` is right and `y` is wrong.
+    let only_right = |x: &[u32], y: &[u32]| {
+        labels.as_ref().map(|_| {
+            let hits = (0..x.len())
+                .filter(|&i| Some(x[i]) == label(i) && Some(y[i]) != label(i))
+                .count();
+            hits as f64 / x.len().max(1) as f64
+        })
+    };
     let mut agreement = vec![];
     for a in 0..top1.len() {
         for b in a + 1..top1.len() {
@@ -158,9 +208,28 @@ pub fn inspect(dir: &Path) -> Result<InspectReport> {
                 b: meta.teachers[b].name.clone(),
                 view0: frac(false),
                 all_views: frac(true),
+                kl_ab: mean_kl(&probs[a], &probs[b], c),
+                kl_ba: mean_kl(&probs[b], &probs[a], c),
+                only_a_right: only_right(&top1[a], &top1[b]),
+                only_b_right: only_right(&top1[b], &top1[a]),
             });
         }
     }
+    let averaged_acc_all_views = (probs.len() > 1 && labels.is_some()).then(|| {
+        let mut mean = vec![0f32; c];
+        let hits = (0..n * k)
+            .filter(|&i| {
+                mean.fill(0.0);
+                for p in &probs {
+                    for (m, x) in mean.iter_mut().zip(&p[i * c..(i + 1) * c]) {
+                        *m += x;
+                    }
+                }
+                Some(argmax(&mean) as u32) == label(i)
+            })
+            .count();
+        hits as f64 / (n * k).max(1) as f64
+    });
     let stored: u64 = arrays.iter().map(|a| a.stored_bytes).sum();
     let raw: u64 = arrays.iter().map(|a| a.raw_bytes).sum();
     Ok(InspectReport {
@@ -179,5 +248,6 @@ pub fn inspect(dir: &Path) -> Result<InspectReport> {
         ratio: kd_core::zarr::compression_ratio(raw, stored),
         teachers,
         agreement,
+        averaged_acc_all_views,
     })
 }

@@ -656,6 +656,55 @@ fn inspect_reports_layout_and_content() {
         })
         .count();
     assert_eq!(r.teachers[0].acc_view0.unwrap(), hits as f64 / N as f64);
+
+    // A twin adds nothing: zero KL, never right alone.
+    assert!(
+        twin.kl_ab.abs() < 1e-9 && twin.kl_ba.abs() < 1e-9,
+        "{twin:?}"
+    );
+    assert_eq!(
+        (twin.only_a_right, twin.only_b_right),
+        (Some(0.0), Some(0.0))
+    );
+    // cnn vs inv by hand over all views: KL both ways and who is right alone.
+    let all: Vec<(usize, usize)> = (0..N).flat_map(|i| (0..3).map(move |v| (i, v))).collect();
+    let softmax = |r: &[f32]| {
+        let m = r.iter().copied().fold(f32::NEG_INFINITY, f32::max) as f64;
+        let z: f64 = r.iter().map(|&x| (x as f64 - m).exp()).sum();
+        r.iter()
+            .map(|&x| (x as f64 - m).exp() / z)
+            .collect::<Vec<f64>>()
+    };
+    let top = |p: &[f64]| (0..p.len()).max_by(|&a, &b| p[a].total_cmp(&p[b])).unwrap();
+    let (pa, pb) = (
+        s.logits("cnn", &all).unwrap(),
+        s.logits("inv", &all).unwrap(),
+    );
+    let (mut kl, mut only_inv, mut avg_hits) = (0.0, 0usize, 0usize);
+    for ((ra, rb), (i, _)) in pa.chunks(CLASSES).zip(pb.chunks(CLASSES)).zip(&all) {
+        let (p, q) = (softmax(ra), softmax(rb));
+        kl += p.iter().zip(&q).map(|(a, b)| a * (a / b).ln()).sum::<f64>();
+        let y = labels[*i] as usize;
+        only_inv += (top(&q) == y && top(&p) != y) as usize;
+        // Three teachers: cnn, twin (= cnn) and inv.
+        let mean: Vec<f64> = p.iter().zip(&q).map(|(a, b)| 2.0 * a + b).collect();
+        avg_hits += (top(&mean) == y) as usize;
+    }
+    let g = r
+        .agreement
+        .iter()
+        .find(|g| g.a == "cnn" && g.b == "inv")
+        .unwrap();
+    let rows = all.len() as f64;
+    assert!(
+        (g.kl_ab - kl / rows).abs() < 1e-5,
+        "{} vs {}",
+        g.kl_ab,
+        kl / rows
+    );
+    assert!(g.kl_ab > 0.0 && g.kl_ba > 0.0);
+    assert_eq!(g.only_b_right, Some(only_inv as f64 / rows));
+    assert_eq!(r.averaged_acc_all_views, Some(avg_hits as f64 / rows));
 }
 
 #[test]

@@ -14,6 +14,7 @@
 use crate::error::{Result, StudentError};
 use crate::loss::{Distill, LossConfig, average_logits, student_loss};
 use crate::vit::{Config, PRESETS, Vit, num_params};
+use kd_core::amp::Precision;
 use kd_core::fit::{EpochRecord, FitConfig, FitOptions, Learner, fit, remove_checkpoint};
 use kd_core::manifest::{InputRef, Manifest, OutputRef, needs_run, write_json};
 use kd_core::optim::AdamWConfig;
@@ -111,6 +112,9 @@ pub struct StudentConfig {
     pub view_pad: Option<u8>,
     pub view_flip: Option<bool>,
     pub eval_batch_size: usize,
+    /// Training forward precision: f32, or bf16 autocast over f32 weights.
+    #[serde(skip_serializing_if = "Precision::is_f32")]
+    pub precision: Precision,
 }
 
 impl Default for StudentConfig {
@@ -136,6 +140,7 @@ impl Default for StudentConfig {
             view_pad: None,
             view_flip: None,
             eval_batch_size: 500,
+            precision: Precision::F32,
         }
     }
 }
@@ -153,6 +158,7 @@ impl StudentConfig {
                 weight_decay: self.weight_decay,
                 ..Default::default()
             },
+            precision: self.precision,
         }
     }
 

@@ -433,6 +433,32 @@ mod tests {
     }
 
     #[test]
+    fn bf16_autocast_forward_agrees_with_f32_and_grads_stay_f32() {
+        use kd_core::amp::{Precision, autocast};
+        tch::manual_seed(3);
+        let vs = nn::VarStore::new(Device::Cpu);
+        let m = Vit::new(&vs.root(), &Config::preset("vit-test", 8, 1, 5, 2).unwrap());
+        let x = Tensor::randn([4, 1, 8, 8], (Kind::Float, Device::Cpu));
+        let f32_out = m.forward_t(&x, false).averaged();
+        let bf16_out = autocast(Device::Cpu, Precision::Bf16, || m.forward_t(&x, false));
+        // The heads (linear layers) really ran in bf16.
+        assert_eq!(bf16_out.cls.kind(), Kind::BFloat16);
+        let avg = bf16_out.averaged().to_kind(Kind::Float);
+        let err = f64::try_from((&avg - &f32_out).abs().max()).unwrap();
+        let scale = f64::try_from(f32_out.abs().max()).unwrap();
+        assert!(
+            err < 0.05 * scale.max(1.0),
+            "bf16 off by {err} (scale {scale})"
+        );
+        avg.sum(Kind::Float).backward();
+        for (name, v) in vs.variables() {
+            assert_eq!(v.kind(), Kind::Float, "{name}");
+            assert!(v.grad().defined(), "{name} got no gradient");
+            assert_eq!(v.grad().kind(), Kind::Float, "{name}");
+        }
+    }
+
+    #[test]
     fn vit_tiny_is_demo_sized() {
         let vs = nn::VarStore::new(Device::Cpu);
         let _m = Vit::new(

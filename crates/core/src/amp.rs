@@ -1,0 +1,195 @@
+//! Mixed precision: libtorch autocast computing in bf16 over f32 weights.
+//!
+//! Under [`Precision::Bf16`] the training forward pass (model, teachers run
+//! live, losses) executes inside libtorch's autocast: matmuls, convolutions
+//! and attention run in bfloat16, reductions and losses in float32, and the
+//! parameters, their gradients and the AdamW moments stay float32 (the
+//! "master weights"). bf16 has float32's exponent range, so no loss scaling
+//! is needed. `backward` runs outside the autocast scope, as PyTorch
+//! recommends. Evaluation and the logit cache stay float32.
+//!
+//! tch only wraps the legacy switch that turns on CUDA float16 autocast.
+//! The device-typed functions that pick bfloat16 (and turn on CPU autocast,
+//! which the tests use) are C++ functions of libtorch_cpu with C-compatible
+//! signatures (`int8_t`-backed enums and `bool`), so they are bound here by
+//! their Itanium-mangled names. They exist in torch 2.11, the version this
+//! project pins; a libtorch without them fails at link time, never silently.
+
+#![allow(unsafe_code)]
+
+use serde::{Deserialize, Serialize};
+use tch::Device;
+
+/// Numeric precision of the training forward pass.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Precision {
+    /// Everything in float32.
+    #[default]
+    F32,
+    /// bf16 compute under autocast, float32 master weights.
+    Bf16,
+}
+
+impl Precision {
+    /// For `skip_serializing_if`: configs that predate the field hash as before.
+    pub fn is_f32(&self) -> bool {
+        *self == Precision::F32
+    }
+}
+
+impl std::str::FromStr for Precision {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "f32" | "fp32" | "float32" => Ok(Precision::F32),
+            "bf16" | "bfloat16" => Ok(Precision::Bf16),
+            _ => Err(format!("'{s}': expected f32 or bf16")),
+        }
+    }
+}
+
+impl std::fmt::Display for Precision {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Precision::F32 => "f32",
+            Precision::Bf16 => "bf16",
+        })
+    }
+}
+
+mod ffi {
+    // c10::DeviceType and c10::ScalarType are `enum class : int8_t`.
+    unsafe extern "C" {
+        #[link_name = "_ZN2at8autocast20set_autocast_enabledEN3c1010DeviceTypeEb"]
+        pub fn set_autocast_enabled(device: i8, enabled: bool);
+        #[link_name = "_ZN2at8autocast19is_autocast_enabledEN3c1010DeviceTypeE"]
+        pub fn is_autocast_enabled(device: i8) -> bool;
+        #[link_name = "_ZN2at8autocast18set_autocast_dtypeEN3c1010DeviceTypeENS1_10ScalarTypeE"]
+        pub fn set_autocast_dtype(device: i8, dtype: i8);
+        #[link_name = "_ZN2at8autocast18get_autocast_dtypeEN3c1010DeviceTypeE"]
+        pub fn get_autocast_dtype(device: i8) -> i8;
+        #[link_name = "_ZN2at8autocast17increment_nestingEv"]
+        pub fn increment_nesting() -> i32;
+        #[link_name = "_ZN2at8autocast17decrement_nestingEv"]
+        pub fn decrement_nesting() -> i32;
+        #[link_name = "_ZN2at8autocast11clear_cacheEv"]
+        pub fn clear_cache();
+    }
+}
+
+const DEVICE_CPU: i8 = 0;
+const DEVICE_CUDA: i8 = 1;
+const SCALAR_BFLOAT16: i8 = 15;
+
+fn device_type(device: Device) -> Option<i8> {
+    match device {
+        Device::Cpu => Some(DEVICE_CPU),
+        Device::Cuda(_) => Some(DEVICE_CUDA),
+        _ => None,
+    }
+}
+
+/// Restores the previous autocast state of one device type when dropped,
+/// also when the scope is left by an error or a panic.
+struct Scope {
+    device: i8,
+    enabled: bool,
+    dtype: i8,
+}
+
+impl Drop for Scope {
+    fn drop(&mut self) {
+        // SAFETY: plain setters on thread-local libtorch state.
+        unsafe {
+            if ffi::decrement_nesting() == 0 {
+                // The weight casts autocast cached are only valid for this step.
+                ffi::clear_cache();
+            }
+            ffi::set_autocast_dtype(self.device, self.dtype);
+            ffi::set_autocast_enabled(self.device, self.enabled);
+        }
+    }
+}
+
+/// Run `f` with the given precision on `device`: under bf16 autocast for
+/// [`Precision::Bf16`], with autocast off for [`Precision::F32`] (so a float32
+/// region can sit inside a bf16 one). Devices without autocast run `f` as is.
+pub fn autocast<T>(device: Device, precision: Precision, f: impl FnOnce() -> T) -> T {
+    let Some(dev) = device_type(device) else {
+        return f();
+    };
+    // SAFETY: getters/setters of thread-local libtorch state; the enums are
+    // passed as their int8_t representation.
+    let _scope = unsafe {
+        let scope = Scope {
+            device: dev,
+            enabled: ffi::is_autocast_enabled(dev),
+            dtype: ffi::get_autocast_dtype(dev),
+        };
+        ffi::increment_nesting();
+        match precision {
+            Precision::F32 => ffi::set_autocast_enabled(dev, false),
+            Precision::Bf16 => {
+                ffi::set_autocast_dtype(dev, SCALAR_BFLOAT16);
+                ffi::set_autocast_enabled(dev, true);
+            }
+        }
+        scope
+    };
+    f()
+}
+
+/// Whether autocast is on for `device` in this thread (for tests and logs).
+pub fn is_enabled(device: Device) -> bool {
+    // SAFETY: a getter of thread-local libtorch state.
+    device_type(device).is_some_and(|d| unsafe { ffi::is_autocast_enabled(d) })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tch::{Kind, Tensor, nn, nn::Module};
+
+    #[test]
+    fn bf16_computes_in_bf16_with_f32_weights_and_grads() {
+        tch::manual_seed(0);
+        let vs = nn::VarStore::new(Device::Cpu);
+        let lin = nn::linear(vs.root() / "fc", 16, 8, Default::default());
+        let x = Tensor::randn([4, 16], (Kind::Float, Device::Cpu));
+        let y32 = lin.forward(&x);
+        let y16 = autocast(Device::Cpu, Precision::Bf16, || {
+            assert!(is_enabled(Device::Cpu));
+            // A float32 region nested inside a bf16 one.
+            let inner = autocast(Device::Cpu, Precision::F32, || lin.forward(&x));
+            assert_eq!(inner.kind(), Kind::Float);
+            assert!(is_enabled(Device::Cpu), "inner scope did not restore");
+            lin.forward(&x)
+        });
+        assert!(!is_enabled(Device::Cpu), "outer scope did not restore");
+        assert_eq!(y16.kind(), Kind::BFloat16);
+        let err = f64::try_from((y16.to_kind(Kind::Float) - &y32).abs().max()).unwrap();
+        assert!(err < 0.05, "bf16 linear off by {err}");
+        // Backward outside the scope: gradients land in float32 master weights.
+        y16.to_kind(Kind::Float).sum(Kind::Float).backward();
+        assert_eq!(lin.ws.grad().kind(), Kind::Float);
+        let expect = x.sum_dim_intlist(0, false, Kind::Float);
+        let g = lin.ws.grad().get(0);
+        let gerr = f64::try_from((&g - &expect).abs().max()).unwrap();
+        assert!(gerr < 0.1, "bf16 weight gradient off by {gerr}");
+    }
+
+    #[test]
+    fn f32_is_a_no_op_and_parses() {
+        let x = Tensor::ones([2, 3], (Kind::Float, Device::Cpu));
+        let y = autocast(Device::Cpu, Precision::F32, || x.matmul(&x.tr()));
+        assert_eq!(y.kind(), Kind::Float);
+        assert_eq!("bf16".parse::<Precision>().unwrap(), Precision::Bf16);
+        assert!(
+            "fp8"
+                .parse::<Precision>()
+                .unwrap_err()
+                .contains("f32 or bf16")
+        );
+    }
+}
