@@ -119,11 +119,13 @@ STUDENT_RUNS := $(SEED_VARIANTS) $(SEED_RUNS) ensemble-live
 
 students: $(addprefix student-,$(STUDENT_RUNS)) ## train the ViT: no teacher, each teacher, the ensemble (cached and live); SEEDS="1 2" adds seeds
 
-ablations: $(foreach a,$(ABLATIONS),student-ensemble-$(a)) ## ensemble ablations: tau 3 / 0.5, alpha 0.8, hard labels, one averaged token (then `make report`)
+# The report lists every finished run under student/; a sub-make sees the new ones.
+ablations: $(foreach a,$(ABLATIONS),student-ensemble-$(a)) ## ensemble ablations: tau 3 / 0.5, alpha 0.8, hard labels, one averaged token; updates the report
+	@$(MAKE) --no-print-directory report
 
-long: $(addprefix student-,$(LONG_RUNS)) ## none/cnn/involution/ensemble at LONG_EPOCHS epochs, one seed (then `make report`)
+long: $(addprefix student-,$(LONG_RUNS)) ## none/cnn/involution/ensemble at LONG_EPOCHS epochs, one seed; updates the report
+	@$(MAKE) --no-print-directory report
 
-# Ablation and long runs already made are reported too.
 $(RUN)/report/report.md: $(foreach v,$(STUDENT_RUNS),$(RUN)/student/$(v)/manifest.json) \
     $(wildcard $(RUN)/student/*/manifest.json) $(KD)
 	$(KD) report --run $(RUN) --out $(@D)

@@ -2,9 +2,11 @@
 # End-to-end test of the pipeline and the Makefile on the `tiny` profile
 # (a few hundred real Fashion-MNIST images, tiny models, one epoch each):
 #  1. `make` runs every stage and the report;
-#  2. a second `make` has nothing to do;
+#  2. a second `make` has nothing to do; `make ablations` adds runs the
+#     report lists;
 #  3. changing one teacher's settings reruns only that teacher, the cache and
 #     the students (the other teacher and the dataset are untouched);
+#     (existing ablation runs included: the report shows them);
 #  4. broken raw data stops make with a one-line error and no manifest.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -25,6 +27,9 @@ done
 check "report has a students table" "grep -q '^## Students' '$run/report/report.md'"
 check "second make has nothing to do" "mk -q"
 check "SEEDS adds seed runs the report depends on" "mk -n SEEDS='7' report | grep -q -- '--out $run/student/ensemble-seed7 .*--seed 7'"
+mk ABLATIONS=averaged ablations >"$work/ablation.log" 2>&1 || { tail -30 "$work/ablation.log"; echo "FAIL make ablations"; exit 1; }
+check "make ablations trains student/ensemble-averaged" "grep -q '\"tokens\": \"averaged\"' '$run/student/ensemble-averaged/manifest.json'"
+check "the report lists the ablation with its setting" "grep -q '^| ensemble-averaged | cache | soft, tau 1, alpha 0.5, one averaged token |' '$run/report/report.md'"
 
 before_data=$(hash dataset) before_cnn=$(hash teachers/cnn) before_inv=$(hash teachers/involution)
 before_cache=$(hash logits) before_student=$(hash student/ensemble)
