@@ -120,3 +120,52 @@ fn bad_input_is_one_line_nonzero_and_leaves_no_manifest() {
     assert!(!o.status.success());
     assert!(stderr(&o).contains("no manifest.json"), "{}", stderr(&o));
 }
+
+#[test]
+fn student_trains_under_bf16_autocast_and_records_it() {
+    let t = tempfile::tempdir().unwrap();
+    let src = t.path().join("src");
+    write_idx(&src);
+    let ds = t.path().join("ds");
+    let (s, d) = (src.to_str().unwrap(), ds.to_str().unwrap());
+    let o = kd(&["data", "import", "--format", "idx", "--src", s, "--out", d]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = t.path().join("st");
+    let train = |precision: &str| {
+        kd(&[
+            "student",
+            "train",
+            "--dataset",
+            d,
+            "--teachers",
+            "none",
+            "--preset",
+            "vit-test",
+            "--epochs",
+            "1",
+            "--batch-size",
+            "10",
+            "--device",
+            "cpu",
+            "--precision",
+            precision,
+            "--out",
+            out.to_str().unwrap(),
+        ])
+    };
+    let o = train("bf16");
+    assert!(o.status.success(), "{}", stderr(&o));
+    let m: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("manifest.json")).unwrap()).unwrap();
+    assert_eq!(m["config"]["student"]["precision"], "bf16", "{m}");
+    let acc = m["metrics"]["test_accuracy"].as_f64().unwrap();
+    assert!((0.0..=1.0).contains(&acc));
+
+    let o = train("fp8");
+    assert!(!o.status.success());
+    assert!(
+        stderr(&o).contains("expected f32 or bf16"),
+        "{}",
+        stderr(&o)
+    );
+}
