@@ -107,12 +107,23 @@ fn mean_epoch_seconds(m: &Value) -> f64 {
 }
 
 /// The compared variants first, in the order of the method; anything else
-/// (the live timing run, ablations) after them by name.
+/// (the live timing run, ablations) after them by name; then the same for
+/// each longer budget.
 fn ordered(groups: &BTreeMap<String, Vec<Student>>) -> Vec<(&String, &Vec<Student>)> {
     const ORDER: [&str; 4] = ["none", "cnn", "involution", "ensemble"];
     let rank = |v: &str| ORDER.iter().position(|o| *o == v).unwrap_or(ORDER.len());
     let mut v: Vec<_> = groups.iter().collect();
-    v.sort_by_key(|(name, _)| (rank(name), (*name).clone()));
+    // Longer budgets (`make long`) come after, in the same method order.
+    v.sort_by_key(|(name, _)| {
+        let suffix = budget_suffix(name);
+        let base = &name[..name.len() - suffix.len()];
+        (
+            suffix.len(),
+            suffix.to_string(),
+            rank(base),
+            (*name).clone(),
+        )
+    });
     v
 }
 
@@ -142,23 +153,42 @@ fn head_means(runs: &[Student]) -> String {
         .join(", ")
 }
 
+/// `cnn-ep8` -> `-ep8`: the budget tag of a `make long` run, else "".
+fn budget_suffix(variant: &str) -> &str {
+    match variant.rfind("-ep") {
+        Some(i)
+            if variant.len() > i + 3 && variant[i + 3..].chars().all(|c| c.is_ascii_digit()) =>
+        {
+            &variant[i..]
+        }
+        _ => "",
+    }
+}
+
 /// One sentence on the claim being tested: does the ensemble beat no teacher
-/// and each single teacher (differences of the seed means)?
+/// and each single teacher (differences of the seed means)? `suffix` picks a
+/// budget's runs (`-ep8`: `ensemble-ep8` vs `none-ep8`, ...).
 fn verdict(
     groups: &BTreeMap<String, Vec<Student>>,
     acc: impl Fn(&Student) -> f64,
+    suffix: &str,
 ) -> Option<String> {
     let mean = |v: &str| {
         groups
-            .get(v)
+            .get(&format!("{v}{suffix}"))
             .map(|g| mean_sd(&g.iter().map(&acc).collect::<Vec<_>>()).0)
     };
     let ens = mean("ensemble")?;
     let parts: Vec<String> = ["none", "cnn", "involution"]
         .iter()
-        .filter_map(|v| mean(v).map(|m| format!("{:+.2} pts vs {v}", 100.0 * (ens - m))))
+        .filter_map(|v| mean(v).map(|m| format!("{:+.2} pts vs {v}{suffix}", 100.0 * (ens - m))))
         .collect();
-    (!parts.is_empty()).then(|| format!("Ensemble student: {}.", parts.join(", ")))
+    let who = if suffix.is_empty() {
+        "Ensemble student".to_string()
+    } else {
+        format!("Ensemble student `ensemble{suffix}`")
+    };
+    (!parts.is_empty()).then(|| format!("{who}: {}.", parts.join(", ")))
 }
 
 pub fn run(a: Args) -> anyhow::Result<()> {
@@ -229,16 +259,23 @@ pub fn run(a: Args) -> anyhow::Result<()> {
             .push(Student { metrics, config });
     }
     let acc = |s: &Student| s.metrics["test_accuracy"].as_f64().unwrap_or(f64::NAN);
-    let baseline = groups
-        .get("none")
-        .map(|g| mean_sd(&g.iter().map(acc).collect::<Vec<_>>()).0);
+    // Each run is compared with the no-teacher run of its budget (`none`, `none-ep8`).
+    let baseline = |variant: &str| {
+        groups
+            .get(&format!("none{}", budget_suffix(variant)))
+            .map(|g| {
+                (
+                    mean_sd(&g.iter().map(acc).collect::<Vec<_>>()).0,
+                    epochs(&g[0].metrics).len(),
+                )
+            })
+    };
     writeln!(
         md,
         "\n## Students\n\nTest accuracy of the averaged heads (the student's prediction), mean ± sample sd over seeds; \
-         each head alone at the last epoch, averaged over seeds. A run with another epoch budget (the live-teacher timing run) is not compared with none.\n\n\
+         each head alone at the last epoch, averaged over seeds. Each run is compared with the no-teacher run of the same budget (`none`, or `none-ep8` for `make long`'s runs); a run with another epoch budget (the live-teacher timing run) is not.\n\n\
          | variant | source | distillation | epochs | seeds | test accuracy (%) | vs none (pts) | per head (%) | epoch time (s) | train img/s |\n|---|---|---|---|---|---|---|---|---|---|"
     )?;
-    let none_epochs = groups.get("none").map(|g| epochs(&g[0].metrics).len());
     for (variant, runs) in ordered(&groups) {
         let accs: Vec<f64> = runs.iter().map(acc).collect();
         let (m, sd) = mean_sd(&accs);
@@ -261,10 +298,10 @@ pub fn run(a: Args) -> anyhow::Result<()> {
             pct(m)
         };
         // A shorter run (the live timing run) is not an accuracy comparison.
-        let vs_none = match (baseline, none_epochs) {
-            (Some(b), Some(ne)) if ne == n_epochs => format!("{:+.2}", 100.0 * (m - b)),
-            (Some(_), Some(_)) => "- (other budget)".into(),
-            _ => "-".into(),
+        let vs_none = match baseline(variant) {
+            Some((b, ne)) if ne == n_epochs => format!("{:+.2}", 100.0 * (m - b)),
+            Some(_) => "- (other budget)".into(),
+            None => "-".into(),
         };
         writeln!(
             md,
@@ -274,8 +311,17 @@ pub fn run(a: Args) -> anyhow::Result<()> {
             head_means(runs),
         )?;
     }
-    if let Some(line) = verdict(&groups, acc) {
-        writeln!(md, "\n{line}")?;
+    let mut budgets: Vec<&str> = vec![""];
+    budgets.extend(
+        groups
+            .keys()
+            .filter_map(|k| k.strip_prefix("ensemble"))
+            .filter(|s| !s.is_empty() && budget_suffix(s) == *s),
+    );
+    for suffix in budgets {
+        if let Some(line) = verdict(&groups, acc, suffix) {
+            writeln!(md, "\n{line}")?;
+        }
     }
 
     // Epoch time of the same ensemble distillation, cached vs live, against no teacher.
@@ -445,9 +491,22 @@ mod tests {
             ("cnn", 0.8),
             ("none", 0.7),
             ("abl", 0.5),
+            ("ensemble-ep8", 0.9),
+            ("none-ep8", 0.9),
         ]);
         let names: Vec<&str> = ordered(&g).iter().map(|(n, _)| n.as_str()).collect();
-        assert_eq!(names, ["none", "cnn", "ensemble", "abl", "ensemble-live"]);
+        assert_eq!(
+            names,
+            [
+                "none",
+                "cnn",
+                "ensemble",
+                "abl",
+                "ensemble-live",
+                "none-ep8",
+                "ensemble-ep8"
+            ]
+        );
     }
 
     #[test]
@@ -462,9 +521,21 @@ mod tests {
         ]);
         let acc = |s: &Student| s.metrics["test_accuracy"].as_f64().unwrap();
         assert_eq!(
-            verdict(&g, acc).unwrap(),
+            verdict(&g, acc, "").unwrap(),
             "Ensemble student: +3.50 pts vs none, +1.50 pts vs cnn, +3.00 pts vs involution."
         );
-        assert!(verdict(&groups(&[("none", 0.8)]), acc).is_none());
+        assert!(verdict(&groups(&[("none", 0.8)]), acc, "").is_none());
+        let long = groups(&[
+            ("none-ep8", 0.85),
+            ("cnn-ep8", 0.86),
+            ("ensemble-ep8", 0.87),
+        ]);
+        assert_eq!(
+            verdict(&long, acc, "-ep8").unwrap(),
+            "Ensemble student `ensemble-ep8`: +2.00 pts vs none-ep8, +1.00 pts vs cnn-ep8."
+        );
+        assert_eq!(budget_suffix("involution-ep12"), "-ep12");
+        assert_eq!(budget_suffix("ensemble-tau0.5"), "");
+        assert_eq!(budget_suffix("x-ep"), "");
     }
 }
