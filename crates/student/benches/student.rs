@@ -1,6 +1,7 @@
 //! Student training throughput, side by side in one run: no teacher, the
-//! cached ensemble (2 teachers read from a logit store) and the live ensemble
-//! (the same 2 teachers run on every batch). vit-tiny, batch 128, 1x28x28.
+//! cached ensemble (2 teachers read from a logit store), the live ensemble
+//! (the same 2 teachers run on every batch), and the cached ensemble under
+//! bf16 autocast. vit-tiny, batch 128, 1x28x28.
 //!
 //! Teachers are kd-teachers' `cnn-small` and `rednet-small` networks with
 //! untrained weights: speed does not depend on what they learnt.
@@ -12,6 +13,7 @@
 
 #![allow(clippy::print_stdout)]
 
+use kd_core::amp::Precision;
 use kd_core::{Silent, Teacher};
 use kd_data::Dataset;
 use kd_logit_cache::testing::{synthetic_dataset, teacher_artifact};
@@ -143,21 +145,29 @@ fn main() {
         batch_size: 128,
         ..Default::default()
     };
-    let sources: Vec<(&str, Source)> = vec![
-        ("no teacher", Source::None),
+    let cached = || Source::Cache {
+        store: LogitStore::open(&store_dir).expect("store"),
+        teachers: vec!["cnn".into(), "involution".into()],
+    };
+    let sources: Vec<(&str, Source, Precision)> = vec![
+        ("no teacher", Source::None, Precision::F32),
+        ("cached ensemble (2)", cached(), Precision::F32),
         (
-            "cached ensemble (2)",
-            Source::Cache {
-                store: LogitStore::open(&store_dir).expect("store"),
-                teachers: vec!["cnn".into(), "involution".into()],
-            },
+            "live ensemble (2)",
+            Source::Live(teachers(&hash, device)),
+            Precision::F32,
         ),
-        ("live ensemble (2)", Source::Live(teachers(&hash, device))),
+        (
+            "cached ensemble (2), bf16 autocast",
+            cached(),
+            Precision::Bf16,
+        ),
     ];
     let mut rates = vec![vec![]; sources.len()];
     for _ in 0..rounds {
-        for (i, (_, src)) in sources.iter().enumerate() {
+        for (i, (_, src, precision)) in sources.iter().enumerate() {
             let mut c = cfg.clone();
+            c.precision = *precision;
             if !matches!(src, Source::Cache { .. }) {
                 c.views = Some(views);
             }
@@ -179,7 +189,7 @@ fn main() {
     );
     println!("| source | train images/s | relative to no teacher |");
     println!("|---|---:|---:|");
-    for ((name, _), r) in sources.iter().zip(&med) {
+    for ((name, _, _), r) in sources.iter().zip(&med) {
         println!("| {name} | {r:.0} | {:.3} |", r / med[0]);
     }
     println!(
@@ -188,5 +198,10 @@ fn main() {
         (med[0] / med[1] - 1.0) * 100.0,
         med[2] / med[1],
         med[1] / med[2]
+    );
+    println!(
+        "bf16/f32 (cached ensemble) = {:.3}: bf16 autocast is {} here",
+        med[3] / med[1],
+        if med[3] > med[1] { "faster" } else { "slower" }
     );
 }
