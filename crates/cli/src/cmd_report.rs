@@ -110,8 +110,12 @@ fn mean_epoch_seconds(m: &Value) -> f64 {
 /// (the live timing run, ablations) after them by name; then the same for
 /// each longer budget.
 fn ordered(groups: &BTreeMap<String, Vec<Student>>) -> Vec<(&String, &Vec<Student>)> {
-    const ORDER: [&str; 4] = ["none", "cnn", "involution", "ensemble"];
-    let rank = |v: &str| ORDER.iter().position(|o| *o == v).unwrap_or(ORDER.len());
+    let rank = |v: &str| {
+        COMPARED
+            .iter()
+            .position(|o| *o == v)
+            .unwrap_or(COMPARED.len())
+    };
     let mut v: Vec<_> = groups.iter().collect();
     // Longer budgets (`make long`) come after, in the same method order.
     v.sort_by_key(|(name, _)| {
@@ -151,6 +155,14 @@ fn head_means(runs: &[Student]) -> String {
         .map(|(h, (s, n))| format!("{h} {}", pct(s / *n as f64)))
         .collect::<Vec<_>>()
         .join(", ")
+}
+
+/// The variants the method compares, in its order.
+const COMPARED: [&str; 4] = ["none", "cnn", "involution", "ensemble"];
+
+/// Whether `variant` is a compared variant at some budget (`cnn`, `cnn-ep8`).
+fn is_compared(variant: &str) -> bool {
+    COMPARED.contains(&&variant[..variant.len() - budget_suffix(variant).len()])
 }
 
 /// `cnn-ep8` -> `-ep8`: the budget tag of a `make long` run, else "".
@@ -377,10 +389,13 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     }
 
     std::fs::create_dir_all(&out_dir)?;
-    // One curve per variant: the mean over its seeds, epoch by epoch.
+    // One curve per variant: the mean over its seeds, epoch by epoch. Only
+    // the compared variants when there are any: ablations would drown them.
+    let any_compared = groups.keys().any(|v| is_compared(v));
     let series = |key: &str| -> Vec<(String, Vec<(f64, f64)>)> {
         ordered(&groups)
             .into_iter()
+            .filter(|(variant, _)| !any_compared || is_compared(variant))
             .map(|(variant, runs)| {
                 let mut by_epoch: BTreeMap<u64, (f64, usize)> = BTreeMap::new();
                 for r in runs {
@@ -425,7 +440,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         )?;
         writeln!(
             md,
-            "\n## Curves\n\n![test accuracy per epoch](accuracy.png)\n\n![training loss per epoch](loss.png)"
+            "\n## Curves\n\nThe compared variants (ablations are in the table only).\n\n![test accuracy per epoch](accuracy.png)\n\n![training loss per epoch](loss.png)"
         )?;
     }
     std::fs::write(out_dir.join("report.md"), &md)?;
@@ -537,5 +552,7 @@ mod tests {
         assert_eq!(budget_suffix("involution-ep12"), "-ep12");
         assert_eq!(budget_suffix("ensemble-tau0.5"), "");
         assert_eq!(budget_suffix("x-ep"), "");
+        assert!(is_compared("cnn-ep8") && is_compared("none"));
+        assert!(!is_compared("ensemble-live") && !is_compared("ensemble-tau3"));
     }
 }
