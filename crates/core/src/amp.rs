@@ -153,6 +153,7 @@ mod tests {
 
     #[test]
     fn bf16_computes_in_bf16_with_f32_weights_and_grads() {
+        let _rng = crate::torch_rng_lock();
         tch::manual_seed(0);
         let vs = nn::VarStore::new(Device::Cpu);
         let lin = nn::linear(vs.root() / "fc", 16, 8, Default::default());

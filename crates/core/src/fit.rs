@@ -309,6 +309,7 @@ mod tests {
 
     #[test]
     fn bf16_trains_float32_master_weights() {
+        let _rng = crate::torch_rng_lock();
         let cfg = FitConfig {
             epochs: 4,
             batch_size: 8,
@@ -338,6 +339,7 @@ mod tests {
 
     #[test]
     fn resume_equals_uninterrupted() {
+        let _rng = crate::torch_rng_lock();
         let cfg = FitConfig {
             epochs: 4,
             batch_size: 8,

@@ -29,6 +29,15 @@ pub use rng::Rng;
 pub use teacher::Teacher;
 pub use view::{ViewParams, ViewSpec};
 
+/// Tests that seed or draw from libtorch's global generator hold this lock:
+/// the harness runs tests on parallel threads, and one test's draws would
+/// shift another's.
+#[cfg(test)]
+pub(crate) fn torch_rng_lock() -> std::sync::MutexGuard<'static, ()> {
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    LOCK.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 /// Version of the tool, recorded in every manifest.
 pub const TOOL_VERSION: &str = env!("CARGO_PKG_VERSION");
 /// Git revision the tool was built from (`unknown` outside a checkout).
