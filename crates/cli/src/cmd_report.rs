@@ -71,12 +71,22 @@ fn sub_artifacts(dir: &Path, stage: &str) -> Vec<(String, PathBuf)> {
     v
 }
 
+/// The `{tag}N` tail of a run name (`-seed2`, `-ep8`), else "".
+fn numbered_tail<'a>(name: &'a str, tag: &str) -> &'a str {
+    match name.rfind(tag) {
+        Some(i)
+            if name.len() > i + tag.len()
+                && name[i + tag.len()..].chars().all(|c| c.is_ascii_digit()) =>
+        {
+            &name[i..]
+        }
+        _ => "",
+    }
+}
+
 /// `ensemble-seed2` -> `ensemble`: runs that differ only by seed are grouped.
 fn variant_of(name: &str) -> String {
-    match name.rsplit_once("-seed") {
-        Some((v, s)) if s.chars().all(|c| c.is_ascii_digit()) && !s.is_empty() => v.to_string(),
-        _ => name.to_string(),
-    }
+    name[..name.len() - numbered_tail(name, "-seed").len()].to_string()
 }
 
 fn mean_sd(xs: &[f64]) -> (f64, f64) {
@@ -120,11 +130,10 @@ fn ordered(groups: &BTreeMap<String, Vec<Student>>) -> Vec<(&String, &Vec<Studen
     // Longer budgets (`make long`) come after, in the same method order.
     v.sort_by_key(|(name, _)| {
         let suffix = budget_suffix(name);
-        let base = &name[..name.len() - suffix.len()];
         (
             suffix.len(),
             suffix.to_string(),
-            rank(base),
+            rank(budget_base(name)),
             (*name).clone(),
         )
     });
@@ -162,19 +171,17 @@ const COMPARED: [&str; 4] = ["none", "cnn", "involution", "ensemble"];
 
 /// Whether `variant` is a compared variant at some budget (`cnn`, `cnn-ep8`).
 fn is_compared(variant: &str) -> bool {
-    COMPARED.contains(&&variant[..variant.len() - budget_suffix(variant).len()])
+    COMPARED.contains(&budget_base(variant))
 }
 
 /// `cnn-ep8` -> `-ep8`: the budget tag of a `make long` run, else "".
 fn budget_suffix(variant: &str) -> &str {
-    match variant.rfind("-ep") {
-        Some(i)
-            if variant.len() > i + 3 && variant[i + 3..].chars().all(|c| c.is_ascii_digit()) =>
-        {
-            &variant[i..]
-        }
-        _ => "",
-    }
+    numbered_tail(variant, "-ep")
+}
+
+/// `cnn-ep8` -> `cnn`: the method variant whatever the budget.
+fn budget_base(variant: &str) -> &str {
+    &variant[..variant.len() - budget_suffix(variant).len()]
 }
 
 /// One sentence on the claim being tested: does the ensemble beat no teacher

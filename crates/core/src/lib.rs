@@ -31,9 +31,10 @@ pub use view::{ViewParams, ViewSpec};
 
 /// Tests that seed or draw from libtorch's global generator hold this lock:
 /// the harness runs tests on parallel threads, and one test's draws would
-/// shift another's.
-#[cfg(test)]
-pub(crate) fn torch_rng_lock() -> std::sync::MutexGuard<'static, ()> {
+/// shift another's (the resume tests compare weights bit for bit). Public so
+/// that every crate's tests in one process share the same lock.
+#[doc(hidden)]
+pub fn torch_rng_lock() -> std::sync::MutexGuard<'static, ()> {
     static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
     LOCK.lock().unwrap_or_else(|e| e.into_inner())
 }

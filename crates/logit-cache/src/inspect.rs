@@ -80,11 +80,19 @@ fn dataset_labels(meta: &StoreMeta) -> Option<Vec<u16>> {
     }
 }
 
-/// Softmax of one row, appended to `out`.
-fn push_softmax(row: &[f32], out: &mut Vec<f32>) {
+/// Softmax of one row, appended to `out`; returns its entropy (nats).
+fn push_softmax(row: &[f32], out: &mut Vec<f32>) -> f64 {
     let m = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
     let z: f64 = row.iter().map(|&x| ((x - m) as f64).exp()).sum();
-    out.extend(row.iter().map(|&x| (((x - m) as f64).exp() / z) as f32));
+    let mut entropy = 0f64;
+    for &x in row {
+        let p = ((x - m) as f64).exp() / z;
+        if p > 0.0 {
+            entropy -= p * p.ln();
+        }
+        out.push(p as f32);
+    }
+    entropy
 }
 
 /// Mean over rows of KL(p || q), both row-major softmax tables.
@@ -109,19 +117,6 @@ fn argmax(row: &[f32]) -> usize {
     best
 }
 
-/// Argmax and softmax entropy of one row.
-fn top1_entropy(row: &[f32]) -> (usize, f64) {
-    let best = argmax(row);
-    let m = row[best];
-    let z: f64 = row.iter().map(|&x| ((x - m) as f64).exp()).sum();
-    let ex: f64 = row
-        .iter()
-        .map(|&x| ((x - m) as f64).exp() * (x - m) as f64)
-        .sum::<f64>()
-        / z;
-    (best, z.ln() - ex)
-}
-
 pub fn inspect(dir: &Path) -> Result<InspectReport> {
     let store = LogitStore::open(dir)?;
     let meta = store.meta().clone();
@@ -143,10 +138,8 @@ pub fn inspect(dir: &Path) -> Result<InspectReport> {
                 .collect();
             let rows = store.logits(&t.name, &pairs)?;
             for row in rows.chunks_exact(c) {
-                push_softmax(row, &mut prob);
-                let (p, h) = top1_entropy(row);
-                preds.push(p as u32);
-                ent += h;
+                ent += push_softmax(row, &mut prob);
+                preds.push(argmax(row) as u32);
             }
         }
         let acc = |all: bool| {

@@ -97,17 +97,9 @@ fn weights(p: &Path) -> Vec<(String, Tensor)> {
     w
 }
 
-/// libtorch's generator is global and the harness runs tests on parallel
-/// threads: tests that train hold this lock so one's draws cannot shift
-/// another's (the resume tests compare weights bit for bit).
-fn torch_lock() -> std::sync::MutexGuard<'static, ()> {
-    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
-    LOCK.lock().unwrap_or_else(|e| e.into_inner())
-}
-
 #[test]
 fn overfits_one_batch() {
-    let _rng = torch_lock();
+    let _rng = kd_core::torch_rng_lock();
     tch::manual_seed(0);
     let vs = nn::VarStore::new(CPU);
     let m = Vit::new(&vs.root(), &Config::preset("vit-test", 8, 1, 4, 2).unwrap());
@@ -161,7 +153,7 @@ fn overfits_one_batch() {
 
 #[test]
 fn cached_and_live_see_the_same_pixels_and_logits() {
-    let _rng = torch_lock();
+    let _rng = kd_core::torch_rng_lock();
     let t = tempfile::tempdir().unwrap();
     let (ds_dir, store) = fixture(t.path());
     let ds = Dataset::open(&ds_dir).unwrap();
@@ -227,7 +219,7 @@ fn cached_and_live_see_the_same_pixels_and_logits() {
 
 #[test]
 fn resume_after_interruption_equals_straight_run() {
-    let _rng = torch_lock();
+    let _rng = kd_core::torch_rng_lock();
     let t = tempfile::tempdir().unwrap();
     let (ds, store) = fixture(t.path());
     let cfg = small_cfg(2);
@@ -274,7 +266,7 @@ fn resume_after_interruption_equals_straight_run() {
 
 #[test]
 fn outputs_metrics_and_idempotence() {
-    let _rng = torch_lock();
+    let _rng = kd_core::torch_rng_lock();
     let t = tempfile::tempdir().unwrap();
     let (ds, _store) = fixture(t.path());
     let out = t.path().join("live");
@@ -355,7 +347,7 @@ fn outputs_metrics_and_idempotence() {
 
 #[test]
 fn single_teacher_and_averaged_token_from_the_ensemble_store() {
-    let _rng = torch_lock();
+    let _rng = kd_core::torch_rng_lock();
     let t = tempfile::tempdir().unwrap();
     let (ds, store) = fixture(t.path());
     let one = t.path().join("one");
@@ -400,7 +392,7 @@ fn single_teacher_and_averaged_token_from_the_ensemble_store() {
 
 #[test]
 fn refuses_bad_inputs() {
-    let _rng = torch_lock();
+    let _rng = kd_core::torch_rng_lock();
     let t = tempfile::tempdir().unwrap();
     let (ds, store) = fixture(t.path());
     let out = t.path().join("s");

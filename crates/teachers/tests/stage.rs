@@ -44,17 +44,9 @@ fn metrics(dir: &Path) -> Value {
     serde_json::from_slice(&std::fs::read(dir.join("metrics.json")).unwrap()).unwrap()
 }
 
-/// libtorch's generator is global and the harness runs tests on parallel
-/// threads: tests that train hold this lock so one's draws cannot shift
-/// another's (the resume tests compare weights bit for bit).
-fn torch_lock() -> std::sync::MutexGuard<'static, ()> {
-    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
-    LOCK.lock().unwrap_or_else(|e| e.into_inner())
-}
-
 #[test]
 fn train_resume_load_and_evaluate() {
-    let _rng = torch_lock();
+    let _rng = kd_core::torch_rng_lock();
     let t = tempfile::tempdir().unwrap();
     let data = t.path().join("data");
     common::dataset(&data, 4, 512, 64, 0);
@@ -159,7 +151,7 @@ fn train_resume_load_and_evaluate() {
 
 #[test]
 fn involution_teacher_trains_and_loads() {
-    let _rng = torch_lock();
+    let _rng = kd_core::torch_rng_lock();
     let t = tempfile::tempdir().unwrap();
     let data = t.path().join("data");
     common::dataset(&data, 3, 96, 48, 1);
@@ -184,7 +176,7 @@ fn involution_teacher_trains_and_loads() {
 
 #[test]
 fn bad_input_is_refused_without_a_manifest() {
-    let _rng = torch_lock();
+    let _rng = kd_core::torch_rng_lock();
     let t = tempfile::tempdir().unwrap();
     let data = t.path().join("data");
     common::dataset(&data, 3, 64, 32, 2);
@@ -287,7 +279,7 @@ fn bad_input_is_refused_without_a_manifest() {
 
 #[test]
 fn cuda_without_a_gpu_is_a_clear_error() {
-    let _rng = torch_lock();
+    let _rng = kd_core::torch_rng_lock();
     if tch::Cuda::is_available() {
         eprintln!("SKIPPED: a GPU is present");
         return;
