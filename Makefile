@@ -30,7 +30,7 @@ SOURCES := $(shell find crates scripts -name '*.rs' -o -name Cargo.toml) Cargo.t
 TEACHERS := cnn involution
 VARIANTS := none cnn involution ensemble ensemble-live
 
-.PHONY: all full help setup build data teachers cache students ablations long report test bench clean distclean \
+.PHONY: all full help setup build data teachers cache students ablations long report study study-size test bench clean distclean \
         $(addprefix student-,$(VARIANTS)) $(addprefix teacher-,$(TEACHERS))
 
 all: report ## the whole demo pipeline: data, teachers, cache, students, report
@@ -67,9 +67,17 @@ $(RUN)/teachers/%/manifest.json: $(RUN)/dataset/manifest.json $(PROFILE_FILE) $(
 $(addprefix teacher-,$(TEACHERS)): teacher-%: $(RUN)/teachers/%/manifest.json
 teachers: $(foreach t,$(TEACHERS),$(RUN)/teachers/$(t)/manifest.json) ## train the CNN and the involution teacher
 
-$(RUN)/logits/manifest.json: $(foreach t,$(TEACHERS),$(RUN)/teachers/$(t)/manifest.json) $(PROFILE_FILE) $(KD)
+# $(1): store directory, $(2): its teachers, $(3): extra flags.
+define cache_rule
+$(RUN)/$(1)/manifest.json: $(foreach t,$(2),$(RUN)/teachers/$(t)/manifest.json) $(PROFILE_FILE) $(KD)
 	$(KD) cache build --profile $(PROFILE_FILE) --dataset $(RUN)/dataset \
-	  $(foreach t,$(TEACHERS),--teacher $(RUN)/teachers/$(t)) --out $(@D) --device $(DEVICE)
+	  $(foreach t,$(2),--teacher $(RUN)/teachers/$(t)) --out $$(@D) --device $(DEVICE) $(3)
+endef
+$(eval $(call cache_rule,logits,$(TEACHERS),))
+# The study's two other stores: cross-fitted teachers (each training image
+# labelled by the fold model that never saw it), and mixed views.
+$(eval $(call cache_rule,logits-crossfit,$(addsuffix -crossfit,$(TEACHERS)),))
+$(eval $(call cache_rule,logits-mixed,$(TEACHERS),--mix mixup-cutmix))
 
 cache: $(RUN)/logits/manifest.json ## write every teacher's logits on K views into one Zarr store
 
@@ -78,7 +86,14 @@ SOURCE_cnn := cache:$(RUN)/logits\#cnn
 SOURCE_involution := cache:$(RUN)/logits\#involution
 SOURCE_ensemble := cache:$(RUN)/logits
 SOURCE_ensemble-live := live:$(RUN)/teachers/cnn,$(RUN)/teachers/involution
+SOURCE_ensemble-stems := cache:$(RUN)/logits
+SOURCE_ensemble-confidence := cache:$(RUN)/logits
+SOURCE_ensemble-correct := cache:$(RUN)/logits
+SOURCE_ensemble-crossfit := cache:$(RUN)/logits-crossfit
+SOURCE_ensemble-mixed := cache:$(RUN)/logits-mixed
 DEPS_none := $(RUN)/dataset/manifest.json
+DEPS_ensemble-crossfit := $(RUN)/logits-crossfit/manifest.json
+DEPS_ensemble-mixed := $(RUN)/logits-mixed/manifest.json
 DEPS_ensemble-live := $(foreach t,$(TEACHERS),$(RUN)/teachers/$(t)/manifest.json)
 
 # $(1): variant, $(2): directory suffix, $(3): extra flags (a seed).
@@ -98,12 +113,17 @@ SEED_RUNS := $(foreach n,$(SEEDS),$(foreach v,$(SEED_VARIANTS),$(v)-seed$(n)))
 $(foreach v,$(SEED_VARIANTS),$(foreach n,$(SEEDS),$(eval $(call student_rule,$(v),-seed$(n),--seed $(n)))))
 
 # Ablations of the ensemble student (one seed each) into student/ensemble-<name>:
-# what the distillation settings change at the profile's budget.
+# what the distillation settings change at the profile's budget. Also
+# available, not run by default: stems (CivT conv + involution stems),
+# confidence and correct (per-view teacher weighting).
 ABLATION_tau3 := --tau 3
 ABLATION_tau0.5 := --tau 0.5
 ABLATION_alpha0.8 := --alpha 0.8
 ABLATION_hard := --distill hard
 ABLATION_averaged := --tokens averaged
+ABLATION_stems := --stem conv-involution
+ABLATION_confidence := --weighting confidence
+ABLATION_correct := --weighting correct
 ABLATIONS ?= tau3 tau0.5 alpha0.8 hard averaged
 $(foreach a,$(ABLATIONS),$(eval $(call student_rule,ensemble,-$(a),$(ABLATION_$(a)))))
 
@@ -113,6 +133,29 @@ $(foreach a,$(ABLATIONS),$(eval $(call student_rule,ensemble,-$(a),$(ABLATION_$(
 LONG_EPOCHS ?= 8
 LONG_RUNS := $(foreach v,$(SEED_VARIANTS),$(v)-ep$(LONG_EPOCHS))
 $(foreach v,$(SEED_VARIANTS),$(eval $(call student_rule,$(v),-ep$(LONG_EPOCHS),--epochs $(LONG_EPOCHS))))
+
+# The data-efficiency study (issue 11): one profile per training-set size
+# (data/profiles/study-<N>.toml, run into data/runs/study-<N>), every variant
+# with seeds 0 and STUDY_SEEDS; `make study` runs the sizes in order, each
+# completely (seed 0 of every variant before the other seeds), then writes
+# the cross-size report into data/runs/study/report.
+STUDY_SIZES ?= 1000 2000 4000 8000
+STUDY_SEEDS ?= 1 2
+STUDY_VARIANTS := none cnn involution ensemble ensemble-stems ensemble-confidence \
+                  ensemble-correct ensemble-crossfit ensemble-mixed
+STUDY_RUNS := $(STUDY_VARIANTS) $(foreach n,$(STUDY_SEEDS),$(addsuffix -seed$(n),$(STUDY_VARIANTS)))
+# (A study variant that is also a requested ablation, e.g. ABLATIONS=stems,
+# keeps the ablation's rule: both make the same student.)
+$(foreach v,$(filter-out $(VARIANTS) $(addprefix ensemble-,$(ABLATIONS)),$(STUDY_VARIANTS)),$(eval $(call student_rule,$(v),,)))
+# (Seed rules that SEEDS already made for the four compared variants are not made twice.)
+$(foreach v,$(STUDY_VARIANTS),$(foreach n,$(STUDY_SEEDS),$(if $(and $(filter $(v),$(SEED_VARIANTS)),$(filter $(n),$(SEEDS))),,$(eval $(call student_rule,$(v),-seed$(n),--seed $(n))))))
+
+study-size: $(addprefix student-,$(STUDY_RUNS)) ## one size of the study (PROFILE=study-<N>): teachers, three stores, every variant x 3 seeds, its report
+	$(KD) report --run $(RUN) --out $(RUN)/report
+
+study: ## the data-efficiency study: every STUDY_SIZES size, then data/runs/study/report (hours on CPU)
+	@set -e; for n in $(STUDY_SIZES); do $(MAKE) --no-print-directory PROFILE=study-$$n study-size; done
+	$(KD) study --out data/runs/study/report $(foreach n,$(STUDY_SIZES),--run data/runs/study-$(n))
 
 # The compared variants and their seeds first, the live timing run last.
 STUDENT_RUNS := $(SEED_VARIANTS) $(SEED_RUNS) ensemble-live

@@ -27,9 +27,12 @@ done
 check "report has a students table" "grep -q '^## Students' '$run/report/report.md'"
 check "second make has nothing to do" "mk -q"
 check "SEEDS adds seed runs the report depends on" "mk -n SEEDS='7' report | grep -q -- '--out $run/student/ensemble-seed7 .*--seed 7'"
-mk ABLATIONS=averaged ablations >"$work/ablation.log" 2>&1 || { tail -30 "$work/ablation.log"; echo "FAIL make ablations"; exit 1; }
+mk ABLATIONS="averaged stems correct" ablations >"$work/ablation.log" 2>&1 || { tail -30 "$work/ablation.log"; echo "FAIL make ablations"; exit 1; }
 check "make ablations trains student/ensemble-averaged" "grep -q '\"tokens\": \"averaged\"' '$run/student/ensemble-averaged/manifest.json'"
 check "the report lists the ablation with its setting" "grep -q '^| ensemble-averaged | cache | soft, tau 1, alpha 0.5, one averaged token |' '$run/report/report.md'"
+check "a stem run: CivT stems, one token per teacher stem" "grep -q '\"stem\": \"conv-involution\"' '$run/student/ensemble-stems/manifest.json' && grep -q '\"involution\"' '$run/student/ensemble-stems/config.json'"
+check "a weighting run: the report names its weighting" "grep -q '^| ensemble-correct | cache | soft, tau 1, alpha 0.5, correct weighting |' '$run/report/report.md'"
+check "the report names the stem run's stems" "grep -q '^| ensemble-stems | cache | .*CivT conv + involution stems' '$run/report/report.md'"
 
 before_data=$(hash dataset) before_cnn=$(hash teachers/cnn) before_inv=$(hash teachers/involution)
 before_cache=$(hash logits) before_student=$(hash student/ensemble)

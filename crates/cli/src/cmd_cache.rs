@@ -1,5 +1,6 @@
 use crate::ui::{Bars, bytes, out};
 use anyhow::{Context, bail};
+use kd_core::MixMode;
 use kd_core::parse_device;
 use kd_core::profile::Profile;
 use kd_logit_cache::{
@@ -63,6 +64,17 @@ pub struct BuildArgs {
     /// No horizontal flips in the views.
     #[arg(long)]
     no_flip: bool,
+    /// Mixed views (function matching): none, mixup, cutmix or mixup-cutmix
+    /// (one of the two per mixed view). The teachers' logits are those of
+    /// the mixed image; the student rebuilds it from the store.
+    #[arg(long)]
+    mix: Option<String>,
+    /// Probability that a view 1..K-1 is mixed (view 0 never is).
+    #[arg(long)]
+    mix_prob: Option<f64>,
+    /// Beta(alpha, alpha) parameter of the mixing weight.
+    #[arg(long)]
+    mix_alpha: Option<f64>,
     /// Samples per shard file.
     #[arg(long)]
     shard_samples: Option<usize>,
@@ -138,8 +150,13 @@ fn build(a: BuildArgs) -> anyhow::Result<()> {
         pad,
         shard_samples,
         chunk_samples,
-        device
+        device,
+        mix_prob,
+        mix_alpha
     );
+    if let Some(m) = &a.mix {
+        cfg.mix = m.parse::<MixMode>()?;
+    }
     if let Some(k) = a.top_k {
         cfg.top_k = Some(k);
     }
@@ -250,6 +267,18 @@ fn inspect(a: InspectArgs) -> anyhow::Result<()> {
         bytes(r.raw_bytes),
         r.ratio
     ));
+    match &r.mix {
+        None => out("mix: none (no mixed views)"),
+        Some(m) => out(format!(
+            "mix: {} (prob {}, alpha {}): {} of views mixed (mixup {}, cutmix {}); accuracies count unmixed views only",
+            m.mode,
+            m.prob,
+            m.alpha,
+            pct(Some(r.mixed_share)),
+            pct(Some(r.mixup_share)),
+            pct(Some(r.cutmix_share))
+        )),
+    }
     out(
         "array                          shape            dtype    chunk          shard          codecs                                stored      ratio  files",
     );
@@ -275,14 +304,17 @@ fn inspect(a: InspectArgs) -> anyhow::Result<()> {
     );
     for t in &r.teachers {
         out(format!(
-            "{:<14} {:<21} {:>9} {:>8} {:>9.4} {:>13.1} {:>11.1}",
+            "{:<14} {:<21} {:>9} {:>8} {:>9.4} {:>13.1} {:>11.1}{}",
             t.name,
             t.arch,
             pct(t.acc_view0),
             pct(t.acc_all_views),
             t.mean_entropy,
             t.bytes_per_sample,
-            t.bytes_per_view
+            t.bytes_per_view,
+            t.folds
+                .map(|k| format!("  cross-fitted, {k} folds (held-out accuracy)"))
+                .unwrap_or_default()
         ));
     }
     for g in &r.agreement {
@@ -302,8 +334,9 @@ fn inspect(a: InspectArgs) -> anyhow::Result<()> {
     }
     if let Some(acc) = r.averaged_acc_all_views {
         out(format!(
-            "averaged teachers (mean of softmaxes): {} over all views",
-            pct(Some(acc))
+            "averaged teachers (mean of softmaxes): {} over all {}views",
+            pct(Some(acc)),
+            if r.mix.is_some() { "unmixed " } else { "" }
         ));
     }
     Ok(())

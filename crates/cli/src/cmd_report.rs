@@ -43,13 +43,19 @@ fn settings(cfg: &Value, source: &str) -> String {
     if cfg["tokens"].as_str() == Some("averaged") {
         s.push_str(", one averaged token");
     }
+    if cfg["stem"].as_str() == Some("conv-involution") {
+        s.push_str(", CivT conv + involution stems");
+    }
+    if let Some(w) = cfg["weighting"].as_str() {
+        write!(s, ", {w} weighting").ok();
+    }
     if let Some(p) = cfg["precision"].as_str() {
         write!(s, ", {p}").ok();
     }
     s
 }
 
-fn sub_artifacts(dir: &Path, stage: &str) -> Vec<(String, PathBuf)> {
+pub(crate) fn sub_artifacts(dir: &Path, stage: &str) -> Vec<(String, PathBuf)> {
     let mut v: Vec<(String, PathBuf)> = std::fs::read_dir(dir)
         .map(|rd| {
             rd.flatten()
@@ -85,11 +91,11 @@ fn numbered_tail<'a>(name: &'a str, tag: &str) -> &'a str {
 }
 
 /// `ensemble-seed2` -> `ensemble`: runs that differ only by seed are grouped.
-fn variant_of(name: &str) -> String {
+pub(crate) fn variant_of(name: &str) -> String {
     name[..name.len() - numbered_tail(name, "-seed").len()].to_string()
 }
 
-fn mean_sd(xs: &[f64]) -> (f64, f64) {
+pub(crate) fn mean_sd(xs: &[f64]) -> (f64, f64) {
     let n = xs.len().max(1) as f64;
     let m = xs.iter().sum::<f64>() / n;
     let sd = if xs.len() > 1 {
@@ -100,7 +106,7 @@ fn mean_sd(xs: &[f64]) -> (f64, f64) {
     (m, sd)
 }
 
-fn pct(x: f64) -> String {
+pub(crate) fn pct(x: f64) -> String {
     format!("{:.2}", 100.0 * x)
 }
 

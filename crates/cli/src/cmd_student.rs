@@ -56,6 +56,22 @@ pub struct TrainArgs {
     /// per-teacher (one token each) or averaged (one token, mean teacher logits).
     #[arg(long)]
     tokens: Option<String>,
+    /// Patch embedding: patch (DeiT: one strided conv, free distillation
+    /// tokens) or conv-involution (CivT: patch tokens are the sum of a
+    /// convolution stem and an involution stem; each teacher's distillation
+    /// token is the mean of the stem matching its arch).
+    #[arg(long)]
+    stem: Option<kd_student::Stem>,
+    /// How each view's distillation weight is shared among the teachers:
+    /// uniform (1/T each), confidence (softmax over teachers of minus their
+    /// cross-entropy on the label) or correct (only the teachers whose argmax
+    /// is the label, renormalised; a view none gets right keeps only the label loss).
+    #[arg(long)]
+    weighting: Option<kd_student::Weighting>,
+    /// Evaluate every N epochs (and after the last); evaluation on a large
+    /// test split can cost more than short epochs.
+    #[arg(long)]
+    eval_every: Option<usize>,
     /// Expected distillation token count (refused if the teachers imply another).
     #[arg(long)]
     dist_tokens: Option<usize>,
@@ -154,7 +170,10 @@ fn train(a: TrainArgs) -> anyhow::Result<()> {
         distill,
         seed,
         dist_tokens,
-        precision
+        precision,
+        stem,
+        weighting,
+        eval_every
     );
     if let Some(t) = &a.tokens {
         cfg.tokens = match t.as_str() {

@@ -56,6 +56,14 @@ pub struct TrainArgs {
     /// master weights; for GPUs with bf16 tensor cores).
     #[arg(long)]
     precision: Option<Precision>,
+    /// Cross-fit: train K fold models, each on all but one of K stratified
+    /// folds of the training split; the logit cache then labels every
+    /// training image with the model that never saw it (K times the cost).
+    #[arg(long)]
+    folds: Option<usize>,
+    /// Evaluate on the test split every N epochs (and after the last).
+    #[arg(long)]
+    eval_every: Option<usize>,
     /// Retrain even if the artifact is up to date (discards any checkpoint).
     #[arg(long)]
     force: bool,
@@ -132,7 +140,10 @@ fn train(a: TrainArgs) -> anyhow::Result<()> {
     macro_rules! set {
         ($($field:ident => $dst:expr),*) => {$(if let Some(v) = a.$field { $dst = v; })*};
     }
-    set!(epochs => cfg.fit.epochs, batch_size => cfg.fit.batch_size, lr => cfg.fit.lr, seed => cfg.fit.seed, precision => cfg.fit.precision);
+    set!(epochs => cfg.fit.epochs, batch_size => cfg.fit.batch_size, lr => cfg.fit.lr, seed => cfg.fit.seed, precision => cfg.fit.precision, eval_every => cfg.fit.eval_every);
+    if let Some(k) = a.folds {
+        cfg.folds = Some(k);
+    }
     let bars = Bars::default();
     let outcome = train_stage(&cfg, &a.dataset, &a.out, device, a.force, &bars)
         .with_context(|| format!("teacher train into {}", a.out.display()))?;

@@ -10,6 +10,7 @@ mod cmd_env;
 mod cmd_inspect;
 mod cmd_report;
 mod cmd_student;
+mod cmd_study;
 mod cmd_teacher;
 mod ui;
 
@@ -50,6 +51,9 @@ enum Cmd {
     Cache(cmd_cache::Cmd),
     /// Report stage: results table, timings, cache size and curves of a run directory.
     Report(cmd_report::Args),
+    /// The data-efficiency study's report: several run directories (one per
+    /// training-set size) side by side, with one verdict per size.
+    Study(cmd_study::Args),
     /// Student stage: train the ViT (cached, live or no teachers).
     #[command(subcommand)]
     Student(cmd_student::Cmd),
@@ -73,6 +77,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Cmd::Cache(c) => cmd_cache::run(c),
         Cmd::Report(a) => cmd_report::run(a),
         Cmd::Student(c) => cmd_student::run(c),
+        Cmd::Study(a) => cmd_study::run(a),
         Cmd::Teacher(c) => cmd_teacher::run(c),
     }
 }

@@ -34,6 +34,88 @@ pub struct FitConfig {
     /// from the serialised config when f32, so older artifacts stay current.
     #[serde(skip_serializing_if = "Precision::is_f32")]
     pub precision: Precision,
+    /// Evaluate after every n-th epoch and after the last (evaluating a
+    /// 10000-image test split after each of 100 short epochs would cost more
+    /// than the training). Absent from the serialised config when 1.
+    #[serde(skip_serializing_if = "is_one")]
+    pub eval_every: usize,
+}
+
+fn is_one(n: &usize) -> bool {
+    *n == 1
+}
+
+/// Checks of numeric settings before any work, one message each naming the
+/// setting (the same name as the flag and the profile key).
+pub mod check {
+    use crate::error::{CoreError, Result};
+
+    fn bad(name: &str, v: impl std::fmt::Display, want: &str) -> CoreError {
+        CoreError::Invalid(format!("setting {name} = {v}: must be {want}"))
+    }
+
+    /// Finite and > 0.
+    pub fn positive(name: &str, v: f64) -> Result<()> {
+        if v.is_finite() && v > 0.0 {
+            Ok(())
+        } else {
+            Err(bad(name, v, "a finite number > 0"))
+        }
+    }
+
+    /// Finite and >= 0.
+    pub fn non_negative(name: &str, v: f64) -> Result<()> {
+        if v.is_finite() && v >= 0.0 {
+            Ok(())
+        } else {
+            Err(bad(name, v, "a finite number >= 0"))
+        }
+    }
+
+    /// In `[lo, hi]` (`hi_open`: `[lo, hi)`).
+    pub fn within(name: &str, v: f64, lo: f64, hi: f64, hi_open: bool) -> Result<()> {
+        let ok = v.is_finite() && v >= lo && if hi_open { v < hi } else { v <= hi };
+        if ok {
+            Ok(())
+        } else {
+            Err(bad(
+                name,
+                v,
+                &format!("in [{lo}, {hi}{}", if hi_open { ")" } else { "]" }),
+            ))
+        }
+    }
+
+    /// At least 1.
+    pub fn count(name: &str, v: usize) -> Result<()> {
+        if v >= 1 {
+            Ok(())
+        } else {
+            Err(bad(name, v, "at least 1"))
+        }
+    }
+}
+
+impl FitConfig {
+    /// Refuse settings that cannot train, before any work.
+    pub fn validate(&self) -> Result<()> {
+        check::count("epochs", self.epochs)?;
+        check::count("batch_size", self.batch_size)?;
+        check::count("eval_every", self.eval_every)?;
+        check::positive("lr", self.lr)?;
+        check::non_negative("min_lr", self.min_lr)?;
+        if self.min_lr > self.lr {
+            return Err(CoreError::Invalid(format!(
+                "setting min_lr = {} is above lr = {}",
+                self.min_lr, self.lr
+            )));
+        }
+        check::non_negative("warmup_epochs", self.warmup_epochs)?;
+        check::non_negative("weight_decay", self.adamw.weight_decay)?;
+        check::within("beta1", self.adamw.beta1, 0.0, 1.0, true)?;
+        check::within("beta2", self.adamw.beta2, 0.0, 1.0, true)?;
+        check::positive("eps", self.adamw.eps)
+    }
 }
 
 impl Default for FitConfig {
@@ -47,6 +129,7 @@ impl Default for FitConfig {
             seed: 0,
             adamw: AdamWConfig::default(),
             precision: Precision::F32,
+            eval_every: 1,
         }
     }
 }
@@ -227,7 +310,11 @@ pub fn fit(
         }
         let secs = t0.elapsed().as_secs_f64();
         progress.finish();
-        let eval = learner.evaluate(epoch)?;
+        let eval = if (epoch + 1) % cfg.eval_every.max(1) == 0 || epoch + 1 == cfg.epochs {
+            learner.evaluate(epoch)?
+        } else {
+            Map::new()
+        };
         let rec = EpochRecord {
             epoch: epoch + 1,
             lr,
@@ -302,8 +389,8 @@ mod tests {
             let l = f64::try_from(&loss)?;
             Ok((loss, vec![("loss".into(), l)]))
         }
-        fn evaluate(&mut self, _e: usize) -> Result<Map<String, Value>> {
-            Ok(Map::new())
+        fn evaluate(&mut self, e: usize) -> Result<Map<String, Value>> {
+            Ok(Map::from_iter([("evaluated_after".to_string(), json!(e))]))
         }
     }
 
@@ -335,6 +422,117 @@ mod tests {
         let f32_json = serde_json::to_value(FitConfig::default()).unwrap();
         assert!(f32_json.get("precision").is_none());
         assert_eq!(serde_json::to_value(&cfg).unwrap()["precision"], "bf16");
+    }
+
+    #[test]
+    fn eval_every_skips_epochs_but_never_the_last() {
+        let _rng = crate::torch_rng_lock();
+        let cfg = FitConfig {
+            epochs: 5,
+            batch_size: 8,
+            lr: 0.05,
+            eval_every: 2,
+            ..Default::default()
+        };
+        let t = tempfile::tempdir().unwrap();
+        let mut a = Lin::new();
+        let h = fit(
+            &mut a,
+            &cfg,
+            &json!({"m": "lin"}),
+            t.path(),
+            &FitOptions::default(),
+            &Silent,
+        )
+        .unwrap();
+        let evaluated: Vec<usize> = h
+            .iter()
+            .filter(|r| !r.eval.is_empty())
+            .map(|r| r.epoch)
+            .collect();
+        assert_eq!(evaluated, vec![2, 4, 5]);
+        // The default serialises as before the field existed (artifact hashes).
+        assert!(
+            serde_json::to_value(FitConfig::default())
+                .unwrap()
+                .get("eval_every")
+                .is_none()
+        );
+    }
+
+    #[test]
+    fn nonsense_settings_are_refused_by_name() {
+        let ok = FitConfig::default();
+        ok.validate().unwrap();
+        let cases: Vec<(FitConfig, &str)> = vec![
+            (
+                FitConfig {
+                    lr: -0.01,
+                    ..ok.clone()
+                },
+                "lr = -0.01",
+            ),
+            (
+                FitConfig {
+                    lr: 0.0,
+                    ..ok.clone()
+                },
+                "lr = 0",
+            ),
+            (
+                FitConfig {
+                    lr: f64::NAN,
+                    ..ok.clone()
+                },
+                "lr = NaN",
+            ),
+            (
+                FitConfig {
+                    lr: f64::INFINITY,
+                    ..ok.clone()
+                },
+                "lr = inf",
+            ),
+            (
+                FitConfig {
+                    epochs: 0,
+                    ..ok.clone()
+                },
+                "epochs = 0",
+            ),
+            (
+                FitConfig {
+                    batch_size: 0,
+                    ..ok.clone()
+                },
+                "batch_size = 0",
+            ),
+            (
+                FitConfig {
+                    eval_every: 0,
+                    ..ok.clone()
+                },
+                "eval_every = 0",
+            ),
+            (
+                FitConfig {
+                    min_lr: 1.0,
+                    ..ok.clone()
+                },
+                "min_lr = 1",
+            ),
+            (
+                FitConfig {
+                    warmup_epochs: -1.0,
+                    ..ok.clone()
+                },
+                "warmup_epochs = -1",
+            ),
+        ];
+        for (cfg, want) in cases {
+            let e = cfg.validate().unwrap_err().to_string();
+            assert!(e.contains(want), "{e} (wanted {want})");
+        }
     }
 
     #[test]

@@ -3,7 +3,8 @@
 //! Stages never call each other; they meet only through artifacts on disk.
 //! This crate defines what an artifact is (a directory finished by an
 //! atomically written `manifest.json`), how inputs are pinned by content hash,
-//! the augmentation-view contract between the logit cache and the student,
+//! the augmentation-view contract between the logit cache and the student
+//! (crops and flips, and mixup / cutmix pairs),
 //! device selection, and the training machinery (AdamW with savable moments,
 //! cosine schedule, checkpointed epoch loop) that teachers and student share.
 
@@ -12,6 +13,7 @@ pub mod device;
 pub mod error;
 pub mod fit;
 pub mod manifest;
+pub mod mix;
 pub mod optim;
 pub mod plot;
 pub mod profile;
@@ -24,9 +26,10 @@ pub mod zarr;
 pub use device::parse_device;
 pub use error::{CoreError, Result};
 pub use manifest::{InputRef, Manifest, OutputRef};
+pub use mix::{MixKind, MixMode, MixParams, MixSpec, ViewBatch};
 pub use progress::{Progress, Silent};
 pub use rng::Rng;
-pub use teacher::Teacher;
+pub use teacher::{Folds, Teacher};
 pub use view::{ViewParams, ViewSpec};
 
 /// Tests that seed or draw from libtorch's global generator hold this lock:

@@ -136,6 +136,22 @@ pub fn line_chart(
     y_label: &str,
     series: &[(String, Vec<(f64, f64)>)],
 ) -> Result<()> {
+    let with_sd: Vec<(String, Vec<(f64, f64, f64)>)> = series
+        .iter()
+        .map(|(n, pts)| (n.clone(), pts.iter().map(|&(x, y)| (x, y, 0.0)).collect()))
+        .collect();
+    error_bar_chart(path, title, x_label, y_label, &with_sd)
+}
+
+/// [`line_chart`] whose points carry a spread `(x, mean, sd)`, drawn as a
+/// vertical bar from `mean - sd` to `mean + sd` (none where sd is 0).
+pub fn error_bar_chart(
+    path: &Path,
+    title: &str,
+    x_label: &str,
+    y_label: &str,
+    series: &[(String, Vec<(f64, f64, f64)>)],
+) -> Result<()> {
     let (w, h) = (800i64, 440i64);
     let (left, right, top, bottom) = (70i64, 230i64, 30i64, 50i64);
     let mut cv = Canvas(RgbImage::from_pixel(
@@ -148,11 +164,12 @@ pub fn line_chart(
         .flat_map(|s| s.1.iter())
         .filter(|p| p.0.is_finite() && p.1.is_finite());
     let (mut x0, mut x1, mut y0, mut y1) = (f64::MAX, f64::MIN, f64::MAX, f64::MIN);
-    for &(x, y) in pts {
+    for &(x, y, sd) in pts {
+        let sd = if sd.is_finite() { sd } else { 0.0 };
         x0 = x0.min(x);
         x1 = x1.max(x);
-        y0 = y0.min(y);
-        y1 = y1.max(y);
+        y0 = y0.min(y - sd);
+        y1 = y1.max(y + sd);
     }
     if x0 > x1 {
         (x0, x1, y0, y1) = (0.0, 1.0, 0.0, 1.0);
@@ -199,8 +216,14 @@ pub fn line_chart(
     for (i, (name, points)) in series.iter().enumerate() {
         let c = PALETTE[i % PALETTE.len()];
         let mut prev = None;
-        for &(x, y) in points.iter().filter(|p| p.0.is_finite() && p.1.is_finite()) {
+        for &(x, y, sd) in points.iter().filter(|p| p.0.is_finite() && p.1.is_finite()) {
             let p = to_px(x, y);
+            if sd.is_finite() && sd > 0.0 {
+                let (lo, hi) = (to_px(x, y - sd), to_px(x, y + sd));
+                cv.line(lo, hi, c, false);
+                cv.line((lo.0 - 3, lo.1), (lo.0 + 3, lo.1), c, false);
+                cv.line((hi.0 - 3, hi.1), (hi.0 + 3, hi.1), c, false);
+            }
             if let Some(q) = prev {
                 cv.line(q, p, c, true);
             }
@@ -237,5 +260,23 @@ mod tests {
         assert_eq!(img.dimensions(), (800, 440));
         let count = |c: [u8; 3]| img.pixels().filter(|px| px.0 == c).count();
         assert!(count(PALETTE[0]) > 100 && count(PALETTE[1]) > 100);
+    }
+
+    #[test]
+    fn error_bars_span_the_spread() {
+        let t = tempfile::tempdir().unwrap();
+        let (a, b) = (t.path().join("a.png"), t.path().join("b.png"));
+        let pts = |sd: f64| vec![("a".to_string(), vec![(1.0, 0.5, sd), (2.0, 0.6, sd)])];
+        error_bar_chart(&a, "t", "x", "y", &pts(0.0)).unwrap();
+        error_bar_chart(&b, "t", "x", "y", &pts(0.05)).unwrap();
+        let col = |p: &Path| {
+            let img = image::open(p).unwrap().to_rgb8();
+            // Rows coloured by the series in the column of the first point.
+            let x = 70u32;
+            (0..img.height())
+                .filter(|&y| img.get_pixel(x, y).0 == PALETTE[0])
+                .count()
+        };
+        assert!(col(&b) > col(&a) + 20, "{} vs {}", col(&b), col(&a));
     }
 }

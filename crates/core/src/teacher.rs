@@ -18,4 +18,37 @@ pub trait Teacher {
     /// Raw logits `[B, classes]` (float32) of normalised images `[B,C,H,W]`,
     /// in eval mode and without gradients.
     fn logits(&self, images: &Tensor) -> Tensor;
+    /// Logits of training samples `samples` (indices into the train split)
+    /// whose views are `images`. A cross-fitted teacher answers each sample
+    /// with the fold model that never saw it; a plain teacher ignores
+    /// `samples`.
+    fn logits_for(&self, samples: &[usize], images: &Tensor) -> Tensor {
+        let _ = samples;
+        self.logits(images)
+    }
+    /// Cross-fitting, when this teacher is k fold models rather than one.
+    fn folds(&self) -> Option<&Folds> {
+        None
+    }
+}
+
+/// A cross-fitted teacher's folds: model `f` was trained on every training
+/// sample whose fold is not `f`.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Folds {
+    /// Fold of each training sample, in `0..k`.
+    pub assignment: Vec<u8>,
+    /// blake3 of each fold model's weights file, in fold order.
+    pub checkpoint_hashes: Vec<String>,
+}
+
+impl Folds {
+    pub fn k(&self) -> usize {
+        self.checkpoint_hashes.len()
+    }
+
+    /// The fold holding `sample` out.
+    pub fn of(&self, sample: usize) -> usize {
+        self.assignment[sample] as usize
+    }
 }

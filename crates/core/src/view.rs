@@ -4,7 +4,10 @@
 //! the zero-padded image and a horizontal flip. They are drawn from a
 //! generator keyed by (seed, sample, view), stored beside the teachers'
 //! logits, and the student rebuilds the very pixels the teachers saw from
-//! them. View 0 is always the plain image.
+//! them. View 0 is always the plain image. A view may also be mixed with a
+//! partner sample's view of the same index (mixup, cutmix): see
+//! [`crate::mix`], whose draws come from a separate stream so the crops here
+//! never depend on whether mixing is on.
 
 use crate::rng::Rng;
 use serde::{Deserialize, Serialize};

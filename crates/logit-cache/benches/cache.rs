@@ -11,9 +11,9 @@
 //! `KD_BENCH_QUICK=1` runs fewer repetitions.
 #![allow(clippy::print_stdout)]
 
-use kd_core::{Silent, ViewParams};
+use kd_core::{Silent, ViewBatch};
 use kd_data::Dataset;
-use kd_data::augment::{batch_tensor, lut};
+use kd_data::augment::{batch_tensor_mixed, lut};
 use kd_logit_cache::testing::{ConvTeacher, synthetic_dataset, teacher_artifact};
 use kd_logit_cache::{BuildOptions, CacheConfig, LogitStore, Outcome, TeacherInput, build};
 use std::path::Path;
@@ -48,23 +48,31 @@ fn infer_only(ds: &Dataset, ts: &[TeacherInput], cfg: &CacheConfig) -> usize {
     let train = ds.split("train").unwrap();
     let spec = cfg.view_spec();
     let table = lut(&ds.mean, &ds.std);
+    let hw = [train.chw[1], train.chw[2]];
     let mut sink = 0usize;
     for a in (0..N).step_by(cfg.shard_samples) {
         let b = (a + cfg.shard_samples).min(N);
         let pairs: Vec<(usize, usize)> = (a..b)
             .flat_map(|i| (0..VIEWS).map(move |v| (i, v)))
             .collect();
-        for pb in pairs.chunks(cfg.batch_size) {
-            let idx: Vec<usize> = pb.iter().map(|p| p.0).collect();
-            let views: Vec<ViewParams> = pb
-                .iter()
-                .map(|&(i, v)| spec.draw(cfg.seed, i as u64, v as u64))
-                .collect();
-            let x = batch_tensor(train, &idx, &views, &spec, &table, Device::Cpu);
+        let vb = ViewBatch::draw(&spec, &cfg.mix_spec(), cfg.seed, N, hw, &pairs);
+        for start in (0..pairs.len()).step_by(cfg.batch_size) {
+            let end = (start + cfg.batch_size).min(pairs.len());
+            let idx: Vec<usize> = pairs[start..end].iter().map(|p| p.0).collect();
+            let x = batch_tensor_mixed(
+                train,
+                &idx,
+                &vb.views[start..end],
+                &vb.partner_views[start..end],
+                &vb.mixes[start..end],
+                &spec,
+                &table,
+                Device::Cpu,
+            );
             for t in ts {
                 let y = t
                     .teacher
-                    .logits(&x)
+                    .logits_for(&idx, &x)
                     .to_kind(Kind::Float)
                     .contiguous()
                     .view(-1);

@@ -1,9 +1,15 @@
 //! `kd cache inspect`: how a store is laid out and what its teachers say.
+//!
+//! Scores against the labels (accuracy, who is right alone, the averaged
+//! teachers) count unmixed views only: a mixed view has two labels, and
+//! scoring it against one would read as the teacher being wrong. Agreement,
+//! KL and entropy need no label and count every view.
 
 use crate::error::Result;
 use crate::layout::{Dtype, StoreMeta, store_dir};
 use crate::store::LogitStore;
 use kd_core::zarr::{self, ArrayInfo};
+use kd_core::{MixKind, MixSpec};
 use serde::Serialize;
 use std::path::Path;
 
@@ -12,10 +18,14 @@ pub struct TeacherStats {
     pub name: String,
     pub arch: String,
     pub checkpoint_hash: String,
+    /// k when the teacher is cross-fitted: every stored logit comes from a
+    /// fold model that never saw the sample, so its accuracy here is held out.
+    pub folds: Option<usize>,
     pub stored_bytes: u64,
     pub bytes_per_sample: f64,
     pub bytes_per_view: f64,
-    /// Top-1 accuracy against the dataset labels (None when the dataset is gone).
+    /// Top-1 accuracy against the dataset labels (None when the dataset is
+    /// gone); "all views" counts unmixed views only.
     pub acc_view0: Option<f64>,
     pub acc_all_views: Option<f64>,
     /// Mean entropy (nats) of the softmax of the raw logits, over all views.
@@ -49,13 +59,19 @@ pub struct InspectReport {
     pub shards: usize,
     pub seed: u64,
     pub dataset_hash: String,
+    /// The store's mixing (None: no mixed views).
+    pub mix: Option<MixSpec>,
+    /// Share of all (sample, view) pairs that are mixed, and by kind.
+    pub mixed_share: f64,
+    pub mixup_share: f64,
+    pub cutmix_share: f64,
     pub arrays: Vec<ArrayInfo>,
     pub stored_bytes: u64,
     pub raw_bytes: u64,
     pub ratio: f64,
     pub teachers: Vec<TeacherStats>,
     pub agreement: Vec<Agreement>,
-    /// Top-1 accuracy over all views of the teachers' averaged probabilities
+    /// Top-1 accuracy over all (unmixed) views of the teachers' averaged probabilities
     /// (None without labels or with one teacher).
     pub averaged_acc_all_views: Option<f64>,
 }
@@ -124,6 +140,18 @@ pub fn inspect(dir: &Path) -> Result<InspectReport> {
     let labels = dataset_labels(&meta);
     let (n, k) = (meta.samples, meta.views);
     let c = meta.num_classes;
+    // Row i is (sample i / k, view i % k).
+    let kinds: Vec<MixKind> = (0..n * k)
+        .map(|i| {
+            store
+                .mix_params(i / k, i % k)
+                .map_or(MixKind::None, |m| m.kind)
+        })
+        .collect();
+    let share = |f: &dyn Fn(MixKind) -> bool| {
+        kinds.iter().filter(|&&x| f(x)).count() as f64 / (n * k).max(1) as f64
+    };
+    let scored = |i: usize| kinds[i] == MixKind::None;
     let mut top1: Vec<Vec<u32>> = vec![];
     let mut probs: Vec<Vec<f32>> = vec![];
     let mut teachers = vec![];
@@ -146,7 +174,7 @@ pub fn inspect(dir: &Path) -> Result<InspectReport> {
             labels.as_ref().map(|l| {
                 let (mut hit, mut tot) = (0usize, 0usize);
                 for (i, &p) in preds.iter().enumerate() {
-                    if all || i % k == 0 {
+                    if (all && scored(i)) || i % k == 0 {
                         tot += 1;
                         hit += (p == l[i / k] as u32) as usize;
                     }
@@ -163,6 +191,7 @@ pub fn inspect(dir: &Path) -> Result<InspectReport> {
             name: t.name.clone(),
             arch: t.arch.clone(),
             checkpoint_hash: t.checkpoint_hash.clone(),
+            folds: t.folds.as_ref().map(|f| f.k),
             stored_bytes: stored,
             bytes_per_sample: stored as f64 / n.max(1) as f64,
             bytes_per_view: stored as f64 / (n * k).max(1) as f64,
@@ -174,13 +203,14 @@ pub fn inspect(dir: &Path) -> Result<InspectReport> {
         probs.push(prob);
     }
     let label = |i: usize| labels.as_ref().map(|l| l[i / k] as u32);
-    // Fraction of views where `x` is right and `y` is wrong.
+    let n_scored = (0..n * k).filter(|&i| scored(i)).count().max(1) as f64;
+    // Fraction of (unmixed) views where `x` is right and `y` is wrong.
     let only_right = |x: &[u32], y: &[u32]| {
         labels.as_ref().map(|_| {
             let hits = (0..x.len())
-                .filter(|&i| Some(x[i]) == label(i) && Some(y[i]) != label(i))
+                .filter(|&i| scored(i) && Some(x[i]) == label(i) && Some(y[i]) != label(i))
                 .count();
-            hits as f64 / x.len().max(1) as f64
+            hits as f64 / n_scored
         })
     };
     let mut agreement = vec![];
@@ -212,6 +242,9 @@ pub fn inspect(dir: &Path) -> Result<InspectReport> {
         let mut mean = vec![0f32; c];
         let hits = (0..n * k)
             .filter(|&i| {
+                if !scored(i) {
+                    return false;
+                }
                 mean.fill(0.0);
                 for p in &probs {
                     for (m, x) in mean.iter_mut().zip(&p[i * c..(i + 1) * c]) {
@@ -221,7 +254,7 @@ pub fn inspect(dir: &Path) -> Result<InspectReport> {
                 Some(argmax(&mean) as u32) == label(i)
             })
             .count();
-        hits as f64 / (n * k).max(1) as f64
+        hits as f64 / n_scored
     });
     let stored: u64 = arrays.iter().map(|a| a.stored_bytes).sum();
     let raw: u64 = arrays.iter().map(|a| a.raw_bytes).sum();
@@ -235,6 +268,10 @@ pub fn inspect(dir: &Path) -> Result<InspectReport> {
         shards: meta.num_shards,
         seed: meta.seed,
         dataset_hash: meta.dataset_hash.clone(),
+        mix: meta.mix,
+        mixed_share: share(&|x| x != MixKind::None),
+        mixup_share: share(&|x| x == MixKind::Mixup),
+        cutmix_share: share(&|x| x == MixKind::Cutmix),
         arrays,
         stored_bytes: stored,
         raw_bytes: raw,

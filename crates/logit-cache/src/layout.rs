@@ -4,9 +4,11 @@
 //! ```text
 //! <out>/logits.zarr/                 group; attrs: StoreMeta (class names, hashes, views, ...)
 //!   views/params                     uint8  [samples, views, 3]  (dy, dx, flip)
+//!   views/mix                        uint32 [samples, views, 7]  (kind, partner, lam_q, y0, x0, h, w); only with mixing
 //!   teachers/<name>/logits           f16|f32 [samples, views, classes]      (full form)
 //!   teachers/<name>/values           f16|f32 [samples, views, k]  sorted    (top-k form)
 //!   teachers/<name>/indices          uint16 [samples, views, k]
+//!   teachers/<name>/fold             uint8  [samples]  held-out fold; only for a cross-fitted teacher
 //! <out>/.shards/<shard>.done         written after the shard's data: resume skips it
 //! <out>/manifest.json                written by finalize, last
 //! ```
@@ -15,11 +17,20 @@
 //! `chunk_samples` per inner chunk), zstd-compressed and crc32c-checksummed.
 //! Shard `s` covers samples `s*shard_samples ..` in every array, so one
 //! worker owns one shard file per array and no two writers ever touch a file.
+//!
+//! Mixing and cross-fitting are optional in the metadata (`mix`, a teacher's
+//! `folds`) and absent when off, so a store without them has the same
+//! attributes, key and bytes as before either existed.
+//!
+//! `views/mix` is one uint32 array rather than a uint32 partner column beside
+//! a uint16 rest: a reader gets a view's mixing in one read, zarr-python sees
+//! one array with named fields, and zstd turns the all-zero rows of unmixed
+//! views (and the zero high halves) into almost nothing.
 
 use crate::error::{CacheError, Result, store_err};
 use kd_core::manifest::InputRef;
 use kd_core::zarr::{self, Layout, Store, ZArray, data_type};
-use kd_core::{ViewParams, ViewSpec};
+use kd_core::{MixMode, MixParams, MixSpec, ViewParams, ViewSpec};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 use std::path::{Path, PathBuf};
@@ -86,6 +97,12 @@ pub struct CacheConfig {
     pub batch_size: usize,
     /// `auto|cpu|cuda|cuda:N`. Not part of the store's identity.
     pub device: String,
+    /// Mixed views: `none`, `mixup`, `cutmix` or `mixup-cutmix`.
+    pub mix: MixMode,
+    /// Probability that a view 1..K-1 is mixed.
+    pub mix_prob: f64,
+    /// lambda ~ Beta(mix_alpha, mix_alpha).
+    pub mix_alpha: f64,
 }
 
 impl Default for CacheConfig {
@@ -102,6 +119,9 @@ impl Default for CacheConfig {
             zstd_level: 3,
             batch_size: 256,
             device: "auto".into(),
+            mix: MixMode::None,
+            mix_prob: MixSpec::default().prob,
+            mix_alpha: MixSpec::default().alpha,
         }
     }
 }
@@ -114,10 +134,20 @@ impl CacheConfig {
         }
     }
 
+    pub fn mix_spec(&self) -> MixSpec {
+        MixSpec {
+            mode: self.mix,
+            prob: self.mix_prob,
+            alpha: self.mix_alpha,
+        }
+    }
+
     /// What determines the bytes of the store (batch size and device only
-    /// change results within float rounding, so they are left out).
+    /// change results within float rounding, so they are left out). `mix`
+    /// appears only when mixing is on: stores without it keep the identity,
+    /// and so the key and manifest, they had before mixing existed.
     pub fn identity(&self) -> Value {
-        json!({
+        let mut v = json!({
             "views": self.views,
             "dtype": self.dtype,
             "top_k": self.top_k,
@@ -126,7 +156,12 @@ impl CacheConfig {
             "shard_samples": self.shard_samples,
             "chunk_samples": self.chunk_samples,
             "zstd_level": self.zstd_level,
-        })
+        });
+        let mix = self.mix_spec();
+        if !mix.is_none() {
+            v["mix"] = json!(mix);
+        }
+        v
     }
 
     pub fn validate(&self, classes: usize) -> Result<()> {
@@ -158,8 +193,18 @@ impl CacheConfig {
                 ));
             }
         }
+        self.mix_spec().validate()?;
         Ok(())
     }
+}
+
+/// A cross-fitted teacher's folds as recorded in the store (the per-sample
+/// assignment is the `teachers/<name>/fold` array).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FoldsMeta {
+    pub k: usize,
+    /// blake3 of each fold model's weights file, in fold order.
+    pub checkpoint_hashes: Vec<String>,
 }
 
 /// One teacher as recorded in the store.
@@ -169,6 +214,9 @@ pub struct TeacherMeta {
     pub arch: String,
     pub checkpoint_hash: String,
     pub dataset_hash: String,
+    /// Present only for a cross-fitted teacher.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub folds: Option<FoldsMeta>,
 }
 
 /// The root group's attributes.
@@ -190,6 +238,9 @@ pub struct StoreMeta {
     pub num_shards: usize,
     pub dataset_hash: String,
     pub teachers: Vec<TeacherMeta>,
+    /// How views are mixed; absent (and `views/mix` too) without mixing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mix: Option<MixSpec>,
     /// Inputs pinned by manifest hash; `finalize` pins them again from here.
     pub inputs: Vec<InputRef>,
     /// Identity of the store: config identity + input hashes. A store on
@@ -249,6 +300,9 @@ impl StoreMeta {
     /// Relative paths of every array in the store.
     pub fn array_paths(&self) -> Vec<String> {
         let mut v = vec!["/views/params".to_string()];
+        if self.mix.is_some() {
+            v.push("/views/mix".into());
+        }
         for t in &self.teachers {
             if self.top_k.is_some() {
                 v.push(format!("/teachers/{}/values", t.name));
@@ -256,8 +310,15 @@ impl StoreMeta {
             } else {
                 v.push(format!("/teachers/{}/logits", t.name));
             }
+            if t.folds.is_some() {
+                v.push(format!("/teachers/{}/fold", t.name));
+            }
         }
         v
+    }
+
+    fn zstd_level(&self) -> i32 {
+        self.key["config"]["zstd_level"].as_i64().unwrap_or(3) as i32
     }
 
     fn layout(&self, width: usize, dim: &str) -> Layout {
@@ -266,8 +327,19 @@ impl StoreMeta {
             shape: vec![n, k, width as u64],
             chunk: vec![self.shard_samples as u64, k, width as u64],
             subchunk: Some(vec![self.chunk_samples as u64, k, width as u64]),
-            zstd_level: self.key["config"]["zstd_level"].as_i64().unwrap_or(3) as i32,
+            zstd_level: self.zstd_level(),
             dims: vec!["sample".into(), "view".into(), dim.into()],
+        }
+    }
+
+    /// One value per sample, sharded like the `[samples, views, ..]` arrays.
+    fn sample_layout(&self) -> Layout {
+        Layout {
+            shape: vec![self.samples as u64],
+            chunk: vec![self.shard_samples as u64],
+            subchunk: Some(vec![self.chunk_samples as u64]),
+            zstd_level: self.zstd_level(),
+            dims: vec!["sample".into()],
         }
     }
 
@@ -290,14 +362,44 @@ impl StoreMeta {
             &self.layout(ViewParams::LEN, "param"),
             fields.as_object().cloned().unwrap_or_default(),
         )?;
+        if self.mix.is_some() {
+            let a = json!({
+                "fields": MixParams::FIELDS,
+                "note": "kind 0 none, 1 mixup (lambda = lam_q / 65535 on the own view), 2 cutmix (the partner's pixels in rows y0..y0+h, columns x0..x0+w); the partner is taken at its own views/params of the same view index",
+            });
+            zarr::create_array(
+                &store,
+                "/views/mix",
+                data_type::uint32(),
+                0u32,
+                &self.layout(MixParams::LEN, "param"),
+                a.as_object().cloned().unwrap_or_default(),
+            )?;
+        }
         let dt = || match self.dtype {
             Dtype::F16 => data_type::float16(),
             Dtype::F32 => data_type::float32(),
         };
         for t in &self.teachers {
-            let a = json!({"arch": t.arch, "checkpoint_hash": t.checkpoint_hash, "note": "raw logits, no temperature"});
+            let mut a = json!({"arch": t.arch, "checkpoint_hash": t.checkpoint_hash, "note": "raw logits, no temperature"});
+            if let Some(f) = &t.folds {
+                a["folds"] = json!(f.k);
+                a["note"] = json!(
+                    "raw logits, no temperature; cross-fitted: each sample's logits come from the fold model that never saw it (fold)"
+                );
+            }
             let a = a.as_object().cloned().unwrap_or_default();
             zarr::create_group(&store, &format!("/teachers/{}", t.name), a)?;
+            if t.folds.is_some() {
+                zarr::create_array(
+                    &store,
+                    &format!("/teachers/{}/fold", t.name),
+                    data_type::uint8(),
+                    0u8,
+                    &self.sample_layout(),
+                    Map::new(),
+                )?;
+            }
             match self.top_k {
                 None => {
                     self.float_array(

@@ -9,6 +9,11 @@
 //! (`--shard i/n`) whose results [`finalize`] checks and seals with the
 //! manifest. [`LogitStore`] is the student's reader; [`inspect`] and
 //! [`verify`] summarise and re-check a store.
+//!
+//! Optionally a store holds mixed views (`kd_core::mix`: mixup / cutmix
+//! with a partner sample, the teachers' logits being those of the mixed
+//! image) and cross-fitted teachers (each sample answered by the fold model
+//! that never saw it, the fold recorded per sample).
 
 pub mod error;
 pub mod inspect;
@@ -21,7 +26,7 @@ pub mod write;
 
 pub use error::{CacheError, Result};
 pub use inspect::{InspectReport, inspect};
-pub use layout::{CacheConfig, Dtype, STAGE, STORE, StoreMeta};
+pub use layout::{CacheConfig, Dtype, FoldsMeta, STAGE, STORE, StoreMeta, TeacherMeta};
 pub use store::LogitStore;
 pub use verify::{VerifyReport, verify};
 pub use write::{BuildOptions, BuildStats, Outcome, TeacherInput, build, finalize, parse_shard};

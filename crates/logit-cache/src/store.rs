@@ -1,12 +1,14 @@
 //! Reading a finished store: the student asks for a batch of (sample, view)
 //! rows of one teacher. Small stores are decoded into memory once; large ones
-//! go through a bounded cache of decoded inner chunks.
+//! go through a bounded cache of decoded inner chunks. View parameters, the
+//! mixing of mixed views and cross-fitted teachers' folds are small and
+//! always held in memory.
 
 use crate::error::{CacheError, Result, store_err};
 use crate::layout::{Dtype, STAGE, StoreMeta, TOPK_FILL, store_dir};
 use kd_core::manifest::{Manifest, manifest_hash};
 use kd_core::zarr::{self, ZArray};
-use kd_core::{ViewParams, ViewSpec};
+use kd_core::{MixParams, MixSpec, ViewBatch, ViewParams, ViewSpec};
 use std::collections::{HashMap, VecDeque};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -42,6 +44,10 @@ pub struct LogitStore {
     meta: StoreMeta,
     names: Vec<String>,
     params: Vec<u8>,
+    /// `views/mix`, decoded and checked; empty when the store does not mix.
+    mixes: Vec<MixParams>,
+    /// Per teacher: each sample's held-out fold, for cross-fitted teachers.
+    folds: Vec<Option<Vec<u8>>>,
     sources: Vec<Source>,
     cache: Mutex<ChunkCache>,
 }
@@ -100,6 +106,30 @@ impl LogitStore {
             &[0, 0, 0],
             &[n, k, 3],
         )?;
+        let mixes = match meta.mix {
+            None => vec![],
+            Some(_) => Self::read_mixes(&root, &meta, &store)?,
+        };
+        let mut folds = vec![];
+        for t in &meta.teachers {
+            folds.push(match &t.folds {
+                None => None,
+                Some(f) => {
+                    let path = format!("/teachers/{}/fold", t.name);
+                    let a = zarr::read_block::<u8>(&zarr::open_array(&store, &path)?, &[0], &[n])?;
+                    if let Some((i, x)) = a.iter().enumerate().find(|(_, x)| **x as usize >= f.k) {
+                        return Err(store_err(
+                            root.join(&path[1..]),
+                            format!(
+                                "sample {i} is in fold {x}, but the teacher has {} folds",
+                                f.k
+                            ),
+                        ));
+                    }
+                    Some(a)
+                }
+            });
+        }
         let row_bytes = w as usize * if meta.top_k.is_some() { 6 } else { 4 };
         let total = row_bytes * (n * k) as usize * meta.teachers.len();
         let in_memory = total <= budget;
@@ -131,6 +161,8 @@ impl LogitStore {
             hash,
             names: meta.teachers.iter().map(|t| t.name.clone()).collect(),
             params,
+            mixes,
+            folds,
             sources,
             cache: Mutex::new(ChunkCache {
                 map: HashMap::new(),
@@ -139,6 +171,31 @@ impl LogitStore {
             }),
             meta,
         })
+    }
+
+    /// Decode `views/mix`, refusing unknown kinds and partners outside the
+    /// store, so readers can index the dataset with them safely.
+    fn read_mixes(root: &Path, meta: &StoreMeta, store: &zarr::Store) -> Result<Vec<MixParams>> {
+        let (n, k) = (meta.samples, meta.views);
+        let raw = zarr::read_block::<u32>(
+            &zarr::open_array(store, "/views/mix")?,
+            &[0, 0, 0],
+            &[n as u64, k as u64, MixParams::LEN as u64],
+        )?;
+        raw.chunks_exact(MixParams::LEN)
+            .enumerate()
+            .map(|(i, row)| match MixParams::from_slice(row) {
+                Some(m) if !m.is_mixed() || (m.partner as usize) < n => Ok(m),
+                _ => Err(store_err(
+                    root.join("views/mix"),
+                    format!(
+                        "(sample {}, view {}) holds {row:?}: not a mixing of this store's {n} samples",
+                        i / k,
+                        i % k
+                    ),
+                )),
+            })
+            .collect()
     }
 
     fn decode(meta: &StoreMeta, a: &Arrays, start: usize, n: usize) -> Result<Block> {
@@ -205,6 +262,59 @@ impl LogitStore {
         ViewParams::from_slice(&self.params[o..o + ViewParams::LEN])
     }
 
+    /// How the store mixes views (`None`: it does not).
+    pub fn mix_spec(&self) -> Option<MixSpec> {
+        self.meta.mix
+    }
+
+    /// The mixing of view `view` of `sample`: `None` for a store without
+    /// mixing, [`MixParams::NONE`] for a view the store left unmixed.
+    pub fn mix_params(&self, sample: usize, view: usize) -> Option<MixParams> {
+        self.mixes.get(sample * self.meta.views + view).copied()
+    }
+
+    /// Everything [`kd_data::augment::batch_tensor_mixed`] needs to rebuild
+    /// the pixels of (sample, view) `pairs` exactly as the teachers saw them:
+    /// the own views, the partners' views at the same view index, the mixing
+    /// (all [`MixParams::NONE`] in a store without mixing).
+    pub fn view_batch(&self, pairs: &[(usize, usize)]) -> Result<ViewBatch> {
+        let mut b = ViewBatch::default();
+        for &(s, v) in pairs {
+            self.check_pair(s, v)?;
+            let own = self.view_params(s, v);
+            let m = self.mix_params(s, v).unwrap_or(MixParams::NONE);
+            b.views.push(own);
+            b.partner_views.push(if m.is_mixed() {
+                self.view_params(m.partner as usize, v)
+            } else {
+                own
+            });
+            b.mixes.push(m);
+        }
+        Ok(b)
+    }
+
+    /// The fold of `sample` for a cross-fitted `teacher`: its logits come
+    /// from the model trained without that fold. `None` for a plain teacher,
+    /// an unknown one, or a sample out of range.
+    pub fn fold_of(&self, teacher: &str, sample: usize) -> Option<u8> {
+        let t = self.names.iter().position(|n| n == teacher)?;
+        self.folds[t].as_ref()?.get(sample).copied()
+    }
+
+    fn check_pair(&self, s: usize, v: usize) -> Result<()> {
+        if s >= self.meta.samples || v >= self.meta.views {
+            return Err(store_err(
+                &self.dir,
+                format!(
+                    "(sample {s}, view {v}) out of range ({} samples, {} views)",
+                    self.meta.samples, self.meta.views
+                ),
+            ));
+        }
+        Ok(())
+    }
+
     fn block(&self, t: usize, sample: usize) -> Result<Arc<Block>> {
         match &self.sources[t] {
             Source::Memory(b) => Ok(b.clone()),
@@ -251,15 +361,7 @@ impl LogitStore {
         );
         let mut out = vec![0f32; pairs.len() * c];
         for (row, &(s, v)) in out.chunks_exact_mut(c).zip(pairs) {
-            if s >= self.meta.samples || v >= k {
-                return Err(store_err(
-                    &self.dir,
-                    format!(
-                        "(sample {s}, view {v}) out of range ({} samples, {k} views)",
-                        self.meta.samples
-                    ),
-                ));
-            }
+            self.check_pair(s, v)?;
             let b = self.block(t, s)?;
             debug_assert!(s >= b.start && s < b.start + b.n);
             let o = ((s - b.start) * k + v) * w;

@@ -1,15 +1,18 @@
 //! `kd cache verify`: decode every shard (checksums, missing files), then
 //! recompute a random sample of (sample, view) rows with the live teachers
-//! on images rebuilt from the stored view parameters.
+//! on images rebuilt from the stored view parameters (mixed views included,
+//! through the same assembly the writer used). A cross-fitted teacher is
+//! asked per sample (`logits_for`), and must still be the fold models and
+//! the fold assignment the store recorded.
 
 use crate::error::{CacheError, Result, store_err};
 use crate::layout::{Dtype, StoreMeta, store_dir};
 use crate::store::LogitStore;
 use crate::write::check_shards;
 use kd_core::manifest::{MANIFEST, Manifest};
-use kd_core::{Progress, Rng, Teacher, ViewParams};
+use kd_core::{Progress, Rng, Teacher, ViewBatch};
 use kd_data::Dataset;
-use kd_data::augment::{batch_tensor, lut};
+use kd_data::augment::{batch_tensor_mixed, lut};
 use serde::Serialize;
 use std::collections::HashSet;
 use std::path::Path;
@@ -39,6 +42,80 @@ pub fn tolerance(dtype: Dtype, max_abs: f64) -> f64 {
     match dtype {
         Dtype::F16 => (1e-2 * max_abs).max(2e-2),
         Dtype::F32 => 1e-4 * max_abs.max(1.0),
+    }
+}
+
+/// A cross-fitted teacher must be the fold models (hashes) and the fold
+/// assignment the store recorded; a plain one must have stayed plain.
+fn check_folds(
+    dir: &Path,
+    store: &LogitStore,
+    t: &crate::layout::TeacherMeta,
+    live: &dyn Teacher,
+) -> Result<()> {
+    let here = dir.join(MANIFEST);
+    match (&t.folds, live.folds()) {
+        (None, None) => Ok(()),
+        (None, Some(f)) => Err(store_err(
+            here,
+            format!(
+                "teacher '{}' is cross-fitted ({} folds) now, the store was built from a plain teacher",
+                t.name,
+                f.k()
+            ),
+        )),
+        (Some(r), None) => Err(store_err(
+            here,
+            format!(
+                "teacher '{}' is a plain teacher now, the store was built from {} cross-fitted folds",
+                t.name, r.k
+            ),
+        )),
+        (Some(r), Some(f)) => {
+            if r.checkpoint_hashes != f.checkpoint_hashes {
+                let short = |v: &[String]| {
+                    v.iter()
+                        .map(|h| h[..h.len().min(12)].to_string())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                };
+                return Err(store_err(
+                    here,
+                    format!(
+                        "teacher '{}' fold checkpoints are [{}] now, the store was built from [{}]",
+                        t.name,
+                        short(&f.checkpoint_hashes),
+                        short(&r.checkpoint_hashes)
+                    ),
+                ));
+            }
+            let path = store_dir(dir).join(format!("teachers/{}/fold", t.name));
+            if f.assignment.len() != store.num_samples() {
+                return Err(store_err(
+                    path,
+                    format!(
+                        "teacher '{}' assigns folds to {} samples now, the store has {}",
+                        t.name,
+                        f.assignment.len(),
+                        store.num_samples()
+                    ),
+                ));
+            }
+            for (i, &want) in f.assignment.iter().enumerate() {
+                let got = store.fold_of(&t.name, i);
+                if got != Some(want) {
+                    return Err(store_err(
+                        path,
+                        format!(
+                            "sample {i} is stored in fold {}, teacher '{}' now puts it in fold {want}",
+                            got.map(|g| g.to_string()).unwrap_or_else(|| "?".into()),
+                            t.name
+                        ),
+                    ));
+                }
+            }
+            Ok(())
+        }
     }
 }
 
@@ -85,6 +162,7 @@ pub fn verify(
                 ),
             ));
         }
+        check_folds(dir, &store, t, live.as_ref())?;
     }
     let spec = meta.view_spec;
     let mut r = Rng::keyed(seed, &[0x7665_7269]);
@@ -96,16 +174,33 @@ pub fn verify(
             )
         })
         .collect();
-    let views: Vec<ViewParams> = pairs
-        .iter()
-        .map(|&(s, v)| store.view_params(s, v))
-        .collect();
-    for (&(s, v), p) in pairs.iter().zip(&views) {
-        if *p != spec.draw(meta.seed, s as u64, v as u64) {
+    let views = store.view_batch(&pairs)?;
+    let hw = [train.chw[1], train.chw[2]];
+    let drawn = ViewBatch::draw(
+        &spec,
+        &meta.mix.unwrap_or_default(),
+        meta.seed,
+        meta.samples,
+        hw,
+        &pairs,
+    );
+    for (i, &(s, v)) in pairs.iter().enumerate() {
+        let p = views.views[i];
+        if p != drawn.views[i] {
             return Err(store_err(
                 store_dir(dir).join("views/params"),
                 format!(
                     "view params of (sample {s}, view {v}) are {p:?}, the generator says otherwise"
+                ),
+            ));
+        }
+        let m = views.mixes[i];
+        if m != drawn.mixes[i] {
+            return Err(store_err(
+                store_dir(dir).join("views/mix"),
+                format!(
+                    "mixing of (sample {s}, view {v}) is {m:?}, the generator says {:?}",
+                    drawn.mixes[i]
                 ),
             ));
         }
@@ -122,11 +217,22 @@ pub fn verify(
             .find(|x| x.name() == t.name)
             .expect("checked above");
         let (mut diff, mut max_abs) = (0f64, 0f64);
-        for (pb, vb) in pairs.chunks(256).zip(views.chunks(256)) {
+        for start in (0..pairs.len()).step_by(256) {
+            let end = (start + 256).min(pairs.len());
+            let pb = &pairs[start..end];
             let idx: Vec<usize> = pb.iter().map(|p| p.0).collect();
-            let x = batch_tensor(train, &idx, vb, &spec, &table, live.device());
+            let x = batch_tensor_mixed(
+                train,
+                &idx,
+                &views.views[start..end],
+                &views.partner_views[start..end],
+                &views.mixes[start..end],
+                &spec,
+                &table,
+                live.device(),
+            );
             let y = live
-                .logits(&x)
+                .logits_for(&idx, &x)
                 .to_kind(Kind::Float)
                 .to_device(Device::Cpu)
                 .contiguous()

@@ -17,17 +17,23 @@
 //! Byte-identity needs deterministic kernels: the same device, thread count
 //! and batch size give the same logits; batch size and device are left out of
 //! the store's identity because they change results only within rounding.
+//!
+//! Mixed views are assembled by `kd_data::augment::batch_tensor_mixed` from
+//! the same `ViewBatch` the store records, so the stored logits are those of
+//! the mixed image the student will rebuild. Every teacher is asked through
+//! `Teacher::logits_for` with the batch's train indices, so a cross-fitted
+//! teacher answers each sample with the fold model that never saw it.
 
 use crate::error::{CacheError, Result, io_err, store_err};
 use crate::layout::{
-    CacheConfig, Dtype, STAGE, StoreMeta, TeacherMeta, marker_path, marker_text, store_dir,
-    store_key,
+    CacheConfig, Dtype, FoldsMeta, STAGE, StoreMeta, TeacherMeta, marker_path, marker_text,
+    store_dir, store_key,
 };
 use kd_core::manifest::{InputRef, Manifest, OutputRef, needs_run};
 use kd_core::zarr::{self, ZArray};
-use kd_core::{Progress, Teacher, ViewParams};
+use kd_core::{MixParams, Progress, Teacher, ViewBatch, ViewParams};
 use kd_data::Dataset;
-use kd_data::augment::{batch_tensor, lut};
+use kd_data::augment::{batch_tensor_mixed, lut};
 use serde_json::json;
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
@@ -140,10 +146,47 @@ fn open_for_write(store: &kd_core::zarr::Store, path: &str) -> Result<ZArray> {
 struct ShardData {
     shard: usize,
     params: Vec<u8>,
+    /// `views/mix` rows; empty when the store does not mix.
+    mix: Vec<u32>,
+    /// Per teacher: the shard's fold assignment, for cross-fitted teachers.
+    folds: Vec<Option<Vec<u8>>>,
     /// Per teacher: the rows (full logits or top-k values), f32.
     rows: Vec<Vec<f32>>,
     /// Per teacher, top-k only: class indices.
     indices: Vec<Vec<i64>>,
+}
+
+/// A cross-fitted teacher's folds, checked against the `samples` training
+/// samples it must cover.
+fn check_folds(t: &dyn Teacher, m: &Path, samples: usize) -> Result<Option<FoldsMeta>> {
+    let Some(f) = t.folds() else {
+        return Ok(None);
+    };
+    let bad = |msg: String| Err(store_err(m, format!("teacher '{}' {msg}", t.name())));
+    let k = f.k();
+    if !(2..=u8::MAX as usize + 1).contains(&k) {
+        return bad(format!(
+            "is cross-fitted with {k} fold checkpoints: need 2..=256"
+        ));
+    }
+    if f.assignment.len() != samples {
+        return bad(format!(
+            "assigns folds to {} samples, the train split has {samples}",
+            f.assignment.len()
+        ));
+    }
+    if let Some((i, &x)) = f
+        .assignment
+        .iter()
+        .enumerate()
+        .find(|(_, x)| **x as usize >= k)
+    {
+        return bad(format!("puts sample {i} in fold {x}, but has {k} folds"));
+    }
+    Ok(Some(FoldsMeta {
+        k,
+        checkpoint_hashes: f.checkpoint_hashes.clone(),
+    }))
 }
 
 /// Check teachers against the dataset and each other; returns their store metadata.
@@ -151,6 +194,7 @@ fn check_teachers(ds: &Dataset, teachers: &[TeacherInput]) -> Result<Vec<Teacher
     if teachers.is_empty() {
         return Err(CacheError::Invalid("no --teacher given".into()));
     }
+    let samples = ds.split("train")?.len();
     let mut seen = HashSet::new();
     let mut out = vec![];
     for ti in teachers {
@@ -197,6 +241,7 @@ fn check_teachers(ds: &Dataset, teachers: &[TeacherInput]) -> Result<Vec<Teacher
             arch: t.arch().into(),
             checkpoint_hash: t.checkpoint_hash().into(),
             dataset_hash: t.dataset_hash().into(),
+            folds: check_folds(t.as_ref(), &m, samples)?,
         });
     }
     Ok(out)
@@ -262,10 +307,14 @@ fn check_same_store(out: &Path, key: &serde_json::Value) -> Result<()> {
 fn key_diff(found: &serde_json::Value, want: &serde_json::Value) -> String {
     let mut out = vec![];
     if let (Some(a), Some(b)) = (found["config"].as_object(), want["config"].as_object()) {
-        for (k, v) in b {
-            let old = a.get(k).cloned().unwrap_or(serde_json::Value::Null);
-            if &old != v {
-                out.push(format!("{k} {old} -> {v}"));
+        // Both ways: `mix` is absent from the key of a store that does not mix.
+        let null = serde_json::Value::Null;
+        let mut keys: Vec<&String> = b.keys().collect();
+        keys.extend(a.keys().filter(|k| !b.contains_key(*k)));
+        for k in keys {
+            let (old, new) = (a.get(k).unwrap_or(&null), b.get(k).unwrap_or(&null));
+            if old != new {
+                out.push(format!("{k} {old} -> {new}"));
             }
         }
     }
@@ -336,6 +385,16 @@ pub fn build(
     let tmeta = check_teachers(&ds, teachers)?;
     cfg.validate(ds.num_classes())?;
     let train = ds.split("train")?;
+    let mix = cfg.mix_spec();
+    if !mix.is_none() && !(2..=u32::MAX as usize).contains(&train.len()) {
+        return Err(CacheError::Invalid(format!(
+            "mix '{}': needs 2..=2^32-1 training samples to draw partners from, {} has {}",
+            mix.mode,
+            dataset.display(),
+            train.len()
+        )));
+    }
+    let hw = [train.chw[1], train.chw[2]];
     let mut inputs = vec![InputRef::of("dataset", dataset, kd_data::store::STAGE)?];
     for ti in teachers {
         inputs.push(InputRef::of(
@@ -363,6 +422,7 @@ pub fn build(
         num_shards: samples.div_ceil(cfg.shard_samples),
         dataset_hash: ds.manifest_hash.clone(),
         teachers: tmeta,
+        mix: (!mix.is_none()).then_some(mix),
         inputs: inputs.clone(),
         key: key.clone(),
     };
@@ -407,6 +467,20 @@ pub fn build(
 
     let store = zarr::open_store(&root)?;
     let params_arr = open_for_write(&store, "/views/params")?;
+    let mix_arr = match meta.mix {
+        Some(_) => Some(open_for_write(&store, "/views/mix")?),
+        None => None,
+    };
+    let mut fold_arrs: Vec<Option<ZArray>> = vec![];
+    for t in &meta.teachers {
+        fold_arrs.push(match t.folds {
+            Some(_) => Some(open_for_write(
+                &store,
+                &format!("/teachers/{}/fold", t.name),
+            )?),
+            None => None,
+        });
+    }
     let mut arrays: Vec<(ZArray, Option<ZArray>)> = vec![];
     for t in &meta.teachers {
         arrays.push(match meta.top_k {
@@ -445,7 +519,15 @@ pub fn build(
             let (mut n, mut busy) = (0, 0f64);
             for d in rx {
                 let t = std::time::Instant::now();
-                write_shard(out, meta_ref, &params_arr, &arrays, &d)?;
+                write_shard(
+                    out,
+                    meta_ref,
+                    &params_arr,
+                    mix_arr.as_ref(),
+                    &arrays,
+                    &fold_arrs,
+                    &d,
+                )?;
                 busy += t.elapsed().as_secs_f64();
                 n += 1;
             }
@@ -459,30 +541,37 @@ pub fn build(
             let (a, b) = meta.shard_range(s);
             let pairs: Vec<(usize, usize)> =
                 (a..b).flat_map(|i| (0..k).map(move |v| (i, v))).collect();
-            let views: Vec<ViewParams> = pairs
-                .iter()
-                .map(|&(i, v)| spec.draw(cfg.seed, i as u64, v as u64))
-                .collect();
+            let vb = ViewBatch::draw(&spec, &mix, cfg.seed, samples, hw, &pairs);
             let mut d = ShardData {
                 shard: s,
-                params: views.iter().flat_map(|p| p.to_array()).collect(),
+                params: vb.views.iter().flat_map(|p| p.to_array()).collect(),
+                mix: match meta.mix {
+                    Some(_) => vb.mixes.iter().flat_map(|m| m.to_array()).collect(),
+                    None => vec![],
+                },
+                folds: teachers
+                    .iter()
+                    .map(|t| t.teacher.folds().map(|f| f.assignment[a..b].to_vec()))
+                    .collect(),
                 rows: vec![Vec::with_capacity(pairs.len() * width); teachers.len()],
                 indices: vec![vec![]; teachers.len()],
             };
-            for (pb, vb) in pairs
-                .chunks(cfg.batch_size)
-                .zip(views.chunks(cfg.batch_size))
-            {
+            for start in (0..pairs.len()).step_by(cfg.batch_size) {
+                let end = (start + cfg.batch_size).min(pairs.len());
+                let pb = &pairs[start..end];
                 let idx: Vec<usize> = pb.iter().map(|p| p.0).collect();
-                let x = batch_tensor(train, &idx, vb, &spec, &table, device);
+                let x = batch_tensor_mixed(
+                    train,
+                    &idx,
+                    &vb.views[start..end],
+                    &vb.partner_views[start..end],
+                    &vb.mixes[start..end],
+                    &spec,
+                    &table,
+                    device,
+                );
                 for (ti, t) in teachers.iter().enumerate() {
-                    match run_teacher(
-                        t.teacher.as_ref(),
-                        &x,
-                        pb.len(),
-                        meta.num_classes,
-                        cfg.top_k,
-                    ) {
+                    match run_teacher(t.teacher.as_ref(), &idx, &x, meta.num_classes, cfg.top_k) {
                         Ok((rows, ind)) => {
                             d.rows[ti].extend_from_slice(&rows);
                             d.indices[ti].extend_from_slice(&ind);
@@ -546,16 +635,18 @@ pub fn build(
     })
 }
 
-/// One teacher on one batch: `[B, classes]` rows, or top-k values + indices.
+/// One teacher on one batch of train samples `idx`: `[B, classes]` rows, or
+/// top-k values + indices.
 fn run_teacher(
     t: &dyn Teacher,
+    idx: &[usize],
     x: &Tensor,
-    b: usize,
     classes: usize,
     top_k: Option<usize>,
 ) -> Result<(Vec<f32>, Vec<i64>)> {
+    let b = idx.len();
     let y = t
-        .logits(&x.to_device(t.device()))
+        .logits_for(idx, &x.to_device(t.device()))
         .to_kind(Kind::Float)
         .to_device(Device::Cpu);
     if y.size() != [b as i64, classes as i64] {
@@ -598,19 +689,27 @@ fn write_shard(
     out: &Path,
     meta: &StoreMeta,
     params: &ZArray,
+    mix: Option<&ZArray>,
     arrays: &[(ZArray, Option<ZArray>)],
+    folds: &[Option<ZArray>],
     d: &ShardData,
 ) -> Result<()> {
     let (a, b) = meta.shard_range(d.shard);
     let (n, k) = ((b - a) as u64, meta.views as u64);
     let start = [a as u64, 0, 0];
     zarr::write_block(params, &start, &[n, k, ViewParams::LEN as u64], &d.params)?;
+    if let Some(m) = mix {
+        zarr::write_block(m, &start, &[n, k, MixParams::LEN as u64], &d.mix)?;
+    }
     let w = meta.row_width() as u64;
     for (ti, (vals, idx)) in arrays.iter().enumerate() {
         write_floats(vals, meta.dtype, &start, &[n, k, w], &d.rows[ti])?;
         if let Some(ia) = idx {
             let ind: Vec<u16> = d.indices[ti].iter().map(|&i| i as u16).collect();
             zarr::write_block(ia, &start, &[n, k, w], &ind)?;
+        }
+        if let (Some(fa), Some(f)) = (&folds[ti], &d.folds[ti]) {
+            zarr::write_block(fa, &[a as u64], &[n], f)?;
         }
     }
     let m = marker_path(out, d.shard);
@@ -633,8 +732,11 @@ pub fn check_shards(out: &Path, meta: &StoreMeta, trusted: &HashSet<usize>) -> R
     let store = zarr::open_store(&root)?;
     for path in meta.array_paths() {
         let arr = zarr::open_array(&store, &path)?;
+        let dims = arr.shape().len();
         for s in 0..meta.num_shards {
-            let key = arr.chunk_key(&[s as u64, 0, 0]);
+            let mut at = vec![0u64; dims];
+            at[0] = s as u64;
+            let key = arr.chunk_key(&at);
             let file = root.join(key.as_str());
             if !file.is_file() {
                 return Err(store_err(&file, format!("shard {s} of {path} is missing")));
@@ -643,10 +745,14 @@ pub fn check_shards(out: &Path, meta: &StoreMeta, trusted: &HashSet<usize>) -> R
                 continue;
             }
             let (a, b) = meta.shard_range(s);
-            let shape = [(b - a) as u64, arr.shape()[1], arr.shape()[2]];
-            let origin = [a as u64, 0, 0];
-            let res = if path == "/views/params" {
+            let mut shape = arr.shape().to_vec();
+            shape[0] = (b - a) as u64;
+            let mut origin = vec![0u64; dims];
+            origin[0] = a as u64;
+            let res = if path == "/views/params" || path.ends_with("/fold") {
                 zarr::read_block::<u8>(&arr, &origin, &shape).map(|_| ())
+            } else if path == "/views/mix" {
+                zarr::read_block::<u32>(&arr, &origin, &shape).map(|_| ())
             } else if path.ends_with("/indices") {
                 zarr::read_block::<u16>(&arr, &origin, &shape).map(|_| ())
             } else if meta.dtype == Dtype::F16 {
@@ -716,6 +822,18 @@ fn finalize_inner(out: &Path, trusted: &HashSet<usize>) -> Result<Manifest> {
         "stored_bytes": info.iter().map(|a| a.stored_bytes).sum::<u64>(),
         "bytes_per_view_per_teacher": per_teacher,
     });
+    // Only when used, so a plain store's manifest reads as it always did.
+    if let Some(mix) = &meta.mix {
+        m.metrics["mix"] = json!(mix);
+    }
+    let folds: serde_json::Map<String, serde_json::Value> = meta
+        .teachers
+        .iter()
+        .filter_map(|t| t.folds.as_ref().map(|f| (t.name.clone(), json!(f.k))))
+        .collect();
+    if !folds.is_empty() {
+        m.metrics["cross_fitted_folds"] = json!(folds);
+    }
     m.write(out)?;
     tracing::info!(out = %out.display(), shards = meta.num_shards, "logit cache finished");
     Ok(m)

@@ -9,11 +9,13 @@
 
 pub mod error;
 pub mod loss;
+pub mod stem;
 pub mod train;
 pub mod vit;
 
 pub use error::{Result, StudentError};
-pub use loss::{Distill, LossConfig};
+pub use loss::{Distill, LossConfig, Weighting};
+pub use stem::{Stem, TokenStem};
 pub use train::{
     Batcher, Outcome, Source, StudentConfig, TokenMode, train_stage, train_stage_with,
 };

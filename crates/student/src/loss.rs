@@ -1,18 +1,32 @@
 //! The student's losses, as small pure functions of logits.
 //!
-//! With student logits `s_cls, s_1..s_T`, teacher logits `z_1..z_T`, labels `y`:
+//! With student logits `s_cls, s_1..s_T`, teacher logits `z_1..z_T`, labels `y`
+//! and per-sample teacher weights `w[b, t]`:
 //!
-//! `L = (1-alpha) * CE_ls(s_cls, y) + alpha/T * sum_t KD(s_t, z_t)`
+//! `L = (1-alpha) * mean_b CE_ls(s_cls, y) + alpha * sum_t mean_b w[b,t] * KD(s_t, z_t)`
 //!
 //! where soft `KD = tau^2 * KL(softmax(z/tau) || softmax(s/tau))` and hard
 //! `KD = CE(s, argmax z)` (DeiT's hard distillation). Without teachers
 //! `L = CE_ls(s_cls, y)`.
+//!
+//! Weighting ([`teacher_weights`]): `uniform` is `w = 1/T`, which gives the
+//! familiar `alpha/T * sum_t KD_t`; `confidence` is
+//! `w[b, .] = softmax_t(-CE(z_t, y_b))` (confidence-aware multi-teacher KD:
+//! a view's weight moves to the teachers that predict its label best);
+//! `correct` keeps only the teachers whose argmax is the label, renormalised,
+//! so a view that no teacher gets right keeps only its label term
+//! (`(1-alpha) * CE`). Each row of `w` sums to 1 (or 0), so `alpha` keeps its
+//! meaning under every weighting.
 //!
 //! KL normalisation: **batchmean** (sum over classes, mean over the batch),
 //! the true per-sample KL divergence, as in Co-advise and PyTorch's
 //! recommendation. DeiT's `reduction='sum' / (batch * classes)` (a legacy
 //! kept for reproducibility, DeiT issue 61) would shrink the term by the class
 //! count and so tie the meaning of `alpha` to the data set.
+//!
+//! Mixed views (mixup / cutmix stored with the logits) carry two labels and
+//! the own label's weight `lam`; their label term is
+//! `lam * CE(s, y) + (1 - lam) * CE(s, y2)`.
 
 use crate::vit::VitOutput;
 use serde::{Deserialize, Serialize};
@@ -36,6 +50,41 @@ impl std::str::FromStr for Distill {
     }
 }
 
+/// How each view's distillation weight is shared among the teachers.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Weighting {
+    #[default]
+    Uniform,
+    Confidence,
+    Correct,
+}
+
+impl Weighting {
+    pub fn is_uniform(&self) -> bool {
+        *self == Weighting::Uniform
+    }
+    pub fn name(self) -> &'static str {
+        match self {
+            Weighting::Uniform => "uniform",
+            Weighting::Confidence => "confidence",
+            Weighting::Correct => "correct",
+        }
+    }
+}
+
+impl std::str::FromStr for Weighting {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "uniform" => Ok(Weighting::Uniform),
+            "confidence" => Ok(Weighting::Confidence),
+            "correct" => Ok(Weighting::Correct),
+            _ => Err(format!("'{s}': expected uniform, confidence or correct")),
+        }
+    }
+}
+
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct LossConfig {
     pub alpha: f64,
@@ -44,29 +93,70 @@ pub struct LossConfig {
     pub label_smoothing: f64,
 }
 
-/// Mean cross-entropy against labels smoothed by `eps` (mass `eps` spread
-/// uniformly over all classes, as in PyTorch).
+/// A batch's labels: one class per sample, or for mixed views a second class
+/// and the own class's weight `lam` (`[B]`, float).
+#[derive(Debug)]
+pub struct Labels {
+    pub y: Tensor,
+    pub mix: Option<(Tensor, Tensor)>,
+}
+
+impl Labels {
+    pub fn plain(y: Tensor) -> Labels {
+        Labels { y, mix: None }
+    }
+
+    /// The class a view mostly shows (the partner's when `lam < 1/2`).
+    pub fn dominant(&self) -> Tensor {
+        match &self.mix {
+            None => self.y.shallow_clone(),
+            Some((y2, lam)) => self.y.where_self(&lam.ge(0.5), y2),
+        }
+    }
+}
+
+/// Per-sample cross-entropy `[B]` against labels smoothed by `eps` (mass
+/// `eps` spread uniformly over all classes, as in PyTorch).
+fn ce_rows(logits: &Tensor, y: &Tensor, eps: f64) -> Tensor {
+    logits
+        .to_kind(Kind::Float)
+        .cross_entropy_loss::<Tensor>(y, None, Reduction::None, -100, eps)
+}
+
+/// Per-sample cross-entropy `[B]` against (possibly mixed) labels.
+pub fn cross_entropy_rows(logits: &Tensor, labels: &Labels, eps: f64) -> Tensor {
+    let own = ce_rows(logits, &labels.y, eps);
+    match &labels.mix {
+        None => own,
+        Some((y2, lam)) => &own * lam + ce_rows(logits, y2, eps) * (1.0 - lam),
+    }
+}
+
+/// Mean cross-entropy against labels smoothed by `eps`.
 pub fn cross_entropy(logits: &Tensor, labels: &Tensor, eps: f64) -> Tensor {
-    logits.to_kind(Kind::Float).cross_entropy_loss::<Tensor>(
-        labels,
-        None,
-        Reduction::Mean,
-        -100,
-        eps,
-    )
+    ce_rows(logits, labels, eps).mean(Kind::Float)
+}
+
+/// `tau^2 * KL(softmax(teacher/tau) || softmax(student/tau))` per sample `[B]`.
+pub fn soft_kd_rows(student: &Tensor, teacher: &Tensor, tau: f64) -> Tensor {
+    let log_q = (student.to_kind(Kind::Float) / tau).log_softmax(-1, Kind::Float);
+    let log_p = (teacher.to_kind(Kind::Float) / tau).log_softmax(-1, Kind::Float);
+    (log_p.exp() * (&log_p - log_q)).sum_dim_intlist(-1, false, Kind::Float) * (tau * tau)
 }
 
 /// `tau^2 * KL(softmax(teacher/tau) || softmax(student/tau))`, batchmean.
 pub fn soft_kd(student: &Tensor, teacher: &Tensor, tau: f64) -> Tensor {
-    let log_q = (student.to_kind(Kind::Float) / tau).log_softmax(-1, Kind::Float);
-    let log_p = (teacher.to_kind(Kind::Float) / tau).log_softmax(-1, Kind::Float);
-    let kl = (log_p.exp() * (&log_p - log_q)).sum_dim_intlist(-1, false, Kind::Float);
-    kl.mean(Kind::Float) * (tau * tau)
+    soft_kd_rows(student, teacher, tau).mean(Kind::Float)
+}
+
+/// Cross-entropy of the student against the teacher's argmax, per sample.
+pub fn hard_kd_rows(student: &Tensor, teacher: &Tensor) -> Tensor {
+    ce_rows(student, &teacher.argmax(-1, false), 0.0)
 }
 
 /// Cross-entropy of the student against the teacher's argmax (DeiT hard).
 pub fn hard_kd(student: &Tensor, teacher: &Tensor) -> Tensor {
-    cross_entropy(student, &teacher.argmax(-1, false), 0.0)
+    hard_kd_rows(student, teacher).mean(Kind::Float)
 }
 
 /// The ablation's target: one token learns the mean of the teachers' logits.
@@ -74,6 +164,70 @@ pub fn average_logits(teachers: &[Tensor]) -> Tensor {
     Tensor::stack(teachers, 0)
         .to_kind(Kind::Float)
         .mean_dim(0, false, Kind::Float)
+}
+
+/// Per-view weights `[B, T]` of the teachers (see the module header); each
+/// row sums to 1, or to 0 under `correct` when no teacher is right.
+pub fn teacher_weights(teachers: &[Tensor], labels: &Labels, w: Weighting) -> Tensor {
+    let b = labels.y.size()[0];
+    let t = teachers.len() as i64;
+    let dev = labels.y.device();
+    match w {
+        Weighting::Uniform => Tensor::full([b, t], 1.0 / t as f64, (Kind::Float, dev)),
+        Weighting::Confidence => {
+            let ce: Vec<Tensor> = teachers
+                .iter()
+                .map(|z| cross_entropy_rows(z, labels, 0.0))
+                .collect();
+            (-Tensor::stack(&ce, 1)).softmax(1, Kind::Float)
+        }
+        Weighting::Correct => {
+            let target = labels.dominant();
+            let right: Vec<Tensor> = teachers
+                .iter()
+                .map(|z| z.argmax(-1, false).eq_tensor(&target).to_kind(Kind::Float))
+                .collect();
+            let right = Tensor::stack(&right, 1);
+            let n = right.sum_dim_intlist(1, true, Kind::Float).clamp_min(1.0);
+            right / n
+        }
+    }
+}
+
+/// What the distillation heads learn: one target per head, and each view's
+/// weight `[B, heads]` for each head's term.
+#[derive(Debug)]
+pub struct Targets {
+    pub logits: Vec<Tensor>,
+    pub weights: Tensor,
+}
+
+/// One head per teacher, weighted per view.
+pub fn per_teacher_targets(teachers: Vec<Tensor>, labels: &Labels, w: Weighting) -> Targets {
+    let weights = teacher_weights(&teachers, labels, w);
+    Targets {
+        logits: teachers,
+        weights,
+    }
+}
+
+/// One head learning the teachers' logits averaged with the view's weights
+/// (the plain mean under `uniform`); its weight is the row's total (0 for a
+/// view no teacher gets right under `correct`).
+pub fn averaged_target(teachers: &[Tensor], labels: &Labels, w: Weighting) -> Targets {
+    let weights = teacher_weights(teachers, labels, w);
+    let logits = if w.is_uniform() {
+        average_logits(teachers)
+    } else {
+        let z = Tensor::stack(teachers, 1).to_kind(Kind::Float);
+        let total = weights.sum_dim_intlist(1, true, Kind::Float);
+        (z * weights.unsqueeze(-1)).sum_dim_intlist(1, false, Kind::Float) / total.clamp_min(1e-12)
+    };
+    let weights = weights.sum_dim_intlist(1, true, Kind::Float);
+    Targets {
+        logits: vec![logits],
+        weights,
+    }
 }
 
 /// The loss and its parts (unweighted), for reporting.
@@ -85,40 +239,38 @@ pub struct LossParts {
     pub kd: Vec<Tensor>,
 }
 
-/// The training loss of one batch. `targets[t]` is the teacher logits that
-/// distillation head `t` learns (one per head).
+/// The training loss of one batch; `targets` has one target per
+/// distillation head (none without teachers).
 pub fn student_loss(
     out: &VitOutput,
-    labels: &Tensor,
-    targets: &[Tensor],
+    labels: &Labels,
+    targets: Option<&Targets>,
     cfg: &LossConfig,
 ) -> LossParts {
-    assert_eq!(
-        out.dist.len(),
-        targets.len(),
-        "one teacher target per distillation head"
-    );
-    let ce = cross_entropy(&out.cls, labels, cfg.label_smoothing);
-    if targets.is_empty() {
+    let ce = cross_entropy_rows(&out.cls, labels, cfg.label_smoothing).mean(Kind::Float);
+    let Some(targets) = targets.filter(|t| !t.logits.is_empty()) else {
+        assert!(out.dist.is_empty(), "distillation heads without targets");
         return LossParts {
             total: ce.shallow_clone(),
             ce,
             kd: vec![],
         };
-    }
-    let kd: Vec<Tensor> = out
-        .dist
-        .iter()
-        .zip(targets)
-        .map(|(s, z)| match cfg.distill {
-            Distill::Soft => soft_kd(s, z, cfg.tau),
-            Distill::Hard => hard_kd(s, z),
-        })
-        .collect();
-    let t = kd.len() as f64;
+    };
+    assert_eq!(
+        out.dist.len(),
+        targets.logits.len(),
+        "one teacher target per distillation head"
+    );
     let mut total = &ce * (1.0 - cfg.alpha);
-    for k in &kd {
-        total += k * (cfg.alpha / t);
+    let mut kd = vec![];
+    for (h, (s, z)) in out.dist.iter().zip(&targets.logits).enumerate() {
+        let rows = match cfg.distill {
+            Distill::Soft => soft_kd_rows(s, z, cfg.tau),
+            Distill::Hard => hard_kd_rows(s, z),
+        };
+        let w = targets.weights.select(1, h as i64);
+        total += (&rows * w).mean(Kind::Float) * cfg.alpha;
+        kd.push(rows.mean(Kind::Float));
     }
     LossParts { total, ce, kd }
 }
@@ -187,7 +339,7 @@ mod tests {
             cls: t(&[&[0.0, LN3]]),
             dist: vec![t(&[&[0.0, 0.0]]), t(&[&[0.0, LN3]])],
         };
-        let y = Tensor::from_slice(&[1i64]);
+        let y = Labels::plain(Tensor::from_slice(&[1i64]));
         let z = vec![t(&[&[0.0, LN3]]), t(&[&[0.0, 0.0]])];
         let cfg = LossConfig {
             alpha: 0.25,
@@ -195,7 +347,12 @@ mod tests {
             distill: Distill::Soft,
             label_smoothing: 0.0,
         };
-        let p = student_loss(&out, &y, &z, &cfg);
+        let tg = per_teacher_targets(
+            z.iter().map(Tensor::shallow_clone).collect(),
+            &y,
+            Weighting::Uniform,
+        );
+        let p = student_loss(&out, &y, Some(&tg), &cfg);
         let ce = -(0.75f64.ln());
         let kl_a = 0.25 * (0.5f64).ln() + 0.75 * (1.5f64).ln();
         let kl_b = 0.5 * (0.5f64 / 0.25).ln() + 0.5 * (0.5f64 / 0.75).ln();
@@ -212,7 +369,7 @@ mod tests {
                 dist: vec![],
             },
             &y,
-            &[],
+            None,
             &cfg,
         );
         assert!(
@@ -221,5 +378,106 @@ mod tests {
         );
         let avg: Vec<f32> = Vec::try_from(average_logits(&z).view([-1])).unwrap();
         assert!((avg[0] - 0.0).abs() < 1e-7 && (avg[1] - LN3 / 2.0).abs() < 1e-6);
+    }
+
+    fn rows(x: &Tensor) -> Vec<Vec<f32>> {
+        let (b, _) = x.size2().unwrap();
+        (0..b)
+            .map(|i| Vec::<f32>::try_from(x.get(i)).unwrap())
+            .collect()
+    }
+
+    fn close(a: &[Vec<f32>], b: &[&[f32]]) -> bool {
+        a.len() == b.len()
+            && a.iter().zip(b).all(|(r, s)| {
+                r.len() == s.len() && r.iter().zip(*s).all(|(x, y)| (x - y).abs() < 1e-6)
+            })
+    }
+
+    #[test]
+    fn confidence_weights_by_hand() {
+        // y = 1: CE(z1) = -ln 3/4, CE(z2) = -ln 1/2, so w = [3/4, 1/2] / (5/4).
+        let z = [t(&[&[0.0, LN3]]), t(&[&[0.0, 0.0]])];
+        let y = Labels::plain(Tensor::from_slice(&[1i64]));
+        let w = rows(&teacher_weights(&z, &y, Weighting::Confidence));
+        assert!(close(&w, &[&[0.6, 0.4]]), "{w:?}");
+        let u = rows(&teacher_weights(&z, &y, Weighting::Uniform));
+        assert!(close(&u, &[&[0.5, 0.5]]), "{u:?}");
+    }
+
+    #[test]
+    fn correct_weights_drop_wrong_teachers_and_renormalise() {
+        // Row 0: only z1 right; row 1: both right; row 2: neither right.
+        let z1 = t(&[&[0.0, 1.0], &[5.0, 0.0], &[1.0, 0.0]]);
+        let z2 = t(&[&[1.0, 0.0], &[4.0, 0.0], &[2.0, 0.0]]);
+        let y = Labels::plain(Tensor::from_slice(&[1i64, 0, 1]));
+        let w = rows(&teacher_weights(
+            &[z1.shallow_clone(), z2.shallow_clone()],
+            &y,
+            Weighting::Correct,
+        ));
+        assert!(close(&w, &[&[1.0, 0.0], &[0.5, 0.5], &[0.0, 0.0]]), "{w:?}");
+        // A view no teacher gets right keeps only (1 - alpha) * CE.
+        let s = t(&[&[0.0, LN3], &[0.0, LN3], &[0.0, LN3]]);
+        let out = VitOutput {
+            cls: s.shallow_clone(),
+            dist: vec![s.shallow_clone(), s.shallow_clone()],
+        };
+        let cfg = LossConfig {
+            alpha: 0.5,
+            tau: 1.0,
+            distill: Distill::Soft,
+            label_smoothing: 0.0,
+        };
+        let tg = per_teacher_targets(vec![z1, z2], &y, Weighting::Correct);
+        let p = student_loss(&out, &y, Some(&tg), &cfg);
+        let ce = [-(0.75f64.ln()), -(0.25f64.ln()), -(0.75f64.ln())];
+        let kd = |zt: [f64; 2]| {
+            // KL(softmax(zt) || [1/4, 3/4]).
+            let m = zt[0].max(zt[1]);
+            let e = [(zt[0] - m).exp(), (zt[1] - m).exp()];
+            let p = [e[0] / (e[0] + e[1]), e[1] / (e[0] + e[1])];
+            p[0] * (p[0] / 0.25).ln() + p[1] * (p[1] / 0.75).ln()
+        };
+        let want = 0.5 * (ce[0] + ce[1] + ce[2]) / 3.0
+            + 0.5 * (kd([0.0, 1.0]) + 0.5 * kd([5.0, 0.0]) + 0.5 * kd([4.0, 0.0])) / 3.0;
+        assert!(
+            (val(&p.total) - want).abs() < 1e-5,
+            "{} vs {want}",
+            val(&p.total)
+        );
+    }
+
+    #[test]
+    fn averaged_target_under_weights() {
+        let z = [t(&[&[0.0, LN3]]), t(&[&[0.0, 0.0]])];
+        let y = Labels::plain(Tensor::from_slice(&[1i64]));
+        let a = averaged_target(&z, &y, Weighting::Confidence);
+        assert!(close(&rows(&a.logits[0]), &[&[0.0, 0.6 * LN3]]));
+        assert!(close(&rows(&a.weights), &[&[1.0]]));
+        let u = averaged_target(&z, &y, Weighting::Uniform);
+        assert!(close(&rows(&u.logits[0]), &[&[0.0, LN3 / 2.0]]));
+        // Neither right under `correct` (z2's argmax is class 0; y = 0 makes z1 wrong).
+        let y0 = Labels::plain(Tensor::from_slice(&[0i64]));
+        let c = averaged_target(
+            &[t(&[&[0.0, 1.0]]), t(&[&[0.0, 2.0]])],
+            &y0,
+            Weighting::Correct,
+        );
+        assert!(close(&rows(&c.weights), &[&[0.0]]));
+        assert!(val(&c.logits[0].abs().sum(Kind::Float)).is_finite());
+    }
+
+    #[test]
+    fn mixed_labels_weight_both_classes() {
+        // softmax = [1/4, 3/4]; own class 0 with lam 0.25, partner class 1.
+        let l = Labels {
+            y: Tensor::from_slice(&[0i64]),
+            mix: Some((Tensor::from_slice(&[1i64]), Tensor::from_slice(&[0.25f32]))),
+        };
+        let got = val(&cross_entropy_rows(&t(&[&[0.0, LN3]]), &l, 0.0).sum(Kind::Float));
+        let want = -(0.25 * 0.25f64.ln() + 0.75 * 0.75f64.ln());
+        assert!((got - want).abs() < 1e-6, "{got} vs {want}");
+        assert_eq!(i64::try_from(l.dominant().get(0)).unwrap(), 1);
     }
 }

@@ -12,14 +12,19 @@
 //! `kd_core::fit`'s, shared with the teachers.
 
 use crate::error::{Result, StudentError};
-use crate::loss::{Distill, LossConfig, average_logits, student_loss};
+use crate::loss::{
+    Distill, Labels, LossConfig, Targets, Weighting, averaged_target, per_teacher_targets,
+    student_loss,
+};
+use crate::stem::{Stem, TokenStem};
 use crate::vit::{Config, PRESETS, Vit, num_params};
+use kd_core::ViewBatch;
 use kd_core::amp::Precision;
 use kd_core::fit::{EpochRecord, FitConfig, FitOptions, Learner, fit, remove_checkpoint};
 use kd_core::manifest::{InputRef, Manifest, OutputRef, needs_run, write_json};
 use kd_core::optim::AdamWConfig;
 use kd_core::{CoreError, Progress, Rng, Teacher, ViewParams, ViewSpec};
-use kd_data::augment::{batch_tensor, label_tensor, lut};
+use kd_data::augment::{batch_tensor, batch_tensor_mixed, label_tensor, lut};
 use kd_data::{Dataset, Split};
 use kd_logit_cache::LogitStore;
 use serde::{Deserialize, Serialize};
@@ -60,6 +65,26 @@ impl Source {
         }
     }
 
+    /// Each teacher's recorded architecture (`cnn/cnn-small`), in token order.
+    pub fn teacher_archs(&self) -> Vec<String> {
+        match self {
+            Source::None => vec![],
+            Source::Cache { store, teachers } => teachers
+                .iter()
+                .map(|t| {
+                    store
+                        .meta()
+                        .teachers
+                        .iter()
+                        .find(|m| &m.name == t)
+                        .map(|m| m.arch.clone())
+                        .unwrap_or_default()
+                })
+                .collect(),
+            Source::Live(ts) => ts.iter().map(|t| t.arch().to_string()).collect(),
+        }
+    }
+
     /// Teacher names in token order.
     pub fn teacher_names(&self) -> Vec<String> {
         match self {
@@ -91,6 +116,13 @@ pub struct StudentConfig {
     /// Expected distillation token count; refused when the teachers imply another.
     pub dist_tokens: Option<usize>,
     pub tokens: TokenMode,
+    /// Patch embedding: `patch` (DeiT) or `conv-involution` (CivT stems, each
+    /// distillation token the mean of its teacher's stem).
+    #[serde(skip_serializing_if = "Stem::is_patch")]
+    pub stem: Stem,
+    /// How each view's distillation weight is shared among the teachers.
+    #[serde(skip_serializing_if = "Weighting::is_uniform")]
+    pub weighting: Weighting,
     /// Override of the preset's stochastic depth rate.
     pub drop_path: Option<f64>,
     pub epochs: usize,
@@ -112,9 +144,16 @@ pub struct StudentConfig {
     pub view_pad: Option<u8>,
     pub view_flip: Option<bool>,
     pub eval_batch_size: usize,
+    /// Evaluate every n-th epoch (and after the last).
+    #[serde(skip_serializing_if = "is_one")]
+    pub eval_every: usize,
     /// Training forward precision: f32, or bf16 autocast over f32 weights.
     #[serde(skip_serializing_if = "Precision::is_f32")]
     pub precision: Precision,
+}
+
+fn is_one(n: &usize) -> bool {
+    *n == 1
 }
 
 impl Default for StudentConfig {
@@ -123,6 +162,8 @@ impl Default for StudentConfig {
             preset: "vit-tiny".into(),
             dist_tokens: None,
             tokens: TokenMode::PerTeacher,
+            stem: Stem::Patch,
+            weighting: Weighting::Uniform,
             drop_path: None,
             epochs: 10,
             batch_size: 128,
@@ -140,6 +181,7 @@ impl Default for StudentConfig {
             view_pad: None,
             view_flip: None,
             eval_batch_size: 500,
+            eval_every: 1,
             precision: Precision::F32,
         }
     }
@@ -159,6 +201,7 @@ impl StudentConfig {
                 ..Default::default()
             },
             precision: self.precision,
+            eval_every: self.eval_every,
         }
     }
 
@@ -196,9 +239,31 @@ impl StudentConfig {
     /// Fill the view settings from the store (cache mode) or defaults,
     /// refusing explicit values the store contradicts and zero views.
     pub fn resolved(&self, source: &Source) -> Result<StudentConfig> {
+        self.validate()?;
         let mut cfg = self.clone();
         resolve_views(&mut cfg, source)?;
         Ok(cfg)
+    }
+}
+
+impl StudentConfig {
+    /// Refuse numeric settings that cannot train, before any work; each
+    /// message names the setting as the flag and the profile key do.
+    pub fn validate(&self) -> Result<()> {
+        use kd_core::fit::check;
+        let at = |e: CoreError| invalid(e.to_string());
+        self.fit_config().validate().map_err(at)?;
+        check::within("alpha", self.alpha, 0.0, 1.0, false).map_err(at)?;
+        check::positive("tau", self.tau).map_err(at)?;
+        check::within("label_smoothing", self.label_smoothing, 0.0, 1.0, true).map_err(at)?;
+        if let Some(dp) = self.drop_path {
+            check::within("drop_path", dp, 0.0, 1.0, true).map_err(at)?;
+        }
+        check::count("eval_batch_size", self.eval_batch_size).map_err(at)?;
+        if let Some(v) = self.views {
+            check::count("views", v).map_err(at)?;
+        }
+        Ok(())
     }
 }
 
@@ -297,6 +362,7 @@ fn check_source(source: &Source, ds: &Dataset, train: &Split) -> Result<Value> {
                     store.num_classes()
                 )));
             }
+            check_store_teachers(store, teachers)?;
             if store.num_samples() != train.len() {
                 return Err(invalid(format!(
                     "{at}: store has {} samples, the train split {}",
@@ -335,6 +401,30 @@ fn check_source(source: &Source, ds: &Dataset, train: &Split) -> Result<Value> {
             Ok(json!({"kind": "live", "teachers": desc}))
         }
     }
+}
+
+/// Refuse a store whose teachers were retrained after it was built: the
+/// store pins each teacher directory by its manifest hash. A directory that
+/// is gone (a store copied elsewhere) cannot be checked; that is logged.
+fn check_store_teachers(store: &LogitStore, used: &[String]) -> Result<()> {
+    for t in used {
+        let role = format!("teacher:{t}");
+        let Some(pin) = store.meta().inputs.iter().find(|i| i.role == role) else {
+            continue;
+        };
+        if !kd_core::manifest::manifest_path(&pin.path).is_file() {
+            tracing::warn!(store = %store.dir().display(), teacher = %t, path = %pin.path.display(),
+                "the teacher directory the store was built from is not there; cannot check it is unchanged");
+            continue;
+        }
+        if let Err(e) = pin.verify() {
+            return Err(invalid(format!(
+                "{}: teacher '{t}' changed after the store was built ({e}); rebuild the cache",
+                store.dir().display()
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// How the trainer turns training indices into images and teacher logits:
@@ -390,14 +480,73 @@ impl<'a> Batcher<'a> {
         }
     }
 
-    /// Normalised images `[B, C, H, W]` of the given (sample, view) pairs.
-    pub fn images(&self, idx: &[usize], vids: &[usize]) -> Tensor {
+    /// The store's mixing of the given pairs, when it mixes views.
+    fn mixing(&self, idx: &[usize], vids: &[usize]) -> kd_core::Result<Option<ViewBatch>> {
+        match self.source {
+            Source::Cache { store, .. } if store.mix_spec().is_some() => {
+                let pairs: Vec<(usize, usize)> =
+                    idx.iter().copied().zip(vids.iter().copied()).collect();
+                store
+                    .view_batch(&pairs)
+                    .map(Some)
+                    .map_err(|e| CoreError::Invalid(e.to_string()))
+            }
+            _ => Ok(None),
+        }
+    }
+
+    /// Normalised images `[B, C, H, W]` of the given (sample, view) pairs:
+    /// for a store with mixed views, the very mixed pixels its teachers saw.
+    pub fn images(&self, idx: &[usize], vids: &[usize]) -> kd_core::Result<Tensor> {
+        if let Some(b) = self.mixing(idx, vids)? {
+            return Ok(batch_tensor_mixed(
+                self.train,
+                idx,
+                &b.views,
+                &b.partner_views,
+                &b.mixes,
+                &self.spec,
+                &self.lut,
+                self.device,
+            ));
+        }
         let params: Vec<ViewParams> = idx
             .iter()
             .zip(vids)
             .map(|(&s, &v)| self.view_params(s, v))
             .collect();
-        batch_tensor(self.train, idx, &params, &self.spec, &self.lut, self.device)
+        Ok(batch_tensor(
+            self.train,
+            idx,
+            &params,
+            &self.spec,
+            &self.lut,
+            self.device,
+        ))
+    }
+
+    /// The labels of the given pairs: for mixed views both samples' classes
+    /// and the own class's weight (its share of the pixels, or mixup's lambda).
+    pub fn labels(&self, idx: &[usize], vids: &[usize]) -> kd_core::Result<Labels> {
+        let y = label_tensor(self.train, idx, self.device);
+        let Some(b) = self.mixing(idx, vids)? else {
+            return Ok(Labels::plain(y));
+        };
+        let [_, h, w] = self.train.chw;
+        let partners: Vec<usize> = b
+            .mixes
+            .iter()
+            .zip(idx)
+            .map(|(m, &s)| if m.is_mixed() { m.partner as usize } else { s })
+            .collect();
+        let lam: Vec<f32> = b.mixes.iter().map(|m| m.own_weight(h, w) as f32).collect();
+        Ok(Labels {
+            y,
+            mix: Some((
+                label_tensor(self.train, &partners, self.device),
+                Tensor::from_slice(&lam).to_device(self.device),
+            )),
+        })
     }
 
     /// Raw teacher logits `[B, classes]` (f32, on the student's device), one
@@ -429,7 +578,7 @@ impl<'a> Batcher<'a> {
             Source::Live(ts) => Ok(ts
                 .iter()
                 .map(|t| {
-                    t.logits(&images.to_device(t.device()))
+                    t.logits_for(idx, &images.to_device(t.device()))
                         .to_kind(Kind::Float)
                         .to_device(self.device)
                 })
@@ -446,32 +595,91 @@ struct StudentLearner<'a> {
     /// Name of each distillation head (teacher name, or `avg`).
     heads: Vec<String>,
     tokens: TokenMode,
+    weighting: Weighting,
     loss: LossConfig,
     eval_batch: usize,
+    /// The held-out part of the training data, when the dataset has one
+    /// (settings are chosen on it, never on test).
+    val: Option<&'a Split>,
     /// Live mode: each head's teacher prediction on the test split (fixed, so computed once).
     teacher_test_pred: Option<Vec<Vec<i64>>>,
 }
 
 impl StudentLearner<'_> {
-    fn targets(&self, logits: Vec<Tensor>) -> Vec<Tensor> {
-        match self.tokens {
-            TokenMode::PerTeacher => logits,
-            TokenMode::Averaged if logits.is_empty() => logits,
-            TokenMode::Averaged => vec![average_logits(&logits)],
+    fn targets(&self, logits: Vec<Tensor>, labels: &Labels) -> Option<Targets> {
+        if logits.is_empty() {
+            return None;
         }
+        Some(match self.tokens {
+            TokenMode::PerTeacher => per_teacher_targets(logits, labels, self.weighting),
+            TokenMode::Averaged => averaged_target(&logits, labels, self.weighting),
+        })
     }
 
-    fn test_batches(&self) -> Vec<Vec<usize>> {
-        let idx: Vec<usize> = (0..self.test.len()).collect();
+    fn eval_batches(&self, split: &Split) -> Vec<Vec<usize>> {
+        let idx: Vec<usize> = (0..split.len()).collect();
         idx.chunks(self.eval_batch.max(1))
             .map(<[usize]>::to_vec)
             .collect()
     }
 
-    fn test_images(&self, idx: &[usize]) -> Tensor {
+    fn plain_images(&self, split: &Split, idx: &[usize]) -> Tensor {
         let b = &self.batcher;
         let views = vec![ViewParams::identity(&b.spec); idx.len()];
-        batch_tensor(self.test, idx, &views, &b.spec, &b.lut, b.device)
+        batch_tensor(split, idx, &views, &b.spec, &b.lut, b.device)
+    }
+
+    /// Accuracy of the averaged heads, the class head and each distillation
+    /// head on the plain images of `split`, and (live teachers, test split)
+    /// each head's agreement with its teacher.
+    fn accuracies(
+        &mut self,
+        split: &Split,
+        prefix: &str,
+        m: &mut Map<String, Value>,
+    ) -> kd_core::Result<()> {
+        let batches = self.eval_batches(split);
+        let agree_with = if prefix == "test" {
+            self.teacher_test_pred.as_ref()
+        } else {
+            None
+        };
+        let nh = self.heads.len();
+        let (mut cls_ok, mut avg_ok) = (0usize, 0usize);
+        let mut head_ok = vec![0usize; nh];
+        let mut agree = vec![0usize; nh];
+        for b in &batches {
+            let x = self.plain_images(split, b);
+            let out = self.model.forward_t(&x, false);
+            let labels: Vec<i64> = b.iter().map(|&i| split.labels[i] as i64).collect();
+            let hits = |p: &[i64]| p.iter().zip(&labels).filter(|(a, b)| a == b).count();
+            cls_ok += hits(&argmax_vec(&out.cls)?);
+            avg_ok += hits(&argmax_vec(&out.averaged())?);
+            for (h, d) in out.dist.iter().enumerate() {
+                let p = argmax_vec(d)?;
+                head_ok[h] += hits(&p);
+                if let Some(tp) = agree_with {
+                    agree[h] += p
+                        .iter()
+                        .zip(&tp[h][b[0]..b[0] + b.len()])
+                        .filter(|(a, b)| a == b)
+                        .count();
+                }
+            }
+        }
+        let n = split.len().max(1) as f64;
+        m.insert(format!("{prefix}_acc_avg"), json!(avg_ok as f64 / n));
+        m.insert(format!("{prefix}_acc_cls"), json!(cls_ok as f64 / n));
+        for (h, name) in self.heads.iter().enumerate() {
+            m.insert(
+                format!("{prefix}_acc_dist_{name}"),
+                json!(head_ok[h] as f64 / n),
+            );
+            if agree_with.is_some() {
+                m.insert(format!("agree_{name}"), json!(agree[h] as f64 / n));
+            }
+        }
+        Ok(())
     }
 }
 
@@ -497,11 +705,11 @@ impl Learner for StudentLearner<'_> {
     ) -> kd_core::Result<(Tensor, Vec<(String, f64)>)> {
         let b = &self.batcher;
         let vids = b.epoch_views(idx, epoch);
-        let x = b.images(idx, &vids);
-        let y = label_tensor(b.train, idx, b.device);
-        let targets = self.targets(b.teacher_logits(idx, &vids, &x)?);
+        let x = b.images(idx, &vids)?;
+        let y = b.labels(idx, &vids)?;
+        let targets = self.targets(b.teacher_logits(idx, &vids, &x)?, &y);
         let out = self.model.forward_t(&x, true);
-        let parts = student_loss(&out, &y, &targets, &self.loss);
+        let parts = student_loss(&out, &y, targets.as_ref(), &self.loss);
         let mut stats = vec![
             ("loss".to_string(), f64::try_from(&parts.total)?),
             ("ce".to_string(), f64::try_from(&parts.ce)?),
@@ -514,53 +722,36 @@ impl Learner for StudentLearner<'_> {
 
     fn evaluate(&mut self, _epoch: usize) -> kd_core::Result<Map<String, Value>> {
         let _g = tch::no_grad_guard();
-        let batches = self.test_batches();
         if self.teacher_test_pred.is_none() && matches!(self.batcher.source, Source::Live(_)) {
+            // Teachers see the plain test images; their predictions are fixed.
             let mut preds = vec![vec![]; self.heads.len()];
-            for b in &batches {
-                let x = self.test_images(b);
-                let t = self.targets(self.batcher.teacher_logits(b, &vec![0; b.len()], &x)?);
-                for (p, z) in preds.iter_mut().zip(&t) {
-                    p.extend(argmax_vec(z)?);
+            for b in &self.eval_batches(self.test) {
+                let x = self.plain_images(self.test, b);
+                let labels = Labels::plain(label_tensor(self.test, b, self.batcher.device));
+                let logits = match self.batcher.source {
+                    Source::Live(ts) => ts
+                        .iter()
+                        .map(|t| {
+                            t.logits(&x.to_device(t.device()))
+                                .to_kind(Kind::Float)
+                                .to_device(self.batcher.device)
+                        })
+                        .collect(),
+                    _ => vec![],
+                };
+                if let Some(t) = self.targets(logits, &labels) {
+                    for (p, z) in preds.iter_mut().zip(&t.logits) {
+                        p.extend(argmax_vec(z)?);
+                    }
                 }
             }
             self.teacher_test_pred = Some(preds);
         }
-        let nh = self.heads.len();
-        let (mut cls_ok, mut avg_ok) = (0usize, 0usize);
-        let mut head_ok = vec![0usize; nh];
-        let mut agree = vec![0usize; nh];
-        for b in &batches {
-            let x = self.test_images(b);
-            let out = self.model.forward_t(&x, false);
-            let labels: Vec<i64> = b.iter().map(|&i| self.test.labels[i] as i64).collect();
-            let hits = |p: &[i64]| p.iter().zip(&labels).filter(|(a, b)| a == b).count();
-            cls_ok += hits(&argmax_vec(&out.cls)?);
-            avg_ok += hits(&argmax_vec(&out.averaged())?);
-            for (h, d) in out.dist.iter().enumerate() {
-                let p = argmax_vec(d)?;
-                head_ok[h] += hits(&p);
-                if let Some(tp) = &self.teacher_test_pred {
-                    agree[h] += p
-                        .iter()
-                        .zip(&tp[h][b[0]..b[0] + b.len()])
-                        .filter(|(a, b)| a == b)
-                        .count();
-                }
-            }
-        }
-        let n = self.test.len().max(1) as f64;
         let mut m = Map::new();
-        m.insert("test_acc_avg".into(), json!(avg_ok as f64 / n));
-        m.insert("test_acc_cls".into(), json!(cls_ok as f64 / n));
-        for (h, name) in self.heads.iter().enumerate() {
-            m.insert(
-                format!("test_acc_dist_{name}"),
-                json!(head_ok[h] as f64 / n),
-            );
-            if self.teacher_test_pred.is_some() {
-                m.insert(format!("agree_{name}"), json!(agree[h] as f64 / n));
-            }
+        let test = self.test;
+        self.accuracies(test, "test", &mut m)?;
+        if let Some(val) = self.val {
+            self.accuracies(val, "val", &mut m)?;
         }
         Ok(m)
     }
@@ -644,6 +835,10 @@ pub fn train_stage_with(
     if let Some(dp) = cfg.drop_path {
         model_cfg.drop_path = dp;
     }
+    model_cfg.stem = cfg.stem;
+    if cfg.stem == Stem::ConvInvolution {
+        model_cfg.token_stems = token_stems(source, cfg.tokens, heads.len())?;
+    }
     model_cfg
         .validate()
         .map_err(|e| invalid(format!("preset '{}': {e}", cfg.preset)))?;
@@ -685,8 +880,10 @@ pub fn train_stage_with(
         test,
         heads: heads.clone(),
         tokens: cfg.tokens,
+        weighting: cfg.weighting,
         loss: cfg.loss_config(),
         eval_batch: cfg.eval_batch_size,
+        val: ds.splits.get("val").filter(|v| !v.is_empty()),
         teacher_test_pred: None,
     };
     let history = fit(
@@ -750,6 +947,30 @@ pub fn train_stage_with(
     m.write(out)?;
     tracing::info!(out = %out.display(), test_accuracy, "student written");
     Ok(Outcome::Wrote(Box::new(m)))
+}
+
+/// The stem each distillation token is the mean of: a teacher's own bias
+/// (matched by the arch recorded in the store or the teacher directory), or
+/// both stems for the single token of an averaged target.
+fn token_stems(source: &Source, tokens: TokenMode, heads: usize) -> Result<Vec<TokenStem>> {
+    if heads == 0 {
+        return Ok(vec![]);
+    }
+    if tokens == TokenMode::Averaged {
+        return Ok(vec![TokenStem::Both]);
+    }
+    source
+        .teacher_names()
+        .iter()
+        .zip(source.teacher_archs())
+        .map(|(name, arch)| {
+            TokenStem::for_arch(&arch).ok_or_else(|| {
+                invalid(format!(
+                    "stem conv-involution: teacher '{name}' has arch '{arch}', but a stem token needs a cnn or involution teacher (use --stem patch)"
+                ))
+            })
+        })
+        .collect()
 }
 
 /// `curves.csv` (every number per epoch) and `curves.png` (test accuracy of

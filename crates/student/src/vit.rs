@@ -11,10 +11,15 @@
 //! `dist_tokens` of shape `[1, T, dim]`, `blocks.0.attn.qkv.weight`, `head`,
 //! `head_dist.{t}`), so a checkpoint maps onto PyTorch key by key.
 //!
+//! With `stem = conv-involution` the patch embedding is replaced by CivT's
+//! two stems ([`crate::stem`]) and each distillation token is the mean of
+//! its teacher's stem rather than a free `dist_tokens` parameter.
+//!
 //! Inference averages the *logits* of all heads (as DeiT's code does; the
 //! paper averages softmaxes). Logits keep each head's confidence scale and
 //! the average is one op; on the argmax the two rarely differ.
 
+use crate::stem::{CivtStems, Stem, TokenStem};
 use serde::{Deserialize, Serialize};
 use tch::nn::{self, Init, Module};
 use tch::{Kind, Tensor};
@@ -43,6 +48,13 @@ pub struct Config {
     pub dist_tokens: usize,
     /// Stochastic depth rate of the last block (linearly 0 -> rate).
     pub drop_path: f64,
+    /// Patch embedding (absent from the serialised config when `patch`, so
+    /// artifacts made before stems existed keep their hashes).
+    #[serde(default, skip_serializing_if = "Stem::is_patch")]
+    pub stem: Stem,
+    /// With CivT stems: the stem each distillation token is the mean of.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub token_stems: Vec<TokenStem>,
 }
 
 /// Names of the presets accepted by [`Config::preset`].
@@ -79,6 +91,8 @@ impl Config {
             num_classes,
             dist_tokens,
             drop_path,
+            stem: Stem::Patch,
+            token_stems: vec![],
         })
     }
 
@@ -103,6 +117,19 @@ impl Config {
         }
         if self.num_classes == 0 || self.in_chans == 0 {
             return Err("no classes or no channels".into());
+        }
+        match self.stem {
+            Stem::Patch if !self.token_stems.is_empty() => {
+                return Err("token stems given without the conv-involution stem".into());
+            }
+            Stem::ConvInvolution if self.token_stems.len() != self.dist_tokens => {
+                return Err(format!(
+                    "{} distillation tokens but {} token stems",
+                    self.dist_tokens,
+                    self.token_stems.len()
+                ));
+            }
+            _ => {}
         }
         Ok(())
     }
@@ -293,7 +320,8 @@ impl VitOutput {
 #[derive(Debug)]
 pub struct Vit {
     pub cfg: Config,
-    patch_embed: PatchEmbed,
+    patch_embed: Option<PatchEmbed>,
+    stems: Option<CivtStems>,
     cls_token: Tensor,
     dist_tokens: Option<Tensor>,
     pos_embed: Tensor,
@@ -307,9 +335,12 @@ impl Vit {
     pub fn new(p: &nn::Path, cfg: &Config) -> Self {
         let d = cfg.embed_dim as i64;
         let t = cfg.dist_tokens;
-        let patch_embed = PatchEmbed::new(p / "patch_embed", cfg);
+        let civt = cfg.stem == Stem::ConvInvolution;
+        let patch_embed = (!civt).then(|| PatchEmbed::new(p / "patch_embed", cfg));
+        let stems = civt.then(|| CivtStems::new(p, cfg.in_chans, cfg.patch_size, cfg.embed_dim));
         let cls_token = p.var("cls_token", &[1, 1, d], TRUNC_NORMAL);
-        let dist_tokens = (t > 0).then(|| p.var("dist_tokens", &[1, t as i64, d], TRUNC_NORMAL));
+        let dist_tokens =
+            (t > 0 && !civt).then(|| p.var("dist_tokens", &[1, t as i64, d], TRUNC_NORMAL));
         let n_tok = (1 + t + cfg.num_patches()) as i64;
         let pos_embed = p.var("pos_embed", &[1, n_tok, d], TRUNC_NORMAL);
         let blocks = (0..cfg.depth)
@@ -330,6 +361,7 @@ impl Vit {
         Vit {
             cfg: cfg.clone(),
             patch_embed,
+            stems,
             cls_token,
             dist_tokens,
             pos_embed,
@@ -343,12 +375,21 @@ impl Vit {
     /// Images `[B, C, H, W]` (normalised) -> logits of every head.
     pub fn forward_t(&self, x: &Tensor, train: bool) -> VitOutput {
         let b = x.size()[0];
-        let patches = self.patch_embed.forward(x);
         let mut seq = vec![self.cls_token.expand([b, -1, -1], false)];
-        if let Some(dt) = &self.dist_tokens {
-            seq.push(dt.expand([b, -1, -1], false));
+        match (&self.patch_embed, &self.stems) {
+            (Some(pe), _) => {
+                if let Some(dt) = &self.dist_tokens {
+                    seq.push(dt.expand([b, -1, -1], false));
+                }
+                seq.push(pe.forward(x));
+            }
+            (None, Some(stems)) => {
+                let st = stems.forward_t(x, &self.cfg.token_stems, train);
+                seq.extend(st.dist);
+                seq.push(st.patches);
+            }
+            (None, None) => unreachable!("a ViT has a patch embedding or stems"),
         }
-        seq.push(patches);
         let mut h = Tensor::cat(&seq, 1) + &self.pos_embed;
         for blk in &self.blocks {
             h = blk.forward_t(&h, train);

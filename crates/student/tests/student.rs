@@ -25,6 +25,11 @@ fn teacher(name: &str, seed: u64, ds_hash: &str) -> Box<dyn Teacher> {
 
 /// A 48-sample 1x8x8 3-class dataset and a 3-view f16 store of two teachers.
 fn fixture(root: &Path) -> (PathBuf, PathBuf) {
+    fixture_with(root, kd_core::MixMode::None)
+}
+
+/// [`fixture`] whose store mixes every view but view 0 by `mix`.
+fn fixture_with(root: &Path, mix: kd_core::MixMode) -> (PathBuf, PathBuf) {
     let ds = synthetic_dataset(&root.join("ds"), 48, 3, [1, 8, 8], 7);
     let hash = Dataset::open(&ds).unwrap().manifest_hash;
     let inputs: Vec<TeacherInput> = [("cnn", 1u64), ("involution", 2)]
@@ -41,6 +46,8 @@ fn fixture(root: &Path) -> (PathBuf, PathBuf) {
         shard_samples: 16,
         chunk_samples: 16,
         batch_size: 32,
+        mix,
+        mix_prob: 1.0,
         ..Default::default()
     };
     let store = root.join("logits");
@@ -97,58 +104,159 @@ fn weights(p: &Path) -> Vec<(String, Tensor)> {
     w
 }
 
+/// Both architectures (DeiT patch embedding with free tokens, CivT stems)
+/// fit one batch: labels and both teachers. (Under a non-uniform weighting
+/// a teacher's raw KD may stay high where its weight is near 0, so the
+/// weightings are pinned by hand-computed values in `loss.rs` instead.)
 #[test]
 fn overfits_one_batch() {
+    use kd_student::loss::{Labels, Weighting, per_teacher_targets};
+    use kd_student::{Stem, TokenStem};
     let _rng = kd_core::torch_rng_lock();
-    tch::manual_seed(0);
-    let vs = nn::VarStore::new(CPU);
-    let m = Vit::new(&vs.root(), &Config::preset("vit-test", 8, 1, 4, 2).unwrap());
-    let x = Tensor::randn([16, 1, 8, 8], (Kind::Float, CPU));
-    let y = Tensor::randint(4, [16], (Kind::Int64, CPU));
-    let z = vec![
-        Tensor::randn([16, 4], (Kind::Float, CPU)) * 3.0,
-        Tensor::randn([16, 4], (Kind::Float, CPU)) * 3.0,
-    ];
-    let cfg = LossConfig {
-        alpha: 0.5,
-        tau: 1.0,
-        distill: Distill::Soft,
-        label_smoothing: 0.0,
-    };
-    let mut opt = AdamW::new(
-        &vs,
-        AdamWConfig {
-            weight_decay: 0.0,
-            ..Default::default()
-        },
-    );
-    let first = f64::try_from(&student_loss(&m.forward_t(&x, true), &y, &z, &cfg).total).unwrap();
-    for _ in 0..300 {
-        opt.zero_grad();
-        student_loss(&m.forward_t(&x, true), &y, &z, &cfg)
-            .total
-            .backward();
-        opt.step(3e-3);
+    for (stem, weighting) in [
+        (Stem::Patch, Weighting::Uniform),
+        (Stem::ConvInvolution, Weighting::Uniform),
+    ] {
+        tch::manual_seed(0);
+        let vs = nn::VarStore::new(CPU);
+        let mut mcfg = Config::preset("vit-test", 8, 1, 4, 2).unwrap();
+        if stem == Stem::ConvInvolution {
+            mcfg.stem = stem;
+            mcfg.token_stems = vec![TokenStem::Conv, TokenStem::Involution];
+        }
+        let m = Vit::new(&vs.root(), &mcfg);
+        let x = Tensor::randn([16, 1, 8, 8], (Kind::Float, CPU));
+        let y = Tensor::randint(4, [16], (Kind::Int64, CPU));
+        let z = vec![
+            Tensor::randn([16, 4], (Kind::Float, CPU)) * 3.0,
+            Tensor::randn([16, 4], (Kind::Float, CPU)) * 3.0,
+        ];
+        let labels = Labels::plain(y.shallow_clone());
+        let targets = per_teacher_targets(z, &labels, weighting);
+        let cfg = LossConfig {
+            alpha: 0.5,
+            tau: 1.0,
+            distill: Distill::Soft,
+            label_smoothing: 0.0,
+        };
+        let mut opt = AdamW::new(
+            &vs,
+            AdamWConfig {
+                weight_decay: 0.0,
+                ..Default::default()
+            },
+        );
+        let loss =
+            |train: bool| student_loss(&m.forward_t(&x, train), &labels, Some(&targets), &cfg);
+        let first = f64::try_from(&loss(true).total).unwrap();
+        for _ in 0..300 {
+            opt.zero_grad();
+            loss(true).total.backward();
+            opt.step(3e-3);
+        }
+        let p = loss(false);
+        let (ce, kd0, kd1) = (
+            f64::try_from(&p.ce).unwrap(),
+            f64::try_from(&p.kd[0]).unwrap(),
+            f64::try_from(&p.kd[1]).unwrap(),
+        );
+        assert!(
+            ce < 0.05 && kd0 < 0.05 && kd1 < 0.05,
+            "{stem:?}/{weighting:?} did not overfit: first {first}, ce {ce}, kd {kd0} {kd1}"
+        );
+        let acc = f64::try_from(
+            m.forward_t(&x, false)
+                .cls
+                .argmax(-1, false)
+                .eq_tensor(&y)
+                .to_kind(Kind::Float)
+                .mean(Kind::Float),
+        )
+        .unwrap();
+        assert_eq!(acc, 1.0, "{stem:?}");
     }
-    let out = m.forward_t(&x, false);
-    let p = student_loss(&out, &y, &z, &cfg);
-    let (ce, kd0) = (
-        f64::try_from(&p.ce).unwrap(),
-        f64::try_from(&p.kd[0]).unwrap(),
-    );
+}
+
+/// The stage with stems and a weighting: trains from the store, records
+/// both, evaluates the val split, and refuses stems for a teacher whose arch
+/// has no stem.
+#[test]
+fn stems_and_weighting_from_the_store() {
+    use kd_student::{Stem, Weighting};
+    let _rng = kd_core::torch_rng_lock();
+    let t = tempfile::tempdir().unwrap();
+    let (ds, store) = fixture(t.path());
+    let cfg = StudentConfig {
+        stem: Stem::ConvInvolution,
+        weighting: Weighting::Correct,
+        ..small_cfg(1)
+    };
+    // The fixture's teachers are `test-conv/...`: no stem shares their bias.
+    let e = err_of(train_stage(
+        &cfg,
+        &ds,
+        &cache(&store, &["cnn"]),
+        &t.path().join("x"),
+        CPU,
+        false,
+        &Silent,
+    ));
     assert!(
-        ce < 0.05 && kd0 < 0.05,
-        "did not overfit: first {first}, ce {ce}, kd {kd0}"
+        e.contains("stem conv-involution") && e.contains("test-conv"),
+        "{e}"
     );
-    let acc = f64::try_from(
-        out.cls
-            .argmax(-1, false)
-            .eq_tensor(&y)
-            .to_kind(Kind::Float)
-            .mean(Kind::Float),
+    // With averaged tokens the one token is the mean of both stems: no arch needed.
+    let cfg = StudentConfig {
+        tokens: TokenMode::Averaged,
+        ..cfg
+    };
+    let out = t.path().join("s");
+    let Outcome::Wrote(m) = train_stage(
+        &cfg,
+        &ds,
+        &cache(&store, &["cnn", "involution"]),
+        &out,
+        CPU,
+        false,
+        &Silent,
     )
-    .unwrap();
-    assert_eq!(acc, 1.0);
+    .unwrap() else {
+        panic!("expected a student")
+    };
+    assert_eq!(m.config["student"]["stem"], "conv-involution");
+    assert_eq!(m.config["student"]["weighting"], "correct");
+    assert_eq!(m.config["model"]["token_stems"][0], "both");
+    let vars: Vec<String> = Tensor::read_safetensors(out.join("weights.safetensors"))
+        .unwrap()
+        .into_iter()
+        .map(|(k, _)| k)
+        .collect();
+    assert!(
+        vars.iter().any(|k| k == "inv_stem.inv.conv2.conv.weight"),
+        "{vars:?}"
+    );
+    assert!(!vars.iter().any(|k| k == "dist_tokens"));
+    // Defaults stay out of the config, so earlier artifacts keep their hashes.
+    let Outcome::Wrote(plain) = train_stage(
+        &small_cfg(1),
+        &ds,
+        &Source::None,
+        &t.path().join("p"),
+        CPU,
+        false,
+        &Silent,
+    )
+    .unwrap() else {
+        panic!("expected a student")
+    };
+    for k in ["stem", "weighting", "eval_every"] {
+        assert!(
+            plain.config["student"].get(k).is_none(),
+            "{k} in {}",
+            plain.config["student"]
+        );
+    }
+    assert!(plain.config["model"].get("stem").is_none());
 }
 
 #[test]
@@ -185,7 +293,10 @@ fn cached_and_live_see_the_same_pixels_and_logits() {
         let vids = bc.epoch_views(&idx, epoch);
         assert_eq!(vids, bl.epoch_views(&idx, epoch));
         seen_views.extend(vids.iter().copied());
-        let (xc, xl) = (bc.images(&idx, &vids), bl.images(&idx, &vids));
+        let (xc, xl) = (
+            bc.images(&idx, &vids).unwrap(),
+            bl.images(&idx, &vids).unwrap(),
+        );
         assert!(
             xc.equal(&xl),
             "cached and live images differ in epoch {epoch}"
@@ -215,6 +326,64 @@ fn cached_and_live_see_the_same_pixels_and_logits() {
         3,
         "every view should be used across epochs"
     );
+}
+
+/// A store of mixed views: the student rebuilds the very mixed pixels the
+/// teachers labelled (a live teacher on the student's images reproduces the
+/// stored logits), gets both classes with the own class's pixel share, and
+/// trains from it.
+#[test]
+fn mixed_store_gives_the_teachers_pixels_and_mixed_labels() {
+    let _rng = kd_core::torch_rng_lock();
+    let t = tempfile::tempdir().unwrap();
+    let (ds_dir, store) = fixture_with(t.path(), kd_core::MixMode::MixupCutmix);
+    let ds = Dataset::open(&ds_dir).unwrap();
+    let train = ds.split("train").unwrap();
+    let c = cache(&store, &["cnn", "involution"]);
+    let cfg = small_cfg(1).resolved(&c).unwrap();
+    let b = Batcher::new(&cfg, &ds, train, &c, CPU);
+    let idx: Vec<usize> = (0..train.len()).collect();
+    let view1 = vec![1; idx.len()];
+    let x = b.images(&idx, &view1).unwrap();
+    let plain: Vec<kd_core::ViewParams> = idx.iter().map(|&s| b.view_params(s, 1)).collect();
+    let unmixed = kd_data::augment::batch_tensor(train, &idx, &plain, &b.spec, &b.lut, CPU);
+    assert!(!x.equal(&unmixed), "view 1 should be mixed (mix_prob 1)");
+    let stored = b.teacher_logits(&idx, &view1, &x).unwrap();
+    let live = teacher("cnn", 1, &ds.manifest_hash).logits(&x);
+    let tol = live.abs() * (1.0 / 1024.0) + 1e-3;
+    assert!(
+        bool::try_from((&stored[0] - &live).abs().le_tensor(&tol).all()).unwrap(),
+        "stored logits are not those of the student's (mixed) pixels"
+    );
+    let labels = b.labels(&idx, &view1).unwrap();
+    let (y2, lam) = labels.mix.as_ref().expect("mixed labels");
+    let lam: Vec<f32> = Vec::try_from(lam).unwrap();
+    assert!(lam.iter().all(|&l| (0.0..=1.0).contains(&l)) && lam.iter().any(|&l| l < 1.0));
+    let st = LogitStore::open(&store).unwrap();
+    let y2: Vec<i64> = Vec::try_from(y2).unwrap();
+    for (&s, &p) in idx.iter().zip(&y2) {
+        let m = st.mix_params(s, 1).unwrap();
+        assert_eq!(p, train.labels[m.partner as usize] as i64);
+    }
+    // View 0 stays the plain image with its one label.
+    let x0 = b.images(&idx, &vec![0; idx.len()]).unwrap();
+    let id: Vec<kd_core::ViewParams> = idx.iter().map(|&s| b.view_params(s, 0)).collect();
+    assert!(x0.equal(&kd_data::augment::batch_tensor(
+        train, &idx, &id, &b.spec, &b.lut, CPU
+    )));
+    assert!(matches!(
+        train_stage(
+            &small_cfg(1),
+            &ds_dir,
+            &c,
+            &t.path().join("s"),
+            CPU,
+            false,
+            &Silent
+        )
+        .unwrap(),
+        Outcome::Wrote(_)
+    ));
 }
 
 #[test]
@@ -418,7 +587,68 @@ fn refuses_bad_inputs() {
         ..small_cfg(1)
     };
     let e = run(&cfg, &ds, &Source::None);
-    assert!(e.contains("0 views"), "{e}");
+    assert!(e.contains("views = 0"), "{e}");
+    for (cfg, want) in [
+        (
+            StudentConfig {
+                lr: -0.01,
+                ..small_cfg(1)
+            },
+            "lr = -0.01",
+        ),
+        (
+            StudentConfig {
+                lr: 0.0,
+                ..small_cfg(1)
+            },
+            "lr = 0",
+        ),
+        (
+            StudentConfig {
+                lr: f64::NAN,
+                ..small_cfg(1)
+            },
+            "lr = NaN",
+        ),
+        (
+            StudentConfig {
+                alpha: 2.0,
+                ..small_cfg(1)
+            },
+            "alpha = 2",
+        ),
+        (
+            StudentConfig {
+                alpha: -1.0,
+                ..small_cfg(1)
+            },
+            "alpha = -1",
+        ),
+        (
+            StudentConfig {
+                tau: -1.0,
+                ..small_cfg(1)
+            },
+            "tau = -1",
+        ),
+        (
+            StudentConfig {
+                tau: 0.0,
+                ..small_cfg(1)
+            },
+            "tau = 0",
+        ),
+        (
+            StudentConfig {
+                epochs: 0,
+                ..small_cfg(1)
+            },
+            "epochs = 0",
+        ),
+    ] {
+        let e = run(&cfg, &ds, &cache(&store, &["cnn"]));
+        assert!(e.contains(want), "{e} (wanted {want})");
+    }
     let cfg = StudentConfig {
         views: Some(5),
         ..small_cfg(1)
@@ -445,5 +675,18 @@ fn refuses_bad_inputs() {
     let wrong = Source::Live(vec![teacher("cnn", 1, "not-this-dataset")]);
     let e = run(&small_cfg(1), &ds, &wrong);
     assert!(e.contains("trained on dataset not-this-dataset"), "{e}");
+
+    // A teacher retrained (`--force`) after the store was built: its
+    // manifest is not the one the store pinned.
+    let cnn = t.path().join("cnn");
+    std::fs::remove_file(cnn.join("manifest.json")).unwrap();
+    let hash = Dataset::open(&ds).unwrap().manifest_hash;
+    teacher_artifact(&cnn, "cnn", 99, &hash);
+    let e = run(&small_cfg(1), &ds, &cache(&store, &["cnn"]));
+    assert!(
+        e.contains("teacher 'cnn' changed after the store was built"),
+        "{e}"
+    );
+    // The other teacher is unchanged, so a student of it alone still trains.
     assert!(!out.join("manifest.json").exists());
 }

@@ -6,6 +6,18 @@
 //! `metrics.json` (per-epoch history, `test_accuracy` in [0,1], confusion
 //! matrix, images/s), `manifest.json` last. While training, `<out>/ckpt/`
 //! holds the checkpoint the same command resumes from.
+//!
+//! A *cross-fitted* teacher (`folds = k`) is k models instead of one: the
+//! training split is cut into k stratified folds and model `f` is trained on
+//! every fold but `f`, so each training image has a model that never saw it.
+//! Its logits on training images come from that model ([`kd_core::Teacher::
+//! logits_for`]), so a student distilled from them learns the teacher's
+//! behaviour off its training data rather than its memory of the labels;
+//! on other images the k models' logits are averaged. Layout:
+//! `fold-<f>/weights.safetensors` (and `fold-<f>/ckpt/` while training),
+//! `folds.json` (each sample's fold and each fold's weights hash, the file
+//! whose hash is the teacher's checkpoint hash), `config.json`,
+//! `metrics.json`, `manifest.json`.
 
 use crate::error::{Result, TeacherError};
 use crate::model::{Arch, ModelConfig, Net, param_count};
@@ -25,6 +37,7 @@ pub const STAGE: &str = "teacher";
 pub const WEIGHTS: &str = "weights.safetensors";
 pub const CONFIG: &str = "config.json";
 pub const METRICS: &str = "metrics.json";
+pub const FOLDS: &str = "folds.json";
 
 /// Everything that determines a trained teacher (a profile's
 /// `[teachers.<name>]` section; flags override).
@@ -43,6 +56,9 @@ pub struct TeacherConfig {
     pub view: ViewSpec,
     pub label_smoothing: f64,
     pub eval_batch_size: usize,
+    /// Cross-fitting: train k fold models (k >= 2); absent for one model.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub folds: Option<usize>,
 }
 
 impl Default for TeacherConfig {
@@ -56,6 +72,7 @@ impl Default for TeacherConfig {
             view: ViewSpec::default(),
             label_smoothing: 0.1,
             eval_batch_size: 500,
+            folds: None,
         }
     }
 }
@@ -69,12 +86,24 @@ impl TeacherConfig {
             .preset
             .get_or_insert_with(|| self.arch.default_preset().to_string());
         let model = ModelConfig::preset(self.arch, preset)?;
+        c.fit
+            .validate()
+            .map_err(|e| TeacherError::Invalid(e.to_string()))?;
         if c.eval_batch_size == 0 {
-            return Err(TeacherError::Invalid("eval_batch_size must be > 0".into()));
+            return Err(TeacherError::Invalid(
+                "setting eval_batch_size = 0: must be at least 1".into(),
+            ));
+        }
+        if let Some(k) = c.folds
+            && !(2..=64).contains(&k)
+        {
+            return Err(TeacherError::Invalid(format!(
+                "folds {k}: cross-fitting needs 2 to 64 folds"
+            )));
         }
         if !(0.0..1.0).contains(&c.label_smoothing) {
             return Err(TeacherError::Invalid(format!(
-                "label_smoothing {} is outside [0, 1)",
+                "setting label_smoothing = {}: must be in [0, 1)",
                 c.label_smoothing
             )));
         }
@@ -129,6 +158,23 @@ pub fn eval_split(
     device: Device,
     progress: &dyn Progress,
 ) -> Result<EvalStats> {
+    let f = |x: &Tensor, _: &[usize]| net.forward_t(x, false);
+    eval_split_with(&f, split, spec, lut, classes, batch, device, progress)
+}
+
+/// Evaluate any logits function of (images, sample indices) on the plain
+/// images of `split`: one model, or a cross-fitted teacher's folds.
+#[allow(clippy::too_many_arguments)]
+pub fn eval_split_with(
+    logits_of: &dyn Fn(&Tensor, &[usize]) -> Tensor,
+    split: &Split,
+    spec: &ViewSpec,
+    lut: &[[f32; 256]],
+    classes: usize,
+    batch: usize,
+    device: Device,
+    progress: &dyn Progress,
+) -> Result<EvalStats> {
     let _g = tch::no_grad_guard();
     let n = split.len();
     let mut confusion = vec![vec![0u64; classes]; classes];
@@ -140,7 +186,7 @@ pub fn eval_split(
     for idx in all.chunks(batch.max(1)) {
         let x = batch_tensor(split, idx, &vec![ident; idx.len()], spec, lut, device);
         let y = label_tensor(split, idx, device);
-        let logits = net.forward_t(&x, false).to_kind(Kind::Float);
+        let logits = logits_of(&x, idx).to_kind(Kind::Float);
         let l = logits.cross_entropy_loss::<Tensor>(&y, None, Reduction::Sum, -100, 0.0);
         loss_sum += f64::try_from(&l)?;
         let pred: Vec<i64> = Vec::try_from(logits.argmax(1, false).to_device(Device::Cpu))?;
@@ -275,6 +321,7 @@ pub fn train_stage_with(
     }
     if force {
         remove_checkpoint(out)?;
+        remove_folds(out)?;
     }
     let ds = Dataset::open(dataset)?;
     let classes = ds.num_classes();
@@ -303,23 +350,7 @@ pub fn train_stage_with(
     let name = cfg.name.clone().unwrap_or_default();
     tracing::info!(%name, preset = cfg.preset.as_deref().unwrap_or(""), ?device, train = train.len(), test = test.len(), "training teacher");
 
-    // Seeded initialisation: a resumed run's first epoch must have started
-    // from the same weights as an uninterrupted one.
-    tch::manual_seed(kd_core::rng::key(cfg.fit.seed, &[0x696e_6974]) as i64 & i64::MAX);
-    let vs = VarStore::new(device);
-    let net = Net::new(&vs.root(), &model_cfg, chw[0] as i64, classes as i64);
-    let params = param_count(&vs);
-    let mut learner = TeacherLearner {
-        vs,
-        net,
-        train,
-        test,
-        lut: lut(&ds.mean, &ds.std),
-        cfg: &cfg,
-        classes,
-        device,
-        progress,
-    };
+    let lut = lut(&ds.mean, &ds.std);
     let identity = json!({
         "stage": STAGE,
         "config": config,
@@ -328,27 +359,76 @@ pub fn train_stage_with(
         "classes": classes,
         "chw": chw,
     });
-    let history: Vec<EpochRecord> = fit(&mut learner, &cfg.fit, &identity, out, opts, progress)?;
-    if history.len() < cfg.fit.epochs {
-        return Ok(Outcome::Stopped {
-            epochs_done: history.len(),
-        });
-    }
-    let fin = eval_split(
-        &learner.net,
+    let job = FitJob {
+        cfg: &cfg,
+        model_cfg: &model_cfg,
         test,
-        &cfg.view,
-        &learner.lut,
+        lut: &lut,
         classes,
-        cfg.eval_batch_size,
+        chw,
         device,
+        opts,
         progress,
-    )?;
+    };
+    let mut fold_metrics = vec![];
+    let (models, history, folds) = match cfg.folds {
+        None => match job.train_one(train, out, &identity)? {
+            Err(epochs_done) => return Ok(Outcome::Stopped { epochs_done }),
+            Ok((vs, net, history)) => {
+                vs.save(out.join(WEIGHTS))?;
+                (vec![(vs, net)], history, None)
+            }
+        },
+        Some(k) => {
+            let assignment = fold_assignment(&train.labels, classes, k, cfg.fit.seed);
+            let (mut models, mut history, mut hashes) = (vec![], vec![], vec![]);
+            for f in 0..k {
+                let dir = out.join(fold_dir(f));
+                let keep: Vec<usize> = (0..train.len())
+                    .filter(|&i| assignment[i] as usize != f)
+                    .collect();
+                tracing::info!(%name, fold = f, of = k, train = keep.len(), "training fold model");
+                let fold_id = json!({"teacher": identity, "fold": f, "folds": k});
+                let (vs, net, h) = match job.train_fold(&train.select(&keep), &dir, &fold_id)? {
+                    Err(epochs_done) => return Ok(Outcome::Stopped { epochs_done }),
+                    Ok(m) => m,
+                };
+                let held_out: Vec<usize> = (0..train.len())
+                    .filter(|&i| assignment[i] as usize == f)
+                    .collect();
+                let oof = job.eval(&|x, _| net.forward_t(x, false), &train.select(&held_out))?;
+                let fold_test = h
+                    .last()
+                    .and_then(|r| r.eval.get("test_accuracy"))
+                    .cloned()
+                    .unwrap_or(Value::Null);
+                fold_metrics.push(json!({
+                    "fold": f,
+                    "train_samples": keep.len(),
+                    "held_out_samples": held_out.len(),
+                    "held_out_accuracy": oof.accuracy,
+                    "test_accuracy": fold_test,
+                    "history": h,
+                }));
+                hashes.push(hash_file(&dir.join(WEIGHTS))?);
+                history.extend(h);
+                models.push((vs, net));
+            }
+            let folds = kd_core::Folds {
+                assignment,
+                checkpoint_hashes: hashes,
+            };
+            write_json(&out.join(FOLDS), &folds)?;
+            (models, history, Some(folds))
+        }
+    };
+    // One model, or the mean of the fold models' logits on images none of them saw.
+    let ensemble = |x: &Tensor, _: &[usize]| mean_logits(&models, x);
+    let fin = job.eval(&ensemble, test)?;
 
-    learner.vs.save(out.join(WEIGHTS))?;
     let file = TeacherFile {
         teacher: cfg.clone(),
-        model: model_cfg,
+        model: model_cfg.clone(),
         chw,
         num_classes: classes,
         class_names: ds.class_names.clone(),
@@ -356,20 +436,36 @@ pub fn train_stage_with(
         std: ds.std.clone(),
     };
     write_json(&out.join(CONFIG), &file)?;
+    let params = param_count(&models[0].0);
     let train_ips =
         history.iter().map(|r| r.images_per_sec).sum::<f64>() / history.len().max(1) as f64;
-    let summary = json!({
+    let mut summary = json!({
         "name": name,
         "arch": cfg.arch,
         "preset": cfg.preset,
         "params": params,
-        "epochs": history.len(),
+        "epochs": cfg.fit.epochs,
         "test_accuracy": fin.accuracy,
         "test_loss": fin.loss,
         "train_images_per_sec": train_ips,
         "inference_images_per_sec": fin.images_per_sec,
         "device": kd_core::device::device_name(device),
     });
+    if let Some(f) = &folds {
+        let held_out: f64 = fold_metrics
+            .iter()
+            .map(|m| {
+                m["held_out_accuracy"].as_f64().unwrap_or(0.0)
+                    * m["held_out_samples"].as_f64().unwrap_or(0.0)
+            })
+            .sum::<f64>()
+            / train.len().max(1) as f64;
+        let o = summary.as_object_mut().expect("object");
+        o.insert("folds".into(), json!(f.k()));
+        // Accuracy of each training image's own fold model: what the store's
+        // logits on view 0 will score.
+        o.insert("held_out_accuracy".into(), json!(held_out));
+    }
     let mut metrics = summary.clone();
     let m = metrics.as_object_mut().expect("object");
     m.insert("history".into(), json!(history));
@@ -379,6 +475,9 @@ pub fn train_stage_with(
         "train_seconds".into(),
         json!(history.iter().map(|r| r.train_seconds).sum::<f64>()),
     );
+    if !fold_metrics.is_empty() {
+        m.insert("fold_models".into(), json!(fold_metrics));
+    }
     write_json(&out.join(METRICS), &metrics)?;
     remove_checkpoint(out)?;
 
@@ -387,7 +486,19 @@ pub fn train_stage_with(
     let mut man = Manifest::new(STAGE, config);
     man.seeds.insert("fit".into(), cfg.fit.seed);
     man.inputs.push(input);
-    man.outputs.push(OutputRef::of(out, WEIGHTS, true)?);
+    match &folds {
+        None => man.outputs.push(OutputRef::of(out, WEIGHTS, true)?),
+        Some(f) => {
+            for k in 0..f.k() {
+                man.outputs.push(OutputRef::of(
+                    out,
+                    &format!("{}/{WEIGHTS}", fold_dir(k)),
+                    true,
+                )?);
+            }
+            man.outputs.push(OutputRef::of(out, FOLDS, true)?);
+        }
+    }
     man.outputs.push(OutputRef::of(out, CONFIG, true)?);
     man.outputs.push(OutputRef::of(out, METRICS, false)?);
     man.metrics = summary;
@@ -396,7 +507,167 @@ pub fn train_stage_with(
     Ok(Outcome::Wrote(Box::new(man)))
 }
 
-/// A trained teacher, loaded for inference.
+/// Remove the fold models of an earlier run (`--force`).
+fn remove_folds(out: &Path) -> Result<()> {
+    let Ok(entries) = std::fs::read_dir(out) else {
+        return Ok(());
+    };
+    for e in entries.flatten() {
+        let p = e.path();
+        if p.is_dir() && e.file_name().to_string_lossy().starts_with("fold-") {
+            std::fs::remove_dir_all(&p).map_err(|source| kd_core::CoreError::Io {
+                path: p.clone(),
+                source,
+            })?;
+        }
+    }
+    Ok(())
+}
+
+fn fold_dir(f: usize) -> String {
+    format!("fold-{f}")
+}
+
+/// The stratified fold of every training sample: each class's samples, in a
+/// seeded order, are dealt round-robin to the k folds, so every fold model
+/// trains on (k-1)/k of every class.
+pub fn fold_assignment(labels: &[u16], classes: usize, k: usize, seed: u64) -> Vec<u8> {
+    let mut fold = vec![0u8; labels.len()];
+    for c in 0..classes {
+        let mut members: Vec<usize> = (0..labels.len())
+            .filter(|&i| labels[i] as usize == c)
+            .collect();
+        kd_core::Rng::keyed(seed, &[0x666f_6c64, c as u64]).shuffle(&mut members);
+        for (pos, &i) in members.iter().enumerate() {
+            fold[i] = (pos % k) as u8;
+        }
+    }
+    fold
+}
+
+fn mean_logits(models: &[(VarStore, Net)], x: &Tensor) -> Tensor {
+    let all: Vec<Tensor> = models
+        .iter()
+        .map(|(_, net)| net.forward_t(x, false).to_kind(Kind::Float))
+        .collect();
+    if all.len() == 1 {
+        return all.into_iter().next().expect("one model");
+    }
+    Tensor::stack(&all, 0).mean_dim(0, false, Kind::Float)
+}
+
+/// What training one model needs besides its training split and directory.
+struct FitJob<'a> {
+    cfg: &'a TeacherConfig,
+    model_cfg: &'a ModelConfig,
+    test: &'a Split,
+    lut: &'a [[f32; 256]],
+    classes: usize,
+    chw: [usize; 3],
+    device: Device,
+    opts: &'a FitOptions,
+    progress: &'a dyn Progress,
+}
+
+type Trained = (VarStore, Net, Vec<EpochRecord>);
+
+impl FitJob<'_> {
+    fn new_model(&self) -> (VarStore, Net) {
+        // Seeded initialisation: a resumed run's first epoch must have started
+        // from the same weights as an uninterrupted one.
+        tch::manual_seed(kd_core::rng::key(self.cfg.fit.seed, &[0x696e_6974]) as i64 & i64::MAX);
+        let vs = VarStore::new(self.device);
+        let net = Net::new(
+            &vs.root(),
+            self.model_cfg,
+            self.chw[0] as i64,
+            self.classes as i64,
+        );
+        (vs, net)
+    }
+
+    fn eval(&self, f: &dyn Fn(&Tensor, &[usize]) -> Tensor, split: &Split) -> Result<EvalStats> {
+        eval_split_with(
+            f,
+            split,
+            &self.cfg.view,
+            self.lut,
+            self.classes,
+            self.cfg.eval_batch_size,
+            self.device,
+            self.progress,
+        )
+    }
+
+    /// Train one model on `train` with its checkpoint in `dir`; `Err(epochs)`
+    /// when stopped early on purpose.
+    fn train_one(
+        &self,
+        train: &Split,
+        dir: &Path,
+        identity: &Value,
+    ) -> Result<std::result::Result<Trained, usize>> {
+        let (vs, net) = self.new_model();
+        let mut learner = TeacherLearner {
+            vs,
+            net,
+            train,
+            test: self.test,
+            lut: self.lut.to_vec(),
+            cfg: self.cfg,
+            classes: self.classes,
+            device: self.device,
+            progress: self.progress,
+        };
+        let history = fit(
+            &mut learner,
+            &self.cfg.fit,
+            identity,
+            dir,
+            self.opts,
+            self.progress,
+        )?;
+        if history.len() < self.cfg.fit.epochs {
+            return Ok(Err(history.len()));
+        }
+        Ok(Ok((learner.vs, learner.net, history)))
+    }
+
+    /// A fold model: trained into `dir`, or loaded from it when an earlier
+    /// run of the same fold finished there (a killed k-fold run resumes
+    /// fold by fold).
+    fn train_fold(
+        &self,
+        train: &Split,
+        dir: &Path,
+        identity: &Value,
+    ) -> Result<std::result::Result<Trained, usize>> {
+        let id_path = dir.join("fold.json");
+        let weights = dir.join(WEIGHTS);
+        if weights.is_file()
+            && let Ok(done) = read_json::<Value>(&id_path)
+            && done["identity"] == *identity
+        {
+            let (mut vs, net) = self.new_model();
+            vs.load(&weights).map_err(|e| TeacherError::Artifact {
+                path: weights.clone(),
+                msg: format!("cannot reload a finished fold: {e}"),
+            })?;
+            let history: Vec<EpochRecord> =
+                serde_json::from_value(done["history"].clone()).unwrap_or_default();
+            return Ok(Ok((vs, net, history)));
+        }
+        let trained = self.train_one(train, dir, identity)?;
+        if let Ok((vs, _, history)) = &trained {
+            vs.save(&weights)?;
+            write_json(&id_path, &json!({"identity": identity, "history": history}))?;
+            remove_checkpoint(dir)?;
+        }
+        Ok(trained)
+    }
+}
+
+/// A trained teacher, loaded for inference: one model, or k fold models.
 #[derive(Debug)]
 pub struct LoadedTeacher {
     pub file: TeacherFile,
@@ -405,21 +676,15 @@ pub struct LoadedTeacher {
     checkpoint_hash: String,
     dataset_hash: String,
     device: Device,
-    pub vs: VarStore,
-    pub net: Net,
+    /// One model, or fold `f`'s model at index `f`.
+    pub models: Vec<(VarStore, Net)>,
+    folds: Option<kd_core::Folds>,
 }
 
 /// Load a finished teacher artifact onto `device` (concrete type).
 pub fn load_teacher(dir: &Path, device: Device) -> Result<LoadedTeacher> {
     let man = Manifest::read_stage(dir, STAGE)?;
     let file: TeacherFile = read_json(&dir.join(CONFIG))?;
-    let weights = dir.join(WEIGHTS);
-    if !weights.is_file() {
-        return Err(TeacherError::Artifact {
-            path: weights,
-            msg: "missing".into(),
-        });
-    }
     let dataset_hash = man
         .inputs
         .iter()
@@ -429,33 +694,83 @@ pub fn load_teacher(dir: &Path, device: Device) -> Result<LoadedTeacher> {
             path: kd_core::manifest::manifest_path(dir),
             msg: "records no 'dataset' input".into(),
         })?;
-    let checkpoint_hash = hash_file(&weights)?;
-    if let Some(rec) = man
-        .outputs
-        .iter()
-        .find(|o| o.path == WEIGHTS)
-        .and_then(|o| o.blake3.clone())
-        && rec != checkpoint_hash
-    {
-        return Err(kd_core::CoreError::HashMismatch {
-            path: weights,
-            recorded: rec,
-            actual: checkpoint_hash,
+    // The file whose hash names the teacher: its weights, or for a
+    // cross-fitted teacher the fold list that pins every fold's weights.
+    let (id_file, weight_files) = match file.teacher.folds {
+        None => (WEIGHTS.to_string(), vec![WEIGHTS.to_string()]),
+        Some(k) => (
+            FOLDS.to_string(),
+            (0..k)
+                .map(|f| format!("{}/{WEIGHTS}", fold_dir(f)))
+                .collect(),
+        ),
+    };
+    let check = |rel: &str| -> Result<String> {
+        let path = dir.join(rel);
+        if !path.is_file() {
+            return Err(TeacherError::Artifact {
+                path,
+                msg: "missing".into(),
+            });
         }
-        .into());
+        let actual = hash_file(&path)?;
+        if let Some(rec) = man
+            .outputs
+            .iter()
+            .find(|o| o.path == rel)
+            .and_then(|o| o.blake3.clone())
+            && rec != actual
+        {
+            return Err(kd_core::CoreError::HashMismatch {
+                path,
+                recorded: rec,
+                actual,
+            }
+            .into());
+        }
+        Ok(actual)
+    };
+    let checkpoint_hash = check(&id_file)?;
+    let folds = match file.teacher.folds {
+        None => None,
+        Some(k) => {
+            let f: kd_core::Folds = read_json(&dir.join(FOLDS))?;
+            if f.k() != k || f.assignment.iter().any(|&a| a as usize >= k) {
+                return Err(TeacherError::Artifact {
+                    path: dir.join(FOLDS),
+                    msg: format!("does not describe {k} folds"),
+                });
+            }
+            Some(f)
+        }
+    };
+    let mut models = vec![];
+    for (i, rel) in weight_files.iter().enumerate() {
+        let actual = check(rel)?;
+        if let Some(f) = &folds
+            && f.checkpoint_hashes[i] != actual
+        {
+            return Err(kd_core::CoreError::HashMismatch {
+                path: dir.join(rel),
+                recorded: f.checkpoint_hashes[i].clone(),
+                actual,
+            }
+            .into());
+        }
+        let mut vs = VarStore::new(device);
+        let net = Net::new(
+            &vs.root(),
+            &file.model,
+            file.chw[0] as i64,
+            file.num_classes as i64,
+        );
+        vs.load(dir.join(rel)).map_err(|e| TeacherError::Artifact {
+            path: dir.join(rel),
+            msg: format!("does not fit the network in config.json: {e}"),
+        })?;
+        vs.freeze();
+        models.push((vs, net));
     }
-    let mut vs = VarStore::new(device);
-    let net = Net::new(
-        &vs.root(),
-        &file.model,
-        file.chw[0] as i64,
-        file.num_classes as i64,
-    );
-    vs.load(&weights).map_err(|e| TeacherError::Artifact {
-        path: weights.clone(),
-        msg: format!("does not fit the network in config.json: {e}"),
-    })?;
-    vs.freeze();
     Ok(LoadedTeacher {
         name: file
             .teacher
@@ -471,9 +786,16 @@ pub fn load_teacher(dir: &Path, device: Device) -> Result<LoadedTeacher> {
         checkpoint_hash,
         dataset_hash,
         device,
-        vs,
-        net,
+        models,
+        folds,
     })
+}
+
+impl LoadedTeacher {
+    /// Logits of the mean of all models (the only model for a plain teacher).
+    fn ensemble_logits(&self, x: &Tensor) -> Tensor {
+        mean_logits(&self.models, x)
+    }
 }
 
 impl kd_core::Teacher for LoadedTeacher {
@@ -497,9 +819,38 @@ impl kd_core::Teacher for LoadedTeacher {
     }
     fn logits(&self, images: &Tensor) -> Tensor {
         let _g = tch::no_grad_guard();
-        self.net
-            .forward_t(&images.to_device(self.device).to_kind(Kind::Float), false)
-            .to_kind(Kind::Float)
+        self.ensemble_logits(&images.to_device(self.device).to_kind(Kind::Float))
+    }
+    fn logits_for(&self, samples: &[usize], images: &Tensor) -> Tensor {
+        let Some(folds) = &self.folds else {
+            return self.logits(images);
+        };
+        let _g = tch::no_grad_guard();
+        let x = images.to_device(self.device).to_kind(Kind::Float);
+        let mut out = Tensor::zeros(
+            [samples.len() as i64, self.file.num_classes as i64],
+            (Kind::Float, self.device),
+        );
+        for (f, (_, net)) in self.models.iter().enumerate() {
+            let rows: Vec<i64> = samples
+                .iter()
+                .enumerate()
+                .filter(|&(_, &s)| folds.of(s) == f)
+                .map(|(r, _)| r as i64)
+                .collect();
+            if rows.is_empty() {
+                continue;
+            }
+            let rows = Tensor::from_slice(&rows).to_device(self.device);
+            let z = net
+                .forward_t(&x.index_select(0, &rows), false)
+                .to_kind(Kind::Float);
+            let _ = out.index_copy_(0, &rows, &z);
+        }
+        out
+    }
+    fn folds(&self) -> Option<&kd_core::Folds> {
+        self.folds.as_ref()
     }
 }
 
@@ -551,8 +902,9 @@ pub fn evaluate(
     let s = ds.split(split)?;
     // The teacher's own normalisation: it is part of the model.
     let l = lut(&t.file.mean, &t.file.std);
-    let stats = eval_split(
-        &t.net,
+    let ensemble = |x: &Tensor, _: &[usize]| t.ensemble_logits(x);
+    let stats = eval_split_with(
+        &ensemble,
         s,
         &t.file.teacher.view,
         &l,

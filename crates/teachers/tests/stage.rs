@@ -287,3 +287,125 @@ fn cuda_without_a_gpu_is_a_clear_error() {
     let e = kd_core::parse_device("cuda").unwrap_err().to_string();
     assert!(e.contains("CUDA is not available"), "{e}");
 }
+
+#[test]
+fn cross_fitted_teacher_answers_each_sample_with_the_model_that_never_saw_it() {
+    use kd_core::Teacher;
+    use kd_data::Dataset;
+    use kd_data::augment::{batch_tensor, lut};
+    use tch::nn::ModuleT;
+    let _rng = kd_core::torch_rng_lock();
+    let t = tempfile::tempdir().unwrap();
+    let data = t.path().join("data");
+    common::dataset(&data, 4, 240, 64, 1);
+    let mut cfg = tiny(Arch::Cnn, 2);
+    cfg.folds = Some(3);
+    cfg.fit.eval_every = 2;
+    let out = t.path().join("cf");
+    // Interrupted inside the first fold, then resumed: same artifact as a straight run.
+    let opts = FitOptions {
+        stop_after: Some(1),
+    };
+    assert!(matches!(
+        train_stage_with(&cfg, &data, &out, Device::Cpu, false, &Silent, &opts).unwrap(),
+        Outcome::Stopped { .. }
+    ));
+    let Outcome::Wrote(man) = train_stage(&cfg, &data, &out, Device::Cpu, false, &Silent).unwrap()
+    else {
+        panic!("expected a cross-fitted teacher")
+    };
+    assert_eq!(man.config["folds"], 3);
+    for f in 0..3 {
+        assert!(out.join(format!("fold-{f}/weights.safetensors")).is_file());
+        assert!(!out.join(format!("fold-{f}/ckpt")).exists());
+    }
+    assert!(!out.join("weights.safetensors").exists());
+    let m = metrics(&out);
+    assert_eq!(m["fold_models"].as_array().unwrap().len(), 3);
+    assert!(m["held_out_accuracy"].as_f64().unwrap() > 0.0);
+    // Evaluated only on epoch 2 (eval_every 2) of each fold.
+    let h = &m["fold_models"][0]["history"];
+    assert!(h[0]["eval"].as_object().unwrap().is_empty());
+    assert!(h[1]["eval"]["test_accuracy"].is_number());
+
+    let teacher = kd_teachers::load_teacher(&out, Device::Cpu).unwrap();
+    let folds = teacher.folds().expect("cross-fitted").clone();
+    assert_eq!(folds.k(), 3);
+    let ds = Dataset::open(&data).unwrap();
+    let train = ds.split("train").unwrap();
+    // Stratified: every class is dealt evenly to the folds.
+    for c in 0..4u16 {
+        let mut per_fold = [0usize; 3];
+        for (i, &l) in train.labels.iter().enumerate() {
+            if l == c {
+                per_fold[folds.of(i)] += 1;
+            }
+        }
+        assert!(
+            per_fold.iter().max().unwrap() - per_fold.iter().min().unwrap() <= 1,
+            "{per_fold:?}"
+        );
+    }
+    assert_eq!(
+        folds.assignment,
+        kd_teachers::train::fold_assignment(&train.labels, 4, 3, cfg.fit.seed)
+    );
+    // logits_for routes each sample to its own fold's model.
+    let idx: Vec<usize> = (0..12).collect();
+    let spec = kd_core::ViewSpec::default();
+    let views = vec![kd_core::ViewParams::identity(&spec); idx.len()];
+    let x = batch_tensor(
+        train,
+        &idx,
+        &views,
+        &spec,
+        &lut(&ds.mean, &ds.std),
+        Device::Cpu,
+    );
+    let routed = teacher.logits_for(&idx, &x);
+    for (r, &s) in idx.iter().enumerate() {
+        let own = teacher.models[folds.of(s)]
+            .1
+            .forward_t(&x.narrow(0, r as i64, 1), false);
+        let other = teacher.models[(folds.of(s) + 1) % 3]
+            .1
+            .forward_t(&x.narrow(0, r as i64, 1), false);
+        let row = routed.narrow(0, r as i64, 1);
+        assert!(f64::try_from((&row - &own).abs().max()).unwrap() < 1e-5);
+        assert!(f64::try_from((&row - &other).abs().max()).unwrap() > 1e-6);
+    }
+    // Images of no training sample get the folds' mean.
+    let mean = Tensor::stack(
+        &teacher
+            .models
+            .iter()
+            .map(|(_, n)| n.forward_t(&x, false))
+            .collect::<Vec<_>>(),
+        0,
+    )
+    .mean_dim(0, false, Kind::Float);
+    assert!(f64::try_from((teacher.logits(&x) - mean).abs().max()).unwrap() < 1e-5);
+    // A tampered fold's weights are refused by hash.
+    let w = out.join("fold-1/weights.safetensors");
+    let mut bytes = std::fs::read(&w).unwrap();
+    let n = bytes.len();
+    bytes[n - 1] ^= 1;
+    std::fs::write(&w, bytes).unwrap();
+    let e = kd_teachers::load_teacher(&out, Device::Cpu)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("fold-1"), "{e}");
+    // One fold is not cross-fitting.
+    cfg.folds = Some(1);
+    let e = train_stage(
+        &cfg,
+        &data,
+        &t.path().join("bad"),
+        Device::Cpu,
+        false,
+        &Silent,
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("folds 1"), "{e}");
+}
