@@ -13,6 +13,43 @@ pub enum Cmd {
     Train(TrainArgs),
     /// Re-evaluate a trained teacher on a split of a dataset artifact.
     Eval(EvalArgs),
+    /// Import a PyTorch teacher exported as TorchScript (`torch.jit.script`
+    /// or `torch.jit.trace`): checked on the dataset's images, evaluated on
+    /// its test split, written as an ordinary teacher artifact that `kd cache
+    /// build`, `live:` students and `kd cache verify` use like any other.
+    Import(ImportArgs),
+}
+
+#[derive(clap::Args)]
+pub struct ImportArgs {
+    /// The TorchScript file (`model.pt`). It must take `[B, C, H, W]` float
+    /// images normalised with --mean/--std and return `[B, classes]` logits.
+    #[arg(long)]
+    torchscript: PathBuf,
+    /// Teacher name (in stores, reports, student heads).
+    #[arg(long)]
+    name: String,
+    /// Dataset artifact the teacher is for (classes and image size must match).
+    #[arg(long)]
+    dataset: PathBuf,
+    /// Output teacher directory.
+    #[arg(long)]
+    out: PathBuf,
+    /// Per-channel mean the module was trained with, pixels in [0, 1]
+    /// (e.g. 0.485,0.456,0.406 for ImageNet); default: the dataset's.
+    #[arg(long, value_delimiter = ',')]
+    mean: Option<Vec<f32>>,
+    /// Per-channel std the module was trained with; default: the dataset's.
+    #[arg(long, value_delimiter = ',')]
+    std: Option<Vec<f32>>,
+    #[arg(long, default_value_t = 256)]
+    eval_batch_size: usize,
+    /// auto, cpu, cuda or cuda:N.
+    #[arg(long, default_value = "auto")]
+    device: String,
+    /// Re-import even if the artifact is up to date.
+    #[arg(long)]
+    force: bool,
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -91,7 +128,43 @@ pub fn run(cmd: Cmd) -> anyhow::Result<()> {
     match cmd {
         Cmd::Train(a) => train(a),
         Cmd::Eval(a) => eval(a),
+        Cmd::Import(a) => import(a),
     }
+}
+
+fn import(a: ImportArgs) -> anyhow::Result<()> {
+    let device = kd_core::parse_device(&a.device)?;
+    let cfg = kd_teachers::torchscript::ImportConfig {
+        name: a.name,
+        mean: a.mean,
+        std: a.std,
+        eval_batch_size: a.eval_batch_size,
+    };
+    let bars = Bars::default();
+    let outcome = kd_teachers::torchscript::import_stage(
+        &a.torchscript,
+        &cfg,
+        &a.dataset,
+        &a.out,
+        device,
+        a.force,
+        &bars,
+    )
+    .with_context(|| format!("teacher import into {}", a.out.display()))?;
+    match outcome {
+        Outcome::UpToDate => out(format!("{}: up to date", a.out.display())),
+        Outcome::Wrote(m) => out(format!(
+            "{}: TorchScript teacher '{}', test_accuracy {:.4} ({:.0} inference img/s)",
+            a.out.display(),
+            cfg.name,
+            m.metrics["test_accuracy"].as_f64().unwrap_or(f64::NAN),
+            m.metrics["inference_images_per_sec"]
+                .as_f64()
+                .unwrap_or(f64::NAN)
+        )),
+        Outcome::Stopped { .. } => {}
+    }
+    Ok(())
 }
 
 fn train(a: TrainArgs) -> anyhow::Result<()> {

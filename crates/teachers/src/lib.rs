@@ -13,6 +13,7 @@ pub mod error;
 pub mod involution;
 pub mod model;
 pub mod rednet;
+pub mod torchscript;
 pub mod train;
 
 pub use error::{Result, TeacherError};

@@ -856,6 +856,9 @@ impl kd_core::Teacher for LoadedTeacher {
 
 /// Load a finished teacher artifact for the stages that use its logits.
 pub fn load(dir: &Path, device: Device) -> Result<Box<dyn kd_core::Teacher>, TeacherError> {
+    if crate::torchscript::is_torchscript(dir) {
+        return Ok(Box::new(crate::torchscript::load_torchscript(dir, device)?));
+    }
     Ok(Box::new(load_teacher(dir, device)?))
 }
 
@@ -879,45 +882,64 @@ pub fn evaluate(
     device: Device,
     progress: &dyn Progress,
 ) -> Result<EvalReport> {
-    let t = load_teacher(teacher_dir, device)?;
+    // What evaluation needs of either kind of teacher: its geometry, the
+    // normalisation its logits() expects (part of the model), its batch.
+    let (teacher, chw, classes, mean, std, batch): (Box<dyn kd_core::Teacher>, _, _, _, _, _) =
+        if crate::torchscript::is_torchscript(teacher_dir) {
+            let t = crate::torchscript::load_torchscript(teacher_dir, device)?;
+            let f = t.file.clone();
+            (
+                Box::new(t),
+                f.chw,
+                f.num_classes,
+                f.data_mean,
+                f.data_std,
+                f.eval_batch_size,
+            )
+        } else {
+            let t = load_teacher(teacher_dir, device)?;
+            let f = t.file.clone();
+            let b = f.teacher.eval_batch_size;
+            (Box::new(t), f.chw, f.num_classes, f.mean, f.std, b)
+        };
     let ds = Dataset::open(dataset)?;
-    if ds.num_classes() != t.file.num_classes {
+    if ds.num_classes() != classes {
         return Err(TeacherError::Invalid(format!(
             "{}: dataset has {} classes, teacher {} was trained on {}",
             dataset.join(kd_data::store::STORE).display(),
             ds.num_classes(),
             teacher_dir.display(),
-            t.file.num_classes
+            classes
         )));
     }
-    if ds.chw()[0] != t.file.chw[0] {
+    if ds.chw()[0] != chw[0] {
         return Err(TeacherError::Invalid(format!(
             "{}: images have {} channels, teacher {} expects {}",
             dataset.join(kd_data::store::STORE).display(),
             ds.chw()[0],
             teacher_dir.display(),
-            t.file.chw[0]
+            chw[0]
         )));
     }
     let s = ds.split(split)?;
-    // The teacher's own normalisation: it is part of the model.
-    let l = lut(&t.file.mean, &t.file.std);
-    let ensemble = |x: &Tensor, _: &[usize]| t.ensemble_logits(x);
+    let l = lut(&mean, &std);
+    let logits = |x: &Tensor, _: &[usize]| teacher.logits(x);
     let stats = eval_split_with(
-        &ensemble,
+        &logits,
         s,
-        &t.file.teacher.view,
+        &ViewSpec::default(),
         &l,
-        t.file.num_classes,
-        t.file.teacher.eval_batch_size,
+        classes,
+        batch,
         device,
         progress,
     )?;
+    let t = teacher;
     Ok(EvalReport {
-        teacher: kd_core::Teacher::name(&t).to_string(),
+        teacher: t.name().to_string(),
         dataset: dataset.display().to_string(),
         split: split.into(),
-        same_dataset: ds.manifest_hash == t.dataset_hash,
+        same_dataset: ds.manifest_hash == t.dataset_hash(),
         stats,
     })
 }
