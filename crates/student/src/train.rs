@@ -17,7 +17,7 @@ use crate::loss::{
     student_loss,
 };
 use crate::stem::{Stem, TokenStem};
-use crate::vit::{Config, PRESETS, Vit, num_params};
+use crate::vit::{Config, ModelOverrides, PRESETS, Vit, num_params};
 use kd_core::ViewBatch;
 use kd_core::amp::Precision;
 use kd_core::fit::{EpochRecord, FitConfig, FitOptions, Learner, fit, remove_checkpoint};
@@ -125,6 +125,9 @@ pub struct StudentConfig {
     pub weighting: Weighting,
     /// Override of the preset's stochastic depth rate.
     pub drop_path: Option<f64>,
+    /// Any architecture knob over the preset (`[students.<v>.model]`).
+    #[serde(skip_serializing_if = "ModelOverrides::is_empty")]
+    pub model: ModelOverrides,
     pub epochs: usize,
     pub batch_size: usize,
     pub lr: f64,
@@ -165,6 +168,7 @@ impl Default for StudentConfig {
             stem: Stem::Patch,
             weighting: Weighting::Uniform,
             drop_path: None,
+            model: ModelOverrides::default(),
             epochs: 10,
             batch_size: 128,
             lr: 1e-3,
@@ -832,6 +836,7 @@ pub fn train_stage_with(
                 PRESETS.join(", ")
             ))
         })?;
+    cfg.model.apply(&mut model_cfg);
     if let Some(dp) = cfg.drop_path {
         model_cfg.drop_path = dp;
     }
@@ -839,9 +844,17 @@ pub fn train_stage_with(
     if cfg.stem == Stem::ConvInvolution {
         model_cfg.token_stems = token_stems(source, cfg.tokens, heads.len())?;
     }
-    model_cfg
-        .validate()
-        .map_err(|e| invalid(format!("preset '{}': {e}", cfg.preset)))?;
+    model_cfg.validate().map_err(|e| {
+        let with = if cfg.model.is_empty() {
+            ""
+        } else {
+            " with the [model] overrides"
+        };
+        invalid(format!(
+            "student model (preset '{}'{with}) on {h}x{w} images: {e}",
+            cfg.preset
+        ))
+    })?;
     let mut inputs = vec![ds_input];
     if let Source::Cache { store, .. } = source {
         let stage = Manifest::read(store.dir())?.stage;

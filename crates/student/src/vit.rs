@@ -58,7 +58,43 @@ pub struct Config {
 }
 
 /// Names of the presets accepted by [`Config::preset`].
-pub const PRESETS: [&str; 3] = ["vit-test", "vit-tiny", "vit-small"];
+pub const PRESETS: [&str; 6] = [
+    "vit-test",
+    "vit-tiny",
+    "vit-small",
+    "vit-c32",
+    "deit-tiny",
+    "deit-small",
+];
+
+/// Every architecture knob, each optional: a profile's `[students.<v>.model]`
+/// table, applied over the preset (or making a model of its own).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ModelOverrides {
+    pub patch_size: Option<usize>,
+    pub embed_dim: Option<usize>,
+    pub depth: Option<usize>,
+    pub num_heads: Option<usize>,
+    pub mlp_ratio: Option<f64>,
+    pub qkv_bias: Option<bool>,
+    pub drop_path: Option<f64>,
+}
+
+impl ModelOverrides {
+    pub fn is_empty(&self) -> bool {
+        *self == ModelOverrides::default()
+    }
+
+    pub fn apply(&self, cfg: &mut Config) {
+        macro_rules! set {
+            ($($f:ident),*) => {$(if let Some(v) = self.$f { cfg.$f = v; })*};
+        }
+        set!(
+            patch_size, embed_dim, depth, num_heads, mlp_ratio, qkv_bias, drop_path
+        );
+    }
+}
 
 impl Config {
     /// An architecture preset, completed with the data's geometry and the
@@ -77,6 +113,11 @@ impl Config {
             "vit-tiny" => (4, 96, 4, 3, 2.0, 0.1),
             // ~810k parameters: the full-profile student.
             "vit-small" => (4, 128, 6, 4, 2.0, 0.1),
+            // 32 px colour (CIFAR): 64 patches of 4x4, ~3.7M parameters.
+            "vit-c32" => (4, 256, 7, 4, 2.0, 0.1),
+            // DeiT-Ti and DeiT-S (Touvron et al. 2021) for 224 px: patch 16.
+            "deit-tiny" => (16, 192, 12, 3, 4.0, 0.1),
+            "deit-small" => (16, 384, 12, 6, 4.0, 0.1),
             _ => return None,
         };
         Some(Config {
@@ -108,6 +149,15 @@ impl Config {
                 "image size {} is not a multiple of patch size {}",
                 self.image_size, self.patch_size
             ));
+        }
+        if self.depth == 0 || self.embed_dim == 0 {
+            return Err("depth and embed dim must be at least 1".into());
+        }
+        if !(self.mlp_ratio.is_finite() && self.mlp_ratio > 0.0) {
+            return Err(format!("mlp ratio {} must be > 0", self.mlp_ratio));
+        }
+        if !(0.0..1.0).contains(&self.drop_path) {
+            return Err(format!("drop path {} must be in [0, 1)", self.drop_path));
         }
         if self.num_heads == 0 || !self.embed_dim.is_multiple_of(self.num_heads) {
             return Err(format!(
@@ -497,6 +547,67 @@ mod tests {
             assert!(v.grad().defined(), "{name} got no gradient");
             assert_eq!(v.grad().kind(), Kind::Float, "{name}");
         }
+    }
+
+    /// DeiT presets against timm's `deit_tiny_distilled_patch16_224` (5,910,800
+    /// parameters) and `deit_small_distilled_patch16_224` (22,436,432): one
+    /// distillation token, 1000 classes, 224 px RGB. The counts are
+    /// `12 D^2 + 13 D` per block, patch conv, cls/dist/pos, final norm and
+    /// two heads.
+    #[test]
+    fn deit_presets_match_timm_parameter_counts() {
+        for (preset, want) in [("deit-tiny", 5_910_800i64), ("deit-small", 22_436_432)] {
+            let vs = nn::VarStore::new(Device::Cpu);
+            let cfg = Config::preset(preset, 224, 3, 1000, 1).unwrap();
+            cfg.validate().unwrap();
+            let _m = Vit::new(&vs.root(), &cfg);
+            assert_eq!(num_params(&vs), want, "{preset}");
+        }
+        // Each extra teacher adds one token, its position and one head.
+        let vs = nn::VarStore::new(Device::Cpu);
+        let _m = Vit::new(
+            &vs.root(),
+            &Config::preset("deit-tiny", 224, 3, 1000, 2).unwrap(),
+        );
+        assert_eq!(num_params(&vs), 5_910_800 + 2 * 192 + 192 * 1000 + 1000);
+        let vs = nn::VarStore::new(Device::Cpu);
+        let m = Vit::new(
+            &vs.root(),
+            &Config::preset("vit-c32", 32, 3, 10, 2).unwrap(),
+        );
+        let n = num_params(&vs);
+        assert!((3_000_000..5_000_000).contains(&n), "{n}");
+        let out = m.forward_t(
+            &Tensor::randn([2, 3, 32, 32], (Kind::Float, Device::Cpu)),
+            false,
+        );
+        assert_eq!(out.cls.size(), [2, 10]);
+    }
+
+    #[test]
+    fn overrides_make_any_model_and_impossible_ones_are_refused() {
+        let mut cfg = Config::preset("vit-tiny", 32, 3, 10, 1).unwrap();
+        let o = ModelOverrides {
+            patch_size: Some(8),
+            depth: Some(2),
+            ..Default::default()
+        };
+        o.apply(&mut cfg);
+        assert_eq!((cfg.patch_size, cfg.depth, cfg.embed_dim), (8, 2, 96));
+        cfg.validate().unwrap();
+        ModelOverrides {
+            patch_size: Some(5),
+            ..Default::default()
+        }
+        .apply(&mut cfg);
+        assert!(
+            cfg.validate()
+                .unwrap_err()
+                .contains("not a multiple of patch size 5")
+        );
+        let mut cfg = Config::preset("vit-tiny", 32, 3, 10, 1).unwrap();
+        cfg.num_heads = 5;
+        assert!(cfg.validate().unwrap_err().contains("5 heads"));
     }
 
     #[test]
