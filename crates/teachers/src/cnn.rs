@@ -4,6 +4,11 @@
 //! projection shortcut), stride 2 at the start of every stage after the first,
 //! global average pooling, one linear head.
 //!
+//! The stem strides by the image size ([`ImageStem`]): the CIFAR 3x3 stem
+//! below 64 px, a stride-2 3x3 stem from 64 px, and ImageNet's 7x7/2 conv +
+//! 3x3/2 max-pool from 128 px, so one preset works from 28 to 224 px
+//! (`cnn-r18` at 224 px is torchvision's ResNet-18, parameter for parameter).
+//!
 //! Parameter names follow torchvision's ResNet: `conv1.weight`, `bn1.*`,
 //! `layer1.0.conv1.weight`, `layer2.0.downsample.0.weight`,
 //! `layer2.0.downsample.1.*`, `fc.weight`, `fc.bias`.
@@ -23,7 +28,7 @@ pub struct CnnConfig {
 }
 
 impl CnnConfig {
-    pub const PRESETS: [&'static str; 2] = ["cnn-tiny", "cnn-small"];
+    pub const PRESETS: [&'static str; 3] = ["cnn-tiny", "cnn-small", "cnn-r18"];
 
     pub fn preset(name: &str) -> Option<CnnConfig> {
         Some(match name {
@@ -38,6 +43,12 @@ impl CnnConfig {
                 stem_width: 32,
                 widths: vec![32, 64, 128],
                 blocks: vec![1, 1, 1],
+            },
+            // ResNet-18's widths and depths (~11.2M parameters), 32 to 224 px.
+            "cnn-r18" => CnnConfig {
+                stem_width: 64,
+                widths: vec![64, 128, 256, 512],
+                blocks: vec![2, 2, 2, 2],
             },
             _ => return None,
         })
@@ -64,6 +75,41 @@ pub(crate) fn bn(p: nn::Path, c: i64) -> nn::BatchNorm {
             ..Default::default()
         },
     )
+}
+
+/// The first layer, strided by the image size.
+#[derive(Debug)]
+pub(crate) struct ImageStem {
+    conv1: nn::Conv2D,
+    bn1: nn::BatchNorm,
+    max_pool: bool,
+}
+
+impl ImageStem {
+    /// `conv1` + `bn1` (+ max-pool) for images of side `side`.
+    pub(crate) fn new(p: &nn::Path, in_channels: i64, width: i64, side: usize) -> ImageStem {
+        let (k, stride, max_pool) = match side {
+            0..64 => (3, 1, false),
+            64..128 => (3, 2, false),
+            _ => (7, 2, true),
+        };
+        ImageStem {
+            conv1: conv(p / "conv1", in_channels, width, k, stride),
+            bn1: bn(p / "bn1", width),
+            max_pool,
+        }
+    }
+}
+
+impl ModuleT for ImageStem {
+    fn forward_t(&self, x: &Tensor, train: bool) -> Tensor {
+        let y = x.apply(&self.conv1).apply_t(&self.bn1, train).relu();
+        if self.max_pool {
+            y.max_pool2d([3, 3], [2, 2], [1, 1], [1, 1], false)
+        } else {
+            y
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -105,14 +151,20 @@ impl ModuleT for BasicBlock {
 
 #[derive(Debug)]
 pub struct Cnn {
-    conv1: nn::Conv2D,
-    bn1: nn::BatchNorm,
+    stem: ImageStem,
     layers: Vec<Vec<BasicBlock>>,
     fc: nn::Linear,
 }
 
 impl Cnn {
-    pub fn new(p: &nn::Path, cfg: &CnnConfig, in_channels: i64, num_classes: i64) -> Cnn {
+    /// For images of side `side` (the stem's stride depends on it).
+    pub fn new(
+        p: &nn::Path,
+        cfg: &CnnConfig,
+        in_channels: i64,
+        num_classes: i64,
+        side: usize,
+    ) -> Cnn {
         assert_eq!(
             cfg.widths.len(),
             cfg.blocks.len(),
@@ -133,8 +185,7 @@ impl Cnn {
             layers.push(blocks);
         }
         Cnn {
-            conv1: conv(p / "conv1", in_channels, cfg.stem_width, 3, 1),
-            bn1: bn(p / "bn1", cfg.stem_width),
+            stem: ImageStem::new(p, in_channels, cfg.stem_width, side),
             layers,
             fc: nn::linear(p / "fc", cin, num_classes, Default::default()),
         }
@@ -143,7 +194,7 @@ impl Cnn {
 
 impl ModuleT for Cnn {
     fn forward_t(&self, x: &Tensor, train: bool) -> Tensor {
-        let mut y = x.apply(&self.conv1).apply_t(&self.bn1, train).relu();
+        let mut y = self.stem.forward_t(x, train);
         for blk in self.layers.iter().flatten() {
             y = blk.forward_t(&y, train);
         }

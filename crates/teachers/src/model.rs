@@ -86,11 +86,18 @@ pub enum Net {
 }
 
 impl Net {
-    /// Build under `p` (the VarStore root: names are `conv1.weight`, ...).
+    /// Build under `p` (the VarStore root: names are `conv1.weight`, ...)
+    /// for small images (the 3x3 stride-1 stem of 28-63 px).
     pub fn new(p: &nn::Path, cfg: &ModelConfig, in_channels: i64, num_classes: i64) -> Net {
+        Net::for_images(p, cfg, [in_channels as usize, 32, 32], num_classes)
+    }
+
+    /// Build for `[C, H, W]` images: the stem strides by the image size.
+    pub fn for_images(p: &nn::Path, cfg: &ModelConfig, chw: [usize; 3], num_classes: i64) -> Net {
+        let (c, side) = (chw[0] as i64, chw[1].min(chw[2]));
         match cfg {
-            ModelConfig::Cnn(c) => Net::Cnn(Cnn::new(p, c, in_channels, num_classes)),
-            ModelConfig::Involution(c) => Net::RedNet(RedNet::new(p, c, in_channels, num_classes)),
+            ModelConfig::Cnn(m) => Net::Cnn(Cnn::new(p, m, c, num_classes, side)),
+            ModelConfig::Involution(m) => Net::RedNet(RedNet::new(p, m, c, num_classes, side)),
         }
     }
 }

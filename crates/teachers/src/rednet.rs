@@ -18,7 +18,7 @@
 //! `layer1.0.downsample.1.weight` (index 0 is the parameterless pooling),
 //! `layer1.0.downsample.2.*`, `fc.*`.
 
-use crate::cnn::{bn, conv};
+use crate::cnn::{ImageStem, bn, conv};
 use crate::involution::{involution, involution_naive};
 use serde::{Deserialize, Serialize};
 use tch::nn::{self, ModuleT};
@@ -38,10 +38,16 @@ pub struct RedNetConfig {
     pub group_channels: i64,
     /// Kernel-generator reduction ratio r (`C -> C/r`).
     pub reduction: i64,
+    /// Start each bottleneck's last BN at zero, so every block starts as the
+    /// identity (as mmcls trains RedNet): an involution multiplies its input
+    /// by kernels generated from it, so a deep untrained stack squares its
+    /// activations block after block and overflows in eval mode.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub zero_init_residual: bool,
 }
 
 impl RedNetConfig {
-    pub const PRESETS: [&'static str; 2] = ["rednet-tiny", "rednet-small"];
+    pub const PRESETS: [&'static str; 3] = ["rednet-tiny", "rednet-small", "rednet-26"];
 
     pub fn preset(name: &str) -> Option<RedNetConfig> {
         Some(match name {
@@ -53,6 +59,7 @@ impl RedNetConfig {
                 kernel: 3,
                 group_channels: 16,
                 reduction: 4,
+                zero_init_residual: false,
             },
             "rednet-small" => RedNetConfig {
                 stem_width: 32,
@@ -62,6 +69,20 @@ impl RedNetConfig {
                 kernel: 7,
                 group_channels: 16,
                 reduction: 4,
+                zero_init_residual: false,
+            },
+            // RedNet-26's stages (bottlenecks 1-2-4-1, widths 64-512, x4
+            // expansion, 7x7 involution), behind the image-sized stem
+            // ([`ImageStem`]) instead of RedNet's involution stem: 32 to 224 px.
+            "rednet-26" => RedNetConfig {
+                stem_width: 64,
+                mids: vec![64, 128, 256, 512],
+                blocks: vec![1, 2, 4, 1],
+                expansion: 4,
+                kernel: 7,
+                group_channels: 16,
+                reduction: 4,
+                zero_init_residual: true,
             },
             _ => return None,
         })
@@ -181,7 +202,18 @@ impl Bottleneck {
             ),
             bn2: bn(&p / "bn2", mid),
             conv3: conv(&p / "conv3", mid, cout, 1, 1),
-            bn3: bn(&p / "bn3", cout),
+            bn3: if cfg.zero_init_residual {
+                nn::batch_norm2d(
+                    &p / "bn3",
+                    cout,
+                    nn::BatchNormConfig {
+                        ws_init: nn::Init::Const(0.),
+                        ..Default::default()
+                    },
+                )
+            } else {
+                bn(&p / "bn3", cout)
+            },
             stride,
             downsample,
         }
@@ -215,14 +247,20 @@ impl ModuleT for Bottleneck {
 
 #[derive(Debug)]
 pub struct RedNet {
-    conv1: nn::Conv2D,
-    bn1: nn::BatchNorm,
+    stem: ImageStem,
     layers: Vec<Vec<Bottleneck>>,
     fc: nn::Linear,
 }
 
 impl RedNet {
-    pub fn new(p: &nn::Path, cfg: &RedNetConfig, in_channels: i64, num_classes: i64) -> RedNet {
+    /// For images of side `side` (the stem's stride depends on it).
+    pub fn new(
+        p: &nn::Path,
+        cfg: &RedNetConfig,
+        in_channels: i64,
+        num_classes: i64,
+        side: usize,
+    ) -> RedNet {
         assert_eq!(
             cfg.mids.len(),
             cfg.blocks.len(),
@@ -244,8 +282,7 @@ impl RedNet {
             layers.push(blocks);
         }
         RedNet {
-            conv1: conv(p / "conv1", in_channels, cfg.stem_width, 3, 1),
-            bn1: bn(p / "bn1", cfg.stem_width),
+            stem: ImageStem::new(p, in_channels, cfg.stem_width, side),
             layers,
             fc: nn::linear(p / "fc", cin, num_classes, Default::default()),
         }
@@ -261,7 +298,7 @@ impl RedNet {
 
 impl ModuleT for RedNet {
     fn forward_t(&self, x: &Tensor, train: bool) -> Tensor {
-        let mut y = x.apply(&self.conv1).apply_t(&self.bn1, train).relu();
+        let mut y = self.stem.forward_t(x, train);
         for blk in self.layers.iter().flatten() {
             y = blk.forward_t(&y, train);
         }

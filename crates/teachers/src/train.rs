@@ -577,12 +577,7 @@ impl FitJob<'_> {
         // from the same weights as an uninterrupted one.
         tch::manual_seed(kd_core::rng::key(self.cfg.fit.seed, &[0x696e_6974]) as i64 & i64::MAX);
         let vs = VarStore::new(self.device);
-        let net = Net::new(
-            &vs.root(),
-            self.model_cfg,
-            self.chw[0] as i64,
-            self.classes as i64,
-        );
+        let net = Net::for_images(&vs.root(), self.model_cfg, self.chw, self.classes as i64);
         (vs, net)
     }
 
@@ -758,12 +753,7 @@ pub fn load_teacher(dir: &Path, device: Device) -> Result<LoadedTeacher> {
             .into());
         }
         let mut vs = VarStore::new(device);
-        let net = Net::new(
-            &vs.root(),
-            &file.model,
-            file.chw[0] as i64,
-            file.num_classes as i64,
-        );
+        let net = Net::for_images(&vs.root(), &file.model, file.chw, file.num_classes as i64);
         vs.load(dir.join(rel)).map_err(|e| TeacherError::Artifact {
             path: dir.join(rel),
             msg: format!("does not fit the network in config.json: {e}"),

@@ -33,7 +33,11 @@ fn forward_shapes_for_every_preset() {
             for train in [true, false] {
                 let y = net.forward_t(&x, train);
                 assert_eq!(y.size(), [3, classes], "{preset} on {c}x{hw}x{hw}");
-                assert!(f64::try_from(y.isfinite().all().to_kind(Kind::Float)).unwrap() == 1.0);
+                assert!(
+                    f64::try_from(y.isfinite().all().to_kind(Kind::Float)).unwrap() == 1.0,
+                    "{preset} on {c}x{hw}x{hw}, train {train}: {}",
+                    y.abs().max()
+                );
             }
         }
     }
@@ -220,4 +224,36 @@ fn weights_load_in_python_with_pytorch_names() {
             );
         }
     }
+}
+
+/// The teacher presets for a user's images: one preset from 32 to 224 px,
+/// the stem striding by the image size; `cnn-r18` at 224 px is torchvision's
+/// ResNet-18 parameter for parameter (11,689,512 with 1000 classes).
+#[test]
+fn large_presets_work_from_32_to_224_px() {
+    let _rng = kd_core::torch_rng_lock();
+    let count = |arch, preset, side: usize, classes| {
+        let vs = VarStore::new(Device::Cpu);
+        let cfg = ModelConfig::preset(arch, preset).unwrap();
+        let net = Net::for_images(&vs.root(), &cfg, [3, side, side], classes);
+        let y = net.forward_t(
+            &Tensor::randn([2, 3, side as i64, side as i64], (Kind::Float, Device::Cpu)),
+            false,
+        );
+        assert_eq!(y.size(), [2, classes], "{preset} at {side} px");
+        param_count(&vs)
+    };
+    assert_eq!(count(Arch::Cnn, "cnn-r18", 224, 1000), 11_689_512);
+    // The 32 px stem is a 3x3 conv instead of the 7x7 one.
+    assert_eq!(
+        count(Arch::Cnn, "cnn-r18", 32, 1000),
+        11_689_512 - 64 * 3 * 49 + 64 * 3 * 9
+    );
+    let n = count(Arch::Involution, "rednet-26", 32, 10);
+    assert!((5_000_000..12_000_000).contains(&n), "rednet-26: {n}");
+    assert_eq!(
+        count(Arch::Involution, "rednet-26", 96, 10),
+        n,
+        "same weights at every size"
+    );
 }
