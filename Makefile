@@ -86,12 +86,16 @@ SOURCE_cnn := cache:$(RUN)/logits\#cnn
 SOURCE_involution := cache:$(RUN)/logits\#involution
 SOURCE_ensemble := cache:$(RUN)/logits
 SOURCE_ensemble-live := live:$(RUN)/teachers/cnn,$(RUN)/teachers/involution
+SOURCE_none-stems := none
+SOURCE_cnn-stems := cache:$(RUN)/logits\#cnn
+SOURCE_involution-stems := cache:$(RUN)/logits\#involution
 SOURCE_ensemble-stems := cache:$(RUN)/logits
 SOURCE_ensemble-confidence := cache:$(RUN)/logits
 SOURCE_ensemble-correct := cache:$(RUN)/logits
 SOURCE_ensemble-crossfit := cache:$(RUN)/logits-crossfit
 SOURCE_ensemble-mixed := cache:$(RUN)/logits-mixed
 DEPS_none := $(RUN)/dataset/manifest.json
+DEPS_none-stems := $(RUN)/dataset/manifest.json
 DEPS_ensemble-crossfit := $(RUN)/logits-crossfit/manifest.json
 DEPS_ensemble-mixed := $(RUN)/logits-mixed/manifest.json
 DEPS_ensemble-live := $(foreach t,$(TEACHERS),$(RUN)/teachers/$(t)/manifest.json)
@@ -113,17 +117,14 @@ SEED_RUNS := $(foreach n,$(SEEDS),$(foreach v,$(SEED_VARIANTS),$(v)-seed$(n)))
 $(foreach v,$(SEED_VARIANTS),$(foreach n,$(SEEDS),$(eval $(call student_rule,$(v),-seed$(n),--seed $(n)))))
 
 # Ablations of the ensemble student (one seed each) into student/ensemble-<name>:
-# what the distillation settings change at the profile's budget. Also
-# available, not run by default: stems (CivT conv + involution stems),
-# confidence and correct (per-view teacher weighting).
+# what the distillation settings change at the profile's budget. (Stems and
+# weightings are variants of their own, student-ensemble-stems,
+# student-ensemble-confidence, ..., made from the profile's sections of those names.)
 ABLATION_tau3 := --tau 3
 ABLATION_tau0.5 := --tau 0.5
 ABLATION_alpha0.8 := --alpha 0.8
 ABLATION_hard := --distill hard
 ABLATION_averaged := --tokens averaged
-ABLATION_stems := --stem conv-involution
-ABLATION_confidence := --weighting confidence
-ABLATION_correct := --weighting correct
 ABLATIONS ?= tau3 tau0.5 alpha0.8 hard averaged
 $(foreach a,$(ABLATIONS),$(eval $(call student_rule,ensemble,-$(a),$(ABLATION_$(a)))))
 
@@ -141,12 +142,17 @@ $(foreach v,$(SEED_VARIANTS),$(eval $(call student_rule,$(v),-ep$(LONG_EPOCHS),-
 # the cross-size report into data/runs/study/report.
 STUDY_SIZES ?= 1000 2000 4000 8000
 STUDY_SEEDS ?= 1 2
-STUDY_VARIANTS := none cnn involution ensemble ensemble-stems ensemble-confidence \
-                  ensemble-correct ensemble-crossfit ensemble-mixed
-STUDY_RUNS := $(STUDY_VARIANTS) $(foreach n,$(STUDY_SEEDS),$(addsuffix -seed$(n),$(STUDY_VARIANTS)))
-# (A study variant that is also a requested ablation, e.g. ABLATIONS=stems,
-# keeps the ablation's rule: both make the same student.)
-$(foreach v,$(filter-out $(VARIANTS) $(addprefix ensemble-,$(ABLATIONS)),$(STUDY_VARIANTS)),$(eval $(call student_rule,$(v),,)))
+# The stem variants without teachers and with one teacher are the controls
+# of the stem ensemble: what the stems give a student by themselves. The
+# variants of one store first (all seeds), then those of the two other
+# stores, so a cut-short study still has complete comparisons.
+STUDY_MAIN := none cnn involution ensemble none-stems cnn-stems involution-stems \
+              ensemble-stems ensemble-confidence ensemble-correct
+STUDY_EXTRA := ensemble-crossfit ensemble-mixed
+STUDY_VARIANTS := $(STUDY_MAIN) $(STUDY_EXTRA)
+seeded = $(1) $(foreach n,$(STUDY_SEEDS),$(addsuffix -seed$(n),$(1)))
+STUDY_RUNS := $(call seeded,$(STUDY_MAIN)) $(call seeded,$(STUDY_EXTRA))
+$(foreach v,$(filter-out $(VARIANTS),$(STUDY_VARIANTS)),$(eval $(call student_rule,$(v),,)))
 # (Seed rules that SEEDS already made for the four compared variants are not made twice.)
 $(foreach v,$(STUDY_VARIANTS),$(foreach n,$(STUDY_SEEDS),$(if $(and $(filter $(v),$(SEED_VARIANTS)),$(filter $(n),$(SEEDS))),,$(eval $(call student_rule,$(v),-seed$(n),--seed $(n))))))
 

@@ -1,6 +1,7 @@
 use crate::ui::{Bars, bytes, out};
 use anyhow::{Context, bail};
 use kd_core::MixMode;
+use kd_core::manifest::Manifest;
 use kd_core::parse_device;
 use kd_core::profile::Profile;
 use kd_logit_cache::{
@@ -82,8 +83,15 @@ pub struct BuildArgs {
     #[arg(long)]
     chunk_samples: Option<usize>,
     /// Fill only shards s with s % n == i (i/n); then `kd cache finalize`.
+    /// `auto` takes i/n from the scheduler: a Slurm job array
+    /// (SLURM_ARRAY_TASK_ID, _MIN, _STEP, _COUNT) or a Kubernetes Indexed
+    /// Job (JOB_COMPLETION_INDEX, with --shards N).
     #[arg(long)]
     shard: Option<String>,
+    /// Number of workers for `--shard auto` where the scheduler does not say
+    /// (a Kubernetes Indexed Job's completions).
+    #[arg(long)]
+    shards: Option<usize>,
     /// Replace whatever store is in --out.
     #[arg(long)]
     force: bool,
@@ -166,7 +174,13 @@ fn build(a: BuildArgs) -> anyhow::Result<()> {
     if a.no_flip {
         cfg.flip = false;
     }
-    let shard = a.shard.as_deref().map(parse_shard).transpose()?;
+    let shard = match a.shard.as_deref() {
+        Some("auto") => Some(kd_logit_cache::write::shard_from_env(a.shards, &|k| {
+            std::env::var(k).ok()
+        })?),
+        Some(s) => Some(parse_shard(s)?),
+        None => None,
+    };
     let device = parse_device(&cfg.device)?;
     let mut teachers = vec![];
     for dir in &a.teacher {
@@ -299,6 +313,11 @@ fn inspect(a: InspectArgs) -> anyhow::Result<()> {
             x.files
         ));
     }
+    if let Some(why) = &r.no_labels {
+        out(format!(
+            "no accuracies (they need the dataset's labels): {why}"
+        ));
+    }
     out(
         "teacher        arch                  acc view0  acc all   entropy  bytes/sample  bytes/view",
     );
@@ -344,17 +363,22 @@ fn inspect(a: InspectArgs) -> anyhow::Result<()> {
 
 fn verify(a: VerifyArgs) -> anyhow::Result<()> {
     let device = parse_device(&a.device)?;
-    let meta = StoreMeta::read(&a.dir.join(kd_logit_cache::STORE))
-        .with_context(|| format!("cache verify {}", a.dir.display()))?;
+    let ctx = || format!("cache verify {}", a.dir.display());
+    StoreMeta::read(&a.dir.join(kd_logit_cache::STORE)).with_context(ctx)?;
+    let manifest = Manifest::read_stage(&a.dir, kd_logit_cache::STAGE).with_context(ctx)?;
     let mut teachers = vec![];
-    for i in meta
+    for i in manifest
         .inputs
         .iter()
         .filter(|i| i.role.starts_with("teacher:"))
     {
-        teachers.push(kd_teachers::load(&i.path, device).with_context(|| {
-            format!("loading teacher {} recorded in the store", i.path.display())
-        })?);
+        // Recorded as typed where the store was built; found from here.
+        let dir = i.locate(&a.dir).with_context(ctx)?;
+        teachers.push(
+            kd_teachers::load(&dir, device).with_context(|| {
+                format!("loading teacher {} recorded in the store", dir.display())
+            })?,
+        );
     }
     let r = kd_logit_cache::verify(&a.dir, &teachers, a.samples, a.seed, &Bars::default())
         .with_context(|| format!("cache verify {}", a.dir.display()))?;

@@ -1,3 +1,7 @@
+//! `kd inspect`: any artifact's manifest and Zarr arrays. The text form
+//! shortens long lists (a folder import records one hash per source file)
+//! so that a config stays one readable line; `--json` prints everything.
+
 use crate::ui::{bytes, out};
 use kd_core::manifest::Manifest;
 use kd_core::zarr::describe;
@@ -11,6 +15,20 @@ pub struct Args {
     /// Machine-readable output.
     #[arg(long)]
     json: bool,
+}
+
+/// Lists longer than this print as their length.
+const LIST_ITEMS: usize = 12;
+
+/// `v` with every list longer than [`LIST_ITEMS`] replaced by its length.
+fn brief(v: &serde_json::Value) -> serde_json::Value {
+    use serde_json::Value;
+    match v {
+        Value::Array(a) if a.len() > LIST_ITEMS => json!(format!("<{} items>", a.len())),
+        Value::Array(a) => Value::Array(a.iter().map(brief).collect()),
+        Value::Object(m) => Value::Object(m.iter().map(|(k, x)| (k.clone(), brief(x))).collect()),
+        x => x.clone(),
+    }
 }
 
 pub fn run(a: Args) -> anyhow::Result<()> {
@@ -76,9 +94,15 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         for o in &m.outputs {
             out(format!("output    {} ({})", o.path, bytes(o.bytes)));
         }
-        out(format!("config    {}", serde_json::to_string(&m.config)?));
+        out(format!(
+            "config    {}",
+            serde_json::to_string(&brief(&m.config))?
+        ));
         if !m.metrics.is_null() {
-            out(format!("metrics   {}", serde_json::to_string(&m.metrics)?));
+            out(format!(
+                "metrics   {}",
+                serde_json::to_string(&brief(&m.metrics))?
+            ));
         }
     }
     if !arrays.is_empty() {

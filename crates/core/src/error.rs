@@ -40,6 +40,29 @@ pub enum CoreError {
     },
     #[error("{path}: zarr: {msg}")]
     Zarr { path: String, msg: String },
+    /// Zarr would read the absent chunk as fill values (zeros) without a word.
+    #[error(
+        "{}: missing: {what} would read as fill values; the artifact is damaged (rebuild it)",
+        file.display()
+    )]
+    MissingChunk { file: PathBuf, what: String },
+    /// An input an artifact recorded is neither where it was recorded nor
+    /// at the same place relative to the artifact.
+    #[error(
+        "{}: input '{role}' recorded as {} is not there{}",
+        manifest.display(),
+        recorded.display(),
+        if looked.is_empty() { String::new() } else { format!(" (looked in {})", looked) }
+    )]
+    InputMissing {
+        manifest: PathBuf,
+        role: String,
+        recorded: PathBuf,
+        looked: String,
+    },
+    /// `--out` holds something a stage must not write over without `--force`.
+    #[error("{}: {msg}", dir.display())]
+    OutOccupied { dir: PathBuf, msg: String },
     #[error("device {0}")]
     Device(String),
     #[error("{0}")]

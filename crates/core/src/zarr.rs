@@ -1,17 +1,35 @@
 //! Thin helpers over zarrs: every Zarr v3 store of the pipeline (dataset,
 //! logit cache) is made with these, so layouts and codecs stay uniform, and
 //! `describe` summarises any store by reading its `zarr.json` files.
+//!
+//! Zarr reads an absent chunk as the fill value, so a deleted chunk or shard
+//! file would silently become zeros. Every artifact knows its shape, so its
+//! readers know which chunks must exist: [`read_block`] and [`read_all`]
+//! refuse a block that touches an absent chunk file or an inner chunk absent
+//! from its shard's index, naming the file, the array and the chunk. The
+//! writer stores all-fill chunks too ([`write_block`]), so a complete artifact
+//! has every chunk file. An all-fill inner chunk of a shard is always left
+//! out by the sharding codec, so for sharded arrays whose data may hold such
+//! a chunk the reader asks for chunk files only ([`Presence::Chunks`]).
 
 use crate::error::{CoreError, IoContext, Result};
 use serde::Serialize;
 use serde_json::{Map, Value};
+use std::collections::HashMap;
+use std::num::NonZeroU64;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use zarrs::array::builder::ArrayBuilderFillValue;
+use zarrs::array::codec::ShardingCodec;
 use zarrs::array::codec::{Crc32cCodec, ZstdCodec};
-use zarrs::array::{Array, ArrayBuilder, ArraySubset, DataType, Element, ElementOwned};
+use zarrs::array::{
+    Array, ArrayBuilder, ArrayShardedExt, ArraySubset, CodecOptions, DataType, Element,
+    ElementOwned,
+};
 use zarrs::filesystem::FilesystemStore;
 use zarrs::group::{Group, GroupBuilder};
+use zarrs::storage::ReadableStorageTraits;
+use zarrs::storage::byte_range::ByteRange;
 
 pub type Store = Arc<FilesystemStore>;
 pub type ZArray = Array<FilesystemStore>;
@@ -65,7 +83,7 @@ pub fn create_array(
 ) -> Result<ZArray> {
     let mut b = ArrayBuilder::new(layout.shape.clone(), layout.chunk.clone(), dtype, fill);
     b.bytes_to_bytes_codecs(vec![
-        Arc::new(ZstdCodec::new(layout.zstd_level.into(), false)),
+        Arc::new(ZstdCodec::new(layout.zstd_level, false)),
         Arc::new(Crc32cCodec::new()),
     ]);
     if let Some(sub) = &layout.subchunk {
@@ -84,23 +102,193 @@ pub fn open_array(store: &Store, path: &str) -> Result<ZArray> {
     Array::open(store.clone(), path).map_err(|e| zerr(path, e))
 }
 
-/// Write `data` into the block starting at `start` with `shape`.
+fn subset(start: &[u64], shape: &[u64]) -> ArraySubset {
+    let ranges: Vec<_> = start.iter().zip(shape).map(|(&s, &n)| s..s + n).collect();
+    ArraySubset::new_with_ranges(&ranges)
+}
+
+/// Write `data` into the block starting at `start` with `shape`. Chunks that
+/// are all fill value are stored too, so that a reader can tell a deleted
+/// chunk file from a chunk of zeros.
 pub fn write_block<T: Element>(a: &ZArray, start: &[u64], shape: &[u64], data: &[T]) -> Result<()> {
-    let ranges: Vec<_> = start.iter().zip(shape).map(|(&s, &n)| s..s + n).collect();
-    a.store_array_subset(&ArraySubset::new_with_ranges(&ranges), data)
+    let opts = CodecOptions::default().with_store_empty_chunks(true);
+    a.store_array_subset_opt(&subset(start, shape), data, &opts)
         .map_err(|e| zerr(a.path(), e))
 }
 
-/// Read the block starting at `start` with `shape`, row-major.
+/// Which absent chunks a read refuses.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Presence {
+    /// Every chunk file, and every inner chunk of a shard: data that can
+    /// never be all fill value over an inner chunk (logits, images).
+    All,
+    /// Every chunk (shard) file only: the sharding codec leaves out inner
+    /// chunks that are all fill value, and this array may hold one (flags,
+    /// indices, rows of zeros that mean "unmixed").
+    Chunks,
+}
+
+/// Refuse a block that would read fill values in place of data: every chunk
+/// file it touches must exist and, with [`Presence::All`], every inner chunk
+/// it touches must be in its shard's index. Costs a `stat` per chunk file
+/// and one index read per shard.
+pub fn check_present(a: &ZArray, start: &[u64], shape: &[u64], presence: Presence) -> Result<()> {
+    if shape.contains(&0) {
+        return Ok(());
+    }
+    let block = subset(start, shape);
+    let storage = a.storage();
+    let file = |idx: &[u64]| storage.key_to_fspath(&a.chunk_key(idx));
+    // Rows (first dimension) of chunk `i` of `per` rows: what the chunk holds.
+    let rows = |i: u64, per: u64| {
+        let n = a.shape().first().copied().unwrap_or(0);
+        format!("rows {}..{}", i * per, ((i + 1) * per).min(n))
+    };
+    let dims = a.shape().len();
+    let chunk_shape: Vec<u64> = a
+        .chunk_shape(&vec![0; dims])
+        .map_err(|e| zerr(a.path(), e))?
+        .iter()
+        .map(|c| c.get())
+        .collect();
+    let chunks = a
+        .chunks_in_array_subset(&block)
+        .map_err(|e| zerr(a.path(), e))?
+        .ok_or_else(|| zerr(a.path(), "cannot tell which chunks a block touches"))?;
+    for idx in &chunks.indices() {
+        let found = storage
+            .size_key(&a.chunk_key(&idx))
+            .map_err(|e| zerr(a.path(), e))?;
+        if found.is_none() {
+            return Err(CoreError::MissingChunk {
+                file: file(&idx),
+                what: format!(
+                    "chunk {:?} of array {} ({})",
+                    idx.as_slice(),
+                    a.path(),
+                    rows(idx[0], chunk_shape[0])
+                ),
+            });
+        }
+    }
+    let Some(sub_shape) = a.subchunk_shape() else {
+        return Ok(());
+    };
+    if presence == Presence::Chunks {
+        return Ok(());
+    }
+    let sub_shape: Vec<u64> = sub_shape.iter().map(|s| s.get()).collect();
+    let per_shard: Vec<u64> = chunk_shape
+        .iter()
+        .zip(&sub_shape)
+        .map(|(c, s)| c / s)
+        .collect();
+    let subs = a
+        .subchunk_grid()
+        .chunks_in_array_subset(&block)
+        .map_err(|e| zerr(a.path(), e))?
+        .ok_or_else(|| zerr(a.path(), "cannot tell which inner chunks a block touches"))?;
+    let mut indexes: HashMap<Vec<u64>, Vec<u64>> = HashMap::new();
+    for idx in &subs.indices() {
+        let shard: Vec<u64> = idx.iter().zip(&per_shard).map(|(i, n)| i / n).collect();
+        if !indexes.contains_key(&shard) {
+            let index = shard_index(a, &shard, &per_shard).map_err(|msg| CoreError::Zarr {
+                path: file(&shard).display().to_string(),
+                msg: format!("shard index unreadable: {msg}"),
+            })?;
+            indexes.insert(shard.clone(), index);
+        }
+        // C order of the inner chunk inside its shard; (MAX, MAX) marks it absent.
+        let local = idx
+            .iter()
+            .zip(&per_shard)
+            .fold(0u64, |acc, (i, n)| acc * n + i % n) as usize;
+        let index = &indexes[&shard];
+        if index.get(2 * local..2 * local + 2) == Some(&[u64::MAX, u64::MAX]) {
+            return Err(CoreError::MissingChunk {
+                file: file(&shard),
+                what: format!(
+                    "inner chunk {:?} of array {} ({}, absent from its shard's index)",
+                    idx.as_slice(),
+                    a.path(),
+                    rows(idx[0], sub_shape[0])
+                ),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// The decoded index of shard `shard`: (offset, size) per inner chunk in C
+/// order. Reads only the index when it sits at the end of the file (what
+/// [`create_array`] writes), else the whole shard.
+fn shard_index(a: &ZArray, shard: &[u64], per_shard: &[u64]) -> Result<Vec<u64>, String> {
+    let codec = a.codecs();
+    let Some(sharding) = codec
+        .array_to_bytes_codec()
+        .as_any()
+        .downcast_ref::<ShardingCodec>()
+    else {
+        return Err("its sharding codec is not its array-to-bytes codec".into());
+    };
+    // Zarr's default, and what `create_array` writes, is an index at the end.
+    let meta = serde_json::to_value(a.metadata()).unwrap_or_default();
+    let at_end = meta["codecs"]
+        .as_array()
+        .and_then(|cs| cs.iter().find(|c| c["name"] == "sharding_indexed"))
+        .is_none_or(|c| c["configuration"]["index_location"] != "start");
+    let key = a.chunk_key(shard);
+    let storage = a.storage();
+    let n: u64 = per_shard.iter().product();
+    // The index is 16 bytes per inner chunk plus its codecs' few bytes (crc32c: 4).
+    let bytes = if at_end {
+        let size = storage
+            .size_key(&key)
+            .map_err(|e| e.to_string())?
+            .ok_or("shard file vanished")?;
+        storage.get_partial(&key, ByteRange::Suffix(size.min(16 * n + 64)))
+    } else {
+        storage.get(&key)
+    }
+    .map_err(|e| e.to_string())?
+    .ok_or("shard file vanished")?;
+    let per: Vec<NonZeroU64> = per_shard
+        .iter()
+        .map(|&x| NonZeroU64::new(x).ok_or("empty shard shape"))
+        .collect::<Result<_, _>>()?;
+    sharding
+        .decode_index(&bytes, &per, &CodecOptions::default())
+        .map_err(|e| e.to_string())
+}
+
+/// Read the block starting at `start` with `shape`, row-major, refusing
+/// absent chunks ([`check_present`] with [`Presence::All`]).
 pub fn read_block<T: ElementOwned>(a: &ZArray, start: &[u64], shape: &[u64]) -> Result<Vec<T>> {
-    let ranges: Vec<_> = start.iter().zip(shape).map(|(&s, &n)| s..s + n).collect();
-    a.retrieve_array_subset::<Vec<T>>(&ArraySubset::new_with_ranges(&ranges))
+    check_present(a, start, shape, Presence::All)?;
+    read_block_unchecked(a, start, shape)
+}
+
+/// Read a block whose chunks the caller has already checked with
+/// [`check_present`] (a reader that checks a whole array once, then reads
+/// it chunk by chunk).
+pub fn read_block_unchecked<T: ElementOwned>(
+    a: &ZArray,
+    start: &[u64],
+    shape: &[u64],
+) -> Result<Vec<T>> {
+    a.retrieve_array_subset::<Vec<T>>(&subset(start, shape))
         .map_err(|e| zerr(a.path(), e))
 }
 
+/// The whole array, refusing absent chunks.
 pub fn read_all<T: ElementOwned>(a: &ZArray) -> Result<Vec<T>> {
-    a.retrieve_array_subset::<Vec<T>>(&a.subset_all())
-        .map_err(|e| zerr(a.path(), e))
+    let shape = a.shape().to_vec();
+    read_block(a, &vec![0; shape.len()], &shape)
+}
+
+/// The whole array's shape as a block: `(origin, shape)`.
+pub fn whole(a: &ZArray) -> (Vec<u64>, Vec<u64>) {
+    (vec![0; a.shape().len()], a.shape().to_vec())
 }
 
 /// Uncompressed over stored bytes (0 when nothing is stored yet).
@@ -275,5 +463,70 @@ mod tests {
         assert_eq!(info[0].chunk, vec![2, 3]);
         assert_eq!(info[0].files, 3);
         assert_eq!(info[0].raw_bytes, 120);
+    }
+
+    fn array(t: &Path, subchunk: Option<Vec<u64>>) -> ZArray {
+        let store = open_store(t).unwrap();
+        create_group(&store, "/", Map::new()).unwrap();
+        let layout = Layout {
+            shape: vec![10, 2],
+            chunk: vec![4, 2],
+            subchunk,
+            zstd_level: 3,
+            dims: vec![],
+        };
+        create_array(&store, "/x", data_type::uint8(), 0u8, &layout, Map::new()).unwrap()
+    }
+
+    #[test]
+    fn absent_chunks_are_refused_naming_file_array_and_chunk() {
+        let t = tempfile::tempdir().unwrap();
+        let a = array(t.path(), None);
+        // Rows 4..8 are all fill value: stored anyway, so they read back.
+        let mut data = vec![1u8; 20];
+        data[8..16].fill(0);
+        write_block(&a, &[0, 0], &[10, 2], &data).unwrap();
+        assert!(t.path().join("x/c/1/0").is_file(), "all-fill chunk stored");
+        assert_eq!(read_all::<u8>(&a).unwrap(), data);
+        std::fs::remove_file(t.path().join("x/c/2/0")).unwrap();
+        // Blocks that do not touch the lost chunk still read.
+        assert_eq!(read_block::<u8>(&a, &[0, 0], &[8, 2]).unwrap(), data[..16]);
+        let e = read_all::<u8>(&a).unwrap_err();
+        assert!(matches!(e, CoreError::MissingChunk { .. }));
+        let msg = e.to_string();
+        assert!(
+            msg.contains("x/c/2/0: missing: chunk [2, 0] of array /x (rows 8..10)"),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn absent_shards_and_inner_chunks_are_refused() {
+        let t = tempfile::tempdir().unwrap();
+        let a = array(t.path(), Some(vec![2, 2]));
+        let mut data = vec![3u8; 20];
+        data[4..8].fill(0); // inner chunk [1, 0]: left out of shard 0 by the codec
+        write_block(&a, &[0, 0], &[10, 2], &data).unwrap();
+        let msg = read_all::<u8>(&a).unwrap_err().to_string();
+        assert!(
+            msg.contains("x/c/0/0: missing: inner chunk [1, 0] of array /x (rows 2..4, absent from its shard's index)"),
+            "{msg}"
+        );
+        // An array whose data may hold all-fill inner chunks asks for files
+        // only; a shard of zeros is still a file.
+        write_block(&a, &[4, 0], &[4, 2], &[0u8; 8]).unwrap();
+        data[8..16].fill(0);
+        assert!(t.path().join("x/c/1/0").is_file(), "all-fill shard stored");
+        let (o, s) = whole(&a);
+        check_present(&a, &o, &s, Presence::Chunks).unwrap();
+        assert_eq!(read_block_unchecked::<u8>(&a, &o, &s).unwrap(), data);
+        std::fs::remove_file(t.path().join("x/c/1/0")).unwrap();
+        let msg = check_present(&a, &o, &s, Presence::Chunks)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            msg.contains("x/c/1/0: missing: chunk [1, 0] of array /x (rows 4..8)"),
+            "{msg}"
+        );
     }
 }

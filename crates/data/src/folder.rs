@@ -1,6 +1,12 @@
 //! Image folders: one sub-folder per class holding PNG/JPEG files, either
 //! under `train/` and `test/`, or directly (then a seeded stratified fraction
 //! becomes the test split). Images are resized to `size x size`.
+//!
+//! Whatever would be left out is refused, naming the folder, rather than
+//! dropped: a class folder without images (a class no split can learn), a
+//! folder inside a class folder, an image outside every class folder, a
+//! class present under `test/` only, and `train/` without `test/`. Hidden
+//! entries (`.DS_Store`, `.ipynb_checkpoints`) are ignored.
 
 use crate::error::{DataError, Result, format_err, io_err};
 use crate::split::{Imported, Split, stratified_pick};
@@ -15,18 +21,33 @@ fn is_image(p: &Path) -> bool {
         .unwrap_or(false)
 }
 
+fn is_hidden(p: &Path) -> bool {
+    p.file_name()
+        .is_some_and(|n| n.to_string_lossy().starts_with('.'))
+}
+
+/// The folder's entries, sorted, hidden ones left out.
 fn sorted_entries(dir: &Path) -> Result<Vec<PathBuf>> {
     let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
         .map_err(io_err(dir))?
         .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| !is_hidden(p))
         .collect();
     v.sort();
     Ok(v)
 }
 
-/// Class names are the sub-folder names, sorted.
+/// Class names are the sub-folder names, sorted; an image beside them
+/// belongs to no class.
 fn classes_of(dir: &Path) -> Result<Vec<String>> {
-    let names: Vec<String> = sorted_entries(dir)?
+    let entries = sorted_entries(dir)?;
+    if let Some(img) = entries.iter().find(|p| p.is_file() && is_image(p)) {
+        return Err(format_err(
+            img,
+            "image outside every class folder (put it in its class's sub-folder)",
+        ));
+    }
+    let names: Vec<String> = entries
         .into_iter()
         .filter(|p| p.is_dir())
         .filter_map(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
@@ -66,12 +87,24 @@ fn read_split(dir: &Path, classes: &[String], size: u32, channels: usize) -> Res
                 "missing class folder (every split needs the same classes)",
             ));
         }
-        for p in sorted_entries(&cdir)?.into_iter().filter(|p| is_image(p)) {
-            files.push((p, ci as u16));
+        let before = files.len();
+        for p in sorted_entries(&cdir)? {
+            if p.is_dir() {
+                return Err(format_err(
+                    p,
+                    "folder inside a class folder: its images would not be read (move them into the class folder)",
+                ));
+            }
+            if is_image(&p) {
+                files.push((p, ci as u16));
+            }
         }
-    }
-    if files.is_empty() {
-        return Err(format_err(dir, "empty image folder: no PNG or JPEG files"));
+        if files.len() == before {
+            return Err(format_err(
+                cdir,
+                "class folder has no PNG or JPEG images (a class without samples)",
+            ));
+        }
     }
     let images: Vec<Vec<u8>> = files
         .par_iter()
@@ -101,8 +134,28 @@ pub fn import(
         )));
     }
     let (train_dir, test_dir) = (src.join("train"), src.join("test"));
+    if train_dir.is_dir() != test_dir.is_dir() {
+        let (has, lacks) = if train_dir.is_dir() {
+            ("train", "test")
+        } else {
+            ("test", "train")
+        };
+        return Err(format_err(
+            src,
+            format!("has {has}/ but no {lacks}/: give both, or class folders only"),
+        ));
+    }
     let (train, test, class_names) = if train_dir.is_dir() && test_dir.is_dir() {
         let classes = classes_of(&train_dir)?;
+        if let Some(extra) = classes_of(&test_dir)?
+            .into_iter()
+            .find(|c| !classes.contains(c))
+        {
+            return Err(format_err(
+                test_dir.join(extra),
+                "class folder not under train/ (every split needs the same classes)",
+            ));
+        }
         (
             read_split(&train_dir, &classes, size, channels)?,
             read_split(&test_dir, &classes, size, channels)?,

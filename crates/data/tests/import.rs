@@ -364,3 +364,114 @@ fn views_are_identical_whatever_the_thread_count() {
     let plain: Vec<ViewParams> = idx.iter().map(|&i| spec.draw(11, i as u64, 0)).collect();
     assert_ne!(one, assemble(&split, &idx, &plain, &spec, &table));
 }
+
+#[test]
+fn deleted_dataset_chunks_are_refused_naming_the_file() {
+    for array in ["images/c/0/0/0/0", "labels/c/0"] {
+        let t = tempfile::tempdir().unwrap();
+        let src = t.path().join("src");
+        write_idx_dir(&src, 10, 5, false);
+        let out = t.path().join("ds");
+        import_stage(&cfg(Format::Idx, &src), &out, false).unwrap();
+        Dataset::open(&out).unwrap();
+        let chunk = out.join("dataset.zarr/train").join(array);
+        assert!(chunk.is_file(), "{}", chunk.display());
+        std::fs::remove_file(&chunk).unwrap();
+        // Zarr would read the chunk as zeros: all-black images, all class 0.
+        let msg = Dataset::open(&out).unwrap_err().to_string();
+        assert!(
+            msg.contains(&chunk.display().to_string())
+                && msg.contains("missing")
+                && msg.contains(&format!(
+                    "of array /train/{}",
+                    array.split('/').next().unwrap()
+                )),
+            "{msg}"
+        );
+        assert!(!msg.contains('\n'), "{msg}");
+    }
+}
+
+#[test]
+fn all_zero_chunks_are_stored_and_read_back() {
+    // A class-0-only split writes an all-zero label chunk: it must still be
+    // a file, or the reader could not tell it from a deleted one.
+    let t = tempfile::tempdir().unwrap();
+    let split = Split {
+        images: vec![0; 3 * 4],
+        labels: vec![0; 3],
+        chw: [1, 2, 2],
+    };
+    let splits = vec![
+        ("train".to_string(), split.clone()),
+        ("test".to_string(), split),
+    ];
+    kd_data::write_dataset(t.path(), &splits, &["a".into(), "b".into()], "zeros").unwrap();
+    Manifest::new("data", serde_json::json!({}))
+        .write(t.path())
+        .unwrap();
+    assert!(t.path().join("dataset.zarr/train/labels/c/0").is_file());
+    let ds = Dataset::open(t.path()).unwrap();
+    assert_eq!(ds.split("train").unwrap().labels, vec![0; 3]);
+}
+
+fn png(path: &Path) {
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    image::GrayImage::from_pixel(4, 4, image::Luma([9]))
+        .save(path)
+        .unwrap();
+}
+
+#[test]
+fn folder_import_refuses_what_it_would_drop() {
+    let t = tempfile::tempdir().unwrap();
+    let folder = |name: &str, files: &[&str]| {
+        let src = t.path().join(name);
+        for f in files {
+            if let Some(dir) = f.strip_suffix('/') {
+                std::fs::create_dir_all(src.join(dir)).unwrap();
+            } else {
+                png(&src.join(f));
+            }
+        }
+        let mut c = cfg(Format::Folder, &src);
+        (c.size, c.channels, c.test_fraction) = (4, 1, 0.5);
+        (src, c)
+    };
+    // The good layout imports, hidden entries ignored.
+    let (_, c) = folder(
+        "ok",
+        &[
+            "a/1.png",
+            "a/2.png",
+            "b/1.png",
+            "b/2.png",
+            "a/.hidden/x.png",
+        ],
+    );
+    import_stage(&c, &t.path().join("ok-ds"), false).unwrap();
+
+    let (_, c) = folder("empty-class", &["a/1.png", "a/2.png", "b/"]);
+    expect_err(
+        &c,
+        "empty-class/b",
+        "class folder has no PNG or JPEG images",
+    );
+    let (_, c) = folder("nested", &["a/1.png", "a/2.png", "b/1.png", "b/more/2.png"]);
+    expect_err(&c, "nested/b/more", "folder inside a class folder");
+    let (_, c) = folder("stray", &["a/1.png", "b/1.png", "lost.png"]);
+    expect_err(&c, "stray/lost.png", "image outside every class folder");
+    let (_, c) = folder(
+        "test-only",
+        &[
+            "train/a/1.png",
+            "train/b/1.png",
+            "test/a/1.png",
+            "test/b/1.png",
+            "test/c/1.png",
+        ],
+    );
+    expect_err(&c, "test-only/test/c", "class folder not under train/");
+    let (_, c) = folder("half", &["train/a/1.png", "train/b/1.png"]);
+    expect_err(&c, "half", "has train/ but no test/");
+}

@@ -4,6 +4,11 @@
 //! teachers) count unmixed views only: a mixed view has two labels, and
 //! scoring it against one would read as the teacher being wrong. Agreement,
 //! KL and entropy need no label and count every view.
+//!
+//! The labels come from the dataset the store recorded, located from the
+//! store (so from any working directory, and in a run directory copied
+//! whole) and pinned by its hash; when it cannot be used the report says
+//! why (`no_labels`) instead of leaving the accuracies blank.
 
 use crate::error::Result;
 use crate::layout::{Dtype, StoreMeta, store_dir};
@@ -74,25 +79,32 @@ pub struct InspectReport {
     /// Top-1 accuracy over all (unmixed) views of the teachers' averaged probabilities
     /// (None without labels or with one teacher).
     pub averaged_acc_all_views: Option<f64>,
+    /// Why there are no accuracies: the dataset is gone, changed or unreadable.
+    pub no_labels: Option<String>,
 }
 
-fn dataset_labels(meta: &StoreMeta) -> Option<Vec<u16>> {
-    let ds = meta.inputs.iter().find(|i| i.role == "dataset")?;
-    let root = ds.path.join(kd_data::store::STORE);
+/// The training labels of the store's dataset, or why they cannot be had.
+fn dataset_labels(dir: &Path, meta: &StoreMeta) -> std::result::Result<Vec<u16>, String> {
+    let ds = meta
+        .inputs
+        .iter()
+        .find(|i| i.role == "dataset")
+        .ok_or("the store records no dataset")?;
+    let found = ds.verify_at(dir).map_err(|e| e.to_string())?;
+    let root = found.join(kd_data::store::STORE);
     let read = || -> kd_core::Result<Vec<u16>> {
         let store = zarr::open_store(&root)?;
         zarr::read_all::<u16>(&zarr::open_array(&store, "/train/labels")?)
     };
     match read() {
-        Ok(l) if l.len() == meta.samples => Some(l),
-        Ok(l) => {
-            tracing::warn!(dataset = %root.display(), labels = l.len(), "dataset label count differs from the store; no accuracy");
-            None
-        }
-        Err(e) => {
-            tracing::warn!(dataset = %root.display(), "dataset unreadable, no accuracy: {e}");
-            None
-        }
+        Ok(l) if l.len() == meta.samples => Ok(l),
+        Ok(l) => Err(format!(
+            "{}: {} training labels, the store has {} samples",
+            root.display(),
+            l.len(),
+            meta.samples
+        )),
+        Err(e) => Err(e.to_string()),
     }
 }
 
@@ -137,7 +149,14 @@ pub fn inspect(dir: &Path) -> Result<InspectReport> {
     let store = LogitStore::open(dir)?;
     let meta = store.meta().clone();
     let arrays = zarr::describe(&store_dir(dir))?;
-    let labels = dataset_labels(&meta);
+    let (labels, no_labels) = match dataset_labels(dir, &meta) {
+        Ok(l) => (Some(l), None),
+        Err(why) => {
+            // The report carries it (`no_labels`); `kd cache inspect` prints it.
+            tracing::debug!("no accuracies: {why}");
+            (None, Some(why))
+        }
+    };
     let (n, k) = (meta.samples, meta.views);
     let c = meta.num_classes;
     // Row i is (sample i / k, view i % k).
@@ -279,5 +298,6 @@ pub fn inspect(dir: &Path) -> Result<InspectReport> {
         teachers,
         agreement,
         averaged_acc_all_views,
+        no_labels,
     })
 }

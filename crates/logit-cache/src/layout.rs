@@ -10,6 +10,7 @@
 //!   teachers/<name>/indices          uint16 [samples, views, k]
 //!   teachers/<name>/fold             uint8  [samples]  held-out fold; only for a cross-fitted teacher
 //! <out>/.shards/<shard>.done         written after the shard's data: resume skips it
+//! <out>/.build.lock                  held by the build writing the store
 //! <out>/manifest.json                written by finalize, last
 //! ```
 //!
@@ -38,6 +39,9 @@ use std::path::{Path, PathBuf};
 pub const STAGE: &str = "cache";
 pub const STORE: &str = "logits.zarr";
 pub const MARKERS: &str = ".shards";
+/// Build lock (see `write::build`): never removed, so every process locks
+/// the same file.
+pub const LOCK: &str = ".build.lock";
 pub const FORMAT: &str = "kd-logit-cache/1";
 /// What the reader puts in the classes a top-k store did not keep.
 pub const TOPK_FILL: f32 = -1e4;
@@ -315,6 +319,22 @@ impl StoreMeta {
             }
         }
         v
+    }
+
+    /// Which absent chunks a reader of array `path` refuses. Every shard
+    /// file must exist; the sharding codec leaves out an inner chunk that is
+    /// all zeros, which logits never are, nor view parameters when views are
+    /// padded (view 0 is `(pad, pad, 0)`), but mixing rows (unmixed views are
+    /// zeros), top-k indices (class 0) and folds (fold 0) may be.
+    pub fn presence(&self, path: &str) -> zarr::Presence {
+        let dense = path.ends_with("/logits")
+            || path.ends_with("/values")
+            || (path == "/views/params" && self.view_spec.pad > 0);
+        if dense {
+            zarr::Presence::All
+        } else {
+            zarr::Presence::Chunks
+        }
     }
 
     fn zstd_level(&self) -> i32 {

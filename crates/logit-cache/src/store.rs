@@ -3,6 +3,13 @@
 //! go through a bounded cache of decoded inner chunks. View parameters, the
 //! mixing of mixed views and cross-fitted teachers' folds are small and
 //! always held in memory.
+//!
+//! Opening checks once that every shard file of every array is there (and
+//! every inner chunk that cannot be all zeros): zarr would read a deleted
+//! one as zeros, and a student would train on them. Reads after that skip
+//! the check. The inputs the store records are located relative to the
+//! store ([`kd_core::InputRef::locate`]), so `meta().inputs` holds paths
+//! that work from any working directory, where the inputs still exist.
 
 use crate::error::{CacheError, Result, store_err};
 use crate::layout::{Dtype, STAGE, StoreMeta, TOPK_FILL, store_dir};
@@ -68,12 +75,37 @@ pub const DEFAULT_MEMORY_BUDGET: usize = 4 << 30;
 
 fn read_floats(a: &ZArray, dtype: Dtype, start: &[u64], shape: &[u64]) -> Result<Vec<f32>> {
     Ok(match dtype {
-        Dtype::F16 => zarr::read_block::<half::f16>(a, start, shape)?
+        Dtype::F16 => zarr::read_block_unchecked::<half::f16>(a, start, shape)?
             .into_iter()
             .map(f32::from)
             .collect(),
-        Dtype::F32 => zarr::read_block::<f32>(a, start, shape)?,
+        Dtype::F32 => zarr::read_block_unchecked::<f32>(a, start, shape)?,
     })
+}
+
+/// Point each recorded input at where it is now, seen from the store in
+/// `dir` (the manifest's copy of an input also knows its path relative to
+/// the store); an input that cannot be found keeps its recorded path.
+fn locate_inputs(meta: &mut StoreMeta, manifest: &Manifest, dir: &Path) {
+    for i in &mut meta.inputs {
+        if let Some(m) = manifest.inputs.iter().find(|m| m.role == i.role) {
+            i.rel.clone_from(&m.rel);
+        }
+        match i.locate(dir) {
+            Ok(p) => i.path = p,
+            Err(e) => tracing::debug!("{e}"),
+        }
+    }
+}
+
+/// Refuse a store with an absent shard file or a missing inner chunk.
+fn check_arrays(store: &zarr::Store, meta: &StoreMeta) -> Result<()> {
+    for path in meta.array_paths() {
+        let a = zarr::open_array(store, &path)?;
+        let (origin, shape) = zarr::whole(&a);
+        zarr::check_present(&a, &origin, &shape, meta.presence(&path))?;
+    }
+    Ok(())
 }
 
 impl LogitStore {
@@ -91,17 +123,19 @@ impl LogitStore {
     /// Open with `budget` bytes for decoded logits: everything in memory if it
     /// fits, else a chunk cache of about that size.
     pub fn open_with_budget(dir: &Path, budget: usize) -> Result<LogitStore> {
-        Manifest::read_stage(dir, STAGE)?;
+        let manifest = Manifest::read_stage(dir, STAGE)?;
         let hash = manifest_hash(dir)?;
         let root = store_dir(dir);
-        let meta = StoreMeta::read(&root)?;
+        let mut meta = StoreMeta::read(&root)?;
+        locate_inputs(&mut meta, &manifest, dir);
         let store = zarr::open_store(&root)?;
+        check_arrays(&store, &meta)?;
         let (n, k, w) = (
             meta.samples as u64,
             meta.views as u64,
             meta.row_width() as u64,
         );
-        let params = zarr::read_block::<u8>(
+        let params = zarr::read_block_unchecked::<u8>(
             &zarr::open_array(&store, "/views/params")?,
             &[0, 0, 0],
             &[n, k, 3],
@@ -116,7 +150,11 @@ impl LogitStore {
                 None => None,
                 Some(f) => {
                     let path = format!("/teachers/{}/fold", t.name);
-                    let a = zarr::read_block::<u8>(&zarr::open_array(&store, &path)?, &[0], &[n])?;
+                    let a = zarr::read_block_unchecked::<u8>(
+                        &zarr::open_array(&store, &path)?,
+                        &[0],
+                        &[n],
+                    )?;
                     if let Some((i, x)) = a.iter().enumerate().find(|(_, x)| **x as usize >= f.k) {
                         return Err(store_err(
                             root.join(&path[1..]),
@@ -177,7 +215,7 @@ impl LogitStore {
     /// store, so readers can index the dataset with them safely.
     fn read_mixes(root: &Path, meta: &StoreMeta, store: &zarr::Store) -> Result<Vec<MixParams>> {
         let (n, k) = (meta.samples, meta.views);
-        let raw = zarr::read_block::<u32>(
+        let raw = zarr::read_block_unchecked::<u32>(
             &zarr::open_array(store, "/views/mix")?,
             &[0, 0, 0],
             &[n as u64, k as u64, MixParams::LEN as u64],
@@ -206,7 +244,7 @@ impl LogitStore {
             n,
             values: read_floats(&a.values, meta.dtype, &origin, &shape)?,
             indices: match &a.indices {
-                Some(ia) => Some(zarr::read_block::<u16>(ia, &origin, &shape)?),
+                Some(ia) => Some(zarr::read_block_unchecked::<u16>(ia, &origin, &shape)?),
                 None => None,
             },
         })

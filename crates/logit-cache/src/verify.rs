@@ -132,13 +132,14 @@ pub fn verify(
     let meta = StoreMeta::read(&store_dir(dir))?;
     check_shards(dir, &meta, &HashSet::new())?;
     let store = LogitStore::open(dir)?;
-    let ds_ref = meta
+    // The store's copy of its inputs, located from the store.
+    let ds_ref = store
+        .meta()
         .inputs
         .iter()
         .find(|i| i.role == "dataset")
         .ok_or_else(|| store_err(store_dir(dir).join("zarr.json"), "records no dataset input"))?;
-    ds_ref.verify()?;
-    let ds = Dataset::open(&ds_ref.path)?;
+    let ds = Dataset::open(&ds_ref.verify_at(dir)?)?;
     let train = ds.split("train")?;
     for t in &meta.teachers {
         let live = teachers

@@ -12,7 +12,10 @@
 //! An `--out` holding a store of another config or other inputs: a finished
 //! one is out of date and rebuilt (Make's rerun after a teacher changed); an
 //! unfinished one may be someone's work in progress and is refused unless
-//! `--force`; a `--shard` worker never deletes anything.
+//! `--force`; a `--shard` worker never deletes anything. An `--out` holding
+//! another stage's artifact or other files is refused by `needs_run`.
+//! Two unsharded builds into one directory would both compute every shard:
+//! the second finds the build lock taken and stops.
 //!
 //! Byte-identity needs deterministic kernels: the same device, thread count
 //! and batch size give the same logits; batch size and device are left out of
@@ -122,6 +125,68 @@ pub fn parse_shard(s: &str) -> Result<(usize, usize)> {
         )));
     }
     Ok((i, n))
+}
+
+/// `--shard auto`: this worker's shard from the scheduler's environment.
+///
+/// - Slurm job array (`sbatch --array=MIN-MAX:STEP`):
+///   shard = (`SLURM_ARRAY_TASK_ID` - `SLURM_ARRAY_TASK_MIN`) / `SLURM_ARRAY_TASK_STEP`,
+///   of `SLURM_ARRAY_TASK_COUNT` shards (or `shards` when given; they must agree).
+/// - Kubernetes Indexed Job: shard = `JOB_COMPLETION_INDEX`, of `shards`
+///   (the Job's `completions`; Kubernetes does not export it).
+///
+/// `env` reads a variable (injected so tests need not touch the process's).
+pub fn shard_from_env(
+    shards: Option<usize>,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<(usize, usize)> {
+    let num = |name: &str| -> Result<Option<usize>> {
+        match env(name) {
+            None => Ok(None),
+            Some(v) => v.trim().parse().map(Some).map_err(|_| {
+                CacheError::Invalid(format!("--shard auto: {name}={v:?} is not a number"))
+            }),
+        }
+    };
+    let (i, n) = if let Some(id) = num("SLURM_ARRAY_TASK_ID")? {
+        let min = num("SLURM_ARRAY_TASK_MIN")?.unwrap_or(0);
+        let step = num("SLURM_ARRAY_TASK_STEP")?.unwrap_or(1).max(1);
+        if id < min || (id - min) % step != 0 {
+            return Err(CacheError::Invalid(format!(
+                "--shard auto: SLURM_ARRAY_TASK_ID {id} is not MIN {min} + k * STEP {step}"
+            )));
+        }
+        let count = num("SLURM_ARRAY_TASK_COUNT")?;
+        let n = match (count, shards) {
+            (Some(c), Some(s)) if c != s => {
+                return Err(CacheError::Invalid(format!(
+                    "--shard auto: --shards {s} but the Slurm array has {c} tasks"
+                )));
+            }
+            (Some(c), _) => c,
+            (None, Some(s)) => s,
+            (None, None) => {
+                return Err(CacheError::Invalid(
+                    "--shard auto: SLURM_ARRAY_TASK_COUNT is not set; give --shards N".into(),
+                ));
+            }
+        };
+        ((id - min) / step, n)
+    } else if let Some(i) = num("JOB_COMPLETION_INDEX")? {
+        let n = shards.ok_or_else(|| {
+            CacheError::Invalid(
+                "--shard auto under a Kubernetes Indexed Job needs --shards N (the Job's completions)".into(),
+            )
+        })?;
+        (i, n)
+    } else {
+        return Err(CacheError::Invalid(
+            "--shard auto: neither SLURM_ARRAY_TASK_ID (Slurm job array) nor JOB_COMPLETION_INDEX \
+             (Kubernetes Indexed Job) is set; give --shard i/n"
+                .into(),
+        ));
+    };
+    parse_shard(&format!("{i}/{n}"))
 }
 
 fn valid_name(n: &str) -> bool {
@@ -445,6 +510,9 @@ pub fn build(
     if !needs_run(out, STAGE, &cfg.identity(), &inputs, opts.force)? {
         return Ok(Outcome::UpToDate);
     }
+    // Before anything is removed: a second build into the same directory
+    // stops here instead of computing every shard again.
+    let _lock = lock_out(out, opts.shard.is_some())?;
     if opts.force || replace {
         remove_if_exists(&root)?;
         remove_if_exists(&out.join(crate::layout::MARKERS))?;
@@ -723,10 +791,13 @@ fn write_shard(
 /// Check that every shard of `out` is done and its files are present and
 /// decode (crc32c), then write the manifest. Run after the `--shard` workers.
 pub fn finalize(out: &Path) -> Result<Manifest> {
+    let _lock = lock_out(out, false)?;
     finalize_inner(out, &HashSet::new())
 }
 
-/// Shard files of every array: present, and (unless `trusted`) decodable.
+/// Shard files of every array: present, with every inner chunk that cannot
+/// be all zeros (see [`StoreMeta::presence`]), and (unless `trusted`)
+/// decodable.
 pub fn check_shards(out: &Path, meta: &StoreMeta, trusted: &HashSet<usize>) -> Result<()> {
     let root = store_dir(out);
     let store = zarr::open_store(&root)?;
@@ -739,31 +810,70 @@ pub fn check_shards(out: &Path, meta: &StoreMeta, trusted: &HashSet<usize>) -> R
             let key = arr.chunk_key(&at);
             let file = root.join(key.as_str());
             if !file.is_file() {
-                return Err(store_err(&file, format!("shard {s} of {path} is missing")));
-            }
-            if trusted.contains(&s) {
-                continue;
+                return Err(store_err(
+                    &file,
+                    format!("shard {s} of {path} is missing (zarr would read it as zeros)"),
+                ));
             }
             let (a, b) = meta.shard_range(s);
             let mut shape = arr.shape().to_vec();
             shape[0] = (b - a) as u64;
             let mut origin = vec![0u64; dims];
             origin[0] = a as u64;
+            zarr::check_present(&arr, &origin, &shape, meta.presence(&path))?;
+            if trusted.contains(&s) {
+                continue;
+            }
             let res = if path == "/views/params" || path.ends_with("/fold") {
-                zarr::read_block::<u8>(&arr, &origin, &shape).map(|_| ())
+                zarr::read_block_unchecked::<u8>(&arr, &origin, &shape).map(|_| ())
             } else if path == "/views/mix" {
-                zarr::read_block::<u32>(&arr, &origin, &shape).map(|_| ())
+                zarr::read_block_unchecked::<u32>(&arr, &origin, &shape).map(|_| ())
             } else if path.ends_with("/indices") {
-                zarr::read_block::<u16>(&arr, &origin, &shape).map(|_| ())
+                zarr::read_block_unchecked::<u16>(&arr, &origin, &shape).map(|_| ())
             } else if meta.dtype == Dtype::F16 {
-                zarr::read_block::<half::f16>(&arr, &origin, &shape).map(|_| ())
+                zarr::read_block_unchecked::<half::f16>(&arr, &origin, &shape).map(|_| ())
             } else {
-                zarr::read_block::<f32>(&arr, &origin, &shape).map(|_| ())
+                zarr::read_block_unchecked::<f32>(&arr, &origin, &shape).map(|_| ())
             };
             res.map_err(|e| store_err(&file, format!("shard {s} of {path} is corrupt: {e}")))?;
         }
     }
     Ok(())
+}
+
+/// The lock that keeps two builds from computing the same shards: an
+/// unsharded build (and `finalize`) holds it exclusively, `--shard` workers
+/// share it (they fill disjoint shards). Held until the returned file is
+/// dropped. A file system without locks (some network file systems) is
+/// logged and builds go on unlocked, as before.
+fn lock_out(out: &Path, shared: bool) -> Result<Option<std::fs::File>> {
+    let p = out.join(crate::layout::LOCK);
+    let f = std::fs::File::options()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&p)
+        .map_err(io_err(&p))?;
+    let got = if shared {
+        f.try_lock_shared()
+    } else {
+        f.try_lock()
+    };
+    match got {
+        Ok(()) => Ok(Some(f)),
+        Err(std::fs::TryLockError::WouldBlock) => Err(store_err(
+            &p,
+            if shared {
+                "an unsharded `kd cache build` or `kd cache finalize` is using this store: wait for it to finish"
+            } else {
+                "another `kd cache build` (or --shard worker) is writing this store: wait for it to finish, or split the work with --shard i/n"
+            },
+        )),
+        Err(std::fs::TryLockError::Error(e)) => {
+            tracing::warn!(lock = %p.display(), "cannot lock the store ({e}); building without a lock");
+            Ok(None)
+        }
+    }
 }
 
 fn finalize_inner(out: &Path, trusted: &HashSet<usize>) -> Result<Manifest> {
@@ -787,7 +897,7 @@ fn finalize_inner(out: &Path, trusted: &HashSet<usize>) -> Result<Manifest> {
     }
     check_shards(out, &meta, trusted)?;
     for i in &meta.inputs {
-        i.verify()?;
+        i.verify_at(out)?;
     }
     let config = meta.key["config"].clone();
     let mut m = Manifest::new(STAGE, config);
@@ -837,4 +947,71 @@ fn finalize_inner(out: &Path, trusted: &HashSet<usize>) -> Result<Manifest> {
     m.write(out)?;
     tracing::info!(out = %out.display(), shards = meta.num_shards, "logit cache finished");
     Ok(m)
+}
+
+#[cfg(test)]
+mod shard_env_tests {
+    use super::*;
+
+    #[test]
+    fn shard_auto_reads_slurm_arrays_and_indexed_jobs() {
+        let env = |vars: &[(&str, &str)]| {
+            let vars: Vec<(String, String)> = vars
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect();
+            move |k: &str| vars.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone())
+        };
+        let slurm = [
+            ("SLURM_ARRAY_TASK_ID", "7"),
+            ("SLURM_ARRAY_TASK_MIN", "1"),
+            ("SLURM_ARRAY_TASK_STEP", "2"),
+            ("SLURM_ARRAY_TASK_COUNT", "4"),
+        ];
+        assert_eq!(shard_from_env(None, &env(&slurm)).unwrap(), (3, 4));
+        assert!(
+            shard_from_env(Some(5), &env(&slurm))
+                .unwrap_err()
+                .to_string()
+                .contains("4 tasks")
+        );
+        let odd = [
+            ("SLURM_ARRAY_TASK_ID", "2"),
+            ("SLURM_ARRAY_TASK_MIN", "1"),
+            ("SLURM_ARRAY_TASK_STEP", "2"),
+            ("SLURM_ARRAY_TASK_COUNT", "4"),
+        ];
+        assert!(shard_from_env(None, &env(&odd)).is_err());
+        let plain = [
+            ("SLURM_ARRAY_TASK_ID", "0"),
+            ("SLURM_ARRAY_TASK_COUNT", "2"),
+        ];
+        assert_eq!(shard_from_env(None, &env(&plain)).unwrap(), (0, 2));
+        let k8s = [("JOB_COMPLETION_INDEX", "2")];
+        assert_eq!(shard_from_env(Some(3), &env(&k8s)).unwrap(), (2, 3));
+        assert!(
+            shard_from_env(None, &env(&k8s))
+                .unwrap_err()
+                .to_string()
+                .contains("--shards N")
+        );
+        assert!(
+            shard_from_env(Some(2), &env(&k8s))
+                .unwrap_err()
+                .to_string()
+                .contains("out of range")
+        );
+        let e = shard_from_env(Some(2), &env(&[])).unwrap_err().to_string();
+        assert!(
+            e.contains("SLURM_ARRAY_TASK_ID") && e.contains("JOB_COMPLETION_INDEX"),
+            "{e}"
+        );
+        let junk = [("JOB_COMPLETION_INDEX", "x")];
+        assert!(
+            shard_from_env(Some(2), &env(&junk))
+                .unwrap_err()
+                .to_string()
+                .contains("not a number")
+        );
+    }
 }
