@@ -51,6 +51,8 @@ fn is_single(variant: &str) -> bool {
 }
 /// The bar of issue 11: gain over the best single-teacher student, in accuracy.
 const MIN_GAIN: f64 = 0.005;
+/// Seeds each side needs before a verdict is given.
+const MIN_SEEDS: usize = 3;
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
 struct TeacherResult {
@@ -244,7 +246,18 @@ struct Verdict<'a> {
     single: &'a VariantResult,
     ensemble: &'a VariantResult,
     gain: f64,
-    passes: bool,
+    /// `None` until both sides have [`MIN_SEEDS`] seeds.
+    passes: Option<bool>,
+}
+
+impl Verdict<'_> {
+    fn word(&self) -> String {
+        match self.passes {
+            Some(true) => "**yes**".into(),
+            Some(false) => "no".into(),
+            None => format!("too early: needs {MIN_SEEDS} seeds each"),
+        }
+    }
 }
 
 fn verdict(s: &SizeResult) -> Option<Verdict<'_>> {
@@ -257,7 +270,8 @@ fn verdict(s: &SizeResult) -> Option<Verdict<'_>> {
         single,
         ensemble,
         gain,
-        passes: gain >= MIN_GAIN && gain > 2.0 * sds.max(sde),
+        passes: (single.test.len() >= MIN_SEEDS && ensemble.test.len() >= MIN_SEEDS)
+            .then(|| gain >= MIN_GAIN && gain > 2.0 * sds.max(sde)),
     })
 }
 
@@ -357,7 +371,7 @@ fn markdown(study: &Study, cmd: &str) -> anyhow::Result<String> {
                 v.ensemble.variant,
                 cell(&v.ensemble.test),
                 100.0 * v.gain,
-                if v.passes { "**yes**" } else { "no" }
+                v.word()
             )?,
             None => writeln!(md, "| {} | - | - | - | - | - | not enough runs |", s.train)?,
         }
@@ -501,7 +515,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
                 v.ensemble.variant,
                 cell(&v.ensemble.test),
                 100.0 * v.gain,
-                if v.passes { "bar met" } else { "bar not met" }
+                v.word().replace("**", "")
             )),
             None => out(format!(
                 "{} train images: not enough runs for a verdict",
@@ -558,12 +572,18 @@ mod tests {
         assert_eq!(d.ensemble.variant, "ensemble-a");
         assert!((d.gain - 0.01).abs() < 1e-9);
         // sd of cnn is 0.01: a 1-point gain is not above two sd's.
-        assert!(!d.passes);
+        assert_eq!(d.passes, Some(false));
         let s = size(vec![
             v("cnn", &[0.80, 0.80, 0.80], &[0.70; 3]),
             v("ensemble", &[0.81, 0.81, 0.812], &[0.71; 3]),
         ]);
-        assert!(verdict(&s).unwrap().passes);
+        assert_eq!(verdict(&s).unwrap().passes, Some(true));
+        // One seed each: no verdict yet.
+        let s = size(vec![
+            v("cnn", &[0.80], &[0.70]),
+            v("ensemble", &[0.9], &[0.71]),
+        ]);
+        assert_eq!(verdict(&s).unwrap().passes, None);
         assert!(verdict(&size(vec![v("none", &[0.7], &[0.7])])).is_none());
     }
 }
