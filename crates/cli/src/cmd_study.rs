@@ -329,30 +329,32 @@ fn markdown(study: &Study, cmd: &str) -> anyhow::Result<String> {
         writeln!(md)?;
         writeln!(md, "|---|{}", "---|".repeat(sizes.len()))
     };
-    writeln!(md, "## Test accuracy (%) by training-set size\n")?;
-    header(&mut md, "variant \\ train images")?;
-    for n in &names {
-        write!(md, "| {n} |")?;
-        for s in sizes {
-            let v = s.variants.iter().find(|v| &v.variant == n);
-            write!(md, " {} |", v.map_or("-".into(), |v| cell(&v.test)))?;
-        }
-        writeln!(md)?;
-    }
+    let table =
+        |md: &mut String, title: &str, of: fn(&VariantResult) -> &[f64]| -> std::fmt::Result {
+            writeln!(md, "## {title}\n")?;
+            header(md, "variant \\ train images")?;
+            for n in &names {
+                write!(md, "| {n} |")?;
+                for s in sizes {
+                    let v = s.variants.iter().find(|v| &v.variant == n);
+                    write!(md, " {} |", v.map_or("-".into(), |v| cell(of(v))))?;
+                }
+                writeln!(md)?;
+            }
+            Ok(())
+        };
+    table(&mut md, "Test accuracy (%) by training-set size", |v| {
+        &v.test
+    })?;
     writeln!(
         md,
         "\n![test accuracy against training-set size](accuracy-vs-size.png)\n"
     )?;
-    writeln!(md, "## Val accuracy (%): what the settings are chosen on\n")?;
-    header(&mut md, "variant \\ train images")?;
-    for n in &names {
-        write!(md, "| {n} |")?;
-        for s in sizes {
-            let v = s.variants.iter().find(|v| &v.variant == n);
-            write!(md, " {} |", v.map_or("-".into(), |v| cell(&v.val)))?;
-        }
-        writeln!(md)?;
-    }
+    table(
+        &mut md,
+        "Val accuracy (%): what the settings are chosen on",
+        |v| &v.val,
+    )?;
     writeln!(
         md,
         "\n## Verdict per size\n\nBest single-teacher student and best ensemble variant by mean val accuracy; their test accuracies compared. \

@@ -164,3 +164,19 @@ impl ConvTeacher {
         self
     }
 }
+
+/// The test virtualenv's Python with zarr 3 (`KD_PYTHON`, as `make test`
+/// sets it). Missing, the calling test fails: a cross-check that cannot run
+/// must not pass.
+pub fn zarr_python() -> std::path::PathBuf {
+    let py = std::env::var("KD_PYTHON")
+        .unwrap_or_else(|_| "/root/.cache/kd/torch-2.11.0/bin/python".into());
+    let probe = std::process::Command::new(&py)
+        .args(["-c", "import zarr, numpy"])
+        .output();
+    assert!(
+        probe.is_ok_and(|o| o.status.success()),
+        "needs a Python with zarr 3 and numpy at {py}: set KD_PYTHON (make test does; scripts/setup-libtorch.sh installs it)"
+    );
+    py.into()
+}

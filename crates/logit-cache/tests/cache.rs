@@ -410,17 +410,7 @@ fn parallel_shard_workers_equal_one_worker() {
 
 #[test]
 fn zarr_python_reads_the_same_numbers() {
-    let py = std::env::var("KD_PYTHON")
-        .unwrap_or_else(|_| "/root/.cache/kd/torch-2.11.0/bin/python".into());
-    let probe = std::process::Command::new(&py)
-        .args(["-c", "import zarr, numpy"])
-        .output();
-    if !probe.is_ok_and(|o| o.status.success()) {
-        eprintln!(
-            "SKIPPED zarr_python_reads_the_same_numbers: no python with zarr 3 at {py} (set KD_PYTHON)"
-        );
-        return;
-    }
+    let py = kd_logit_cache::testing::zarr_python();
     let f = fixture();
     for (dtype, top_k) in [(Dtype::F16, None), (Dtype::F32, Some(2))] {
         let c = cfg(dtype, top_k);

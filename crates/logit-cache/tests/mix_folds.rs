@@ -746,17 +746,7 @@ fn cross_fitted_teacher_answers_each_sample_with_its_held_out_fold() {
 
 #[test]
 fn zarr_python_reads_the_mix_and_fold_arrays() {
-    let py = std::env::var("KD_PYTHON")
-        .unwrap_or_else(|_| "/root/.cache/kd/torch-2.11.0/bin/python".into());
-    let probe = std::process::Command::new(&py)
-        .args(["-c", "import zarr, numpy"])
-        .output();
-    if !probe.is_ok_and(|o| o.status.success()) {
-        eprintln!(
-            "SKIPPED zarr_python_reads_the_mix_and_fold_arrays: no python with zarr 3 at {py} (set KD_PYTHON)"
-        );
-        return;
-    }
+    let py = kd_logit_cache::testing::zarr_python();
     let f = fixture();
     let ts = vec![input(
         &f,

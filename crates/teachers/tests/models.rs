@@ -133,10 +133,9 @@ fn tiny_presets_overfit_a_batch_of_64() {
 /// The documented key names are what Python's safetensors sees.
 #[test]
 fn weights_load_in_python_with_pytorch_names() {
-    let Some(py) = common::python() else {
-        eprintln!("SKIPPED: no Python with safetensors (set KD_PYTHON)");
-        return;
-    };
+    let py = common::python().expect(
+        "needs the test virtualenv's Python with safetensors: set KD_PYTHON (make test does)",
+    );
     let t = tempfile::tempdir().unwrap();
     let cases = [
         (
