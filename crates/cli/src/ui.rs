@@ -31,8 +31,12 @@ impl std::io::Write for Writer {
 
 pub fn init_logging() {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    // Colour only for a person at a terminal: escape codes in a log file
+    // (CI, nohup, 2>log) are noise to read and to grep.
+    let colour = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(colour)
         .with_writer(|| Writer)
         .with_target(false)
         .compact()
