@@ -161,7 +161,7 @@ study-size: $(addprefix student-,$(STUDY_RUNS)) ## one size of the study (PROFIL
 
 study: ## the data-efficiency study: every STUDY_SIZES size, then data/runs/study/report (hours on CPU)
 	@set -e; for n in $(STUDY_SIZES); do $(MAKE) --no-print-directory PROFILE=study-$$n study-size; done
-	$(KD) study --out data/runs/study/report $(foreach n,$(STUDY_SIZES),--run data/runs/study-$(n))
+	$(KD) study --out data/runs/study/report --previous docs/results/study/study.json $(foreach n,$(STUDY_SIZES),--run data/runs/study-$(n))
 
 # The compared variants and their seeds first, the live timing run last.
 STUDENT_RUNS := $(SEED_VARIANTS) $(SEED_RUNS) ensemble-live
