@@ -499,11 +499,31 @@ impl<'a> Batcher<'a> {
         }
     }
 
+    /// Images and labels of one training batch, reading the store's mixing
+    /// once for both.
+    pub fn batch(&self, idx: &[usize], vids: &[usize]) -> kd_core::Result<(Tensor, Labels)> {
+        let mix = self.mixing(idx, vids)?;
+        Ok((
+            self.images_with(idx, vids, mix.as_ref()),
+            self.labels_with(idx, mix.as_ref()),
+        ))
+    }
+
     /// Normalised images `[B, C, H, W]` of the given (sample, view) pairs:
     /// for a store with mixed views, the very mixed pixels its teachers saw.
     pub fn images(&self, idx: &[usize], vids: &[usize]) -> kd_core::Result<Tensor> {
-        if let Some(b) = self.mixing(idx, vids)? {
-            return Ok(batch_tensor_mixed(
+        Ok(self.images_with(idx, vids, self.mixing(idx, vids)?.as_ref()))
+    }
+
+    /// The labels of the given pairs: for mixed views both samples' classes
+    /// and the own class's weight (its share of the pixels, or mixup's lambda).
+    pub fn labels(&self, idx: &[usize], vids: &[usize]) -> kd_core::Result<Labels> {
+        Ok(self.labels_with(idx, self.mixing(idx, vids)?.as_ref()))
+    }
+
+    fn images_with(&self, idx: &[usize], vids: &[usize], mix: Option<&ViewBatch>) -> Tensor {
+        if let Some(b) = mix {
+            return batch_tensor_mixed(
                 self.train,
                 idx,
                 &b.views,
@@ -512,29 +532,20 @@ impl<'a> Batcher<'a> {
                 &self.spec,
                 &self.lut,
                 self.device,
-            ));
+            );
         }
         let params: Vec<ViewParams> = idx
             .iter()
             .zip(vids)
             .map(|(&s, &v)| self.view_params(s, v))
             .collect();
-        Ok(batch_tensor(
-            self.train,
-            idx,
-            &params,
-            &self.spec,
-            &self.lut,
-            self.device,
-        ))
+        batch_tensor(self.train, idx, &params, &self.spec, &self.lut, self.device)
     }
 
-    /// The labels of the given pairs: for mixed views both samples' classes
-    /// and the own class's weight (its share of the pixels, or mixup's lambda).
-    pub fn labels(&self, idx: &[usize], vids: &[usize]) -> kd_core::Result<Labels> {
+    fn labels_with(&self, idx: &[usize], mix: Option<&ViewBatch>) -> Labels {
         let y = label_tensor(self.train, idx, self.device);
-        let Some(b) = self.mixing(idx, vids)? else {
-            return Ok(Labels::plain(y));
+        let Some(b) = mix else {
+            return Labels::plain(y);
         };
         let [_, h, w] = self.train.chw;
         let partners: Vec<usize> = b
@@ -544,13 +555,13 @@ impl<'a> Batcher<'a> {
             .map(|(m, &s)| if m.is_mixed() { m.partner as usize } else { s })
             .collect();
         let lam: Vec<f32> = b.mixes.iter().map(|m| m.own_weight(h, w) as f32).collect();
-        Ok(Labels {
+        Labels {
             y,
             mix: Some((
                 label_tensor(self.train, &partners, self.device),
                 Tensor::from_slice(&lam).to_device(self.device),
             )),
-        })
+        }
     }
 
     /// Raw teacher logits `[B, classes]` (f32, on the student's device), one
@@ -709,8 +720,7 @@ impl Learner for StudentLearner<'_> {
     ) -> kd_core::Result<(Tensor, Vec<(String, f64)>)> {
         let b = &self.batcher;
         let vids = b.epoch_views(idx, epoch);
-        let x = b.images(idx, &vids)?;
-        let y = b.labels(idx, &vids)?;
+        let (x, y) = b.batch(idx, &vids)?;
         let targets = self.targets(b.teacher_logits(idx, &vids, &x)?, &y);
         let out = self.model.forward_t(&x, true);
         let parts = student_loss(&out, &y, targets.as_ref(), &self.loss);

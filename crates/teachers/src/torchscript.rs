@@ -18,7 +18,7 @@
 //! pure-PyTorch implementation of its op.
 
 use crate::error::{Result, TeacherError};
-use crate::train::{EvalStats, METRICS, STAGE, eval_split_with};
+use crate::train::{EvalStats, METRICS, STAGE, checked_output, dataset_input, eval_split_with};
 use kd_core::manifest::{
     InputRef, Manifest, OutputRef, hash_file, needs_run, read_json, write_json,
 };
@@ -330,27 +330,8 @@ pub fn load_torchscript(dir: &Path, device: Device) -> Result<TorchScriptTeacher
     let man = Manifest::read_stage(dir, STAGE)?;
     let file: TorchScriptFile = read_json(&dir.join(CONFIG))?;
     let path = dir.join(MODULE);
-    let actual = hash_file(&path)?;
-    if let Some(rec) = man
-        .outputs
-        .iter()
-        .find(|o| o.path == MODULE)
-        .and_then(|o| o.blake3.clone())
-        && rec != actual
-    {
-        return Err(kd_core::CoreError::HashMismatch {
-            path,
-            recorded: rec,
-            actual,
-        }
-        .into());
-    }
-    let dataset_hash = man
-        .inputs
-        .iter()
-        .find(|i| i.role == "dataset")
-        .map(|i| i.manifest_hash.clone())
-        .unwrap_or_default();
+    let actual = checked_output(dir, &man, MODULE)?;
+    let dataset_hash = dataset_input(dir, &man)?;
     let module = load_module(&path, device)?;
     let [c, h, w] = file.chw;
     let t = TorchScriptTeacher::new(file, module, actual, dataset_hash, device);

@@ -676,19 +676,51 @@ pub struct LoadedTeacher {
     folds: Option<kd_core::Folds>,
 }
 
-/// Load a finished teacher artifact onto `device` (concrete type).
-pub fn load_teacher(dir: &Path, device: Device) -> Result<LoadedTeacher> {
-    let man = Manifest::read_stage(dir, STAGE)?;
-    let file: TeacherFile = read_json(&dir.join(CONFIG))?;
-    let dataset_hash = man
-        .inputs
+/// The manifest hash of the dataset a teacher artifact was made from.
+pub(crate) fn dataset_input(dir: &Path, man: &Manifest) -> Result<String> {
+    man.inputs
         .iter()
         .find(|i| i.role == "dataset")
         .map(|i| i.manifest_hash.clone())
         .ok_or_else(|| TeacherError::Artifact {
             path: kd_core::manifest::manifest_path(dir),
             msg: "records no 'dataset' input".into(),
-        })?;
+        })
+}
+
+/// The blake3 of output `rel` of the artifact in `dir`, refusing a missing
+/// file or one whose hash is not the one its manifest recorded.
+pub(crate) fn checked_output(dir: &Path, man: &Manifest, rel: &str) -> Result<String> {
+    let path = dir.join(rel);
+    if !path.is_file() {
+        return Err(TeacherError::Artifact {
+            path,
+            msg: "missing".into(),
+        });
+    }
+    let actual = hash_file(&path)?;
+    if let Some(rec) = man
+        .outputs
+        .iter()
+        .find(|o| o.path == rel)
+        .and_then(|o| o.blake3.clone())
+        && rec != actual
+    {
+        return Err(kd_core::CoreError::HashMismatch {
+            path,
+            recorded: rec,
+            actual,
+        }
+        .into());
+    }
+    Ok(actual)
+}
+
+/// Load a finished teacher artifact onto `device` (concrete type).
+pub fn load_teacher(dir: &Path, device: Device) -> Result<LoadedTeacher> {
+    let man = Manifest::read_stage(dir, STAGE)?;
+    let file: TeacherFile = read_json(&dir.join(CONFIG))?;
+    let dataset_hash = dataset_input(dir, &man)?;
     // The file whose hash names the teacher: its weights, or for a
     // cross-fitted teacher the fold list that pins every fold's weights.
     let (id_file, weight_files) = match file.teacher.folds {
@@ -700,31 +732,7 @@ pub fn load_teacher(dir: &Path, device: Device) -> Result<LoadedTeacher> {
                 .collect(),
         ),
     };
-    let check = |rel: &str| -> Result<String> {
-        let path = dir.join(rel);
-        if !path.is_file() {
-            return Err(TeacherError::Artifact {
-                path,
-                msg: "missing".into(),
-            });
-        }
-        let actual = hash_file(&path)?;
-        if let Some(rec) = man
-            .outputs
-            .iter()
-            .find(|o| o.path == rel)
-            .and_then(|o| o.blake3.clone())
-            && rec != actual
-        {
-            return Err(kd_core::CoreError::HashMismatch {
-                path,
-                recorded: rec,
-                actual,
-            }
-            .into());
-        }
-        Ok(actual)
-    };
+    let check = |rel: &str| checked_output(dir, &man, rel);
     let checkpoint_hash = check(&id_file)?;
     let folds = match file.teacher.folds {
         None => None,
