@@ -1,10 +1,11 @@
 use crate::ui::{Bars, bytes, out};
 use anyhow::{Context, bail};
-use kd_core::MixMode;
+use kd_core::{Crop, MixMode};
 use kd_core::manifest::Manifest;
 use kd_core::parse_device;
 use kd_core::profile::Profile;
 use kd_logit_cache::{
+    SizeModel,
     BuildOptions, CacheConfig, Dtype, Outcome, StoreMeta, TeacherInput, parse_shard,
 };
 use std::path::PathBuf;
@@ -59,7 +60,20 @@ pub struct BuildArgs {
     /// Seed of the view generator.
     #[arg(long)]
     seed: Option<u64>,
-    /// Zero padding before the random crop.
+    /// How each view's box is drawn: pad-crop (default: pad with zeros,
+    /// an image-sized box at a random offset; for 28-32 px images) or
+    /// resized-crop (a random box of --crop-scale of the area and
+    /// --crop-ratio aspect, resized bilinearly to the image size; for larger
+    /// images). The box and flip are stored in views/params either way.
+    #[arg(long, value_name = "pad-crop|resized-crop")]
+    crop: Option<String>,
+    /// Resized-crop: area fraction range LOW,HIGH (default 0.08,1).
+    #[arg(long, value_name = "LOW,HIGH")]
+    crop_scale: Option<String>,
+    /// Resized-crop: width/height range LOW,HIGH (default 0.75,1.3333).
+    #[arg(long, value_name = "LOW,HIGH")]
+    crop_ratio: Option<String>,
+    /// Pad-crop: zero padding before the random crop.
     #[arg(long)]
     pad: Option<u8>,
     /// No horizontal flips in the views.
@@ -143,6 +157,15 @@ pub fn run(cmd: Cmd) -> anyhow::Result<()> {
     }
 }
 
+/// `LOW,HIGH` as two numbers.
+fn parse_range(flag: &str, s: &str) -> anyhow::Result<[f64; 2]> {
+    let parts: Vec<Option<f64>> = s.split(',').map(|p| p.trim().parse().ok()).collect();
+    match parts[..] {
+        [Some(a), Some(b)] => Ok([a, b]),
+        _ => bail!("{flag} '{s}': expected two numbers LOW,HIGH"),
+    }
+}
+
 fn build(a: BuildArgs) -> anyhow::Result<()> {
     let mut cfg: CacheConfig = match &a.profile {
         Some(p) => Profile::load(p)?.section("cache")?,
@@ -173,6 +196,17 @@ fn build(a: BuildArgs) -> anyhow::Result<()> {
     }
     if a.no_flip {
         cfg.flip = false;
+    }
+    if let Some(c) = &a.crop {
+        cfg.crop = Crop::parse(c).ok_or_else(|| {
+            anyhow::anyhow!("--crop '{c}': expected pad-crop or resized-crop")
+        })?;
+    }
+    if let Some(r) = &a.crop_scale {
+        cfg.crop_scale = parse_range("--crop-scale", r)?;
+    }
+    if let Some(r) = &a.crop_ratio {
+        cfg.crop_ratio = parse_range("--crop-ratio", r)?;
     }
     let shard = match a.shard.as_deref() {
         Some("auto") => Some(kd_logit_cache::write::shard_from_env(a.shards, &|k| {
@@ -280,6 +314,21 @@ fn inspect(a: InspectArgs) -> anyhow::Result<()> {
         bytes(r.stored_bytes),
         bytes(r.raw_bytes),
         r.ratio
+    ));
+    let z = &r.size;
+    out(format!(
+        "raw size = N x K x (T x {} + {}) + N x {} bytes (N images, K views, T teachers; {} B per (sample, view, teacher) row, {} B of view parameters per view, {} B of folds per image)",
+        z.row, z.view, z.folds, z.row, z.view, z.folds
+    ));
+    let row = |dtype, top_k| SizeModel::row_bytes(r.classes, dtype, top_k);
+    let k = r.top_k.unwrap_or(r.classes.min(10));
+    out(format!(
+        "row bytes for {} classes: f32 {}, f16 {}, top-{k} f32 {}, top-{k} f16 {} (top-k rows add uint16 class indices)",
+        r.classes,
+        row(Dtype::F32, None),
+        row(Dtype::F16, None),
+        row(Dtype::F32, Some(k)),
+        row(Dtype::F16, Some(k)),
     ));
     match &r.mix {
         None => out("mix: none (no mixed views)"),

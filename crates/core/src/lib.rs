@@ -30,7 +30,7 @@ pub use mix::{MixKind, MixMode, MixParams, MixSpec, ViewBatch};
 pub use progress::{Progress, Silent};
 pub use rng::Rng;
 pub use teacher::{Folds, Teacher};
-pub use view::{ViewParams, ViewSpec};
+pub use view::{Crop, CropRange, ViewParams, ViewSpec};
 
 /// Tests that seed or draw from libtorch's global generator hold this lock:
 /// the harness runs tests on parallel threads, and one test's draws would

@@ -359,11 +359,11 @@ impl ViewBatch {
     ) -> ViewBatch {
         let mut b = ViewBatch::default();
         for &(s, v) in pairs {
-            let own = view.draw(seed, s as u64, v as u64);
+            let own = view.draw(hw, seed, s as u64, v as u64);
             let m = mix.draw(seed, s as u64, v as u64, samples as u64, hw);
             b.views.push(own);
             b.partner_views.push(if m.is_mixed() {
-                view.draw(seed, m.partner as u64, v as u64)
+                view.draw(hw, seed, m.partner as u64, v as u64)
             } else {
                 own
             });
@@ -435,7 +435,7 @@ mod tests {
         assert_eq!(plain.partner_views, plain.views);
         for ((p, m), &(_, v)) in mixed.partner_views.iter().zip(&mixed.mixes).zip(&pairs) {
             if m.is_mixed() {
-                assert_eq!(*p, vs.draw(9, m.partner as u64, v as u64));
+                assert_eq!(*p, vs.draw(HW, 9, m.partner as u64, v as u64));
             }
         }
         assert_eq!(mixed.slice(4, 8).mixes, mixed.mixes[4..8]);

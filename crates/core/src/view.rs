@@ -1,89 +1,303 @@
 //! The augmentation contract between the logit cache and the student.
 //!
-//! A view of an image is a handful of small integers: the crop offset into
-//! the zero-padded image and a horizontal flip. They are drawn from a
-//! generator keyed by (seed, sample, view), stored beside the teachers'
-//! logits, and the student rebuilds the very pixels the teachers saw from
-//! them. View 0 is always the plain image. A view may also be mixed with a
-//! partner sample's view of the same index (mixup, cutmix): see
-//! [`crate::mix`], whose draws come from a separate stream so the crops here
-//! never depend on whether mixing is on.
+//! A view of an image is a box in the (zero-padded) image, resized back to
+//! the image size if it is not already that size, and a horizontal flip.
+//! Its parameters are a handful of small integers drawn from a generator
+//! keyed by (seed, sample, view), stored beside the teachers' logits, and the
+//! student rebuilds the very pixels the teachers saw from them. View 0 is
+//! always the plain image. Two ways of drawing the box (the view's *crop*):
+//!
+//! - `pad-crop` (the default, right for 28-32 px images): pad by `pad` zero
+//!   pixels, take an image-sized box at a random offset. No resize.
+//! - `resized-crop` (for larger images; torchvision's `RandomResizedCrop`): a
+//!   box of random area fraction (`scale`) and aspect ratio (`ratio`) inside
+//!   the unpadded image, resized bilinearly to the image size.
+//!
+//! A view may also be mixed with a partner sample's view of the same index
+//! (mixup, cutmix): see [`crate::mix`], whose draws come from a separate
+//! stream so the boxes here never depend on whether mixing is on.
 
 use crate::rng::Rng;
 use serde::{Deserialize, Serialize};
 
-/// How views are drawn: pad by `pad` pixels (zeros), crop back to the original
-/// size at a random offset, flip horizontally with probability 1/2 if `flip`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+/// How a view's box is drawn (profile `crop`, flag `--crop`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Crop {
+    #[default]
+    PadCrop,
+    ResizedCrop,
+}
+
+impl Crop {
+    pub fn parse(s: &str) -> Option<Crop> {
+        match s {
+            "pad-crop" => Some(Crop::PadCrop),
+            "resized-crop" => Some(Crop::ResizedCrop),
+            _ => None,
+        }
+    }
+    pub fn name(self) -> &'static str {
+        match self {
+            Crop::PadCrop => "pad-crop",
+            Crop::ResizedCrop => "resized-crop",
+        }
+    }
+}
+
+/// The ranges of a resized crop, as torchvision's `RandomResizedCrop`: the
+/// box covers `scale` of the image's area and has width/height in `ratio`
+/// (drawn log-uniformly).
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CropRange {
+    pub scale: [f64; 2],
+    pub ratio: [f64; 2],
+}
+
+impl Default for CropRange {
+    fn default() -> Self {
+        CropRange {
+            scale: [0.08, 1.0],
+            ratio: [3.0 / 4.0, 4.0 / 3.0],
+        }
+    }
+}
+
+impl CropRange {
+    /// `Err` names the setting that is out of range.
+    pub fn check(&self) -> Result<(), String> {
+        let [s0, s1] = self.scale;
+        let [r0, r1] = self.ratio;
+        if !(s0 > 0.0 && s0 <= s1 && s1 <= 1.0) {
+            return Err(format!(
+                "setting crop_scale = [{s0}, {s1}]: need 0 < low <= high <= 1"
+            ));
+        }
+        if !(r0 > 0.0 && r0 <= r1 && r1.is_finite()) {
+            return Err(format!(
+                "setting crop_ratio = [{r0}, {r1}]: need 0 < low <= high (width / height)"
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// How views are drawn. `pad` and `flip` as always; `resized_crop` present
+/// means resized-crop views (then `pad` is 0). A pad-crop spec serialises as
+/// it did before resized crops existed, so older stores keep their identity.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ViewSpec {
     pub pad: u8,
     pub flip: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resized_crop: Option<CropRange>,
 }
 
 impl Default for ViewSpec {
     fn default() -> Self {
-        ViewSpec { pad: 2, flip: true }
+        ViewSpec {
+            pad: 2,
+            flip: true,
+            resized_crop: None,
+        }
     }
 }
 
-/// One view's parameters. `dy, dx` in `0..=2*pad` (identity is `pad, pad`).
+/// One view's parameters: the box (`y, x` in the padded image, and its
+/// `size`) and the flip. A pad-crop box has no size of its own (`None`: the
+/// image's size) and `y, x` in `0..=2*pad` (identity: `pad, pad`); a
+/// resized-crop box has a size and lies inside the image.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct ViewParams {
-    pub dy: u8,
-    pub dx: u8,
+    pub y: u16,
+    pub x: u16,
+    pub size: Option<[u16; 2]>,
     pub flip: u8,
 }
 
 impl ViewParams {
-    /// Names of the stored columns, in order.
-    pub const FIELDS: [&'static str; 3] = ["dy", "dx", "flip"];
-    pub const LEN: usize = 3;
+    /// A pad-crop view at offset (`dy`, `dx`) in the padded image.
+    pub fn shifted(dy: u16, dx: u16, flip: u8) -> Self {
+        ViewParams {
+            y: dy,
+            x: dx,
+            size: None,
+            flip,
+        }
+    }
 
+    /// The plain image under `spec` (for a resized-crop spec, the box of
+    /// the whole image is drawn as view 0: see [`ViewSpec::draw`]).
     pub fn identity(spec: &ViewSpec) -> Self {
-        ViewParams {
-            dy: spec.pad,
-            dx: spec.pad,
-            flip: 0,
-        }
+        let p = spec.pad as u16;
+        ViewParams::shifted(p, p, 0)
     }
 
-    pub fn to_array(self) -> [u8; 3] {
-        [self.dy, self.dx, self.flip]
-    }
-
-    pub fn from_slice(s: &[u8]) -> Self {
-        ViewParams {
-            dy: s[0],
-            dx: s[1],
-            flip: s[2],
-        }
+    /// Whether the box has the image's size (no resize needed).
+    pub fn is_shift(&self, hw: [usize; 2]) -> bool {
+        self.size
+            .is_none_or(|[h, w]| h as usize == hw[0] && w as usize == hw[1])
     }
 }
 
 impl ViewSpec {
-    /// The parameters of view `view` of sample `sample`. Pure function of its
-    /// arguments; view 0 is the identity.
-    pub fn draw(&self, seed: u64, sample: u64, view: u64) -> ViewParams {
-        if view == 0 {
-            return ViewParams::identity(self);
+    pub fn crop(&self) -> Crop {
+        match self.resized_crop {
+            None => Crop::PadCrop,
+            Some(_) => Crop::ResizedCrop,
         }
-        let mut r = Rng::keyed(seed, &[0x7669_6577, sample, view]);
-        let span = 2 * self.pad as u64 + 1;
-        ViewParams {
-            dy: r.below(span) as u8,
-            dx: r.below(span) as u8,
-            flip: if self.flip {
-                (r.next_u64() >> 63) as u8
-            } else {
-                0
+    }
+
+    /// A resized-crop spec.
+    pub fn resized(range: CropRange, flip: bool) -> Self {
+        ViewSpec {
+            pad: 0,
+            flip,
+            resized_crop: Some(range),
+        }
+    }
+
+    /// Names of the stored columns (`views/params`), in order. Pad-crop
+    /// stores keep their original uint8 layout (dy, dx, flip); resized-crop
+    /// stores use uint16 (y, x, h, w, flip).
+    pub fn param_fields(&self) -> &'static [&'static str] {
+        match self.crop() {
+            Crop::PadCrop => &["dy", "dx", "flip"],
+            Crop::ResizedCrop => &["y", "x", "h", "w", "flip"],
+        }
+    }
+
+    /// Bytes per stored value of `views/params` (1: uint8, 2: uint16).
+    pub fn param_bytes(&self) -> usize {
+        match self.crop() {
+            Crop::PadCrop => 1,
+            Crop::ResizedCrop => 2,
+        }
+    }
+
+    /// The stored row of `p` (widened to u16; pad-crop values fit a u8).
+    /// `p` must come from this spec.
+    pub fn encode(&self, p: &ViewParams) -> Vec<u16> {
+        match (self.crop(), p.size) {
+            (Crop::ResizedCrop, Some([h, w])) => vec![p.y, p.x, h, w, p.flip as u16],
+            _ => vec![p.y, p.x, p.flip as u16],
+        }
+    }
+
+    /// Inverse of [`ViewSpec::encode`].
+    pub fn decode(&self, row: &[u16]) -> ViewParams {
+        match self.crop() {
+            Crop::PadCrop => ViewParams::shifted(row[0], row[1], row[2] as u8),
+            Crop::ResizedCrop => ViewParams {
+                y: row[0],
+                x: row[1],
+                size: Some([row[2], row[3]]),
+                flip: row[4] as u8,
             },
         }
     }
 
-    /// Whether `p` could have come from this spec.
-    pub fn admits(&self, p: &ViewParams) -> bool {
-        p.dy <= 2 * self.pad && p.dx <= 2 * self.pad && (p.flip == 0 || (self.flip && p.flip == 1))
+    /// `Err` names the setting that cannot work for `hw` images.
+    pub fn check(&self, hw: [usize; 2]) -> Result<(), String> {
+        if hw[0] > u16::MAX as usize || hw[1] > u16::MAX as usize {
+            return Err(format!(
+                "images of {}x{} pixels: views need sides below 65536",
+                hw[0], hw[1]
+            ));
+        }
+        if self.pad > 127 {
+            return Err(format!("setting pad = {}: at most 127", self.pad));
+        }
+        if let Some(r) = &self.resized_crop {
+            r.check()?;
+        }
+        Ok(())
+    }
+
+    /// The parameters of view `view` of sample `sample` of an `hw` image.
+    /// Pure function of its arguments; view 0 is the plain image.
+    pub fn draw(&self, hw: [usize; 2], seed: u64, sample: u64, view: u64) -> ViewParams {
+        if view == 0 {
+            return match self.crop() {
+                Crop::PadCrop => ViewParams::identity(self),
+                Crop::ResizedCrop => ViewParams {
+                    size: Some([hw[0] as u16, hw[1] as u16]),
+                    ..ViewParams::shifted(0, 0, 0)
+                },
+            };
+        }
+        let mut r = Rng::keyed(seed, &[0x7669_6577, sample, view]);
+        let mut p = match &self.resized_crop {
+            None => {
+                let span = 2 * self.pad as u64 + 1;
+                let dy = r.below(span) as u16;
+                ViewParams::shifted(dy, r.below(span) as u16, 0)
+            }
+            Some(range) => resized_box(range, hw, &mut r),
+        };
+        if self.flip {
+            p.flip = (r.next_u64() >> 63) as u8;
+        }
+        p
+    }
+
+    /// Whether `p` could have come from this spec for an `hw` image.
+    pub fn admits(&self, hw: [usize; 2], p: &ViewParams) -> bool {
+        let flip_ok = p.flip == 0 || (self.flip && p.flip == 1);
+        let box_ok = match (self.crop(), p.size) {
+            (Crop::PadCrop, None) => p.y <= 2 * self.pad as u16 && p.x <= 2 * self.pad as u16,
+            (Crop::ResizedCrop, Some([h, w])) => {
+                h > 0
+                    && w > 0
+                    && p.y as usize + h as usize <= hw[0]
+                    && p.x as usize + w as usize <= hw[1]
+            }
+            _ => false,
+        };
+        flip_ok && box_ok
+    }
+}
+
+/// torchvision's `RandomResizedCrop.get_params` on our generator: ten tries
+/// at a box of random area and log-uniform aspect ratio, then a central box
+/// of the nearest admissible ratio.
+fn resized_box(range: &CropRange, hw: [usize; 2], r: &mut Rng) -> ViewParams {
+    let (h, w) = (hw[0] as f64, hw[1] as f64);
+    let area = h * w;
+    let [s0, s1] = range.scale;
+    let (l0, l1) = (range.ratio[0].ln(), range.ratio[1].ln());
+    for _ in 0..10 {
+        let target = area * (s0 + (s1 - s0) * r.unit());
+        let aspect = (l0 + (l1 - l0) * r.unit()).exp();
+        let bw = (target * aspect).sqrt().round();
+        let bh = (target / aspect).sqrt().round();
+        if bw >= 1.0 && bw <= w && bh >= 1.0 && bh <= h {
+            let (bh, bw) = (bh as usize, bw as usize);
+            let y = r.below((hw[0] - bh + 1) as u64) as u16;
+            let x = r.below((hw[1] - bw + 1) as u64) as u16;
+            return ViewParams {
+                y,
+                x,
+                size: Some([bh as u16, bw as u16]),
+                flip: 0,
+            };
+        }
+    }
+    let ratio = w / h;
+    let (bh, bw) = if ratio < range.ratio[0] {
+        (((w / range.ratio[0]).round() as usize).clamp(1, hw[0]), hw[1])
+    } else if ratio > range.ratio[1] {
+        (hw[0], ((h * range.ratio[1]).round() as usize).clamp(1, hw[1]))
+    } else {
+        (hw[0], hw[1])
+    };
+    ViewParams {
+        y: ((hw[0] - bh) / 2) as u16,
+        x: ((hw[1] - bw) / 2) as u16,
+        size: Some([bh as u16, bw as u16]),
+        flip: 0,
     }
 }
 
@@ -93,27 +307,75 @@ mod tests {
 
     #[test]
     fn view_zero_is_identity_and_draws_are_admitted() {
-        let s = ViewSpec { pad: 4, flip: true };
-        assert_eq!(
-            s.draw(1, 5, 0),
-            ViewParams {
-                dy: 4,
-                dx: 4,
-                flip: 0
-            }
-        );
+        let hw = [28, 28];
+        let s = ViewSpec {
+            pad: 4,
+            ..ViewSpec::default()
+        };
+        assert_eq!(s.draw(hw, 1, 5, 0), ViewParams::shifted(4, 4, 0));
         let mut flips = 0;
         for i in 0..1000 {
-            let p = s.draw(1, i, 1);
-            assert!(s.admits(&p));
+            let p = s.draw(hw, 1, i, 1);
+            assert!(s.admits(hw, &p));
             flips += p.flip as u32;
-            assert_eq!(p, s.draw(1, i, 1));
+            assert_eq!(p, s.draw(hw, 1, i, 1));
+            assert_eq!(s.decode(&s.encode(&p)), p);
         }
         assert!((400..600).contains(&flips));
         let noflip = ViewSpec {
-            pad: 2,
             flip: false,
+            ..ViewSpec::default()
         };
-        assert!((0..100).all(|i| noflip.draw(3, i, 2).flip == 0));
+        assert!((0..100).all(|i| noflip.draw(hw, 3, i, 2).flip == 0));
+    }
+
+    #[test]
+    fn resized_crops_follow_their_ranges() {
+        let hw = [64, 48];
+        let range = CropRange {
+            scale: [0.25, 0.5],
+            ratio: [0.5, 2.0],
+        };
+        let s = ViewSpec::resized(range, true);
+        assert!(s.draw(hw, 0, 3, 0).is_shift(hw));
+        let (mut flips, mut areas) = (0, vec![]);
+        for i in 0..2000 {
+            let p = s.draw(hw, 7, i, 3);
+            assert!(s.admits(hw, &p), "{p:?}");
+            assert_eq!(s.decode(&s.encode(&p)), p);
+            flips += p.flip as u32;
+            let [h, w] = p.size.unwrap();
+            areas.push((h as f64 * w as f64) / (64.0 * 48.0));
+        }
+        assert!((800..1200).contains(&flips));
+        // Rounding the sides moves the area a little past the range ends.
+        assert!(areas.iter().all(|&a| (0.2..0.56).contains(&a)), "{areas:?}");
+        let mean = areas.iter().sum::<f64>() / areas.len() as f64;
+        assert!((mean - 0.375).abs() < 0.02, "mean area {mean}");
+        // An impossible ratio falls back to the central box of the nearest ratio.
+        let wide = ViewSpec::resized(
+            CropRange {
+                scale: [1.0, 1.0],
+                ratio: [2.0, 2.0],
+            },
+            false,
+        );
+        let p = wide.draw([40, 40], 0, 1, 1);
+        assert_eq!((p.y, p.x, p.size), (10, 0, Some([20, 40])));
+        assert_eq!(wide.draw([10, 40], 0, 1, 1).size, Some([10, 20]));
+    }
+
+    #[test]
+    fn pad_crop_specs_serialise_as_before_and_ranges_are_checked() {
+        let s = serde_json::to_value(ViewSpec::default()).unwrap();
+        assert_eq!(s, serde_json::json!({"pad": 2, "flip": true}));
+        let r = ViewSpec::resized(CropRange::default(), true);
+        let back: ViewSpec = serde_json::from_value(serde_json::to_value(r).unwrap()).unwrap();
+        assert_eq!(back, r);
+        for (scale, ratio) in [([0.0, 1.0], [1.0, 1.0]), ([0.5, 0.4], [1.0, 1.0]), ([0.1, 1.0], [2.0, 1.0])] {
+            let e = CropRange { scale, ratio }.check().unwrap_err();
+            assert!(e.starts_with("setting crop_"), "{e}");
+        }
+        assert!(ViewSpec::default().check([70000, 3]).is_err());
     }
 }

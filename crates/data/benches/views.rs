@@ -25,11 +25,11 @@ fn main() {
             "synthetic 28x28",
         ),
     };
-    let spec = ViewSpec { pad: 2, flip: true };
+    let spec = ViewSpec::default();
     let table = lut(&[0.286], &[0.353]);
     let batch = 128;
     let n = split.len();
-    let mut run = |threads: usize| {
+    let run = |threads: usize| {
         let pool = rayon::ThreadPoolBuilder::new()
             .num_threads(threads)
             .build()
@@ -42,7 +42,7 @@ fn main() {
                 let idx: Vec<usize> = (0..batch).map(|i| (b * batch + i * 7919) % n).collect();
                 let views: Vec<_> = idx
                     .iter()
-                    .map(|&i| spec.draw(0, i as u64, 1 + b as u64 % 8))
+                    .map(|&i| spec.draw([28, 28], 0, i as u64, 1 + b as u64 % 8))
                     .collect();
                 let t = batch_tensor(&split, &idx, &views, &spec, &table, tch::Device::Cpu);
                 assert_eq!(t.size()[0], batch as i64);

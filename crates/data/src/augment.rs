@@ -27,7 +27,9 @@ pub fn lut(mean: &[f32], std: &[f32]) -> Vec<[f32; 256]> {
 }
 
 /// Write one view of `img` (`[c,h,w]` uint8) into `out` (`[c,h,w]` f32).
-/// The padded border is zero pixels (normalised like any black pixel).
+/// The padded border is zero pixels (normalised like any black pixel). A
+/// box of the image's size is a shift (pad-crop); any other box is resized
+/// to the image size by [`resize_box`].
 pub fn apply_view(
     img: &[u8],
     chw: [usize; 3],
@@ -37,7 +39,10 @@ pub fn apply_view(
     out: &mut [f32],
 ) {
     let [c, h, w] = chw;
-    let (dy, dx) = (v.dy as isize - pad as isize, v.dx as isize - pad as isize);
+    if !v.is_shift([h, w]) {
+        return resize_box(img, chw, pad, v, lut, out);
+    }
+    let (dy, dx) = (v.y as isize - pad as isize, v.x as isize - pad as isize);
     for ch in 0..c {
         let src = &img[ch * h * w..(ch + 1) * h * w];
         let dst = &mut out[ch * h * w..(ch + 1) * h * w];
@@ -59,6 +64,67 @@ pub fn apply_view(
                 } else {
                     t[srow[sx as usize] as usize]
                 };
+            }
+        }
+    }
+}
+
+/// One output coordinate's two source indices and weights, as
+/// `torch.nn.functional.interpolate(mode="bilinear", align_corners=False)`
+/// computes them (in f32, source clamped at 0, no antialiasing).
+fn bilinear_taps(out_len: usize, in_len: usize) -> Vec<(usize, usize, f32, f32)> {
+    let scale = in_len as f32 / out_len as f32;
+    (0..out_len)
+        .map(|o| {
+            let src = ((o as f32 + 0.5) * scale - 0.5).max(0.0);
+            let i0 = (src as usize).min(in_len - 1);
+            let i1 = if i0 + 1 < in_len { i0 + 1 } else { i0 };
+            let l1 = src - i0 as f32;
+            (i0, i1, 1.0 - l1, l1)
+        })
+        .collect()
+}
+
+/// The box `v` of the zero-padded `img`, resized bilinearly to the image
+/// size, flipped if `v.flip`. Interpolates the normalised values (the same
+/// as normalising interpolated pixels: normalisation is affine), so the
+/// cache writer and the student, both calling this, get identical floats.
+pub fn resize_box(
+    img: &[u8],
+    chw: [usize; 3],
+    pad: usize,
+    v: ViewParams,
+    lut: &[[f32; 256]],
+    out: &mut [f32],
+) {
+    let [c, h, w] = chw;
+    let [bh, bw] = v.size.map_or([h, w], |[a, b]| [a as usize, b as usize]);
+    let rows = bilinear_taps(h, bh);
+    let mut cols = bilinear_taps(w, bw);
+    if v.flip != 0 {
+        cols.reverse();
+    }
+    // Padded coordinates to image coordinates; None in the zero border.
+    let at = |base: u16, i: usize, len: usize| -> Option<usize> {
+        (base as usize + i).checked_sub(pad).filter(|&p| p < len)
+    };
+    let col_at: Vec<(Option<usize>, Option<usize>, f32, f32)> = cols
+        .iter()
+        .map(|&(a, b, la, lb)| (at(v.x, a, w), at(v.x, b, w), la, lb))
+        .collect();
+    for ch in 0..c {
+        let src = &img[ch * h * w..(ch + 1) * h * w];
+        let dst = &mut out[ch * h * w..(ch + 1) * h * w];
+        let t = &lut[ch];
+        let px = |y: Option<usize>, x: Option<usize>| match (y, x) {
+            (Some(y), Some(x)) => t[src[y * w + x] as usize],
+            _ => t[0],
+        };
+        for (oy, &(y0, y1, ly0, ly1)) in rows.iter().enumerate() {
+            let (y0, y1) = (at(v.y, y0, h), at(v.y, y1, h));
+            for (ox, &(x0, x1, lx0, lx1)) in col_at.iter().enumerate() {
+                dst[oy * w + ox] = ly0 * (lx0 * px(y0, x0) + lx1 * px(y0, x1))
+                    + ly1 * (lx0 * px(y1, x0) + lx1 * px(y1, x1));
             }
         }
     }
@@ -234,11 +300,7 @@ mod tests {
             &img,
             [1, 3, 3],
             1,
-            ViewParams {
-                dy: 0,
-                dx: 0,
-                flip: 0,
-            },
+            ViewParams::shifted(0, 0, 0),
             &l,
             &mut out,
         );
@@ -247,11 +309,7 @@ mod tests {
             &img,
             [1, 3, 3],
             1,
-            ViewParams {
-                dy: 1,
-                dx: 1,
-                flip: 1,
-            },
+            ViewParams::shifted(1, 1, 1),
             &l,
             &mut out,
         );
@@ -260,15 +318,56 @@ mod tests {
             &img,
             [1, 3, 3],
             1,
-            ViewParams {
-                dy: 2,
-                dx: 1,
-                flip: 0,
-            },
+            ViewParams::shifted(2, 1, 0),
             &l,
             &mut out,
         );
         assert_eq!(round(&out), vec![4., 5., 6., 7., 8., 9., 0., 0., 0.]);
+    }
+
+    #[test]
+    fn resized_boxes_agree_with_torch_bilinear_interpolate() {
+        // A 3x12x10 image of arbitrary bytes; boxes that shrink, enlarge,
+        // stretch and touch the edges, with and without flip.
+        let (c, h, w) = (3usize, 12usize, 10usize);
+        let img: Vec<u8> = (0..c * h * w).map(|i| (i * 37 % 251) as u8).collect();
+        let l = lut(&[0.2, 0.4, 0.6], &[0.3, 0.2, 0.25]);
+        let full = Tensor::from_slice(&{
+            let mut o = vec![0f32; c * h * w];
+            apply_view(&img, [c, h, w], 0, ViewParams::shifted(0, 0, 0), &l, &mut o);
+            o
+        })
+        .view([1, c as i64, h as i64, w as i64]);
+        for (y, x, bh, bw, flip) in [
+            (0, 0, 12, 5, 0),
+            (3, 2, 4, 7, 1),
+            (1, 1, 11, 9, 0),
+            (5, 6, 7, 4, 1),
+            (0, 9, 1, 1, 0),
+        ] {
+            let v = ViewParams { y, x, size: Some([bh, bw]), flip };
+            let mut out = vec![0f32; c * h * w];
+            apply_view(&img, [c, h, w], 0, v, &l, &mut out);
+            let crop = full
+                .narrow(2, y as i64, bh as i64)
+                .narrow(3, x as i64, bw as i64);
+            let mut want = crop.upsample_bilinear2d([h as i64, w as i64], false, None, None);
+            if flip == 1 {
+                want = want.flip([3]);
+            }
+            let want = Vec::<f32>::try_from(&want.contiguous().view(-1)).unwrap();
+            let worst = out
+                .iter()
+                .zip(&want)
+                .map(|(a, b)| (a - b).abs())
+                .fold(0f32, f32::max);
+            assert!(worst < 1e-5, "box {v:?}: max difference {worst}");
+        }
+        // A box reaching into the zero padding reads zero pixels there.
+        let mut out = vec![0f32; c * h * w];
+        let v = ViewParams { y: 0, x: 0, size: Some([6, 5]), flip: 0 };
+        apply_view(&img, [c, h, w], 2, v, &l, &mut out);
+        assert_eq!(out[0], l[0][0]);
     }
 
     /// Four 2x4x4 images, image i's pixel p = 10 * i + p % 16 (channel 1 adds 100).
@@ -297,11 +396,14 @@ mod tests {
     #[test]
     fn unmixed_batches_equal_batch_tensor_bit_for_bit() {
         let s = split4();
-        let spec = ViewSpec { pad: 1, flip: true };
+        let spec = ViewSpec {
+            pad: 1,
+            ..ViewSpec::default()
+        };
         let l = lut(&[0.3, 0.6], &[0.2, 0.25]);
         let idx = [0, 3, 1, 2, 3];
         let views: Vec<ViewParams> = (0..5)
-            .map(|v| spec.draw(4, idx[v] as u64, v as u64))
+            .map(|v| spec.draw([4, 4], 4, idx[v] as u64, v as u64))
             .collect();
         let plain = batch_tensor(&s, &idx, &views, &spec, &l, Device::Cpu);
         let none = vec![MixParams::NONE; 5];
@@ -322,15 +424,12 @@ mod tests {
         let spec = ViewSpec {
             pad: 1,
             flip: false,
+            resized_crop: None,
         };
         // Identity lut: pixel values come out as themselves.
         let l = lut(&[0.0, 0.0], &[1.0 / 255.0, 1.0 / 255.0]);
         let id = ViewParams::identity(&spec);
-        let shifted = ViewParams {
-            dy: 2,
-            dx: 1,
-            flip: 0,
-        };
+        let shifted = ViewParams::shifted(2, 1, 0);
         let mixup = MixParams {
             partner: 2,
             kind: MixKind::Mixup,

@@ -336,33 +336,46 @@ fn views_are_identical_whatever_the_thread_count() {
         labels: lab.into_iter().map(u16::from).collect(),
         chw: [1, 28, 28],
     };
-    let spec = ViewSpec { pad: 3, flip: true };
-    let idx: Vec<usize> = (0..64).rev().collect();
-    let views: Vec<ViewParams> = idx
-        .iter()
-        .map(|&i| spec.draw(11, i as u64, 1 + (i % 4) as u64))
-        .collect();
-    let table = lut(&[0.3], &[0.4]);
-    let run = |threads: usize| {
-        rayon::ThreadPoolBuilder::new()
-            .num_threads(threads)
-            .build()
-            .unwrap()
-            .install(|| assemble(&split, &idx, &views, &spec, &table))
-    };
-    let one = run(1);
-    assert_eq!(one.len(), 64 * 784);
-    for threads in [2, 3] {
-        let other = run(threads);
-        assert!(
-            one.iter()
-                .zip(&other)
-                .all(|(a, b)| a.to_bits() == b.to_bits())
-        );
+    // Pad-crop and resized-crop (bilinear) views alike.
+    let specs = [
+        ViewSpec {
+            pad: 3,
+            ..ViewSpec::default()
+        },
+        ViewSpec::resized(kd_core::CropRange::default(), true),
+    ];
+    for spec in specs {
+        let hw = [28, 28];
+        let idx: Vec<usize> = (0..64).rev().collect();
+        let views: Vec<ViewParams> = idx
+            .iter()
+            .map(|&i| spec.draw(hw, 11, i as u64, 1 + (i % 4) as u64))
+            .collect();
+        let table = lut(&[0.3], &[0.4]);
+        let run = |threads: usize| {
+            rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .build()
+                .unwrap()
+                .install(|| assemble(&split, &idx, &views, &spec, &table))
+        };
+        let one = run(1);
+        assert_eq!(one.len(), 64 * 784);
+        for threads in [2, 3] {
+            let other = run(threads);
+            assert!(
+                one.iter()
+                    .zip(&other)
+                    .all(|(a, b)| a.to_bits() == b.to_bits())
+            );
+        }
+        // Not all views are the identity: the batch differs from the plain images.
+        let plain: Vec<ViewParams> = idx
+            .iter()
+            .map(|&i| spec.draw(hw, 11, i as u64, 0))
+            .collect();
+        assert_ne!(one, assemble(&split, &idx, &plain, &spec, &table));
     }
-    // Not all views are the identity: the batch differs from the plain images.
-    let plain: Vec<ViewParams> = idx.iter().map(|&i| spec.draw(11, i as u64, 0)).collect();
-    assert_ne!(one, assemble(&split, &idx, &plain, &spec, &table));
 }
 
 #[test]

@@ -11,7 +11,7 @@
 //! why (`no_labels`) instead of leaving the accuracies blank.
 
 use crate::error::Result;
-use crate::layout::{Dtype, StoreMeta, store_dir};
+use crate::layout::{Dtype, SizeModel, StoreMeta, store_dir};
 use crate::store::LogitStore;
 use kd_core::zarr::{self, ArrayInfo};
 use kd_core::{MixKind, MixSpec};
@@ -74,6 +74,8 @@ pub struct InspectReport {
     pub stored_bytes: u64,
     pub raw_bytes: u64,
     pub ratio: f64,
+    /// The raw size as a formula of N, K and T (equals `raw_bytes` here).
+    pub size: SizeModel,
     pub teachers: Vec<TeacherStats>,
     pub agreement: Vec<Agreement>,
     /// Top-1 accuracy over all (unmixed) views of the teachers' averaged probabilities
@@ -295,6 +297,7 @@ pub fn inspect(dir: &Path) -> Result<InspectReport> {
         stored_bytes: stored,
         raw_bytes: raw,
         ratio: kd_core::zarr::compression_ratio(raw, stored),
+        size: SizeModel::of(&meta),
         teachers,
         agreement,
         averaged_acc_all_views,

@@ -31,7 +31,7 @@
 use crate::error::{CacheError, Result, store_err};
 use kd_core::manifest::InputRef;
 use kd_core::zarr::{self, Layout, Store, ZArray, data_type};
-use kd_core::{MixMode, MixParams, MixSpec, ViewParams, ViewSpec};
+use kd_core::{Crop, CropRange, MixMode, MixParams, MixSpec, ViewSpec};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 use std::path::{Path, PathBuf};
@@ -81,6 +81,49 @@ impl std::str::FromStr for Dtype {
     }
 }
 
+/// The size of a store before compression, as a formula: a store of N
+/// images, K views and T teachers holds `N * K * (T * row + view) + N * folds`
+/// bytes, where `row` is one (sample, view, teacher) row of logits, `view`
+/// the view's parameters (and mixing), `folds` one byte per cross-fitted
+/// teacher. zstd then takes off what the data allow (`kd cache inspect`
+/// shows the measured ratio).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct SizeModel {
+    pub row: usize,
+    pub view: usize,
+    pub folds: usize,
+}
+
+impl SizeModel {
+    /// Bytes of one (sample, view, teacher) row: C values, or k values and
+    /// their uint16 class indices.
+    pub fn row_bytes(classes: usize, dtype: Dtype, top_k: Option<usize>) -> usize {
+        match top_k {
+            None => classes * dtype.bytes(),
+            Some(k) => k * (dtype.bytes() + 2),
+        }
+    }
+
+    pub fn of(meta: &StoreMeta) -> SizeModel {
+        let spec = &meta.view_spec;
+        let mix = if meta.mix.is_some() {
+            4 * MixParams::LEN
+        } else {
+            0
+        };
+        SizeModel {
+            row: Self::row_bytes(meta.num_classes, meta.dtype, meta.top_k),
+            view: spec.param_fields().len() * spec.param_bytes() + mix,
+            folds: meta.teachers.iter().filter(|t| t.folds.is_some()).count(),
+        }
+    }
+
+    /// Raw bytes of a store of `n` images, `k` views, `teachers` teachers.
+    pub fn bytes(&self, n: u64, k: u64, teachers: u64) -> u64 {
+        n * k * (teachers * self.row as u64 + self.view as u64) + n * self.folds as u64
+    }
+}
+
 /// The `[cache]` section of a profile: every knob of a store.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -92,8 +135,17 @@ pub struct CacheConfig {
     pub top_k: Option<usize>,
     /// Seed of the view generator.
     pub seed: u64,
+    /// How a view's box is drawn: `pad-crop` (pad, then an image-sized box
+    /// at a random offset; small images) or `resized-crop` (a random box of
+    /// `crop_scale` of the area and `crop_ratio` aspect, resized back).
+    pub crop: Crop,
+    /// Zero padding of pad-crop views (unused by resized-crop).
     pub pad: u8,
     pub flip: bool,
+    /// Area fraction range of resized-crop boxes (torchvision's `scale`).
+    pub crop_scale: [f64; 2],
+    /// Width/height range of resized-crop boxes (torchvision's `ratio`).
+    pub crop_ratio: [f64; 2],
     pub shard_samples: usize,
     pub chunk_samples: usize,
     pub zstd_level: i32,
@@ -116,8 +168,11 @@ impl Default for CacheConfig {
             dtype: Dtype::F16,
             top_k: None,
             seed: 0,
+            crop: Crop::PadCrop,
             pad: 2,
             flip: true,
+            crop_scale: CropRange::default().scale,
+            crop_ratio: CropRange::default().ratio,
             shard_samples: 1024,
             chunk_samples: 128,
             zstd_level: 3,
@@ -132,9 +187,19 @@ impl Default for CacheConfig {
 
 impl CacheConfig {
     pub fn view_spec(&self) -> ViewSpec {
-        ViewSpec {
-            pad: self.pad,
-            flip: self.flip,
+        match self.crop {
+            Crop::PadCrop => ViewSpec {
+                pad: self.pad,
+                flip: self.flip,
+                resized_crop: None,
+            },
+            Crop::ResizedCrop => ViewSpec::resized(
+                CropRange {
+                    scale: self.crop_scale,
+                    ratio: self.crop_ratio,
+                },
+                self.flip,
+            ),
         }
     }
 
@@ -198,6 +263,9 @@ impl CacheConfig {
             }
         }
         self.mix_spec().validate()?;
+        if let Some(r) = &self.view_spec().resized_crop {
+            r.check().map_err(CacheError::Invalid)?;
+        }
         Ok(())
     }
 }
@@ -324,12 +392,14 @@ impl StoreMeta {
     /// Which absent chunks a reader of array `path` refuses. Every shard
     /// file must exist; the sharding codec leaves out an inner chunk that is
     /// all zeros, which logits never are, nor view parameters when views are
-    /// padded (view 0 is `(pad, pad, 0)`), but mixing rows (unmixed views are
+    /// padded (view 0 is `(pad, pad, 0)`) or resized (view 0's box has the
+    /// image's size), but mixing rows (unmixed views are
     /// zeros), top-k indices (class 0) and folds (fold 0) may be.
     pub fn presence(&self, path: &str) -> zarr::Presence {
         let dense = path.ends_with("/logits")
             || path.ends_with("/values")
-            || (path == "/views/params" && self.view_spec.pad > 0);
+            || (path == "/views/params"
+                && (self.view_spec.pad > 0 || self.view_spec.resized_crop.is_some()));
         if dense {
             zarr::Presence::All
         } else {
@@ -373,15 +443,14 @@ impl StoreMeta {
         zarr::create_group(&store, "/", attrs)?;
         zarr::create_group(&store, "/views", Map::new())?;
         zarr::create_group(&store, "/teachers", Map::new())?;
-        let fields = json!({"fields": ViewParams::FIELDS});
-        zarr::create_array(
-            &store,
-            "/views/params",
-            data_type::uint8(),
-            0u8,
-            &self.layout(ViewParams::LEN, "param"),
-            fields.as_object().cloned().unwrap_or_default(),
-        )?;
+        let spec = &self.view_spec;
+        let fields = json!({"fields": spec.param_fields(), "crop": spec.crop().name()});
+        let params = self.layout(spec.param_fields().len(), "param");
+        let attrs = fields.as_object().cloned().unwrap_or_default();
+        match spec.param_bytes() {
+            1 => zarr::create_array(&store, "/views/params", data_type::uint8(), 0u8, &params, attrs)?,
+            _ => zarr::create_array(&store, "/views/params", data_type::uint16(), 0u16, &params, attrs)?,
+        };
         if self.mix.is_some() {
             let a = json!({
                 "fields": MixParams::FIELDS,

@@ -50,7 +50,8 @@ pub struct LogitStore {
     hash: String,
     meta: StoreMeta,
     names: Vec<String>,
-    params: Vec<u8>,
+    /// `views/params`, widened to u16 (see `read_params`).
+    params: Vec<u16>,
     /// `views/mix`, decoded and checked; empty when the store does not mix.
     mixes: Vec<MixParams>,
     /// Per teacher: each sample's held-out fold, for cross-fitted teachers.
@@ -98,6 +99,38 @@ fn locate_inputs(meta: &mut StoreMeta, manifest: &Manifest, dir: &Path) {
     }
 }
 
+/// Every row of `views/params`, widened to u16: uint8 (dy, dx, flip) in a
+/// pad-crop store, uint16 (y, x, h, w, flip) in a resized-crop one. A
+/// resized-crop box outside the image is refused here, so readers can crop
+/// with it safely.
+fn read_params(root: &Path, store: &zarr::Store, meta: &StoreMeta) -> Result<Vec<u16>> {
+    let spec = &meta.view_spec;
+    let arr = zarr::open_array(store, "/views/params")?;
+    let shape = [
+        meta.samples as u64,
+        meta.views as u64,
+        spec.param_fields().len() as u64,
+    ];
+    if arr.shape() != shape {
+        return Err(store_err(
+            root.join("views/params"),
+            format!(
+                "shape {:?}, expected {shape:?} for {} views ({})",
+                arr.shape(),
+                spec.crop().name(),
+                spec.param_fields().join(", ")
+            ),
+        ));
+    }
+    Ok(match spec.param_bytes() {
+        1 => zarr::read_block_unchecked::<u8>(&arr, &[0, 0, 0], &shape)?
+            .into_iter()
+            .map(u16::from)
+            .collect(),
+        _ => zarr::read_block_unchecked::<u16>(&arr, &[0, 0, 0], &shape)?,
+    })
+}
+
 /// Refuse a store with an absent shard file or a missing inner chunk.
 fn check_arrays(store: &zarr::Store, meta: &StoreMeta) -> Result<()> {
     for path in meta.array_paths() {
@@ -135,11 +168,7 @@ impl LogitStore {
             meta.views as u64,
             meta.row_width() as u64,
         );
-        let params = zarr::read_block_unchecked::<u8>(
-            &zarr::open_array(&store, "/views/params")?,
-            &[0, 0, 0],
-            &[n, k, 3],
-        )?;
+        let params = read_params(&root, &store, &meta)?;
         let mixes = match meta.mix {
             None => vec![],
             Some(_) => Self::read_mixes(&root, &meta, &store)?,
@@ -296,8 +325,10 @@ impl LogitStore {
 
     /// The stored parameters of view `view` of sample `sample`.
     pub fn view_params(&self, sample: usize, view: usize) -> ViewParams {
-        let o = (sample * self.meta.views + view) * ViewParams::LEN;
-        ViewParams::from_slice(&self.params[o..o + ViewParams::LEN])
+        let spec = &self.meta.view_spec;
+        let len = spec.param_fields().len();
+        let o = (sample * self.meta.views + view) * len;
+        spec.decode(&self.params[o..o + len])
     }
 
     /// How the store mixes views (`None`: it does not).

@@ -34,7 +34,7 @@ use crate::layout::{
 };
 use kd_core::manifest::{InputRef, Manifest, OutputRef, needs_run};
 use kd_core::zarr::{self, ZArray};
-use kd_core::{MixParams, Progress, Teacher, ViewBatch, ViewParams};
+use kd_core::{MixParams, Progress, Teacher, ViewBatch};
 use kd_data::Dataset;
 use kd_data::augment::{batch_tensor_mixed, lut};
 use serde_json::json;
@@ -210,7 +210,8 @@ fn open_for_write(store: &kd_core::zarr::Store, path: &str) -> Result<ZArray> {
 /// One shard's results, on their way to the writer.
 struct ShardData {
     shard: usize,
-    params: Vec<u8>,
+    /// `views/params` rows, widened to u16 (see `ViewSpec::encode`).
+    params: Vec<u16>,
     /// `views/mix` rows; empty when the store does not mix.
     mix: Vec<u32>,
     /// Per teacher: the shard's fold assignment, for cross-fitted teachers.
@@ -460,6 +461,7 @@ pub fn build(
         )));
     }
     let hw = [train.chw[1], train.chw[2]];
+    cfg.view_spec().check(hw).map_err(CacheError::Invalid)?;
     let mut inputs = vec![InputRef::of("dataset", dataset, kd_data::store::STAGE)?];
     for ti in teachers {
         inputs.push(InputRef::of(
@@ -481,7 +483,12 @@ pub fn build(
         top_k: cfg.top_k,
         seed: cfg.seed,
         view_spec: cfg.view_spec(),
-        view_params_fields: ViewParams::FIELDS.map(String::from).to_vec(),
+        view_params_fields: cfg
+            .view_spec()
+            .param_fields()
+            .iter()
+            .map(|f| f.to_string())
+            .collect(),
         shard_samples: cfg.shard_samples,
         chunk_samples: cfg.chunk_samples,
         num_shards: samples.div_ceil(cfg.shard_samples),
@@ -612,7 +619,7 @@ pub fn build(
             let vb = ViewBatch::draw(&spec, &mix, cfg.seed, samples, hw, &pairs);
             let mut d = ShardData {
                 shard: s,
-                params: vb.views.iter().flat_map(|p| p.to_array()).collect(),
+                params: vb.views.iter().flat_map(|p| spec.encode(p)).collect(),
                 mix: match meta.mix {
                     Some(_) => vb.mixes.iter().flat_map(|m| m.to_array()).collect(),
                     None => vec![],
@@ -765,7 +772,15 @@ fn write_shard(
     let (a, b) = meta.shard_range(d.shard);
     let (n, k) = ((b - a) as u64, meta.views as u64);
     let start = [a as u64, 0, 0];
-    zarr::write_block(params, &start, &[n, k, ViewParams::LEN as u64], &d.params)?;
+    let shape = [n, k, meta.view_spec.param_fields().len() as u64];
+    match meta.view_spec.param_bytes() {
+        // Pad-crop values are at most 2 * pad <= 254: they fit.
+        1 => {
+            let narrow: Vec<u8> = d.params.iter().map(|&v| v as u8).collect();
+            zarr::write_block(params, &start, &shape, &narrow)?
+        }
+        _ => zarr::write_block(params, &start, &shape, &d.params)?,
+    }
     if let Some(m) = mix {
         zarr::write_block(m, &start, &[n, k, MixParams::LEN as u64], &d.mix)?;
     }
@@ -824,7 +839,9 @@ pub fn check_shards(out: &Path, meta: &StoreMeta, trusted: &HashSet<usize>) -> R
             if trusted.contains(&s) {
                 continue;
             }
-            let res = if path == "/views/params" || path.ends_with("/fold") {
+            let res = if path == "/views/params" && meta.view_spec.param_bytes() == 2 {
+                zarr::read_block_unchecked::<u16>(&arr, &origin, &shape).map(|_| ())
+            } else if path == "/views/params" || path.ends_with("/fold") {
                 zarr::read_block_unchecked::<u8>(&arr, &origin, &shape).map(|_| ())
             } else if path == "/views/mix" {
                 zarr::read_block_unchecked::<u32>(&arr, &origin, &shape).map(|_| ())

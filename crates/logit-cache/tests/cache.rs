@@ -3,7 +3,7 @@
 
 use half::f16;
 use kd_core::manifest::{Manifest, manifest_hash};
-use kd_core::{Silent, Teacher, ViewParams};
+use kd_core::{Crop, Silent, Teacher, ViewParams};
 use kd_data::Dataset;
 use kd_data::augment::{batch_tensor, lut};
 use kd_logit_cache::testing::{ConvTeacher, synthetic_dataset, teacher_artifact};
@@ -17,6 +17,7 @@ use tch::{Device, Kind, Tensor};
 
 const N: usize = 50;
 const CLASSES: usize = 4;
+const HW: [usize; 2] = [8, 8];
 
 struct Fixture {
     _tmp: Option<tempfile::TempDir>,
@@ -135,6 +136,7 @@ fn expected(f: &Fixture, c: &CacheConfig, t: &dyn Teacher) -> Vec<f32> {
     let ds = Dataset::open(&f.dataset).unwrap();
     let train = ds.split("train").unwrap();
     let spec = c.view_spec();
+    let hw = [train.chw[1], train.chw[2]];
     let table = lut(&ds.mean, &ds.std);
     let mut out = vec![];
     for a in (0..N).step_by(c.shard_samples) {
@@ -146,7 +148,7 @@ fn expected(f: &Fixture, c: &CacheConfig, t: &dyn Teacher) -> Vec<f32> {
             let idx: Vec<usize> = pb.iter().map(|p| p.0).collect();
             let views: Vec<ViewParams> = pb
                 .iter()
-                .map(|&(i, v)| spec.draw(c.seed, i as u64, v as u64))
+                .map(|&(i, v)| spec.draw(hw, c.seed, i as u64, v as u64))
                 .collect();
             let y = t.logits(&batch_tensor(
                 train,
@@ -185,14 +187,20 @@ fn all_pairs() -> Vec<(usize, usize)> {
 #[test]
 fn write_then_read_back_bit_exact_in_every_form() {
     let f = fixture();
-    for (dtype, top_k) in [
-        (Dtype::F16, None),
-        (Dtype::F32, None),
-        (Dtype::F16, Some(2)),
-        (Dtype::F32, Some(2)),
+    for (dtype, top_k, crop) in [
+        (Dtype::F16, None, Crop::PadCrop),
+        (Dtype::F32, None, Crop::PadCrop),
+        (Dtype::F16, Some(2), Crop::PadCrop),
+        (Dtype::F32, Some(2), Crop::PadCrop),
+        (Dtype::F16, None, Crop::ResizedCrop),
+        (Dtype::F32, Some(2), Crop::ResizedCrop),
     ] {
-        let c = cfg(dtype, top_k);
-        let out = f.root.join(format!("logits-{dtype:?}-{top_k:?}"));
+        let c = CacheConfig {
+            crop,
+            crop_scale: [0.3, 1.0],
+            ..cfg(dtype, top_k)
+        };
+        let out = f.root.join(format!("logits-{dtype:?}-{top_k:?}-{crop:?}"));
         let o = run(&f, &out, &c, &BuildOptions::default()).unwrap();
         assert!(
             matches!(
@@ -215,15 +223,21 @@ fn write_then_read_back_bit_exact_in_every_form() {
         assert_eq!(s.dataset_hash(), f.hash);
         assert_eq!(s.seed(), 11);
         assert_eq!(s.class_names()[3], "class3");
+        assert_eq!(s.view_spec().crop(), crop);
+        let mut resized = 0;
         for i in 0..N {
-            assert_eq!(s.view_params(i, 0), ViewParams::identity(&s.view_spec()));
-            for v in 1..3 {
+            let plain = s.view_params(i, 0);
+            assert!(plain.is_shift(HW) && plain.y == s.view_spec().pad as u16, "{plain:?}");
+            resized += (1..3).filter(|&v| !s.view_params(i, v).is_shift(HW)).count();
+            for v in 0..3 {
                 assert_eq!(
                     s.view_params(i, v),
-                    c.view_spec().draw(11, i as u64, v as u64)
+                    c.view_spec().draw(HW, 11, i as u64, v as u64)
                 );
             }
         }
+        // Resized-crop boxes are stored as drawn, and most of them are resized.
+        assert_eq!(resized > N, crop == Crop::ResizedCrop, "{resized} resized views");
         // The chunk-cache path (budget of a few chunks) returns the same bits.
         let chunked = LogitStore::open_with_budget(&out, 1).unwrap();
         assert!(!chunked.in_memory());
@@ -236,7 +250,7 @@ fn write_then_read_back_bit_exact_in_every_form() {
             assert_eq!(
                 bits(&got),
                 bits(&want),
-                "{dtype:?} top-k {top_k:?} teacher {}",
+                "{dtype:?} top-k {top_k:?} {crop:?} teacher {}",
                 ti.teacher.name()
             );
             let mut shuffled = pairs.clone();
@@ -412,8 +426,14 @@ fn parallel_shard_workers_equal_one_worker() {
 fn zarr_python_reads_the_same_numbers() {
     let py = kd_logit_cache::testing::zarr_python();
     let f = fixture();
-    for (dtype, top_k) in [(Dtype::F16, None), (Dtype::F32, Some(2))] {
-        let c = cfg(dtype, top_k);
+    for (dtype, top_k, crop) in [
+        (Dtype::F16, None, Crop::PadCrop),
+        (Dtype::F32, Some(2), Crop::ResizedCrop),
+    ] {
+        let c = CacheConfig {
+            crop,
+            ..cfg(dtype, top_k)
+        };
         let out = f.root.join(format!("py-{dtype:?}"));
         run(&f, &out, &c, &BuildOptions::default()).unwrap();
         let script = r#"
@@ -447,10 +467,10 @@ print(json.dumps(out))
         let s = LogitStore::open(&out).unwrap();
         assert_eq!(v["attrs"]["dataset_hash"], f.hash);
         assert_eq!(v["attrs"]["note"], "raw logits, no temperature");
-        let params: Vec<Vec<Vec<u8>>> = serde_json::from_value(v["params"].clone()).unwrap();
+        let params: Vec<Vec<Vec<u16>>> = serde_json::from_value(v["params"].clone()).unwrap();
         for (i, row) in params.iter().enumerate() {
             for (vi, p) in row.iter().enumerate() {
-                assert_eq!(ViewParams::from_slice(p), s.view_params(i, vi));
+                assert_eq!(s.view_spec().decode(p), s.view_params(i, vi));
             }
         }
         for name in s.teachers() {
@@ -611,6 +631,10 @@ fn inspect_reports_layout_and_content() {
     );
     assert!(a.codecs.join(" ").contains("zstd"), "{:?}", a.codecs);
     assert!(r.ratio > 0.0 && r.stored_bytes > 0);
+    // The size formula: 3 teachers x 4 classes x 2 bytes (f16) + 3 bytes of
+    // view parameters per (sample, view); it adds up to the arrays' raw bytes.
+    assert_eq!((r.size.row, r.size.view, r.size.folds), (8, 3, 0));
+    assert_eq!(r.size.bytes(N as u64, 3, 3), r.raw_bytes);
     for t in &r.teachers {
         assert!(
             t.bytes_per_view > 0.0 && (t.bytes_per_sample - t.bytes_per_view * 3.0).abs() < 1e-9

@@ -520,6 +520,9 @@ fn mixed_store_verifies_inspects_and_catches_tampered_mixing() {
         .collect();
     let i = inspect(&out).unwrap();
     assert_eq!(i.mix, Some(c.mix_spec()));
+    // The size formula counts the 7 uint32 mixing values of every view.
+    assert_eq!(i.size.view, 3 + 28);
+    assert_eq!(i.size.bytes(N as u64, VIEWS as u64, i.teachers.len() as u64), i.raw_bytes);
     assert_eq!(i.mixed_share, mixed.len() as f64 / (N * VIEWS) as f64);
     assert!((i.mixup_share + i.cutmix_share - i.mixed_share).abs() < 1e-12);
     assert!(i.mixup_share > 0.0 && i.cutmix_share > 0.0);
@@ -660,6 +663,8 @@ fn cross_fitted_teacher_answers_each_sample_with_its_held_out_fold() {
         i.teachers.iter().map(|t| t.folds).collect::<Vec<_>>(),
         [None, Some(2)]
     );
+    assert_eq!(i.size.folds, 1);
+    assert_eq!(i.size.bytes(N as u64, VIEWS as u64, 2), i.raw_bytes);
     let group = std::fs::read_to_string(out.join("logits.zarr/teachers/xfit/zarr.json")).unwrap();
     assert!(
         group.contains("\"folds\": 2") || group.contains("\"folds\":2"),

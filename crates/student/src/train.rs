@@ -23,7 +23,7 @@ use kd_core::amp::Precision;
 use kd_core::fit::{EpochRecord, FitConfig, FitOptions, Learner, fit, remove_checkpoint};
 use kd_core::manifest::{InputRef, Manifest, OutputRef, needs_run, write_json};
 use kd_core::optim::AdamWConfig;
-use kd_core::{CoreError, Progress, Rng, Teacher, ViewParams, ViewSpec};
+use kd_core::{CoreError, CropRange, Progress, Rng, Teacher, ViewParams, ViewSpec};
 use kd_data::augment::{batch_tensor, batch_tensor_mixed, label_tensor, lut};
 use kd_data::{Dataset, Split};
 use kd_logit_cache::LogitStore;
@@ -146,6 +146,9 @@ pub struct StudentConfig {
     pub view_seed: Option<u64>,
     pub view_pad: Option<u8>,
     pub view_flip: Option<bool>,
+    /// Resized-crop views (`pad` unused then); absent: pad-crop.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub view_crop: Option<CropRange>,
     pub eval_batch_size: usize,
     /// Evaluate every n-th epoch (and after the last).
     #[serde(skip_serializing_if = "is_one")]
@@ -184,6 +187,7 @@ impl Default for StudentConfig {
             view_seed: None,
             view_pad: None,
             view_flip: None,
+            view_crop: None,
             eval_batch_size: 500,
             eval_every: 1,
             precision: Precision::F32,
@@ -304,10 +308,16 @@ fn resolve_views(cfg: &mut StudentConfig, source: &Source) -> Result<()> {
             cfg.view_flip.map(|v| v.to_string()),
             spec.flip.to_string(),
         )?;
+        check(
+            "view crop",
+            cfg.view_crop.map(|c| format!("{c:?}")),
+            format!("{:?}", spec.resized_crop),
+        )?;
         cfg.views = Some(store.views());
         cfg.view_seed = Some(store.seed());
         cfg.view_pad = Some(spec.pad);
         cfg.view_flip = Some(spec.flip);
+        cfg.view_crop = spec.resized_crop;
     } else {
         cfg.views = Some(cfg.views.unwrap_or(8));
         cfg.view_seed = Some(cfg.view_seed.unwrap_or(0));
@@ -456,9 +466,13 @@ impl<'a> Batcher<'a> {
         Batcher {
             train,
             lut: lut(&ds.mean, &ds.std),
-            spec: ViewSpec {
-                pad: cfg.view_pad.unwrap_or_default(),
-                flip: cfg.view_flip.unwrap_or_default(),
+            spec: match cfg.view_crop {
+                Some(range) => ViewSpec::resized(range, cfg.view_flip.unwrap_or_default()),
+                None => ViewSpec {
+                    pad: cfg.view_pad.unwrap_or_default(),
+                    flip: cfg.view_flip.unwrap_or_default(),
+                    resized_crop: None,
+                },
             },
             view_seed: cfg.view_seed.unwrap_or_default(),
             views: cfg.views.unwrap_or(1).max(1),
@@ -480,7 +494,10 @@ impl<'a> Batcher<'a> {
     pub fn view_params(&self, sample: usize, view: usize) -> ViewParams {
         match self.source {
             Source::Cache { store, .. } => store.view_params(sample, view),
-            _ => self.spec.draw(self.view_seed, sample as u64, view as u64),
+            _ => {
+                let hw = [self.train.chw[1], self.train.chw[2]];
+                self.spec.draw(hw, self.view_seed, sample as u64, view as u64)
+            }
         }
     }
 

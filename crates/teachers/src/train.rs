@@ -239,9 +239,10 @@ impl Learner for TeacherLearner<'_> {
     ) -> kd_core::Result<(Tensor, Vec<(String, f64)>)> {
         let spec = &self.cfg.view;
         let seed = self.cfg.fit.seed;
+        let hw = [self.train.chw[1], self.train.chw[2]];
         let views: Vec<ViewParams> = idx
             .iter()
-            .map(|&i| spec.draw(seed, i as u64, 1 + epoch as u64))
+            .map(|&i| spec.draw(hw, seed, i as u64, 1 + epoch as u64))
             .collect();
         let x = batch_tensor(self.train, idx, &views, spec, &self.lut, self.device);
         let y = label_tensor(self.train, idx, self.device);
