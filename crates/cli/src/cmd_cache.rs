@@ -1,12 +1,11 @@
 use crate::ui::{Bars, bytes, out};
 use anyhow::{Context, bail};
-use kd_core::{Crop, MixMode};
 use kd_core::manifest::Manifest;
 use kd_core::parse_device;
 use kd_core::profile::Profile;
+use kd_core::{Crop, MixMode};
 use kd_logit_cache::{
-    SizeModel,
-    BuildOptions, CacheConfig, Dtype, Outcome, StoreMeta, TeacherInput, parse_shard,
+    BuildOptions, CacheConfig, Dtype, Outcome, SizeModel, StoreMeta, TeacherInput, parse_shard,
 };
 use std::path::PathBuf;
 
@@ -198,9 +197,8 @@ fn build(a: BuildArgs) -> anyhow::Result<()> {
         cfg.flip = false;
     }
     if let Some(c) = &a.crop {
-        cfg.crop = Crop::parse(c).ok_or_else(|| {
-            anyhow::anyhow!("--crop '{c}': expected pad-crop or resized-crop")
-        })?;
+        cfg.crop = Crop::parse(c)
+            .ok_or_else(|| anyhow::anyhow!("--crop '{c}': expected pad-crop or resized-crop"))?;
     }
     if let Some(r) = &a.crop_scale {
         cfg.crop_scale = parse_range("--crop-scale", r)?;

@@ -18,11 +18,7 @@ fn kd(cwd: &Path, args: &str) -> Output {
 }
 
 fn ok(o: &Output) -> String {
-    assert!(
-        o.status.success(),
-        "{}",
-        String::from_utf8_lossy(&o.stderr)
-    );
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     String::from_utf8_lossy(&o.stdout).into_owned()
 }
 
@@ -99,7 +95,10 @@ fn stages(root: &Path, cache_flags: &str) -> serde_json::Value {
              --chunk-samples 8 --device cpu --out run/logits {cache_flags}"
         ),
     ));
-    let v = ok(&kd(root, "cache verify run/logits --samples 40 --device cpu --json"));
+    let v = ok(&kd(
+        root,
+        "cache verify run/logits --samples 40 --device cpu --json",
+    ));
     let v: serde_json::Value = serde_json::from_str(&v).unwrap();
     assert_eq!(v["ok"], true, "{v}");
     let text = ok(&kd(root, "cache inspect run/logits"));
@@ -134,7 +133,10 @@ fn cifar_binary_32px_colour_runs_every_stage() {
     let t = tempfile::tempdir().unwrap();
     let root = t.path();
     write_cifar(&root.join("src"));
-    ok(&kd(root, "data import --format cifar --src src --out run/dataset"));
+    ok(&kd(
+        root,
+        "data import --format cifar --src src --out run/dataset",
+    ));
     assert_eq!(chw(root), [40, 3, 32, 32]);
     let r = stages(root, "");
     // Pad-crop views: three uint8 parameters per view; CIFAR-10's 10
@@ -166,7 +168,10 @@ fn image_folder_64px_with_resized_crop_views_runs_every_stage() {
         "data import --format folder --src imgs --size 64 --channels 3 --out run/dataset",
     ));
     assert_eq!(chw(root), [40, 3, 64, 64]);
-    let r = stages(root, "--crop resized-crop --crop-scale 0.25,1 --crop-ratio 0.75,1.3333");
+    let r = stages(
+        root,
+        "--crop resized-crop --crop-scale 0.25,1 --crop-ratio 0.75,1.3333",
+    );
     // Resized-crop views: five uint16 parameters per view.
     assert_eq!(r["size"]["view"], 10);
     let params: serde_json::Value = serde_json::from_slice(
@@ -179,7 +184,8 @@ fn image_folder_64px_with_resized_crop_views_runs_every_stage() {
         serde_json::json!(["y", "x", "h", "w", "flip"])
     );
     // The student recorded the store's crop in its config.
-    let manifest = std::fs::read_to_string(root.join("run/student/ensemble/manifest.json")).unwrap();
+    let manifest =
+        std::fs::read_to_string(root.join("run/student/ensemble/manifest.json")).unwrap();
     assert!(manifest.contains("view_crop"), "{manifest}");
     // A bad range is one clear line.
     let o = kd(
@@ -196,5 +202,8 @@ fn image_folder_64px_with_resized_crop_views_runs_every_stage() {
          --device cpu --out run/logits-bad",
     );
     let err = String::from_utf8_lossy(&o.stderr);
-    assert!(!o.status.success() && err.contains("--crop 'squash'"), "{err}");
+    assert!(
+        !o.status.success() && err.contains("--crop 'squash'"),
+        "{err}"
+    );
 }

@@ -207,6 +207,11 @@ impl ViewSpec {
                 hw[0], hw[1]
             ));
         }
+        self.validate()
+    }
+
+    /// `Err` names the setting out of range, whatever the images.
+    pub fn validate(&self) -> Result<(), String> {
         if self.pad > 127 {
             return Err(format!("setting pad = {}: at most 127", self.pad));
         }
@@ -287,9 +292,15 @@ fn resized_box(range: &CropRange, hw: [usize; 2], r: &mut Rng) -> ViewParams {
     }
     let ratio = w / h;
     let (bh, bw) = if ratio < range.ratio[0] {
-        (((w / range.ratio[0]).round() as usize).clamp(1, hw[0]), hw[1])
+        (
+            ((w / range.ratio[0]).round() as usize).clamp(1, hw[0]),
+            hw[1],
+        )
     } else if ratio > range.ratio[1] {
-        (hw[0], ((h * range.ratio[1]).round() as usize).clamp(1, hw[1]))
+        (
+            hw[0],
+            ((h * range.ratio[1]).round() as usize).clamp(1, hw[1]),
+        )
     } else {
         (hw[0], hw[1])
     };
@@ -372,7 +383,11 @@ mod tests {
         let r = ViewSpec::resized(CropRange::default(), true);
         let back: ViewSpec = serde_json::from_value(serde_json::to_value(r).unwrap()).unwrap();
         assert_eq!(back, r);
-        for (scale, ratio) in [([0.0, 1.0], [1.0, 1.0]), ([0.5, 0.4], [1.0, 1.0]), ([0.1, 1.0], [2.0, 1.0])] {
+        for (scale, ratio) in [
+            ([0.0, 1.0], [1.0, 1.0]),
+            ([0.5, 0.4], [1.0, 1.0]),
+            ([0.1, 1.0], [2.0, 1.0]),
+        ] {
             let e = CropRange { scale, ratio }.check().unwrap_err();
             assert!(e.starts_with("setting crop_"), "{e}");
         }

@@ -345,7 +345,12 @@ mod tests {
             (5, 6, 7, 4, 1),
             (0, 9, 1, 1, 0),
         ] {
-            let v = ViewParams { y, x, size: Some([bh, bw]), flip };
+            let v = ViewParams {
+                y,
+                x,
+                size: Some([bh, bw]),
+                flip,
+            };
             let mut out = vec![0f32; c * h * w];
             apply_view(&img, [c, h, w], 0, v, &l, &mut out);
             let crop = full
@@ -365,7 +370,12 @@ mod tests {
         }
         // A box reaching into the zero padding reads zero pixels there.
         let mut out = vec![0f32; c * h * w];
-        let v = ViewParams { y: 0, x: 0, size: Some([6, 5]), flip: 0 };
+        let v = ViewParams {
+            y: 0,
+            x: 0,
+            size: Some([6, 5]),
+            flip: 0,
+        };
         apply_view(&img, [c, h, w], 2, v, &l, &mut out);
         assert_eq!(out[0], l[0][0]);
     }

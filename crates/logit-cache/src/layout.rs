@@ -448,8 +448,22 @@ impl StoreMeta {
         let params = self.layout(spec.param_fields().len(), "param");
         let attrs = fields.as_object().cloned().unwrap_or_default();
         match spec.param_bytes() {
-            1 => zarr::create_array(&store, "/views/params", data_type::uint8(), 0u8, &params, attrs)?,
-            _ => zarr::create_array(&store, "/views/params", data_type::uint16(), 0u16, &params, attrs)?,
+            1 => zarr::create_array(
+                &store,
+                "/views/params",
+                data_type::uint8(),
+                0u8,
+                &params,
+                attrs,
+            )?,
+            _ => zarr::create_array(
+                &store,
+                "/views/params",
+                data_type::uint16(),
+                0u16,
+                &params,
+                attrs,
+            )?,
         };
         if self.mix.is_some() {
             let a = json!({

@@ -26,9 +26,7 @@ pub mod write;
 
 pub use error::{CacheError, Result};
 pub use inspect::{InspectReport, inspect};
-pub use layout::{
-    CacheConfig, Dtype, FoldsMeta, STAGE, STORE, SizeModel, StoreMeta, TeacherMeta,
-};
+pub use layout::{CacheConfig, Dtype, FoldsMeta, STAGE, STORE, SizeModel, StoreMeta, TeacherMeta};
 pub use store::LogitStore;
 pub use verify::{VerifyReport, verify};
 pub use write::{BuildOptions, BuildStats, Outcome, TeacherInput, build, finalize, parse_shard};

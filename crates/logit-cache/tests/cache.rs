@@ -227,8 +227,13 @@ fn write_then_read_back_bit_exact_in_every_form() {
         let mut resized = 0;
         for i in 0..N {
             let plain = s.view_params(i, 0);
-            assert!(plain.is_shift(HW) && plain.y == s.view_spec().pad as u16, "{plain:?}");
-            resized += (1..3).filter(|&v| !s.view_params(i, v).is_shift(HW)).count();
+            assert!(
+                plain.is_shift(HW) && plain.y == s.view_spec().pad as u16,
+                "{plain:?}"
+            );
+            resized += (1..3)
+                .filter(|&v| !s.view_params(i, v).is_shift(HW))
+                .count();
             for v in 0..3 {
                 assert_eq!(
                     s.view_params(i, v),
@@ -237,7 +242,11 @@ fn write_then_read_back_bit_exact_in_every_form() {
             }
         }
         // Resized-crop boxes are stored as drawn, and most of them are resized.
-        assert_eq!(resized > N, crop == Crop::ResizedCrop, "{resized} resized views");
+        assert_eq!(
+            resized > N,
+            crop == Crop::ResizedCrop,
+            "{resized} resized views"
+        );
         // The chunk-cache path (budget of a few chunks) returns the same bits.
         let chunked = LogitStore::open_with_budget(&out, 1).unwrap();
         assert!(!chunked.in_memory());

@@ -522,7 +522,11 @@ fn mixed_store_verifies_inspects_and_catches_tampered_mixing() {
     assert_eq!(i.mix, Some(c.mix_spec()));
     // The size formula counts the 7 uint32 mixing values of every view.
     assert_eq!(i.size.view, 3 + 28);
-    assert_eq!(i.size.bytes(N as u64, VIEWS as u64, i.teachers.len() as u64), i.raw_bytes);
+    assert_eq!(
+        i.size
+            .bytes(N as u64, VIEWS as u64, i.teachers.len() as u64),
+        i.raw_bytes
+    );
     assert_eq!(i.mixed_share, mixed.len() as f64 / (N * VIEWS) as f64);
     assert!((i.mixup_share + i.cutmix_share - i.mixed_share).abs() < 1e-12);
     assert!(i.mixup_share > 0.0 && i.cutmix_share > 0.0);

@@ -496,7 +496,8 @@ impl<'a> Batcher<'a> {
             Source::Cache { store, .. } => store.view_params(sample, view),
             _ => {
                 let hw = [self.train.chw[1], self.train.chw[2]];
-                self.spec.draw(hw, self.view_seed, sample as u64, view as u64)
+                self.spec
+                    .draw(hw, self.view_seed, sample as u64, view as u64)
             }
         }
     }

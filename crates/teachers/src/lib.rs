@@ -17,7 +17,7 @@ pub mod torchscript;
 pub mod train;
 
 pub use error::{Result, TeacherError};
-pub use model::{Arch, ModelConfig, Net};
+pub use model::{Arch, ModelConfig, ModelOverrides, Net};
 pub use train::{
     EvalReport, EvalStats, LoadedTeacher, Outcome, TeacherConfig, TeacherFile, evaluate, load,
     load_teacher, train_stage, train_stage_with,

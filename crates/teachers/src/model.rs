@@ -79,6 +79,147 @@ impl ModelConfig {
     }
 }
 
+/// `[teachers.<n>.model]`: any knob of the architecture, applied over the
+/// preset. A knob of the other architecture is refused by name.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ModelOverrides {
+    /// Both: channels of the stem.
+    pub stem_width: Option<i64>,
+    /// Both: blocks per stage (one entry per stage).
+    pub blocks: Option<Vec<usize>>,
+    /// cnn: output channels of each stage.
+    pub widths: Option<Vec<i64>>,
+    /// involution: bottleneck width of each stage (outputs `mid * expansion`).
+    pub mids: Option<Vec<i64>>,
+    pub expansion: Option<i64>,
+    /// involution: kernel size (odd).
+    pub kernel: Option<i64>,
+    pub group_channels: Option<i64>,
+    pub reduction: Option<i64>,
+    pub zero_init_residual: Option<bool>,
+}
+
+impl ModelOverrides {
+    pub fn is_empty(&self) -> bool {
+        *self == ModelOverrides::default()
+    }
+
+    /// Apply over `model`, then check the result.
+    pub fn apply(&self, model: &mut ModelConfig) -> Result<()> {
+        let arch = model.arch();
+        let foreign = |name: &str, set: bool| -> Result<()> {
+            if set {
+                return Err(TeacherError::Invalid(format!(
+                    "setting model.{name}: not a knob of the {} architecture",
+                    arch.name()
+                )));
+            }
+            Ok(())
+        };
+        match model {
+            ModelConfig::Cnn(m) => {
+                foreign("mids", self.mids.is_some())?;
+                foreign("expansion", self.expansion.is_some())?;
+                foreign("kernel", self.kernel.is_some())?;
+                foreign("group_channels", self.group_channels.is_some())?;
+                foreign("reduction", self.reduction.is_some())?;
+                foreign("zero_init_residual", self.zero_init_residual.is_some())?;
+                if let Some(v) = self.stem_width {
+                    m.stem_width = v;
+                }
+                if let Some(v) = &self.widths {
+                    m.widths.clone_from(v);
+                }
+                if let Some(v) = &self.blocks {
+                    m.blocks.clone_from(v);
+                }
+            }
+            ModelConfig::Involution(m) => {
+                foreign("widths", self.widths.is_some())?;
+                macro_rules! set {
+                    ($($f:ident),*) => {$(if let Some(v) = self.$f { m.$f = v; })*};
+                }
+                set!(
+                    stem_width,
+                    expansion,
+                    kernel,
+                    group_channels,
+                    reduction,
+                    zero_init_residual
+                );
+                if let Some(v) = &self.mids {
+                    m.mids.clone_from(v);
+                }
+                if let Some(v) = &self.blocks {
+                    m.blocks.clone_from(v);
+                }
+            }
+        }
+        model.validate()
+    }
+}
+
+impl ModelConfig {
+    /// Refuse an architecture that cannot be built, naming the setting.
+    pub fn validate(&self) -> Result<()> {
+        let bad = |name: &str, why: String| {
+            Err(TeacherError::Invalid(format!(
+                "setting model.{name}: {why}"
+            )))
+        };
+        let (stem, stages, blocks, what) = match self {
+            ModelConfig::Cnn(m) => (m.stem_width, &m.widths, &m.blocks, "widths"),
+            ModelConfig::Involution(m) => (m.stem_width, &m.mids, &m.blocks, "mids"),
+        };
+        if stem < 1 {
+            return bad("stem_width", format!("{stem}: must be at least 1"));
+        }
+        if stages.is_empty() || stages.iter().any(|&w| w < 1) {
+            return bad(
+                what,
+                format!("{stages:?}: need one or more stages, each at least 1 channel"),
+            );
+        }
+        if blocks.len() != stages.len() || blocks.contains(&0) {
+            return bad(
+                "blocks",
+                format!(
+                    "{blocks:?}: need one count of at least 1 per stage ({} stages in {what})",
+                    stages.len()
+                ),
+            );
+        }
+        if let ModelConfig::Involution(m) = self {
+            if m.kernel < 1 || m.kernel % 2 == 0 {
+                return bad("kernel", format!("{}: must be odd", m.kernel));
+            }
+            for (name, v) in [
+                ("expansion", m.expansion),
+                ("group_channels", m.group_channels),
+                ("reduction", m.reduction),
+            ] {
+                if v < 1 {
+                    return bad(name, format!("{v}: must be at least 1"));
+                }
+            }
+            for &mid in &m.mids {
+                let groups = (mid / m.group_channels).max(1);
+                if mid % groups != 0 {
+                    return bad(
+                        "group_channels",
+                        format!(
+                            "{}: a stage of {mid} channels does not split into groups of it",
+                            m.group_channels
+                        ),
+                    );
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
 #[derive(Debug)]
 pub enum Net {
     Cnn(Cnn),

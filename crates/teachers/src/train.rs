@@ -20,7 +20,7 @@
 //! `metrics.json`, `manifest.json`.
 
 use crate::error::{Result, TeacherError};
-use crate::model::{Arch, ModelConfig, Net, param_count};
+use crate::model::{Arch, ModelConfig, ModelOverrides, Net, param_count};
 use kd_core::fit::{EpochRecord, FitConfig, FitOptions, Learner, fit, remove_checkpoint};
 use kd_core::manifest::{Manifest, OutputRef, hash_file, needs_run, read_json, write_json};
 use kd_core::{InputRef, Progress, ViewParams, ViewSpec};
@@ -59,6 +59,9 @@ pub struct TeacherConfig {
     /// Cross-fitting: train k fold models (k >= 2); absent for one model.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub folds: Option<usize>,
+    /// `[teachers.<n>.model]`: knobs over the preset.
+    #[serde(default, skip_serializing_if = "ModelOverrides::is_empty")]
+    pub model: ModelOverrides,
 }
 
 impl Default for TeacherConfig {
@@ -73,6 +76,7 @@ impl Default for TeacherConfig {
             label_smoothing: 0.1,
             eval_batch_size: 500,
             folds: None,
+            model: ModelOverrides::default(),
         }
     }
 }
@@ -85,7 +89,9 @@ impl TeacherConfig {
         let preset = c
             .preset
             .get_or_insert_with(|| self.arch.default_preset().to_string());
-        let model = ModelConfig::preset(self.arch, preset)?;
+        let mut model = ModelConfig::preset(self.arch, preset)?;
+        self.model.apply(&mut model)?;
+        c.view.validate().map_err(TeacherError::Invalid)?;
         c.fit
             .validate()
             .map_err(|e| TeacherError::Invalid(e.to_string()))?;

@@ -256,3 +256,125 @@ fn large_presets_work_from_32_to_224_px() {
         "same weights at every size"
     );
 }
+
+/// `[teachers.<n>.model]`: every knob over a preset, checked before building.
+#[test]
+fn model_knobs_apply_over_presets_and_impossible_ones_are_refused() {
+    use kd_teachers::ModelOverrides;
+    let build = |arch: Arch, preset: &str, o: &ModelOverrides| {
+        let mut m = ModelConfig::preset(arch, preset).unwrap();
+        o.apply(&mut m).map(|()| m)
+    };
+    // A three-stage CNN from the two-stage tiny preset.
+    let wide = ModelOverrides {
+        widths: Some(vec![8, 16, 24]),
+        blocks: Some(vec![1, 2, 1]),
+        stem_width: Some(12),
+        ..ModelOverrides::default()
+    };
+    let m = build(Arch::Cnn, "cnn-tiny", &wide).unwrap();
+    let vs = VarStore::new(Device::Cpu);
+    let net = Net::for_images(&vs.root(), &m, [3, 32, 32], 5);
+    let y = net.forward_t(
+        &Tensor::zeros([2, 3, 32, 32], (Kind::Float, Device::Cpu)),
+        false,
+    );
+    assert_eq!(y.size(), [2, 5]);
+    assert!(vs.variables().contains_key("layer3.0.conv1.weight"));
+    // An involution net with its own kernel and groups.
+    let inv = ModelOverrides {
+        mids: Some(vec![16, 32]),
+        kernel: Some(5),
+        group_channels: Some(8),
+        zero_init_residual: Some(true),
+        ..ModelOverrides::default()
+    };
+    let m = build(Arch::Involution, "rednet-tiny", &inv).unwrap();
+    let vs = VarStore::new(Device::Cpu);
+    let net = Net::for_images(&vs.root(), &m, [1, 28, 28], 10);
+    let y = net.forward_t(
+        &Tensor::zeros([2, 1, 28, 28], (Kind::Float, Device::Cpu)),
+        false,
+    );
+    assert_eq!(y.size(), [2, 10]);
+    // One line naming the setting for each impossible combination.
+    for (arch, preset, o, needle) in [
+        (
+            Arch::Cnn,
+            "cnn-tiny",
+            ModelOverrides {
+                kernel: Some(3),
+                ..Default::default()
+            },
+            "model.kernel: not a knob of the cnn",
+        ),
+        (
+            Arch::Involution,
+            "rednet-tiny",
+            ModelOverrides {
+                widths: Some(vec![8]),
+                ..Default::default()
+            },
+            "model.widths: not a knob of the involution",
+        ),
+        (
+            Arch::Cnn,
+            "cnn-tiny",
+            ModelOverrides {
+                blocks: Some(vec![1]),
+                ..Default::default()
+            },
+            "model.blocks",
+        ),
+        (
+            Arch::Cnn,
+            "cnn-tiny",
+            ModelOverrides {
+                widths: Some(vec![]),
+                blocks: Some(vec![]),
+                ..Default::default()
+            },
+            "model.widths",
+        ),
+        (
+            Arch::Cnn,
+            "cnn-tiny",
+            ModelOverrides {
+                stem_width: Some(0),
+                ..Default::default()
+            },
+            "model.stem_width",
+        ),
+        (
+            Arch::Involution,
+            "rednet-tiny",
+            ModelOverrides {
+                kernel: Some(4),
+                ..Default::default()
+            },
+            "model.kernel: 4: must be odd",
+        ),
+        (
+            Arch::Involution,
+            "rednet-tiny",
+            ModelOverrides {
+                mids: Some(vec![50, 16]),
+                ..Default::default()
+            },
+            "model.group_channels",
+        ),
+        (
+            Arch::Involution,
+            "rednet-tiny",
+            ModelOverrides {
+                reduction: Some(0),
+                ..Default::default()
+            },
+            "model.reduction",
+        ),
+    ] {
+        let e = build(arch, preset, &o).unwrap_err().to_string();
+        assert!(e.contains(needle), "{needle:?} not in {e}");
+        assert_eq!(e.lines().count(), 1, "{e}");
+    }
+}
