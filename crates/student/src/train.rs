@@ -608,12 +608,17 @@ impl<'a> Batcher<'a> {
                     })
                     .collect()
             }
+            // Float32 even inside the student's bf16 autocast step: live
+            // teachers are the store's fidelity check, and the store holds
+            // float32 inference.
             Source::Live(ts) => Ok(ts
                 .iter()
                 .map(|t| {
-                    t.logits_for(idx, &images.to_device(t.device()))
-                        .to_kind(Kind::Float)
-                        .to_device(self.device)
+                    kd_core::amp::autocast(t.device(), Precision::F32, || {
+                        t.logits_for(idx, &images.to_device(t.device()))
+                    })
+                    .to_kind(Kind::Float)
+                    .to_device(self.device)
                 })
                 .collect()),
         }

@@ -7,9 +7,13 @@
 //!
 //! Token sequence `[cls, dist_1 .. dist_T, patches]`, learned position
 //! embeddings for all of them, pre-norm blocks, a linear head per token.
-//! Parameter names mirror timm's `VisionTransformerDistilled` (`cls_token`,
-//! `dist_tokens` of shape `[1, T, dim]`, `blocks.0.attn.qkv.weight`, `head`,
-//! `head_dist.{t}`), so a checkpoint maps onto PyTorch key by key.
+//! Parameter names follow timm's ViT (`cls_token`, `pos_embed`,
+//! `patch_embed.proj.*`, `blocks.0.attn.qkv.weight`, `norm.*`, `head.*`)
+//! except where kd has one token per teacher: `dist_tokens` `[1, T, dim]`
+//! and `head_dist.{t}`, where timm's `VisionTransformerDistilled` has one
+//! `dist_token` `[1, 1, dim]` and one `head_dist`. A single-teacher
+//! checkpoint therefore loads in timm after renaming those two keys; a
+//! multi-teacher one has no timm counterpart.
 //!
 //! With `stem = conv-involution` the patch embedding is replaced by CivT's
 //! two stems ([`crate::stem`]) and each distillation token is the mean of
