@@ -306,6 +306,14 @@ fn cached_and_live_see_the_same_pixels_and_logits() {
             bl.teacher_logits(&idx, &vids, &xl).unwrap(),
         );
         assert_eq!(zc.len(), 2);
+        // Live teachers stay float32 inside a bf16 student step: they are
+        // the store's fidelity check.
+        let zl_bf16 = kd_core::amp::autocast(CPU, kd_core::amp::Precision::Bf16, || {
+            bl.teacher_logits(&idx, &vids, &xl).unwrap()
+        });
+        for (a, b) in zl.iter().zip(&zl_bf16) {
+            assert!(a.equal(b), "live teacher logits changed under bf16 autocast");
+        }
         for (a, b) in zc.iter().zip(&zl) {
             assert_eq!(a.size(), [48, 3]);
             // float16 storage: relative error 2^-11, plus a little for tiny values.
