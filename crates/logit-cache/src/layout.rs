@@ -75,7 +75,7 @@ impl std::str::FromStr for Dtype {
             "f16" | "float16" => Ok(Dtype::F16),
             "f32" | "float32" => Ok(Dtype::F32),
             _ => Err(CacheError::Invalid(format!(
-                "--dtype '{s}': expected f16 or f32"
+                "dtype '{s}': expected f16 or f32"
             ))),
         }
     }
@@ -236,29 +236,32 @@ impl CacheConfig {
     pub fn validate(&self, classes: usize) -> Result<()> {
         let bad = |m: String| Err(CacheError::Invalid(m));
         if self.views == 0 {
-            return bad("--views must be at least 1 (view 0 is the plain image)".into());
+            return bad(format!(
+                "setting views = {}: must be at least 1 (view 0 is the plain image)",
+                self.views
+            ));
         }
         if self.batch_size == 0 {
-            return bad("--batch-size must be at least 1".into());
+            return bad("setting batch_size = 0: must be at least 1".into());
         }
         if self.chunk_samples == 0
             || self.shard_samples == 0
             || !self.shard_samples.is_multiple_of(self.chunk_samples)
         {
             return bad(format!(
-                "shard_samples ({}) must be a positive multiple of chunk_samples ({})",
+                "settings shard_samples = {} and chunk_samples = {}: shard_samples must be a positive multiple of chunk_samples",
                 self.shard_samples, self.chunk_samples
             ));
         }
         if let Some(k) = self.top_k {
             if k == 0 || k > classes {
                 return bad(format!(
-                    "--top-k {k}: must be in 1..={classes} (the number of classes)"
+                    "setting top_k = {k}: must be in 1..={classes} (the number of classes)"
                 ));
             }
             if classes > u16::MAX as usize + 1 {
                 return bad(format!(
-                    "--top-k: {classes} classes do not fit uint16 indices"
+                    "setting top_k: {classes} classes do not fit uint16 indices"
                 ));
             }
         }

@@ -897,5 +897,5 @@ fn bad_inputs_are_refused_with_one_clear_line() {
     )
     .unwrap_err()
     .to_string();
-    assert!(e.contains("--top-k 9"), "{e}");
+    assert!(e.contains("setting top_k = 9"), "{e}");
 }
