@@ -36,7 +36,7 @@ pub use view::{Crop, CropRange, ViewParams, ViewSpec};
 /// the harness runs tests on parallel threads, and one test's draws would
 /// shift another's (the resume tests compare weights bit for bit). Public so
 /// that every crate's tests in one process share the same lock.
-#[doc(hidden)]
+#[cfg(any(test, feature = "testing"))]
 pub fn torch_rng_lock() -> std::sync::MutexGuard<'static, ()> {
     static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
     LOCK.lock().unwrap_or_else(|e| e.into_inner())

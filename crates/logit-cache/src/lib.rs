@@ -19,7 +19,7 @@ pub mod error;
 pub mod inspect;
 pub mod layout;
 pub mod store;
-#[doc(hidden)]
+#[cfg(any(test, feature = "testing"))]
 pub mod testing;
 pub mod verify;
 pub mod write;
