@@ -86,3 +86,28 @@ fn a_rank_whose_peers_never_come_fails_the_rendezvous() {
     assert!(t0.elapsed() < Duration::from_secs(30), "took {:?}", t0.elapsed());
     assert!(e.contains("rendezvous") && e.contains("rank 0 of 2"), "{e}");
 }
+
+#[test]
+fn a_peer_that_stalls_fails_the_collective_after_the_timeout() {
+    let port = free_port();
+    let timeout = Duration::from_secs(2);
+    let (tx, rx) = std::sync::mpsc::channel::<()>();
+    let staller = std::thread::spawn(move || {
+        let g = Group::join(&launch(1, port), timeout).unwrap();
+        // Alive but never joining the all-reduce (a hung rank), until told.
+        rx.recv().unwrap();
+        drop(g);
+    });
+    let g = Group::join(&launch(0, port), timeout).unwrap();
+    let t0 = Instant::now();
+    let t = Tensor::ones([8], (Kind::Float, tch::Device::Cpu));
+    let e = g.all_reduce_sum(&t).unwrap_err().to_string();
+    let took = t0.elapsed();
+    tx.send(()).unwrap();
+    staller.join().unwrap();
+    assert!(
+        took >= Duration::from_millis(1500) && took < Duration::from_secs(15),
+        "failed after {took:?} with a 2 s timeout"
+    );
+    assert!(e.contains("all-reduce failed on rank 0 of 2") && e.contains("2s"), "{e}");
+}
