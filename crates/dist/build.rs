@@ -62,12 +62,18 @@ fn cxx11_abi() -> String {
                 "import torch; print(int(torch._C._GLIBCXX_USE_CXX11_ABI))",
             ])
             .output()
-            .unwrap_or_else(|e| fail(&format!("cannot run {python} to ask torch its C++ ABI: {e}")));
+            .unwrap_or_else(|e| {
+                fail(&format!(
+                    "cannot run {python} to ask torch its C++ ABI: {e}"
+                ))
+            });
         let v = String::from_utf8_lossy(&out.stdout).trim().to_string();
         if out.status.success() && (v == "0" || v == "1") {
             return v;
         }
-        fail(&format!("{python} did not report torch's C++ ABI (got '{v}')"));
+        fail(&format!(
+            "{python} did not report torch's C++ ABI (got '{v}')"
+        ));
     }
     // Every libtorch 2.x download for Linux uses the new ABI.
     "1".into()
@@ -76,9 +82,10 @@ fn cxx11_abi() -> String {
 fn main() {
     link_torch();
     println!("cargo:rerun-if-changed=cpp/kd_dist.cpp");
-    let lib = PathBuf::from(env::var_os("DEP_TCH_LIBTORCH_LIB").unwrap_or_else(|| {
-        fail("torch-sys did not report its libtorch (DEP_TCH_LIBTORCH_LIB)")
-    }));
+    let lib =
+        PathBuf::from(env::var_os("DEP_TCH_LIBTORCH_LIB").unwrap_or_else(|| {
+            fail("torch-sys did not report its libtorch (DEP_TCH_LIBTORCH_LIB)")
+        }));
     let include = lib.join("../include");
     if !include
         .join("torch/csrc/distributed/c10d/ProcessGroupGloo.hpp")

@@ -1,10 +1,10 @@
+use crate::data_parallel::{DistArgs, place};
 use crate::ui::{Bars, out};
 use anyhow::{Context, bail};
 use kd_core::amp::Precision;
+use kd_core::fit::FitOptions;
 use kd_logit_cache::LogitStore;
 use kd_student::Distill;
-use crate::data_parallel::{DistArgs, place};
-use kd_core::fit::FitOptions;
 use kd_student::train::{Outcome, Source, StudentConfig, TokenMode, train_stage_with};
 use std::path::{Path, PathBuf};
 
@@ -209,7 +209,7 @@ fn train(a: TrainArgs) -> anyhow::Result<()> {
     match train_stage_with(
         &cfg, &a.dataset, &source, &a.out, device, a.force, &opts, &bars,
     )
-        .with_context(|| format!("student train into {}", a.out.display()))?
+    .with_context(|| format!("student train into {}", a.out.display()))?
     {
         Outcome::UpToDate => out(format!("{}: up to date", a.out.display())),
         Outcome::Follower { rank } => out(format!(

@@ -1,9 +1,9 @@
+use crate::data_parallel::{DistArgs, place};
 use crate::ui::{Bars, out};
 use anyhow::Context;
 use kd_core::amp::Precision;
-use kd_core::profile::Profile;
-use crate::data_parallel::{DistArgs, place};
 use kd_core::fit::FitOptions;
+use kd_core::profile::Profile;
 use kd_teachers::{Arch, Outcome, TeacherConfig, evaluate, train_stage_with};
 use std::path::PathBuf;
 
@@ -173,7 +173,11 @@ fn import(a: ImportArgs) -> anyhow::Result<()> {
 
 fn train(a: TrainArgs) -> anyhow::Result<()> {
     let dist = a.dist.join()?;
-    let device = place(kd_core::parse_device(&a.device)?, &a.device, dist.as_deref());
+    let device = place(
+        kd_core::parse_device(&a.device)?,
+        &a.device,
+        dist.as_deref(),
+    );
     let arch = a.arch.map(|x| match x {
         ArchArg::Cnn => Arch::Cnn,
         ArchArg::Involution => Arch::Involution,

@@ -15,7 +15,12 @@ pub struct DistArgs {
     /// each collective may wait for the other ranks before this rank stops
     /// with an error. Rank 0's evaluation and checkpoint count against it.
     /// Does nothing in a single process.
-    #[arg(long, env = "KD_DIST_TIMEOUT", default_value_t = 600.0, value_name = "SECS")]
+    #[arg(
+        long,
+        env = "KD_DIST_TIMEOUT",
+        default_value_t = 600.0,
+        value_name = "SECS"
+    )]
     pub dist_timeout: f64,
 }
 

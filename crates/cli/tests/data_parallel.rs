@@ -64,8 +64,21 @@ fn dataset(root: &Path, n: usize, side: usize) -> PathBuf {
 
 fn student_args(ds: &Path, out: &Path, epochs: usize) -> Vec<String> {
     let mut a: Vec<String> = [
-        "student", "train", "--teachers", "none", "--preset", "vit-test", "--batch-size", "8",
-        "--lr", "0.01", "--device", "cpu", "--dist-timeout", "20", "--epochs",
+        "student",
+        "train",
+        "--teachers",
+        "none",
+        "--preset",
+        "vit-test",
+        "--batch-size",
+        "8",
+        "--lr",
+        "0.01",
+        "--device",
+        "cpu",
+        "--dist-timeout",
+        "20",
+        "--epochs",
     ]
     .iter()
     .map(|s| s.to_string())
@@ -172,9 +185,15 @@ fn two_ranks_under_torchrun_train_the_weights_of_one_process() {
     let l1 = h1[2]["train"]["loss"].as_f64().unwrap();
     let l2 = h2[2]["train"]["loss"].as_f64().unwrap();
     assert!((l1 - l2).abs() < 1e-4, "epoch loss {l1} vs {l2}");
-    assert!(h1[0]["train"]["loss"].as_f64().unwrap() > l1, "trained: {h1}");
+    assert!(
+        h1[0]["train"]["loss"].as_f64().unwrap() > l1,
+        "trained: {h1}"
+    );
     assert_eq!(json(&two.join("metrics.json"))["data_parallel_ranks"], 2);
-    assert_eq!(h1[2]["eval"], h2[2]["eval"], "rank 0 evaluates the same model");
+    assert_eq!(
+        h1[2]["eval"], h2[2]["eval"],
+        "rank 0 evaluates the same model"
+    );
 }
 
 #[test]
@@ -213,7 +232,9 @@ fn a_killed_rank_stops_the_other_with_an_error_and_the_job_resumes() {
     let last = err.lines().last().unwrap_or_default();
     eprintln!("rank 0, {:?} after its peer died: {last}", killed.elapsed());
     assert!(
-        last.starts_with("error: ") && last.contains("data-parallel") && last.contains("rank 0 of 2"),
+        last.starts_with("error: ")
+            && last.contains("data-parallel")
+            && last.contains("rank 0 of 2"),
         "{err}"
     );
     assert!(!out.join("manifest.json").exists());
@@ -238,10 +259,17 @@ fn a_killed_rank_stops_the_other_with_an_error_and_the_job_resumes() {
     // Rerunning both ranks resumes from the checkpoint and finishes.
     let port = free_port();
     let (r0, r1) = (rank(&args, 0, port), rank(&args, 1, port));
-    let (o0, o1) = (r0.wait_with_output().unwrap(), r1.wait_with_output().unwrap());
+    let (o0, o1) = (
+        r0.wait_with_output().unwrap(),
+        r1.wait_with_output().unwrap(),
+    );
     assert!(o0.status.success(), "{}", stderr(&o0));
     assert!(o1.status.success(), "{}", stderr(&o1));
-    assert!(stderr(&o0).contains("resuming from checkpoint"), "{}", stderr(&o0));
+    assert!(
+        stderr(&o0).contains("resuming from checkpoint"),
+        "{}",
+        stderr(&o0)
+    );
     let m = json(&out.join("metrics.json"));
     assert_eq!(m["epochs"].as_array().unwrap().len(), 12);
 }
@@ -252,9 +280,26 @@ fn two_ranks_train_a_k_fold_batchnorm_teacher_and_rank_0_decides_what_runs() {
     let ds = dataset(t.path(), 40, 12);
     let out = t.path().join("cnn");
     let args: Vec<String> = [
-        "teacher", "train", "--arch", "cnn", "--preset", "cnn-tiny", "--epochs", "2",
-        "--batch-size", "16", "--folds", "2", "--device", "cpu", "--dist-timeout", "20",
-        "--dataset", ds.to_str().unwrap(), "--out", out.to_str().unwrap(),
+        "teacher",
+        "train",
+        "--arch",
+        "cnn",
+        "--preset",
+        "cnn-tiny",
+        "--epochs",
+        "2",
+        "--batch-size",
+        "16",
+        "--folds",
+        "2",
+        "--device",
+        "cpu",
+        "--dist-timeout",
+        "20",
+        "--dataset",
+        ds.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
     ]
     .iter()
     .map(|s| s.to_string())
@@ -262,7 +307,10 @@ fn two_ranks_train_a_k_fold_batchnorm_teacher_and_rank_0_decides_what_runs() {
     let both = |args: &[String]| {
         let port = free_port();
         let (r0, r1) = (rank(args, 0, port), rank(args, 1, port));
-        (r0.wait_with_output().unwrap(), r1.wait_with_output().unwrap())
+        (
+            r0.wait_with_output().unwrap(),
+            r1.wait_with_output().unwrap(),
+        )
     };
     let (o0, o1) = both(&args);
     assert!(o0.status.success(), "{}", stderr(&o0));
@@ -273,8 +321,15 @@ fn two_ranks_train_a_k_fold_batchnorm_teacher_and_rank_0_decides_what_runs() {
     assert_eq!(m["config"]["data_parallel_ranks"], 2, "{m}");
     for f in 0..2 {
         let w = weights(&out.join(format!("fold-{f}")));
-        let bn: Vec<_> = w.iter().filter(|(n, _)| n.contains("running_var")).collect();
-        assert!(!bn.is_empty(), "no BatchNorm buffers in {:?}", w.iter().map(|x| &x.0).collect::<Vec<_>>());
+        let bn: Vec<_> = w
+            .iter()
+            .filter(|(n, _)| n.contains("running_var"))
+            .collect();
+        assert!(
+            !bn.is_empty(),
+            "no BatchNorm buffers in {:?}",
+            w.iter().map(|x| &x.0).collect::<Vec<_>>()
+        );
         for (n, v) in bn {
             let min = f64::try_from(v.min()).unwrap();
             assert!(min.is_finite() && min > 0.0, "{n}: {min}");
@@ -282,7 +337,12 @@ fn two_ranks_train_a_k_fold_batchnorm_teacher_and_rank_0_decides_what_runs() {
     }
     // A second run: rank 0 finds the artifact current and both ranks stop.
     let (o0, o1) = both(&args);
-    assert!(o0.status.success() && o1.status.success(), "{}{}", stderr(&o0), stderr(&o1));
+    assert!(
+        o0.status.success() && o1.status.success(),
+        "{}{}",
+        stderr(&o0),
+        stderr(&o1)
+    );
     assert!(String::from_utf8_lossy(&o0.stdout).contains("up to date"));
     assert!(String::from_utf8_lossy(&o1.stdout).contains("up to date"));
 }

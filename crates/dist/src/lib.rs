@@ -50,9 +50,11 @@ pub struct Launch {
 }
 
 fn parse<T: std::str::FromStr>(name: &str, v: &str, want: &str) -> Result<T> {
-    v.trim()
-        .parse()
-        .map_err(|_| Error(format!("environment variable {name} = '{v}': must be {want}")))
+    v.trim().parse().map_err(|_| {
+        Error(format!(
+            "environment variable {name} = '{v}': must be {want}"
+        ))
+    })
 }
 
 impl Launch {
@@ -294,7 +296,10 @@ mod tests {
     fn torchrun_and_srun_environments() {
         let l = launch(&TORCHRUN).unwrap().unwrap();
         assert_eq!((l.rank, l.world_size, l.local_rank), (1, 2, 1));
-        assert_eq!((l.master_addr.as_str(), l.master_port), ("127.0.0.1", 29500));
+        assert_eq!(
+            (l.master_addr.as_str(), l.master_port),
+            ("127.0.0.1", 29500)
+        );
         assert!(!l.agent_store);
         assert_eq!(l.store_prefix, "kd/0/");
         let mut v = TORCHRUN.to_vec();

@@ -72,7 +72,11 @@ fn a_peer_that_leaves_fails_the_next_collective_within_the_timeout() {
     let t0 = Instant::now();
     let t = Tensor::ones([8], (Kind::Float, tch::Device::Cpu));
     let e = g.all_reduce_sum(&t).unwrap_err().to_string();
-    assert!(t0.elapsed() < timeout + Duration::from_secs(5), "took {:?}", t0.elapsed());
+    assert!(
+        t0.elapsed() < timeout + Duration::from_secs(5),
+        "took {:?}",
+        t0.elapsed()
+    );
     assert!(e.contains("all-reduce failed on rank 0 of 2"), "{e}");
     assert!(!e.contains('\n'), "one line: {e}");
 }
@@ -83,7 +87,11 @@ fn a_rank_whose_peers_never_come_fails_the_rendezvous() {
     let e = Group::join(&launch(0, free_port()), Duration::from_secs(2))
         .unwrap_err()
         .to_string();
-    assert!(t0.elapsed() < Duration::from_secs(30), "took {:?}", t0.elapsed());
+    assert!(
+        t0.elapsed() < Duration::from_secs(30),
+        "took {:?}",
+        t0.elapsed()
+    );
     assert!(e.contains("rendezvous") && e.contains("rank 0 of 2"), "{e}");
 }
 
@@ -109,5 +117,8 @@ fn a_peer_that_stalls_fails_the_collective_after_the_timeout() {
         took >= Duration::from_millis(1500) && took < Duration::from_secs(15),
         "failed after {took:?} with a 2 s timeout"
     );
-    assert!(e.contains("all-reduce failed on rank 0 of 2") && e.contains("2s"), "{e}");
+    assert!(
+        e.contains("all-reduce failed on rank 0 of 2") && e.contains("2s"),
+        "{e}"
+    );
 }

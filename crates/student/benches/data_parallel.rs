@@ -57,8 +57,17 @@ fn child(role: &str) {
         batch_size: BATCH,
         ..Default::default()
     };
-    match train_stage_with(&cfg, &ds, &Source::None, &out, Device::Cpu, true, &opts, &Silent)
-        .expect("student run")
+    match train_stage_with(
+        &cfg,
+        &ds,
+        &Source::None,
+        &out,
+        Device::Cpu,
+        true,
+        &opts,
+        &Silent,
+    )
+    .expect("student run")
     {
         Outcome::Wrote(_) | Outcome::Follower { .. } => {}
         o => panic!("unexpected {o:?}"),

@@ -235,7 +235,9 @@ pub enum Outcome {
     Wrote(Box<Manifest>),
     /// A data-parallel rank other than 0 trained its share of every batch;
     /// rank 0 wrote the artifact.
-    Follower { rank: usize },
+    Follower {
+        rank: usize,
+    },
 }
 
 fn invalid(msg: impl Into<String>) -> StudentError {

@@ -135,7 +135,9 @@ pub enum Outcome {
     },
     /// A data-parallel rank other than 0 trained its share of every batch;
     /// rank 0 wrote the artifact.
-    Follower { rank: usize },
+    Follower {
+        rank: usize,
+    },
 }
 
 /// Accuracy, loss and confusion of a model on one split.
