@@ -684,6 +684,8 @@ impl FitJob<'_> {
             Ok::<bool, TeacherError>(finished())
         })? && !leader
         {
+            // A stand-in the caller never uses: a follower's fold loop moves
+            // on to the next fold at once.
             let (vs, net) = self.new_model();
             return Ok(Ok((vs, net, vec![])));
         }
