@@ -71,7 +71,7 @@ fn student_args(ds: &Path, out: &Path, epochs: usize) -> Vec<String> {
         "--preset",
         "vit-test",
         "--batch-size",
-        "8",
+        "7",
         "--lr",
         "0.01",
         "--device",
@@ -126,6 +126,16 @@ fn max_diff(a: &[(String, Tensor)], b: &[(String, Tensor)]) -> f64 {
         .fold(0.0, f64::max)
 }
 
+/// `|a - b| / |a|` over all weights together (L2).
+fn relative_diff(a: &[(String, Tensor)], b: &[(String, Tensor)]) -> f64 {
+    let (mut num, mut den) = (0.0, 0.0);
+    for ((_, ta), (_, tb)) in a.iter().zip(b) {
+        num += f64::try_from((ta - tb).square().sum(tch::Kind::Double)).unwrap();
+        den += f64::try_from(ta.square().sum(tch::Kind::Double)).unwrap();
+    }
+    (num / den).sqrt()
+}
+
 fn json(p: &Path) -> serde_json::Value {
     serde_json::from_slice(&std::fs::read(p).unwrap()).unwrap()
 }
@@ -133,9 +143,10 @@ fn json(p: &Path) -> serde_json::Value {
 #[test]
 fn two_ranks_under_torchrun_train_the_weights_of_one_process() {
     let t = tempfile::tempdir().unwrap();
-    // 21 images in batches of 8: the last batch (5) splits 3 + 2 between
-    // the ranks, so an unweighted mean of the two gradients would be wrong.
-    let ds = dataset(t.path(), 21, 4);
+    // 22 images in batches of 7: a batch splits 4 + 3 between the ranks (an
+    // unweighted mean of the two gradients would be wrong), and the last
+    // batch of 1 leaves rank 1 nothing (it contributes zeros).
+    let ds = dataset(t.path(), 22, 4);
     let (one, two) = (t.path().join("one"), t.path().join("two"));
     let o = Command::new(KD)
         .args(student_args(&ds, &one, 3))
@@ -161,9 +172,16 @@ fn two_ranks_under_torchrun_train_the_weights_of_one_process() {
     assert!(out.contains("rank 1 trained its share"), "{out}");
 
     let (w1, w2) = (weights(&one), weights(&two));
-    let d = max_diff(&w1, &w2);
-    eprintln!("two ranks vs one process: largest weight difference {d:e}");
-    assert!(d < 1e-4, "two ranks differ from one process by {d}");
+    // AdamW's first steps move every weight by about lr times the sign of
+    // its gradient, so a weight whose gradient is float noise can differ by
+    // ~lr between any two summation orders (one process on 1 and on 2
+    // threads differs by 3e-5 relative, 1.4e-4 at most, here). The bounds
+    // sit 15-25x above that; averaging the two gradients unweighted gives 5.6e-2
+    // relative and 4.5e-2 at most.
+    let (rel, d) = (relative_diff(&w1, &w2), max_diff(&w1, &w2));
+    eprintln!("two ranks vs one process: relative weight difference {rel:e}, largest {d:e}");
+    assert!(rel < 1e-3, "two ranks differ from one process by {rel} (relative)");
+    assert!(d < 4e-3, "two ranks differ from one process by {d} in a weight");
     // Two more epochs move the weights far more than the bound, so the
     // bound says something (an unweighted gradient mean misses it too).
     let short = t.path().join("short");
