@@ -180,8 +180,14 @@ fn two_ranks_under_torchrun_train_the_weights_of_one_process() {
     // relative and 4.5e-2 at most.
     let (rel, d) = (relative_diff(&w1, &w2), max_diff(&w1, &w2));
     eprintln!("two ranks vs one process: relative weight difference {rel:e}, largest {d:e}");
-    assert!(rel < 1e-3, "two ranks differ from one process by {rel} (relative)");
-    assert!(d < 4e-3, "two ranks differ from one process by {d} in a weight");
+    assert!(
+        rel < 1e-3,
+        "two ranks differ from one process by {rel} (relative)"
+    );
+    assert!(
+        d < 4e-3,
+        "two ranks differ from one process by {d} in a weight"
+    );
     // Two more epochs move the weights far more than the bound, so the
     // bound says something (an unweighted gradient mean misses it too).
     let short = t.path().join("short");

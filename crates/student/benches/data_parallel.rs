@@ -1,10 +1,13 @@
 //! Data-parallel training on one machine, side by side in one run: the
 //! student (vit-tiny, batch 128, 1x28x28, no teacher) trained by 2 ranks of
 //! 1 libtorch thread each (Gloo over localhost) against 1 process of 2
-//! threads, and the gradient all-reduce's share of a step.
+//! threads, and the gradient all-reduce's share of a step. 1 process of 1
+//! thread is the reference that shows what the machine's load does to a
+//! process whose threads must meet at every op (on a shared machine two
+//! OpenMP threads can be far slower than one).
 //!
 //! The bench re-executes itself for each configuration (KD_BENCH_DP_ROLE =
-//! single | rank, ranks with torchrun's variables), so thread settings never
+//! threads:N | rank, ranks with torchrun's variables), so thread settings never
 //! leak between them; rounds alternate the two so machine load hits both
 //! alike, and the table shows the median over rounds. Images/s count the
 //! training loop only (rank 0's clock, all ranks' images); evaluation is
@@ -43,7 +46,10 @@ fn median(mut v: Vec<f64>) -> f64 {
 fn child(role: &str) {
     let var = |k: &str| PathBuf::from(std::env::var(k).expect(k));
     let (ds, out) = (var("KD_BENCH_DP_DATASET"), var("KD_BENCH_DP_OUT"));
-    tch::set_num_threads(if role == "single" { 2 } else { 1 });
+    let threads = role
+        .strip_prefix("threads:")
+        .map_or(1, |n| n.parse().expect("threads:N"));
+    tch::set_num_threads(threads);
     let dist = kd_dist::Group::from_env(Duration::from_secs(300))
         .expect("join the group")
         .map(Rc::new);
@@ -82,9 +88,9 @@ fn free_port() -> u16 {
         .port()
 }
 
-/// Run one configuration; (images/s, all-reduce seconds of the epoch) from
-/// rank 0's metrics.
-fn run(ds: &Path, out: &Path, ranks: usize) -> (f64, f64) {
+/// Run one configuration (`ranks` processes of `threads` threads); (images/s,
+/// all-reduce seconds of the epoch) from rank 0's metrics.
+fn run(ds: &Path, out: &Path, ranks: usize, threads: usize) -> (f64, f64) {
     let me = std::env::current_exe().expect("bench binary");
     let port = free_port();
     let children: Vec<_> = (0..ranks)
@@ -94,7 +100,7 @@ fn run(ds: &Path, out: &Path, ranks: usize) -> (f64, f64) {
                 .env("KD_BENCH_DP_OUT", out)
                 .env("RUST_LOG", "warn");
             if ranks == 1 {
-                c.env("KD_BENCH_DP_ROLE", "single");
+                c.env("KD_BENCH_DP_ROLE", format!("threads:{threads}"));
             } else {
                 c.env("KD_BENCH_DP_ROLE", "rank")
                     .env("RANK", r.to_string())
@@ -129,14 +135,15 @@ fn main() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let ds = synthetic_dataset(&tmp.path().join("ds"), n, 10, [1, 28, 28], 3);
     let steps = n.div_ceil(BATCH) as f64;
-    let (mut single, mut dp, mut comm) = (vec![], vec![], vec![]);
+    let (mut one, mut single, mut dp, mut comm) = (vec![], vec![], vec![], vec![]);
     for _ in 0..rounds {
-        single.push(run(&ds, &tmp.path().join("single"), 1).0);
-        let (ips, ar) = run(&ds, &tmp.path().join("dp"), 2);
+        one.push(run(&ds, &tmp.path().join("one"), 1, 1).0);
+        single.push(run(&ds, &tmp.path().join("single"), 1, 2).0);
+        let (ips, ar) = run(&ds, &tmp.path().join("dp"), 2, 1);
         dp.push(ips);
         comm.push(ar / steps);
     }
-    let (s, d, c) = (median(single), median(dp), median(comm));
+    let (o, s, d, c) = (median(one), median(single), median(dp), median(comm));
     let step_ms = BATCH as f64 / d * 1e3;
     println!(
         "\nData-parallel student training: vit-tiny, batch {BATCH} (global), 1x28x28, {n} samples, no teacher, CPU, \
@@ -144,6 +151,10 @@ fn main() {
     );
     println!("| configuration | train images/s | relative to 1 x 2 threads |");
     println!("|---|---:|---:|");
+    println!(
+        "| 1 process x 1 thread (reference) | {o:.0} | {:.3} |",
+        o / s
+    );
     println!("| 1 process x 2 threads | {s:.0} | 1.000 |");
     println!(
         "| 2 ranks x 1 thread (Gloo, localhost) | {d:.0} | {:.3} |",
