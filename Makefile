@@ -26,7 +26,7 @@ export PATH := $(VENV)/bin:$(PATH)
 export KD_PYTHON := $(VENV)/bin/python
 KD := target/$(if $(filter dev,$(BUILD)),debug,$(BUILD))/kd
 CARGO_FLAGS := $(if $(filter dev,$(BUILD)),,--profile $(BUILD))
-SOURCES := $(shell find crates scripts -name '*.rs' -o -name Cargo.toml) Cargo.toml $(wildcard Cargo.lock)
+SOURCES := $(shell find crates scripts -name '*.rs' -o -name Cargo.toml -o -name '*.cpp') Cargo.toml $(wildcard Cargo.lock)
 TEACHERS := cnn involution
 VARIANTS := none cnn involution ensemble ensemble-live
 
