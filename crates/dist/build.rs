@@ -23,7 +23,16 @@ fn venv_of(lib: &Path) -> Option<PathBuf> {
 fn gloo_include(lib: &Path) -> PathBuf {
     println!("cargo:rerun-if-env-changed=KD_GLOO_INCLUDE");
     let candidates: Vec<PathBuf> = match env::var_os("KD_GLOO_INCLUDE") {
-        Some(p) => vec![PathBuf::from(p)],
+        Some(p) => {
+            let p = PathBuf::from(p);
+            if p.join("gloo/rendezvous/store.h").is_file() {
+                return p;
+            }
+            fail(&format!(
+                "KD_GLOO_INCLUDE = {}: no gloo/rendezvous/store.h there",
+                p.display()
+            ))
+        }
         None => venv_of(lib)
             .into_iter()
             .map(|v| v.join("kd-gloo/include"))
