@@ -26,7 +26,7 @@ export PATH := $(VENV)/bin:$(PATH)
 export KD_PYTHON := $(VENV)/bin/python
 KD := target/$(if $(filter dev,$(BUILD)),debug,$(BUILD))/kd
 CARGO_FLAGS := $(if $(filter dev,$(BUILD)),,--profile $(BUILD))
-SOURCES := $(shell find crates scripts -name '*.rs' -o -name Cargo.toml) Cargo.toml $(wildcard Cargo.lock)
+SOURCES := $(shell find crates scripts -name '*.rs' -o -name Cargo.toml -o -name '*.cpp') Cargo.toml $(wildcard Cargo.lock)
 TEACHERS := cnn involution
 VARIANTS := none cnn involution ensemble ensemble-live
 
@@ -42,12 +42,15 @@ help: ## list targets
 	@grep -hE '^[a-zA-Z_%-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | expand -t 24
 
 # Order-only below: a fresh clone's newer script must not rebuild everything.
-$(VENV)/.kd-ready:
+# The second stamp is Gloo's headers for kd-dist's c10d shim (added after the
+# first: a machine set up before data-parallel training gets them too).
+TORCH_READY := $(VENV)/.kd-ready $(VENV)/kd-gloo/.kd-ready
+$(TORCH_READY) &:
 	scripts/setup-libtorch.sh >/dev/null
 
-setup: $(RAW)/train-images-idx3-ubyte.gz | $(VENV)/.kd-ready ## libtorch virtualenv + Fashion-MNIST
+setup: $(RAW)/train-images-idx3-ubyte.gz | $(TORCH_READY) ## libtorch virtualenv + Fashion-MNIST
 
-$(KD): $(SOURCES) | $(VENV)/.kd-ready
+$(KD): $(SOURCES) | $(TORCH_READY)
 	cargo build $(CARGO_FLAGS) -p kd-cli
 	@touch $@
 
@@ -181,11 +184,11 @@ $(RUN)/report/report.md: $(foreach v,$(STUDENT_RUNS),$(RUN)/student/$(v)/manifes
 
 report: $(RUN)/report/report.md ## results table, timings, cache size, curves (report/report.md)
 
-test: $(RAW)/train-images-idx3-ubyte.gz | $(VENV)/.kd-ready ## the test suite (unit, integration, Makefile and pipeline tests on tiny data)
+test: $(RAW)/train-images-idx3-ubyte.gz | $(TORCH_READY) ## the test suite (unit, integration, Makefile and pipeline tests on tiny data)
 	cargo test --workspace --no-fail-fast
 	tests/pipeline.sh
 
-bench: $(RAW)/train-images-idx3-ubyte.gz | $(VENV)/.kd-ready ## benchmarks, one table: data/runs/bench.md
+bench: $(RAW)/train-images-idx3-ubyte.gz | $(TORCH_READY) ## benchmarks, one table: data/runs/bench.md
 	scripts/bench.sh data/runs/bench.md
 
 clean: ## remove this profile's run artifacts

@@ -1,9 +1,11 @@
+use crate::data_parallel::{DistArgs, place};
 use crate::ui::{Bars, out};
 use anyhow::{Context, bail};
 use kd_core::amp::Precision;
+use kd_core::fit::FitOptions;
 use kd_logit_cache::LogitStore;
 use kd_student::Distill;
-use kd_student::train::{Outcome, Source, StudentConfig, TokenMode, train_stage};
+use kd_student::train::{Outcome, Source, StudentConfig, TokenMode, train_stage_with};
 use std::path::{Path, PathBuf};
 
 #[derive(clap::Subcommand)]
@@ -84,6 +86,8 @@ pub struct TrainArgs {
     /// Rerun from scratch even if the artifact is up to date or a checkpoint exists.
     #[arg(long)]
     force: bool,
+    #[command(flatten)]
+    dist: DistArgs,
 }
 
 pub fn run(cmd: Cmd) -> anyhow::Result<()> {
@@ -182,21 +186,36 @@ fn train(a: TrainArgs) -> anyhow::Result<()> {
             _ => bail!("--tokens '{t}': expected per-teacher or averaged"),
         };
     }
-    let device = kd_core::parse_device(
-        a.device
-            .as_deref()
-            .or(prof_device.as_deref())
-            .unwrap_or("auto"),
-    )?;
+    let dist = a.dist.join()?;
+    let device_spec = a
+        .device
+        .as_deref()
+        .or(prof_device.as_deref())
+        .unwrap_or("auto");
+    let device = place(
+        kd_core::parse_device(device_spec)?,
+        device_spec,
+        dist.as_deref(),
+    );
     let spec = a.teachers.or(prof_teachers).context(
         "no --teachers given (cache:DIR, live:DIR,... or none) and none in the profile section",
     )?;
     let source = parse_source(&spec, device)?;
     let bars = Bars::default();
-    match train_stage(&cfg, &a.dataset, &source, &a.out, device, a.force, &bars)
-        .with_context(|| format!("student train into {}", a.out.display()))?
+    let opts = FitOptions {
+        dist,
+        ..Default::default()
+    };
+    match train_stage_with(
+        &cfg, &a.dataset, &source, &a.out, device, a.force, &opts, &bars,
+    )
+    .with_context(|| format!("student train into {}", a.out.display()))?
     {
         Outcome::UpToDate => out(format!("{}: up to date", a.out.display())),
+        Outcome::Follower { rank } => out(format!(
+            "{}: rank {rank} trained its share; rank 0 wrote the artifact",
+            a.out.display()
+        )),
         Outcome::Stopped { epochs_done } => out(format!(
             "{}: stopped after {epochs_done} epochs",
             a.out.display()

@@ -1,8 +1,10 @@
+use crate::data_parallel::{DistArgs, place};
 use crate::ui::{Bars, out};
 use anyhow::Context;
 use kd_core::amp::Precision;
+use kd_core::fit::FitOptions;
 use kd_core::profile::Profile;
-use kd_teachers::{Arch, Outcome, TeacherConfig, evaluate, train_stage};
+use kd_teachers::{Arch, Outcome, TeacherConfig, evaluate, train_stage_with};
 use std::path::PathBuf;
 
 #[derive(clap::Subcommand)]
@@ -104,6 +106,8 @@ pub struct TrainArgs {
     /// Retrain even if the artifact is up to date (discards any checkpoint).
     #[arg(long)]
     force: bool,
+    #[command(flatten)]
+    dist: DistArgs,
 }
 
 #[derive(clap::Args)]
@@ -162,13 +166,18 @@ fn import(a: ImportArgs) -> anyhow::Result<()> {
                 .as_f64()
                 .unwrap_or(f64::NAN)
         )),
-        Outcome::Stopped { .. } => {}
+        Outcome::Stopped { .. } | Outcome::Follower { .. } => {}
     }
     Ok(())
 }
 
 fn train(a: TrainArgs) -> anyhow::Result<()> {
-    let device = kd_core::parse_device(&a.device)?;
+    let dist = a.dist.join()?;
+    let device = place(
+        kd_core::parse_device(&a.device)?,
+        &a.device,
+        dist.as_deref(),
+    );
     let arch = a.arch.map(|x| match x {
         ArchArg::Cnn => Arch::Cnn,
         ArchArg::Involution => Arch::Involution,
@@ -218,7 +227,11 @@ fn train(a: TrainArgs) -> anyhow::Result<()> {
         cfg.folds = Some(k);
     }
     let bars = Bars::default();
-    let outcome = train_stage(&cfg, &a.dataset, &a.out, device, a.force, &bars)
+    let opts = FitOptions {
+        dist,
+        ..Default::default()
+    };
+    let outcome = train_stage_with(&cfg, &a.dataset, &a.out, device, a.force, &bars, &opts)
         .with_context(|| format!("teacher train into {}", a.out.display()))?;
     match outcome {
         Outcome::UpToDate => out(format!("{}: up to date", a.out.display())),
@@ -236,6 +249,10 @@ fn train(a: TrainArgs) -> anyhow::Result<()> {
         )),
         Outcome::Stopped { epochs_done } => out(format!(
             "{}: stopped after {epochs_done} epochs",
+            a.out.display()
+        )),
+        Outcome::Follower { rank } => out(format!(
+            "{}: rank {rank} trained its share; rank 0 wrote the artifact",
             a.out.display()
         )),
     }

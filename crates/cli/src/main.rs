@@ -12,6 +12,7 @@ mod cmd_report;
 mod cmd_student;
 mod cmd_study;
 mod cmd_teacher;
+mod data_parallel;
 mod ui;
 
 use clap::{Parser, Subcommand};

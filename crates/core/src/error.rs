@@ -67,8 +67,18 @@ pub enum CoreError {
     Device(String),
     #[error("{0}")]
     Invalid(String),
+    /// A collective of data-parallel training failed (a peer died or
+    /// stalled past the timeout), or rank 0 stopped and told the others.
+    #[error("{0}")]
+    DataParallel(String),
     #[error("libtorch")]
     Torch(#[from] tch::TchError),
+}
+
+impl From<kd_dist::Error> for CoreError {
+    fn from(e: kd_dist::Error) -> Self {
+        CoreError::DataParallel(e.0)
+    }
 }
 
 pub type Result<T, E = CoreError> = std::result::Result<T, E>;

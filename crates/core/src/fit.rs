@@ -5,18 +5,25 @@
 //! the history so far. Every random choice is keyed by (seed, epoch), so a run
 //! killed at any point and restarted resumes from the last finished epoch and
 //! ends with the same weights as an uninterrupted run.
+//!
+//! Under data-parallel training ([`FitOptions::dist`], see
+//! [`crate::data_parallel`]) every rank runs this loop on its slice of each
+//! batch; rank 0 alone checkpoints, evaluates and reports, and a checkpoint
+//! records the world size it was made with (resuming with another is refused).
 
 use crate::amp::{Precision, autocast};
+use crate::data_parallel;
 use crate::error::{CoreError, IoContext, Result};
 use crate::manifest::{read_json, write_json};
 use crate::optim::{AdamW, AdamWConfig, cosine_lr};
-use crate::progress::Progress;
+use crate::progress::{Progress, Silent};
 use crate::rng::{Rng, key};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use std::collections::BTreeMap;
 use std::fs;
 use std::path::{Path, PathBuf};
+use std::rc::Rc;
 use std::time::Instant;
 use tch::{Tensor, nn::VarStore};
 
@@ -158,6 +165,11 @@ pub struct EpochRecord {
     pub eval: Map<String, Value>,
     pub train_seconds: f64,
     pub images_per_sec: f64,
+    /// Data-parallel runs: seconds of `train_seconds` this rank spent in the
+    /// gradient all-reduce (waiting for the slowest rank included). Absent
+    /// in one process, so its metrics read as before the field existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allreduce_seconds: Option<f64>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -165,13 +177,41 @@ struct CkptState {
     identity: Value,
     epochs_done: usize,
     history: Vec<EpochRecord>,
+    /// Data-parallel ranks that made the checkpoint; absent when one, so a
+    /// one-process checkpoint reads and writes as before the field existed.
+    #[serde(default = "one", skip_serializing_if = "is_one")]
+    world_size: usize,
 }
 
-/// Options that do not change the result.
+fn one() -> usize {
+    1
+}
+
+/// Options that do not change the result (beyond float summation order).
 #[derive(Clone, Debug, Default)]
 pub struct FitOptions {
     /// Stop (as if killed) after this many epochs in this process; for tests.
     pub stop_after: Option<usize>,
+    /// The data-parallel group this process trains in; `None` (or a group of
+    /// one) trains alone, exactly as without the option.
+    pub dist: Option<Rc<kd_dist::Group>>,
+}
+
+impl FitOptions {
+    /// The data-parallel group, if there is more than one rank.
+    pub fn group(&self) -> Option<&kd_dist::Group> {
+        self.dist.as_deref().filter(|g| g.size() > 1)
+    }
+
+    /// Whether this process writes artifacts: rank 0, or the only process.
+    pub fn is_leader(&self) -> bool {
+        self.group().is_none_or(kd_dist::Group::is_leader)
+    }
+
+    /// Number of data-parallel ranks (1 alone).
+    pub fn world_size(&self) -> usize {
+        self.group().map_or(1, kd_dist::Group::size)
+    }
 }
 
 fn ckpt_paths(out: &Path) -> (PathBuf, PathBuf, PathBuf) {
@@ -229,42 +269,57 @@ pub fn fit(
             "nothing to train: empty split or batch size 0".into(),
         ));
     }
+    let dist = opts.group();
+    let leader = opts.is_leader();
+    let world = opts.world_size();
+    // Only rank 0 shows progress; the others' would repeat it.
+    let progress: &dyn Progress = if leader { progress } else { &Silent };
     let mut opt = AdamW::new(learner.var_store(), cfg.adamw);
-    let (ckpt, _, old) = ckpt_paths(out);
-    // A crash between the two renames leaves only ckpt.old: it is complete.
-    let resume_from = if ckpt.join("state.json").is_file() {
-        Some(ckpt)
-    } else if old.join("state.json").is_file() {
-        Some(old)
-    } else {
-        None
-    };
     let mut state = CkptState {
         identity: identity.clone(),
         epochs_done: 0,
         history: vec![],
+        world_size: world,
     };
-    if let Some(dir) = resume_from {
-        let saved: CkptState = read_json(&dir.join("state.json"))?;
-        if &saved.identity != identity {
-            return Err(CoreError::Invalid(format!(
-                "{}: checkpoint was made with another model, config or dataset; delete it or rerun with --force",
-                dir.display()
-            )));
+    // Rank 0 reads the checkpoint; the others get its state by broadcast,
+    // so they need no access to its files.
+    let resumed = if leader {
+        resume(learner, &mut opt, identity, out, world)
+    } else {
+        Ok(None)
+    };
+    if let Some(g) = dist {
+        let head = Tensor::from_slice(&[
+            i64::from(resumed.is_err()),
+            match &resumed {
+                Ok(Some(saved)) => saved.epochs_done as i64,
+                _ => 0,
+            },
+            opt.steps,
+        ]);
+        let sent = g.broadcast(&head, 0);
+        let resumed = resumed?;
+        sent?;
+        let head = Vec::<i64>::try_from(&head)?;
+        if head[0] != 0 {
+            return Err(data_parallel::stopped(g));
         }
-        learner
-            .var_store()
-            .load(dir.join("weights.safetensors"))
-            .map_err(|e| {
-                CoreError::Invalid(format!(
-                    "{}: cannot load checkpoint weights: {e}",
-                    dir.display()
-                ))
-            })?;
-        opt.load(&dir.join("optim.safetensors"))?;
+        opt.steps = head[2];
+        if let Some(saved) = resumed {
+            state = saved;
+        } else {
+            state.epochs_done = head[1] as usize;
+        }
+        // Weights and buffers (after a resume, or the seeded initialisation,
+        // which a rank on another device could draw differently) and the
+        // optimiser moments: every rank starts where rank 0 does.
+        data_parallel::broadcast_all(g, &sorted_variables(learner.var_store(), false))?;
+        data_parallel::broadcast_all(g, &opt.moments())?;
+    } else if let Some(saved) = resumed? {
         state = saved;
-        tracing::info!(epochs_done = state.epochs_done, dir = %dir.display(), "resuming from checkpoint");
     }
+    let params = opt.params();
+    let buffers = sorted_variables(learner.var_store(), true);
     let steps_per_epoch = n.div_ceil(cfg.batch_size);
     let total = steps_per_epoch * cfg.epochs;
     let warmup = (cfg.warmup_epochs * steps_per_epoch as f64).round() as usize;
@@ -278,7 +333,10 @@ pub fn fit(
         let mut order: Vec<usize> = (0..n).collect();
         Rng::keyed(cfg.seed, &[0x7368_7566, epoch as u64]).shuffle(&mut order);
         let mut sums: BTreeMap<String, f64> = BTreeMap::new();
+        // Samples of the epoch so far (all ranks), and those this rank trained on.
         let mut seen = 0usize;
+        let mut mine_seen = 0usize;
+        let mut allreduce_seconds = 0.0;
         progress.start(&format!("epoch {}/{}", epoch + 1, cfg.epochs), n as u64);
         let t0 = Instant::now();
         let mut lr = cfg.lr;
@@ -286,31 +344,55 @@ pub fn fit(
             let step = epoch * steps_per_epoch + b;
             lr = cosine_lr(step, total, warmup, cfg.lr, cfg.min_lr);
             opt.zero_grad();
-            let (loss, stats) =
-                autocast(device, cfg.precision, || learner.train_batch(idx, epoch))?;
-            let loss_v = f64::try_from(&loss)?;
-            if !loss_v.is_finite() {
-                return Err(CoreError::Invalid(format!(
-                    "loss became {loss_v} at epoch {} step {b}: lower the learning rate",
-                    epoch + 1
-                )));
+            let Some(g) = dist else {
+                let (loss, stats) =
+                    autocast(device, cfg.precision, || learner.train_batch(idx, epoch))?;
+                let loss_v = f64::try_from(&loss)?;
+                check_loss(loss_v, epoch, b)?;
+                loss.backward();
+                opt.step(lr);
+                for (k, v) in stats {
+                    *sums.entry(k).or_default() += v * idx.len() as f64;
+                }
+                seen += idx.len();
+                mine_seen += idx.len();
+                progress.update(seen as u64, &running_means(&sums, mine_seen));
+                continue;
+            };
+            let mine = &idx[data_parallel::slice(idx.len(), g.rank(), g.size())];
+            // This rank's share of the batch's mean loss; a rank with an
+            // empty slice (batch smaller than the world) contributes zeros.
+            let mut share = 0.0;
+            if !mine.is_empty() {
+                let (loss, stats) =
+                    autocast(device, cfg.precision, || learner.train_batch(mine, epoch))?;
+                let w = mine.len() as f64 / idx.len() as f64;
+                share = f64::try_from(&loss)? * w;
+                (loss * w).backward();
+                for (k, v) in stats {
+                    *sums.entry(k).or_default() += v * mine.len() as f64;
+                }
+                mine_seen += mine.len();
             }
-            loss.backward();
+            // The batch's loss is the same number on every rank, so a
+            // diverging run stops everywhere at the same step.
+            let tc = Instant::now();
+            let batch_loss = data_parallel::all_reduce_grads(g, &params, &[share])?[0];
+            allreduce_seconds += tc.elapsed().as_secs_f64();
+            check_loss(batch_loss, epoch, b)?;
             opt.step(lr);
-            for (k, v) in stats {
-                *sums.entry(k).or_default() += v * idx.len() as f64;
-            }
             seen += idx.len();
-            let msg = sums
-                .iter()
-                .map(|(k, v)| format!("{k} {:.4}", v / seen as f64))
-                .collect::<Vec<_>>()
-                .join(" ");
-            progress.update(seen as u64, &msg);
+            // Rank 0's progress shows the means over its own slices.
+            progress.update(seen as u64, &running_means(&sums, mine_seen));
+        }
+        if let Some(g) = dist {
+            sums = data_parallel::all_reduce_stats(g, &sums)?;
+            data_parallel::sync_buffers(g, &buffers)?;
         }
         let secs = t0.elapsed().as_secs_f64();
         progress.finish();
-        let eval = if (epoch + 1) % cfg.eval_every.max(1) == 0 || epoch + 1 == cfg.epochs {
+        let due = (epoch + 1) % cfg.eval_every.max(1) == 0 || epoch + 1 == cfg.epochs;
+        let eval = if due && leader {
             learner.evaluate(epoch)?
         } else {
             Map::new()
@@ -325,20 +407,107 @@ pub fn fit(
             eval,
             train_seconds: secs,
             images_per_sec: seen as f64 / secs.max(1e-9),
+            allreduce_seconds: dist.map(|_| allreduce_seconds),
         };
-        tracing::info!(
-            epoch = epoch + 1,
-            train = ?rec.train,
-            eval = %serde_json::Value::Object(rec.eval.clone()),
-            img_per_s = format!("{:.0}", rec.images_per_sec),
-            "epoch done"
-        );
+        if leader {
+            tracing::info!(
+                epoch = epoch + 1,
+                train = ?rec.train,
+                eval = %serde_json::Value::Object(rec.eval.clone()),
+                img_per_s = format!("{:.0}", rec.images_per_sec),
+                "epoch done"
+            );
+        }
         state.history.push(rec);
         state.epochs_done = epoch + 1;
-        save_checkpoint(out, learner.var_store(), &opt, &state)?;
+        if leader {
+            save_checkpoint(out, learner.var_store(), &opt, &state)?;
+        }
+        if let Some(g) = dist {
+            // The others wait here while rank 0 evaluates and checkpoints:
+            // an epoch is over on every rank once its checkpoint exists.
+            g.barrier()?;
+        }
         ran += 1;
     }
     Ok(state.history)
+}
+
+fn check_loss(loss: f64, epoch: usize, step: usize) -> Result<()> {
+    if loss.is_finite() {
+        Ok(())
+    } else {
+        Err(CoreError::Invalid(format!(
+            "loss became {loss} at epoch {} step {step}: lower the learning rate",
+            epoch + 1
+        )))
+    }
+}
+
+fn running_means(sums: &BTreeMap<String, f64>, n: usize) -> String {
+    sums.iter()
+        .map(|(k, v)| format!("{k} {:.4}", v / n.max(1) as f64))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// A var store's variables sorted by name (the same order on every rank):
+/// all of them, or (`buffers_only`) those not trained by gradient.
+fn sorted_variables(vs: &VarStore, buffers_only: bool) -> Vec<Tensor> {
+    let mut vars: Vec<(String, Tensor)> = vs
+        .variables()
+        .into_iter()
+        .filter(|(_, t)| !buffers_only || !t.requires_grad())
+        .collect();
+    vars.sort_by(|a, b| a.0.cmp(&b.0));
+    vars.into_iter().map(|(_, t)| t).collect()
+}
+
+/// Load `out`'s checkpoint into `learner` and `opt`, if there is one made
+/// under the same identity and world size.
+fn resume(
+    learner: &mut dyn Learner,
+    opt: &mut AdamW,
+    identity: &Value,
+    out: &Path,
+    world: usize,
+) -> Result<Option<CkptState>> {
+    let (ckpt, _, old) = ckpt_paths(out);
+    // A crash between the two renames leaves only ckpt.old: it is complete.
+    let dir = if ckpt.join("state.json").is_file() {
+        ckpt
+    } else if old.join("state.json").is_file() {
+        old
+    } else {
+        return Ok(None);
+    };
+    let saved: CkptState = read_json(&dir.join("state.json"))?;
+    if &saved.identity != identity {
+        return Err(CoreError::Invalid(format!(
+            "{}: checkpoint was made with another model, config or dataset; delete it or rerun with --force",
+            dir.display()
+        )));
+    }
+    if saved.world_size != world {
+        return Err(CoreError::Invalid(format!(
+            "{}: checkpoint was made by {} data-parallel rank(s), this run has {world}; resume with WORLD_SIZE={} or rerun with --force",
+            dir.display(),
+            saved.world_size,
+            saved.world_size
+        )));
+    }
+    learner
+        .var_store()
+        .load(dir.join("weights.safetensors"))
+        .map_err(|e| {
+            CoreError::Invalid(format!(
+                "{}: cannot load checkpoint weights: {e}",
+                dir.display()
+            ))
+        })?;
+    opt.load(&dir.join("optim.safetensors"))?;
+    tracing::info!(epochs_done = saved.epochs_done, world_size = world, dir = %dir.display(), "resuming from checkpoint");
+    Ok(Some(saved))
 }
 
 #[cfg(test)]
@@ -563,6 +732,7 @@ mod tests {
         let mut b = Lin::new();
         let stop = FitOptions {
             stop_after: Some(1),
+            ..Default::default()
         };
         assert_eq!(
             fit(&mut b, &cfg, &id, &out, &stop, &Silent).unwrap().len(),

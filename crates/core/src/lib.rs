@@ -9,6 +9,7 @@
 //! cosine schedule, checkpointed epoch loop) that teachers and student share.
 
 pub mod amp;
+pub mod data_parallel;
 pub mod device;
 pub mod error;
 pub mod fit;

@@ -109,6 +109,21 @@ impl AdamW {
         }
     }
 
+    /// The trained parameters, in a fixed order (sorted by name, the same on
+    /// every data-parallel rank).
+    pub fn params(&self) -> Vec<Tensor> {
+        self.params.iter().map(|p| p.var.shallow_clone()).collect()
+    }
+
+    /// Every moment tensor, in the order of [`AdamW::params`] (m then v of
+    /// each); data-parallel ranks receive rank 0's after a resume.
+    pub fn moments(&self) -> Vec<Tensor> {
+        self.params
+            .iter()
+            .flat_map(|p| [p.m.shallow_clone(), p.v.shallow_clone()])
+            .collect()
+    }
+
     /// Moments as named tensors (`m.<param>`, `v.<param>`) plus the step count.
     pub fn state(&self) -> Vec<(String, Tensor)> {
         let mut out = vec![("steps".to_string(), Tensor::from(self.steps))];

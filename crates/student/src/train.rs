@@ -237,6 +237,11 @@ pub enum Outcome {
         epochs_done: usize,
     },
     Wrote(Box<Manifest>),
+    /// A data-parallel rank other than 0 trained its share of every batch;
+    /// rank 0 wrote the artifact.
+    Follower {
+        rank: usize,
+    },
 }
 
 fn invalid(msg: impl Into<String>) -> StudentError {
@@ -902,12 +907,27 @@ pub fn train_stage_with(
         }
         inputs.push(pin);
     }
-    let config = json!({"student": cfg, "model": model_cfg, "source": source_desc});
-    if !needs_run(out, STAGE, &config, &inputs, force)? {
-        return Ok(Outcome::UpToDate);
+    let mut config = json!({"student": cfg, "model": model_cfg, "source": source_desc});
+    let world = opts.world_size();
+    if world > 1 && model_cfg.drop_path > 0.0 {
+        // Each rank draws the drop-path masks of its own slice, so the run
+        // is another random realisation than one process's: not the same
+        // artifact. (Without random draws inside a batch the ranks compute
+        // one process's result up to float rounding, and the hash stays.)
+        config["data_parallel_ranks"] = json!(world);
     }
-    if force {
-        remove_checkpoint(out)?;
+    // Rank 0 alone looks at (and under --force empties) `--out`.
+    let run = kd_core::data_parallel::leader_decides(opts.group(), || -> Result<bool> {
+        if !needs_run(out, STAGE, &config, &inputs, force)? {
+            return Ok(false);
+        }
+        if force {
+            remove_checkpoint(out)?;
+        }
+        Ok(true)
+    })?;
+    if !run {
+        return Ok(Outcome::UpToDate);
     }
     let identity = json!({
         "config": config,
@@ -946,6 +966,9 @@ pub fn train_stage_with(
             epochs_done: history.len(),
         });
     }
+    if let Some(g) = opts.group().filter(|g| !g.is_leader()) {
+        return Ok(Outcome::Follower { rank: g.rank() });
+    }
 
     let weights = out.join("weights.safetensors");
     learner.vs.save(&weights)?;
@@ -968,6 +991,7 @@ pub fn train_stage_with(
         "params": params,
         "device": kd_core::device::device_name(device),
         "images_per_sec": mean_ips,
+        "data_parallel_ranks": world,
         "epochs": history,
     });
     write_json(&out.join("metrics.json"), &metrics)?;

@@ -415,6 +415,7 @@ fn resume_after_interruption_equals_straight_run() {
     let b = t.path().join("b");
     let stop = FitOptions {
         stop_after: Some(1),
+        ..Default::default()
     };
     let src = cache(&store, &["cnn", "involution"]);
     let o = train_stage_with(&cfg, &ds, &src, &b, CPU, false, &stop, &Silent).unwrap();

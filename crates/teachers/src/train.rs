@@ -139,6 +139,11 @@ pub enum Outcome {
     Stopped {
         epochs_done: usize,
     },
+    /// A data-parallel rank other than 0 trained its share of every batch;
+    /// rank 0 wrote the artifact.
+    Follower {
+        rank: usize,
+    },
 }
 
 /// Accuracy, loss and confusion of a model on one split.
@@ -322,13 +327,27 @@ pub fn train_stage_with(
 ) -> Result<Outcome> {
     let (cfg, model_cfg) = cfg.resolve()?;
     let input = InputRef::of("dataset", dataset, kd_data::store::STAGE)?;
-    let config = serde_json::to_value(&cfg).expect("config serialises");
-    if !needs_run(out, STAGE, &config, std::slice::from_ref(&input), force)? {
-        return Ok(Outcome::UpToDate);
+    let mut config = serde_json::to_value(&cfg).expect("config serialises");
+    let world = opts.world_size();
+    if world > 1 {
+        // The teachers' BatchNorm layers normalise over each rank's slice
+        // (batch / ranks images), as PyTorch DDP does without SyncBatchNorm:
+        // another training than one process's, so another artifact.
+        config["data_parallel_ranks"] = json!(world);
     }
-    if force {
-        remove_checkpoint(out)?;
-        remove_folds(out)?;
+    // Rank 0 alone looks at (and under --force empties) `--out`.
+    let run = kd_core::data_parallel::leader_decides(opts.group(), || -> Result<bool> {
+        if !needs_run(out, STAGE, &config, std::slice::from_ref(&input), force)? {
+            return Ok(false);
+        }
+        if force {
+            remove_checkpoint(out)?;
+            remove_folds(out)?;
+        }
+        Ok(true)
+    })?;
+    if !run {
+        return Ok(Outcome::UpToDate);
     }
     let ds = Dataset::open(dataset)?;
     let classes = ds.num_classes();
@@ -381,6 +400,7 @@ pub fn train_stage_with(
     let (models, history, folds) = match cfg.folds {
         None => match job.train_one(train, out, &identity)? {
             Err(epochs_done) => return Ok(Outcome::Stopped { epochs_done }),
+            Ok(_) if !opts.is_leader() => return Ok(follower(opts)),
             Ok((vs, net, history)) => {
                 vs.save(out.join(WEIGHTS))?;
                 (vec![(vs, net)], history, None)
@@ -400,6 +420,10 @@ pub fn train_stage_with(
                     Err(epochs_done) => return Ok(Outcome::Stopped { epochs_done }),
                     Ok(m) => m,
                 };
+                if !opts.is_leader() {
+                    // Rank 0 evaluates and writes the fold.
+                    continue;
+                }
                 let held_out: Vec<usize> = (0..train.len())
                     .filter(|&i| assignment[i] as usize == f)
                     .collect();
@@ -425,6 +449,9 @@ pub fn train_stage_with(
                 assignment,
                 checkpoint_hashes: hashes,
             };
+            if !opts.is_leader() {
+                return Ok(follower(opts));
+            }
             write_json(&out.join(FOLDS), &folds)?;
             (models, history, Some(folds))
         }
@@ -477,6 +504,7 @@ pub fn train_stage_with(
     let m = metrics.as_object_mut().expect("object");
     m.insert("history".into(), json!(history));
     m.insert("confusion".into(), json!(fin.confusion));
+    m.insert("data_parallel_ranks".into(), json!(world));
     m.insert("class_names".into(), json!(ds.class_names));
     m.insert(
         "train_seconds".into(),
@@ -512,6 +540,12 @@ pub fn train_stage_with(
     man.write(out)?;
     tracing::info!(out = %out.display(), test_accuracy = fin.accuracy, "teacher written");
     Ok(Outcome::Wrote(Box::new(man)))
+}
+
+fn follower(opts: &FitOptions) -> Outcome {
+    Outcome::Follower {
+        rank: opts.group().map_or(0, |g| g.rank()),
+    }
 }
 
 /// Remove the fold models of an earlier run (`--force`).
@@ -646,7 +680,24 @@ impl FitJob<'_> {
     ) -> Result<std::result::Result<Trained, usize>> {
         let id_path = dir.join("fold.json");
         let weights = dir.join(WEIGHTS);
-        if weights.is_file()
+        let finished = || {
+            weights.is_file()
+                && read_json::<Value>(&id_path).is_ok_and(|done| done["identity"] == *identity)
+        };
+        // Rank 0 decides (the others may not see its files); a finished fold
+        // is skipped by all, and only rank 0 loads it.
+        let leader = self.opts.is_leader();
+        if kd_core::data_parallel::leader_decides(self.opts.group(), || {
+            Ok::<bool, TeacherError>(finished())
+        })? && !leader
+        {
+            // A stand-in the caller never uses: a follower's fold loop moves
+            // on to the next fold at once.
+            let (vs, net) = self.new_model();
+            return Ok(Ok((vs, net, vec![])));
+        }
+        if leader
+            && weights.is_file()
             && let Ok(done) = read_json::<Value>(&id_path)
             && done["identity"] == *identity
         {
@@ -660,7 +711,9 @@ impl FitJob<'_> {
             return Ok(Ok((vs, net, history)));
         }
         let trained = self.train_one(train, dir, identity)?;
-        if let Ok((vs, _, history)) = &trained {
+        if let Ok((vs, _, history)) = &trained
+            && self.opts.is_leader()
+        {
             vs.save(&weights)?;
             write_json(&id_path, &json!({"identity": identity, "history": history}))?;
             remove_checkpoint(dir)?;

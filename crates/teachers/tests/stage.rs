@@ -94,6 +94,7 @@ fn train_resume_load_and_evaluate() {
     let b = t.path().join("b");
     let stop = FitOptions {
         stop_after: Some(1),
+        ..Default::default()
     };
     let r = train_stage_with(&cfg, &data, &b, Device::Cpu, false, &Silent, &stop).unwrap();
     assert!(matches!(r, Outcome::Stopped { epochs_done: 1 }), "{r:?}");
@@ -223,6 +224,7 @@ fn bad_input_is_refused_without_a_manifest() {
     let out = t.path().join("o3");
     let stop = FitOptions {
         stop_after: Some(1),
+        ..Default::default()
     };
     let cfg = tiny(Arch::Cnn, 2);
     assert!(matches!(
@@ -307,6 +309,7 @@ fn cross_fitted_teacher_answers_each_sample_with_the_model_that_never_saw_it() {
     // Interrupted inside the first fold, then resumed: same artifact as a straight run.
     let opts = FitOptions {
         stop_after: Some(1),
+        ..Default::default()
     };
     assert!(matches!(
         train_stage_with(&cfg, &data, &out, Device::Cpu, false, &Silent, &opts).unwrap(),

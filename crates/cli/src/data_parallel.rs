@@ -1,0 +1,49 @@
+//! The CLI side of data-parallel training: join the group that torchrun's or
+//! srun's environment describes, and put each rank on its own GPU.
+
+use kd_core::fit::check;
+use kd_dist::Group;
+use std::rc::Rc;
+use std::time::Duration;
+use tch::Device;
+
+#[derive(clap::Args)]
+pub struct DistArgs {
+    /// Data-parallel training (ranks launched by torchrun or srun, which set
+    /// RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR, MASTER_PORT; see the
+    /// README, "More than one machine"): seconds the start-up rendezvous and
+    /// each collective may wait for the other ranks before this rank stops
+    /// with an error. Rank 0's evaluation and checkpoint count against it.
+    /// Does nothing in a single process.
+    #[arg(
+        long,
+        env = "KD_DIST_TIMEOUT",
+        default_value_t = 600.0,
+        value_name = "SECS"
+    )]
+    pub dist_timeout: f64,
+}
+
+impl DistArgs {
+    /// The group of this process, or `None` when it trains alone.
+    pub fn join(&self) -> anyhow::Result<Option<Rc<Group>>> {
+        check::positive("dist_timeout", self.dist_timeout)?;
+        if self.dist_timeout > 1e9 {
+            anyhow::bail!(
+                "setting dist_timeout = {}: must be at most 1e9 seconds",
+                self.dist_timeout
+            );
+        }
+        let timeout = Duration::from_secs_f64(self.dist_timeout);
+        Ok(Group::from_env(timeout)?.map(Rc::new))
+    }
+}
+
+/// `cuda` (or `auto` that found CUDA) means GPU LOCAL_RANK for a rank of a
+/// data-parallel job; an explicit `cuda:N` is kept.
+pub fn place(device: Device, spec: &str, group: Option<&Group>) -> Device {
+    match (device, group) {
+        (Device::Cuda(_), Some(g)) if !spec.contains(':') => Device::Cuda(g.local_rank()),
+        _ => device,
+    }
+}

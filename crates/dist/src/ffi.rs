@@ -1,0 +1,160 @@
+//! The only unsafe code of kd-dist: calls into the C ABI of cpp/kd_dist.cpp.
+//!
+//! The shim catches every C++ exception and reports it as text, so a failed
+//! collective is an ordinary error here. Tensors cross as tch's `C_tensor`
+//! pointers, which are `at::Tensor*` on the C++ side (torch-sys's
+//! convention); the shim copies the handle, never takes ownership.
+
+#![allow(unsafe_code)]
+
+use std::ffi::{CString, c_char};
+use tch::Tensor;
+use torch_sys::C_tensor;
+
+#[repr(C)]
+struct RawGroup {
+    _private: [u8; 0],
+}
+
+unsafe extern "C" {
+    fn kd_dist_new(
+        host: *const c_char,
+        port: u16,
+        rank: i32,
+        size: i32,
+        serve_store: bool,
+        prefix: *const c_char,
+        timeout_ms: i64,
+        err: *mut c_char,
+        err_len: usize,
+    ) -> *mut RawGroup;
+    fn kd_dist_all_reduce_sum(
+        g: *mut RawGroup,
+        t: *const C_tensor,
+        err: *mut c_char,
+        err_len: usize,
+    ) -> i32;
+    fn kd_dist_broadcast(
+        g: *mut RawGroup,
+        t: *const C_tensor,
+        root: i32,
+        err: *mut c_char,
+        err_len: usize,
+    ) -> i32;
+    fn kd_dist_barrier(g: *mut RawGroup, err: *mut c_char, err_len: usize) -> i32;
+    fn kd_dist_free(g: *mut RawGroup);
+}
+
+const ERR_LEN: usize = 1024;
+
+fn message(buf: &[u8]) -> String {
+    let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
+    String::from_utf8_lossy(&buf[..end]).into_owned()
+}
+
+fn cstring(what: &str, s: &str) -> Result<CString, String> {
+    CString::new(s).map_err(|_| format!("{what} '{s}' contains a NUL byte"))
+}
+
+/// An owned c10d process group (Gloo) with its store.
+pub(crate) struct Handle {
+    ptr: *mut RawGroup,
+    /// After a failed collective the group's state is unknown (a Gloo
+    /// context may be half-way through a transfer); destroying it could
+    /// block on a dead peer, so it is leaked instead: the process is about
+    /// to exit with the error anyway.
+    poisoned: std::cell::Cell<bool>,
+}
+
+impl Handle {
+    /// Connect to the store and join the group (blocks until every rank has).
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn new(
+        host: &str,
+        port: u16,
+        rank: usize,
+        size: usize,
+        serve_store: bool,
+        prefix: &str,
+        timeout_ms: i64,
+    ) -> Result<Handle, String> {
+        let host = cstring("MASTER_ADDR", host)?;
+        let prefix = cstring("store prefix", prefix)?;
+        let mut err = [0u8; ERR_LEN];
+        // SAFETY: valid NUL-terminated strings and an err buffer of the
+        // length passed; the shim catches all exceptions.
+        let ptr = unsafe {
+            kd_dist_new(
+                host.as_ptr(),
+                port,
+                rank as i32,
+                size as i32,
+                serve_store,
+                prefix.as_ptr(),
+                timeout_ms,
+                err.as_mut_ptr().cast(),
+                ERR_LEN,
+            )
+        };
+        if ptr.is_null() {
+            return Err(message(&err));
+        }
+        Ok(Handle {
+            ptr,
+            poisoned: std::cell::Cell::new(false),
+        })
+    }
+
+    fn check(&self, rc: i32, err: &[u8]) -> Result<(), String> {
+        if rc == 0 {
+            Ok(())
+        } else {
+            self.poisoned.set(true);
+            Err(message(err))
+        }
+    }
+
+    /// In place; `t` must be contiguous (the caller checks).
+    pub(crate) fn all_reduce_sum(&self, t: &Tensor) -> Result<(), String> {
+        let mut err = [0u8; ERR_LEN];
+        // SAFETY: live group and tensor; the shim writes into the tensor's
+        // storage only, which tch allows through a shared reference as its
+        // own in-place ops do.
+        let rc = unsafe {
+            kd_dist_all_reduce_sum(self.ptr, t.as_ptr(), err.as_mut_ptr().cast(), ERR_LEN)
+        };
+        self.check(rc, &err)
+    }
+
+    /// In place; `t` must be contiguous (the caller checks).
+    pub(crate) fn broadcast(&self, t: &Tensor, root: usize) -> Result<(), String> {
+        let mut err = [0u8; ERR_LEN];
+        // SAFETY: as for all_reduce_sum.
+        let rc = unsafe {
+            kd_dist_broadcast(
+                self.ptr,
+                t.as_ptr(),
+                root as i32,
+                err.as_mut_ptr().cast(),
+                ERR_LEN,
+            )
+        };
+        self.check(rc, &err)
+    }
+
+    pub(crate) fn barrier(&self) -> Result<(), String> {
+        let mut err = [0u8; ERR_LEN];
+        // SAFETY: live group, err buffer of the length passed.
+        let rc = unsafe { kd_dist_barrier(self.ptr, err.as_mut_ptr().cast(), ERR_LEN) };
+        self.check(rc, &err)
+    }
+}
+
+impl Drop for Handle {
+    fn drop(&mut self) {
+        if !self.poisoned.get() {
+            // SAFETY: created by kd_dist_new, freed once.
+            unsafe { kd_dist_free(self.ptr) }
+        }
+    }
+}

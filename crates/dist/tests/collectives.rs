@@ -1,0 +1,124 @@
+//! Two ranks as two threads of one process, on a free localhost port: the
+//! collectives compute what they should, and a peer that goes away makes
+//! the survivor's next collective fail promptly instead of hanging.
+
+use kd_dist::{Group, Launch};
+use std::net::TcpListener;
+use std::time::{Duration, Instant};
+use tch::{Kind, Tensor};
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn launch(rank: usize, port: u16) -> Launch {
+    Launch {
+        rank,
+        world_size: 2,
+        local_rank: rank,
+        master_addr: "127.0.0.1".into(),
+        master_port: port,
+        agent_store: false,
+        store_prefix: "kd-test/".into(),
+    }
+}
+
+#[test]
+fn all_reduce_broadcast_and_barrier_on_two_ranks() {
+    let port = free_port();
+    let ranks: Vec<_> = (0..2)
+        .map(|r| {
+            std::thread::spawn(move || {
+                let g = Group::join(&launch(r, port), Duration::from_secs(30)).unwrap();
+                assert_eq!((g.rank(), g.size(), g.is_leader()), (r, 2, r == 0));
+                let t = Tensor::from_slice(&[1.0f32, 2.0, 3.0]) * (r as f64 + 1.0);
+                g.all_reduce_sum(&t).unwrap();
+                let sum = Vec::<f32>::try_from(&t).unwrap();
+                let b = Tensor::full([4], r as f64 + 10.0, (Kind::Int64, tch::Device::Cpu));
+                g.broadcast(&b, 1).unwrap();
+                let bcast = Vec::<i64>::try_from(&b).unwrap();
+                g.barrier().unwrap();
+                let strided = Tensor::zeros([3, 3], (Kind::Float, tch::Device::Cpu)).tr();
+                let e = g.all_reduce_sum(&strided).unwrap_err().to_string();
+                assert!(e.contains("not contiguous"), "{e}");
+                (sum, bcast)
+            })
+        })
+        .collect();
+    for h in ranks {
+        let (sum, bcast) = h.join().unwrap();
+        assert_eq!(sum, vec![3.0, 6.0, 9.0]);
+        assert_eq!(bcast, vec![11; 4]);
+    }
+}
+
+#[test]
+fn a_peer_that_leaves_fails_the_next_collective_within_the_timeout() {
+    let port = free_port();
+    let timeout = Duration::from_secs(20);
+    let leaver = std::thread::spawn(move || {
+        let g = Group::join(&launch(1, port), timeout).unwrap();
+        g.barrier().unwrap();
+        // Dropping the group closes its connections, as a killed process would.
+        drop(g);
+    });
+    let g = Group::join(&launch(0, port), timeout).unwrap();
+    g.barrier().unwrap();
+    leaver.join().unwrap();
+    let t0 = Instant::now();
+    let t = Tensor::ones([8], (Kind::Float, tch::Device::Cpu));
+    let e = g.all_reduce_sum(&t).unwrap_err().to_string();
+    assert!(
+        t0.elapsed() < timeout + Duration::from_secs(5),
+        "took {:?}",
+        t0.elapsed()
+    );
+    assert!(e.contains("all-reduce failed on rank 0 of 2"), "{e}");
+    assert!(!e.contains('\n'), "one line: {e}");
+}
+
+#[test]
+fn a_rank_whose_peers_never_come_fails_the_rendezvous() {
+    let t0 = Instant::now();
+    let e = Group::join(&launch(0, free_port()), Duration::from_secs(2))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        t0.elapsed() < Duration::from_secs(30),
+        "took {:?}",
+        t0.elapsed()
+    );
+    assert!(e.contains("rendezvous") && e.contains("rank 0 of 2"), "{e}");
+}
+
+#[test]
+fn a_peer_that_stalls_fails_the_collective_after_the_timeout() {
+    let port = free_port();
+    let timeout = Duration::from_secs(2);
+    let (tx, rx) = std::sync::mpsc::channel::<()>();
+    let staller = std::thread::spawn(move || {
+        let g = Group::join(&launch(1, port), timeout).unwrap();
+        // Alive but never joining the all-reduce (a hung rank), until told.
+        rx.recv().unwrap();
+        drop(g);
+    });
+    let g = Group::join(&launch(0, port), timeout).unwrap();
+    let t0 = Instant::now();
+    let t = Tensor::ones([8], (Kind::Float, tch::Device::Cpu));
+    let e = g.all_reduce_sum(&t).unwrap_err().to_string();
+    let took = t0.elapsed();
+    tx.send(()).unwrap();
+    staller.join().unwrap();
+    assert!(
+        took >= Duration::from_millis(1500) && took < Duration::from_secs(15),
+        "failed after {took:?} with a 2 s timeout"
+    );
+    assert!(
+        e.contains("all-reduce failed on rank 0 of 2") && e.contains("2s"),
+        "{e}"
+    );
+}
