@@ -20,7 +20,10 @@ fetch_gloo() {
   echo "setup-libtorch: Gloo headers from Debian's libgloo-dev into $gloo (one time, 50 kB)" >&2
   local tmp
   tmp=$(mktemp -d)
-  (cd "$tmp" && apt-get download libgloo-dev >&2) || {
+  # A fresh machine may have empty package lists: refresh them once (as
+  # root) and try again.
+  (cd "$tmp" && apt-get download libgloo-dev >&2) ||
+    { [ "$(id -u)" = 0 ] && apt-get update -qq >&2 && (cd "$tmp" && apt-get download libgloo-dev >&2); } || {
     echo "setup-libtorch: apt-get download libgloo-dev failed; on a system without apt put Gloo's headers (gloo/context.h, ...) in a directory and set KD_GLOO_INCLUDE to it" >&2
     rm -rf "$tmp"
     exit 1
