@@ -97,10 +97,14 @@ SOURCE_ensemble-confidence := cache:$(RUN)/logits
 SOURCE_ensemble-correct := cache:$(RUN)/logits
 SOURCE_ensemble-crossfit := cache:$(RUN)/logits-crossfit
 SOURCE_ensemble-mixed := cache:$(RUN)/logits-mixed
+SOURCE_ensemble-stems-crossfit := cache:$(RUN)/logits-crossfit
+SOURCE_involution-stems-crossfit := cache:$(RUN)/logits-crossfit\#involution-crossfit
 DEPS_none := $(RUN)/dataset/manifest.json
 DEPS_none-stems := $(RUN)/dataset/manifest.json
 DEPS_ensemble-crossfit := $(RUN)/logits-crossfit/manifest.json
 DEPS_ensemble-mixed := $(RUN)/logits-mixed/manifest.json
+DEPS_ensemble-stems-crossfit := $(RUN)/logits-crossfit/manifest.json
+DEPS_involution-stems-crossfit := $(RUN)/logits-crossfit/manifest.json
 DEPS_ensemble-live := $(foreach t,$(TEACHERS),$(RUN)/teachers/$(t)/manifest.json)
 
 # $(1): variant, $(2): directory suffix, $(3): extra flags (a seed).
@@ -151,7 +155,7 @@ STUDY_SEEDS ?= 1 2
 # stores, so a cut-short study still has complete comparisons.
 STUDY_MAIN := none cnn involution ensemble none-stems cnn-stems involution-stems \
               ensemble-stems ensemble-confidence ensemble-correct
-STUDY_EXTRA := ensemble-crossfit ensemble-mixed
+STUDY_EXTRA := ensemble-crossfit ensemble-mixed ensemble-stems-crossfit involution-stems-crossfit
 STUDY_VARIANTS := $(STUDY_MAIN) $(STUDY_EXTRA)
 seeded = $(1) $(foreach n,$(STUDY_SEEDS),$(addsuffix -seed$(n),$(1)))
 STUDY_RUNS := $(call seeded,$(STUDY_MAIN)) $(call seeded,$(STUDY_EXTRA))
