@@ -48,33 +48,29 @@ fn kd_side(model: &str, size: i64, reps: usize) -> (i64, f64, f64) {
     let vs = VarStore::new(Device::Cpu);
     let x = Tensor::randn([BATCH, 3, size, size], (Kind::Float, Device::Cpu));
     let y = Tensor::randint(CLASSES, [BATCH], (Kind::Int64, Device::Cpu));
-    let forward: Box<dyn Fn(bool) -> Vec<Tensor>> = match Config::preset(
-        model,
-        size as usize,
-        3,
-        CLASSES as usize,
-        1,
-    ) {
-        Some(cfg) => {
-            let vit = Vit::new(&vs.root(), &cfg);
-            let x = x.shallow_clone();
-            Box::new(move |train| {
-                let o = vit.forward_t(&x, train);
-                std::iter::once(o.cls).chain(o.dist).collect()
-            })
-        }
-        None => {
-            let arch = if model.starts_with("cnn") {
-                Arch::Cnn
-            } else {
-                Arch::Involution
-            };
-            let m = ModelConfig::preset(arch, model).expect("a preset");
-            let net = Net::for_images(&vs.root(), &m, [3, size as usize, size as usize], CLASSES);
-            let x = x.shallow_clone();
-            Box::new(move |train| vec![net.forward_t(&x, train)])
-        }
-    };
+    let forward: Box<dyn Fn(bool) -> Vec<Tensor>> =
+        match Config::preset(model, size as usize, 3, CLASSES as usize, 1) {
+            Some(cfg) => {
+                let vit = Vit::new(&vs.root(), &cfg);
+                let x = x.shallow_clone();
+                Box::new(move |train| {
+                    let o = vit.forward_t(&x, train);
+                    std::iter::once(o.cls).chain(o.dist).collect()
+                })
+            }
+            None => {
+                let arch = if model.starts_with("cnn") {
+                    Arch::Cnn
+                } else {
+                    Arch::Involution
+                };
+                let m = ModelConfig::preset(arch, model).expect("a preset");
+                let net =
+                    Net::for_images(&vs.root(), &m, [3, size as usize, size as usize], CLASSES);
+                let x = x.shallow_clone();
+                Box::new(move |train| vec![net.forward_t(&x, train)])
+            }
+        };
     let params = num_params(&vs);
     assert_eq!(params, param_count(&vs));
     let mut opt = AdamW::new(&vs, AdamWConfig::default());
@@ -117,7 +113,10 @@ fn torch_side(model: &str, size: i64, reps: usize) -> Result<(i64, f64, f64), St
 
 fn main() {
     let quick = std::env::var_os("KD_BENCH_QUICK").is_some();
-    if let Some(n) = std::env::var("KD_THREADS").ok().and_then(|s| s.parse().ok()) {
+    if let Some(n) = std::env::var("KD_THREADS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+    {
         tch::set_num_threads(n);
     }
     let reps = std::env::var("KD_BENCH_REPS")
@@ -128,18 +127,28 @@ fn main() {
         "batch {BATCH}, 3 channels, {CLASSES} classes, libtorch threads {}, median of {reps}; img/s (kd / PyTorch eager = ratio)\n",
         tch::get_num_threads()
     );
-    println!("| preset | image | params | train kd | train PyTorch | train ratio | inference kd | inference PyTorch | inference ratio |");
+    println!(
+        "| preset | image | params | train kd | train PyTorch | train ratio | inference kd | inference PyTorch | inference ratio |"
+    );
     println!("|---|---|---|---|---|---|---|---|---|");
     let mut rows = vec![("vit-c32", 32), ("cnn-r18", 32), ("rednet-26", 32)];
     if !quick {
-        rows.extend([("deit-tiny", 224), ("deit-small", 224), ("cnn-r18", 224), ("rednet-26", 224)]);
+        rows.extend([
+            ("deit-tiny", 224),
+            ("deit-small", 224),
+            ("cnn-r18", 224),
+            ("rednet-26", 224),
+        ]);
     }
     let ips = |s: f64| BATCH as f64 / s;
     for (model, size) in rows {
         let (params, train, infer) = kd_side(model, size, reps);
         let (tt, ti) = match torch_side(model, size, reps) {
             Ok((p, tt, ti)) => {
-                assert_eq!(p, params, "{model}: PyTorch's twin has {p} parameters, kd's {params}");
+                assert_eq!(
+                    p, params,
+                    "{model}: PyTorch's twin has {p} parameters, kd's {params}"
+                );
                 (format!("{:.1}", ips(tt)), format!("{:.1}", ips(ti)))
             }
             Err(why) if why.contains("no PyTorch twin") => ("-".into(), "-".into()),

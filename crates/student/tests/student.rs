@@ -312,7 +312,10 @@ fn cached_and_live_see_the_same_pixels_and_logits() {
             bl.teacher_logits(&idx, &vids, &xl).unwrap()
         });
         for (a, b) in zl.iter().zip(&zl_bf16) {
-            assert!(a.equal(b), "live teacher logits changed under bf16 autocast");
+            assert!(
+                a.equal(b),
+                "live teacher logits changed under bf16 autocast"
+            );
         }
         for (a, b) in zc.iter().zip(&zl) {
             assert_eq!(a.size(), [48, 3]);
