@@ -2,7 +2,7 @@ use crate::ui::{Bars, bytes, out};
 use anyhow::{Context, bail};
 use kd_core::manifest::Manifest;
 use kd_core::parse_device;
-use kd_core::profile::Profile;
+use kd_core::profile::{Layered, Overlay, Profile, layered, parse_setting};
 use kd_core::{Crop, MixMode};
 use kd_logit_cache::{
     BuildOptions, CacheConfig, Dtype, Outcome, SizeModel, StoreMeta, TeacherInput, parse_shard,
@@ -45,12 +45,12 @@ pub struct BuildArgs {
     #[arg(long)]
     views: Option<usize>,
     /// Stored dtype: f16 (default) or f32.
-    #[arg(long)]
-    dtype: Option<String>,
+    #[arg(long, value_parser = parse_setting::<Dtype>)]
+    dtype: Option<Dtype>,
     /// Store only the k largest logits per view (values + uint16 indices).
     #[arg(long)]
     top_k: Option<usize>,
-    /// auto, cpu, cuda or cuda:N.
+    /// auto, cpu, cuda or cuda:N (default: the [cache] section's `device`, else auto).
     #[arg(long)]
     device: Option<String>,
     /// Views per teacher forward pass.
@@ -64,14 +64,14 @@ pub struct BuildArgs {
     /// resized-crop (a random box of --crop-scale of the area and
     /// --crop-ratio aspect, resized bilinearly to the image size; for larger
     /// images). The box and flip are stored in views/params either way.
-    #[arg(long, value_name = "pad-crop|resized-crop")]
-    crop: Option<String>,
+    #[arg(long, value_name = "pad-crop|resized-crop", value_parser = parse_setting::<Crop>)]
+    crop: Option<Crop>,
     /// Resized-crop: area fraction range LOW,HIGH (default 0.08,1).
-    #[arg(long, value_name = "LOW,HIGH")]
-    crop_scale: Option<String>,
+    #[arg(long, value_name = "LOW,HIGH", value_parser = parse_range)]
+    crop_scale: Option<[f64; 2]>,
     /// Resized-crop: width/height range LOW,HIGH (default 0.75,1.3333).
-    #[arg(long, value_name = "LOW,HIGH")]
-    crop_ratio: Option<String>,
+    #[arg(long, value_name = "LOW,HIGH", value_parser = parse_range)]
+    crop_ratio: Option<[f64; 2]>,
     /// Pad-crop: zero padding before the random crop.
     #[arg(long)]
     pad: Option<u8>,
@@ -81,8 +81,8 @@ pub struct BuildArgs {
     /// Mixed views (function matching): none, mixup, cutmix or mixup-cutmix
     /// (one of the two per mixed view). The teachers' logits are those of
     /// the mixed image; the student rebuilds it from the store.
-    #[arg(long)]
-    mix: Option<String>,
+    #[arg(long, value_parser = parse_setting::<MixMode>)]
+    mix: Option<MixMode>,
     /// Probability that a view 1..K-1 is mixed (view 0 never is).
     #[arg(long)]
     mix_prob: Option<f64>,
@@ -157,55 +157,40 @@ pub fn run(cmd: Cmd) -> anyhow::Result<()> {
 }
 
 /// `LOW,HIGH` as two numbers.
-fn parse_range(flag: &str, s: &str) -> anyhow::Result<[f64; 2]> {
+fn parse_range(s: &str) -> Result<[f64; 2], String> {
     let parts: Vec<Option<f64>> = s.split(',').map(|p| p.trim().parse().ok()).collect();
     match parts[..] {
         [Some(a), Some(b)] => Ok([a, b]),
-        _ => bail!("{flag} '{s}': expected two numbers LOW,HIGH"),
+        _ => Err("expected two numbers LOW,HIGH".into()),
     }
 }
 
 fn build(a: BuildArgs) -> anyhow::Result<()> {
-    let mut cfg: CacheConfig = match &a.profile {
-        Some(p) => Profile::load(p)?.section("cache")?,
-        None => CacheConfig::default(),
-    };
-    macro_rules! set {
-        ($($field:ident),*) => {$(if let Some(v) = a.$field { cfg.$field = v.into(); })*};
-    }
-    set!(
-        views,
-        batch_size,
-        seed,
-        pad,
-        shard_samples,
-        chunk_samples,
+    let prof = a.profile.as_deref().map(Profile::load).transpose()?;
+    let mut flags = Overlay::default();
+    flags
+        .set("views", a.views)
+        .set("dtype", a.dtype)
+        .set("top_k", a.top_k)
+        .set("batch_size", a.batch_size)
+        .set("seed", a.seed)
+        .set("crop", a.crop)
+        .set("crop_scale", a.crop_scale)
+        .set("crop_ratio", a.crop_ratio)
+        .set("pad", a.pad)
+        .set("flip", a.no_flip.then_some(false))
+        .set("mix", a.mix)
+        .set("mix_prob", a.mix_prob)
+        .set("mix_alpha", a.mix_alpha)
+        .set("shard_samples", a.shard_samples)
+        .set("chunk_samples", a.chunk_samples);
+    let Layered {
+        config: mut cfg,
         device,
-        mix_prob,
-        mix_alpha
-    );
-    if let Some(m) = &a.mix {
-        cfg.mix = m.parse::<MixMode>()?;
-    }
-    if let Some(k) = a.top_k {
-        cfg.top_k = Some(k);
-    }
-    if let Some(d) = &a.dtype {
-        cfg.dtype = d.parse::<Dtype>()?;
-    }
-    if a.no_flip {
-        cfg.flip = false;
-    }
-    if let Some(c) = &a.crop {
-        cfg.crop = Crop::parse(c)
-            .ok_or_else(|| anyhow::anyhow!("--crop '{c}': expected pad-crop or resized-crop"))?;
-    }
-    if let Some(r) = &a.crop_scale {
-        cfg.crop_scale = parse_range("--crop-scale", r)?;
-    }
-    if let Some(r) = &a.crop_ratio {
-        cfg.crop_ratio = parse_range("--crop-ratio", r)?;
-    }
+        ..
+    } = layered::<CacheConfig>(prof.as_ref(), "cache", &flags, &[], a.device.as_deref())?;
+    // Where the teachers run: not part of the store's identity.
+    cfg.device = device;
     let shard = match a.shard.as_deref() {
         Some("auto") => Some(kd_logit_cache::write::shard_from_env(a.shards, &|k| {
             std::env::var(k).ok()

@@ -1,6 +1,7 @@
-use crate::ui::out;
+use crate::ui::outcome;
 use anyhow::Context;
-use kd_data::stage::{Format, ImportConfig, Outcome, import_stage};
+use kd_core::profile::{Overlay, Profile, layered, parse_setting};
+use kd_data::stage::{Format, ImportConfig, import_stage};
 use std::path::PathBuf;
 
 #[derive(clap::Subcommand)]
@@ -12,9 +13,9 @@ pub enum Cmd {
 
 #[derive(clap::Args)]
 pub struct ImportArgs {
-    /// Source format (default: from the profile's [data] section).
-    #[arg(long, value_enum)]
-    format: Option<FormatArg>,
+    /// Source format: idx, cifar or folder (default: from the profile's [data] section).
+    #[arg(long, value_parser = parse_setting::<Format>)]
+    format: Option<Format>,
     /// Source directory: the four IDX files (raw or .gz); CIFAR's *.bin
     /// batches; or an image folder (class sub-folders, optionally under
     /// train/ and test/).
@@ -55,13 +56,6 @@ pub struct ImportArgs {
     force: bool,
 }
 
-#[derive(Clone, Copy, clap::ValueEnum)]
-enum FormatArg {
-    Idx,
-    Cifar,
-    Folder,
-}
-
 pub fn run(cmd: Cmd) -> anyhow::Result<()> {
     match cmd {
         Cmd::Import(a) => import(a),
@@ -69,28 +63,22 @@ pub fn run(cmd: Cmd) -> anyhow::Result<()> {
 }
 
 fn import(a: ImportArgs) -> anyhow::Result<()> {
-    let mut cfg: ImportConfig = match &a.profile {
-        Some(p) => kd_core::profile::Profile::load(p)?.section("data")?,
-        None => ImportConfig::default(),
-    };
-    if let Some(f) = a.format {
-        cfg.format = Some(match f {
-            FormatArg::Idx => Format::Idx,
-            FormatArg::Cifar => Format::Cifar,
-            FormatArg::Folder => Format::Folder,
-        });
-    }
-    macro_rules! set {
-        ($($field:ident => $dst:expr),*) => {$(if let Some(v) = a.$field { $dst = v.into(); })*};
-    }
-    set!(src => cfg.src, limit_train => cfg.split.limit_train, limit_test => cfg.split.limit_test,
-         val_fraction => cfg.split.val_fraction, seed => cfg.split.seed, size => cfg.size,
-         channels => cfg.channels, test_fraction => cfg.test_fraction, class_names => cfg.class_names);
-    match import_stage(&cfg, &a.out, a.force)
-        .with_context(|| format!("data import into {}", a.out.display()))?
-    {
-        Outcome::UpToDate => out(format!("{}: up to date", a.out.display())),
-        Outcome::Wrote(m) => out(format!("{}: {} ", a.out.display(), m.metrics["samples"])),
-    }
+    let prof = a.profile.as_deref().map(Profile::load).transpose()?;
+    let mut flags = Overlay::default();
+    flags
+        .set("format", a.format)
+        .set("src", a.src.clone())
+        .set("limit_train", a.limit_train)
+        .set("limit_test", a.limit_test)
+        .set("val_fraction", a.val_fraction)
+        .set("seed", a.seed)
+        .set("size", a.size)
+        .set("channels", a.channels)
+        .set("test_fraction", a.test_fraction)
+        .set("class_names", a.class_names.clone());
+    let cfg: ImportConfig = layered(prof.as_ref(), "data", &flags, &[], None)?.config;
+    let o = import_stage(&cfg, &a.out, a.force)
+        .with_context(|| format!("data import into {}", a.out.display()))?;
+    outcome(&a.out, &o, |m| format!("{} ", m.metrics["samples"]));
     Ok(())
 }

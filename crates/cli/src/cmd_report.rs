@@ -4,7 +4,8 @@
 
 use crate::ui::{bytes, out};
 use anyhow::Context;
-use kd_core::manifest::{InputRef, Manifest, OutputRef, needs_run, read_json};
+use kd_core::manifest::{InputRef, Manifest, OutputRef, read_json};
+use kd_core::stage::StageRun;
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -239,7 +240,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         inputs.push(InputRef::of(&format!("student:{n}"), p, "student")?);
     }
     let config = json!({ "run": a.run });
-    if !needs_run(&out_dir, "report", &config, &inputs, a.force)? {
+    if !StageRun::new("report", &out_dir, config.clone(), inputs.clone()).claim(a.force)? {
         out(format!("{}: up to date", out_dir.display()));
         return Ok(());
     }

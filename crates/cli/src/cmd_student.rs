@@ -1,11 +1,12 @@
 use crate::data_parallel::{DistArgs, place};
-use crate::ui::{Bars, out};
+use crate::ui::{Bars, outcome};
 use anyhow::{Context, bail};
 use kd_core::amp::Precision;
 use kd_core::fit::FitOptions;
+use kd_core::profile::{Layered, Overlay, Profile, layered, parse_setting};
+use kd_core::stage::RunOptions;
 use kd_logit_cache::LogitStore;
-use kd_student::Distill;
-use kd_student::train::{Outcome, Source, StudentConfig, TokenMode, train_stage_with};
+use kd_student::{Distill, Source, Stem, StudentConfig, TokenMode, Weighting, train_stage};
 use std::path::{Path, PathBuf};
 
 #[derive(clap::Subcommand)]
@@ -53,23 +54,23 @@ pub struct TrainArgs {
     #[arg(long)]
     tau: Option<f64>,
     /// soft (KL at temperature tau) or hard (teacher argmax).
-    #[arg(long)]
+    #[arg(long, value_parser = parse_setting::<Distill>)]
     distill: Option<Distill>,
     /// per-teacher (one token each) or averaged (one token, mean teacher logits).
-    #[arg(long)]
-    tokens: Option<String>,
+    #[arg(long, value_parser = parse_setting::<TokenMode>)]
+    tokens: Option<TokenMode>,
     /// Patch embedding: patch (DeiT: one strided conv, free distillation
     /// tokens) or conv-involution (CivT: patch tokens are the sum of a
     /// convolution stem and an involution stem; each teacher's distillation
     /// token is the mean of the stem matching its arch).
-    #[arg(long)]
-    stem: Option<kd_student::Stem>,
+    #[arg(long, value_parser = parse_setting::<Stem>)]
+    stem: Option<Stem>,
     /// How each view's distillation weight is shared among the teachers:
     /// uniform (1/T each), confidence (softmax over teachers of minus their
     /// cross-entropy on the label) or correct (only the teachers whose argmax
     /// is the label, renormalised; a view none gets right keeps only the label loss).
-    #[arg(long)]
-    weighting: Option<kd_student::Weighting>,
+    #[arg(long, value_parser = parse_setting::<Weighting>)]
+    weighting: Option<Weighting>,
     /// Evaluate every N epochs (and after the last); evaluation on a large
     /// test split can cost more than short epochs.
     #[arg(long)]
@@ -81,7 +82,7 @@ pub struct TrainArgs {
     seed: Option<u64>,
     /// Training forward precision: f32, or bf16 (autocast compute over f32
     /// master weights; for GPUs with bf16 tensor cores).
-    #[arg(long)]
+    #[arg(long, value_parser = parse_setting::<Precision>)]
     precision: Option<Precision>,
     /// Rerun from scratch even if the artifact is up to date or a checkpoint exists.
     #[arg(long)]
@@ -132,72 +133,49 @@ fn parse_source(spec: &str, device: tch::Device) -> anyhow::Result<Source> {
 }
 
 fn train(a: TrainArgs) -> anyhow::Result<()> {
-    let (mut cfg, prof_teachers, prof_device) = match (&a.profile, &a.variant) {
-        (Some(p), Some(v)) => {
-            let mut prof = kd_core::profile::Profile::load(p)?;
-            let section = format!("students.{v}");
-            if prof.table_at(&section).is_none() {
-                bail!("{}: no [{section}] section", p.display());
-            }
-            // `teachers` and `device` say where to run, not what is trained.
-            let mut take = |key: &str| -> anyhow::Result<Option<String>> {
-                let t = prof
-                    .table
-                    .get_mut("students")
-                    .and_then(|s| s.as_table_mut())
-                    .and_then(|s| s.get_mut(v.as_str()))
-                    .and_then(|s| s.as_table_mut());
-                match t.and_then(|t| t.remove(key)) {
-                    None => Ok(None),
-                    Some(val) => match val.as_str() {
-                        Some(s) => Ok(Some(s.to_string())),
-                        None => bail!("{}: [{section}] {key} must be a string", p.display()),
-                    },
-                }
-            };
-            let teachers = take("teachers")?;
-            let device = take("device")?;
-            (prof.section::<StudentConfig>(&section)?, teachers, device)
-        }
-        _ => (StudentConfig::default(), None, None),
-    };
-    macro_rules! set {
-        ($($field:ident),*) => {$(if let Some(v) = a.$field.clone() { cfg.$field = v.into(); })*};
+    let prof = a.profile.as_deref().map(Profile::load).transpose()?;
+    let section = format!("students.{}", a.variant.as_deref().unwrap_or_default());
+    if let Some(p) = &prof
+        && p.table_at(&section).is_none()
+    {
+        bail!("{}: no [{section}] section", p.path.display());
     }
-    set!(
-        preset,
-        epochs,
-        batch_size,
-        lr,
-        alpha,
-        tau,
-        distill,
-        seed,
-        dist_tokens,
-        precision,
-        stem,
-        weighting,
-        eval_every
-    );
-    if let Some(t) = &a.tokens {
-        cfg.tokens = match t.as_str() {
-            "per-teacher" => TokenMode::PerTeacher,
-            "averaged" => TokenMode::Averaged,
-            _ => bail!("--tokens '{t}': expected per-teacher or averaged"),
-        };
-    }
+    let mut flags = Overlay::default();
+    flags
+        .set("preset", a.preset.clone())
+        .set("epochs", a.epochs)
+        .set("batch_size", a.batch_size)
+        .set("lr", a.lr)
+        .set("alpha", a.alpha)
+        .set("tau", a.tau)
+        .set("distill", a.distill)
+        .set("tokens", a.tokens)
+        .set("stem", a.stem)
+        .set("weighting", a.weighting)
+        .set("eval_every", a.eval_every)
+        .set("dist_tokens", a.dist_tokens)
+        .set("seed", a.seed)
+        .set("precision", a.precision);
+    // `teachers` says where the logits come from, not what is trained: the
+    // source's own identity (store hash, checkpoints) enters the config.
+    let Layered {
+        config: cfg,
+        mut run,
+        device: device_spec,
+    } = layered::<StudentConfig>(
+        prof.as_ref(),
+        &section,
+        &flags,
+        &["teachers"],
+        a.device.as_deref(),
+    )?;
     let dist = a.dist.join()?;
-    let device_spec = a
-        .device
-        .as_deref()
-        .or(prof_device.as_deref())
-        .unwrap_or("auto");
     let device = place(
-        kd_core::parse_device(device_spec)?,
-        device_spec,
+        kd_core::parse_device(&device_spec)?,
+        &device_spec,
         dist.as_deref(),
     );
-    let spec = a.teachers.or(prof_teachers).context(
+    let spec = a.teachers.or(run.remove("teachers")).context(
         "no --teachers given (cache:DIR, live:DIR,... or none) and none in the profile section",
     )?;
     let source = parse_source(&spec, device)?;
@@ -206,27 +184,16 @@ fn train(a: TrainArgs) -> anyhow::Result<()> {
         dist,
         ..Default::default()
     };
-    match train_stage_with(
-        &cfg, &a.dataset, &source, &a.out, device, a.force, &opts, &bars,
-    )
-    .with_context(|| format!("student train into {}", a.out.display()))?
-    {
-        Outcome::UpToDate => out(format!("{}: up to date", a.out.display())),
-        Outcome::Follower { rank } => out(format!(
-            "{}: rank {rank} trained its share; rank 0 wrote the artifact",
-            a.out.display()
-        )),
-        Outcome::Stopped { epochs_done } => out(format!(
-            "{}: stopped after {epochs_done} epochs",
-            a.out.display()
-        )),
-        Outcome::Wrote(m) => out(format!(
-            "{}: test accuracy {:.4} (teachers: {}, {:.0} images/s)",
-            a.out.display(),
+    let run = RunOptions::new(device, &bars).force(a.force).fit(opts);
+    let o = train_stage(&cfg, &a.dataset, &source, &a.out, &run)
+        .with_context(|| format!("student train into {}", a.out.display()))?;
+    outcome(&a.out, &o, |m| {
+        format!(
+            "test accuracy {:.4} (teachers: {}, {:.0} images/s)",
             m.metrics["test_accuracy"].as_f64().unwrap_or(f64::NAN),
             spec,
             m.metrics["images_per_sec"].as_f64().unwrap_or(0.0)
-        )),
-    }
+        )
+    });
     Ok(())
 }

@@ -1,10 +1,11 @@
 use crate::data_parallel::{DistArgs, place};
-use crate::ui::{Bars, out};
+use crate::ui::{Bars, out, outcome};
 use anyhow::Context;
 use kd_core::amp::Precision;
 use kd_core::fit::FitOptions;
-use kd_core::profile::Profile;
-use kd_teachers::{Arch, Outcome, TeacherConfig, evaluate, train_stage_with};
+use kd_core::profile::{DEFAULT_DEVICE, Layered, Overlay, Profile, layered, parse_setting};
+use kd_core::stage::RunOptions;
+use kd_teachers::{Arch, TeacherConfig, evaluate, train_stage};
 use std::path::PathBuf;
 
 #[derive(clap::Subcommand)]
@@ -47,24 +48,19 @@ pub struct ImportArgs {
     #[arg(long, default_value_t = 256)]
     eval_batch_size: usize,
     /// auto, cpu, cuda or cuda:N.
-    #[arg(long, default_value = "auto")]
+    #[arg(long, default_value = DEFAULT_DEVICE)]
     device: String,
     /// Re-import even if the artifact is up to date.
     #[arg(long)]
     force: bool,
 }
 
-#[derive(Clone, Copy, clap::ValueEnum)]
-enum ArchArg {
-    Cnn,
-    Involution,
-}
-
 #[derive(clap::Args)]
 pub struct TrainArgs {
-    /// Architecture (default: from the profile section).
-    #[arg(long, value_enum)]
-    arch: Option<ArchArg>,
+    /// Architecture: cnn or involution (default: the profile section's
+    /// `arch`, else the section's name).
+    #[arg(long, value_parser = parse_setting::<Arch>)]
+    arch: Option<Arch>,
     /// Preset: cnn-tiny, cnn-small, rednet-tiny, rednet-small.
     #[arg(long)]
     preset: Option<String>,
@@ -74,9 +70,9 @@ pub struct TrainArgs {
     /// Output artifact directory.
     #[arg(long)]
     out: PathBuf,
-    /// auto, cpu, cuda or cuda:N.
-    #[arg(long, default_value = "auto")]
-    device: String,
+    /// auto, cpu, cuda or cuda:N (default: the profile section's `device`, else auto).
+    #[arg(long)]
+    device: Option<String>,
     /// Profile TOML; its [teachers.<name>] section gives defaults.
     #[arg(long)]
     profile: Option<PathBuf>,
@@ -93,7 +89,7 @@ pub struct TrainArgs {
     seed: Option<u64>,
     /// Training forward precision: f32, or bf16 (autocast compute over f32
     /// master weights; for GPUs with bf16 tensor cores).
-    #[arg(long)]
+    #[arg(long, value_parser = parse_setting::<Precision>)]
     precision: Option<Precision>,
     /// Cross-fit: train K fold models, each on all but one of K stratified
     /// folds of the training split; the logit cache then labels every
@@ -121,7 +117,7 @@ pub struct EvalArgs {
     #[arg(long, default_value = "test")]
     split: String,
     /// auto, cpu, cuda or cuda:N.
-    #[arg(long, default_value = "auto")]
+    #[arg(long, default_value = DEFAULT_DEVICE)]
     device: String,
     /// Print the full report (with the confusion matrix) as JSON.
     #[arg(long)]
@@ -145,99 +141,99 @@ fn import(a: ImportArgs) -> anyhow::Result<()> {
         eval_batch_size: a.eval_batch_size,
     };
     let bars = Bars::default();
-    let outcome = kd_teachers::torchscript::import_stage(
+    let o = kd_teachers::torchscript::import_stage(
         &a.torchscript,
         &cfg,
         &a.dataset,
         &a.out,
-        device,
-        a.force,
-        &bars,
+        &RunOptions::new(device, &bars).force(a.force),
     )
     .with_context(|| format!("teacher import into {}", a.out.display()))?;
-    match outcome {
-        Outcome::UpToDate => out(format!("{}: up to date", a.out.display())),
-        Outcome::Wrote(m) => out(format!(
-            "{}: TorchScript teacher '{}', test_accuracy {:.4} ({:.0} inference img/s)",
-            a.out.display(),
+    outcome(&a.out, &o, |m| {
+        format!(
+            "TorchScript teacher '{}', test_accuracy {:.4} ({:.0} inference img/s)",
             cfg.name,
             m.metrics["test_accuracy"].as_f64().unwrap_or(f64::NAN),
             m.metrics["inference_images_per_sec"]
                 .as_f64()
                 .unwrap_or(f64::NAN)
-        )),
-        Outcome::Stopped { .. } | Outcome::Follower { .. } => {}
-    }
+        )
+    });
     Ok(())
 }
 
 fn train(a: TrainArgs) -> anyhow::Result<()> {
-    let dist = a.dist.join()?;
-    let device = place(
-        kd_core::parse_device(&a.device)?,
-        &a.device,
-        dist.as_deref(),
-    );
-    let arch = a.arch.map(|x| match x {
-        ArchArg::Cnn => Arch::Cnn,
-        ArchArg::Involution => Arch::Involution,
-    });
     let name = a
         .name
         .clone()
-        .or_else(|| arch.map(|x| x.name().to_string()));
-    let (mut cfg, arch_known): (TeacherConfig, bool) = match (&a.profile, &name) {
+        .or_else(|| a.arch.map(|x| x.name().to_string()));
+    let prof = a.profile.as_deref().map(Profile::load).transpose()?;
+    let section = match (&prof, &name) {
         (Some(p), Some(n)) => {
-            let prof = Profile::load(p)?;
-            let Some(t) = prof.table_at(&format!("teachers.{n}")) else {
-                anyhow::bail!("{}: no [teachers.{n}] section", p.display());
-            };
-            let has_arch = t.contains_key("arch");
-            (prof.section(&format!("teachers.{n}"))?, has_arch)
+            let section = format!("teachers.{n}");
+            if p.table_at(&section).is_none() {
+                anyhow::bail!("{}: no [{section}] section", p.path.display());
+            }
+            section
         }
         (Some(p), None) => {
-            anyhow::bail!("{}: say which teacher with --name or --arch", p.display())
+            anyhow::bail!(
+                "{}: say which teacher with --name or --arch",
+                p.path.display()
+            )
         }
         (None, None) => anyhow::bail!("no --arch given (cnn or involution)"),
-        (None, Some(_)) => (TeacherConfig::default(), false),
+        (None, Some(n)) => format!("teachers.{n}"),
     };
+    // A section named after an architecture needs no `arch` key.
+    let arch_known = a.arch.is_some()
+        || prof
+            .as_ref()
+            .and_then(|p| p.table_at(&section))
+            .is_some_and(|t| t.contains_key("arch"));
+    let mut flags = Overlay::default();
+    flags
+        .set("arch", a.arch)
+        .set("preset", a.preset.clone())
+        .set("folds", a.folds)
+        .set("fit.epochs", a.epochs)
+        .set("fit.batch_size", a.batch_size)
+        .set("fit.lr", a.lr)
+        .set("fit.seed", a.seed)
+        .set("fit.precision", a.precision)
+        .set("fit.eval_every", a.eval_every);
+    let Layered {
+        config: mut cfg,
+        device: device_spec,
+        ..
+    } = layered::<TeacherConfig>(prof.as_ref(), &section, &flags, &[], a.device.as_deref())?;
     if a.name.is_some() || cfg.name.is_none() {
         cfg.name = name.clone();
     }
-    match arch {
-        Some(x) => cfg.arch = x,
-        // A section named after an architecture needs no `arch` key.
-        None if !arch_known => {
-            cfg.arch = Arch::parse(name.as_deref().unwrap_or_default()).map_err(|_| {
-                anyhow::anyhow!(
-                    "no --arch given and the profile section names none (cnn or involution)"
-                )
-            })?;
-        }
-        None => {}
+    if !arch_known {
+        cfg.arch = parse_setting::<Arch>(name.as_deref().unwrap_or_default()).map_err(|_| {
+            anyhow::anyhow!(
+                "no --arch given and the profile section names none (cnn or involution)"
+            )
+        })?;
     }
-    if let Some(p) = a.preset {
-        cfg.preset = Some(p);
-    }
-    macro_rules! set {
-        ($($field:ident => $dst:expr),*) => {$(if let Some(v) = a.$field { $dst = v; })*};
-    }
-    set!(epochs => cfg.fit.epochs, batch_size => cfg.fit.batch_size, lr => cfg.fit.lr, seed => cfg.fit.seed, precision => cfg.fit.precision, eval_every => cfg.fit.eval_every);
-    if let Some(k) = a.folds {
-        cfg.folds = Some(k);
-    }
+    let dist = a.dist.join()?;
+    let device = place(
+        kd_core::parse_device(&device_spec)?,
+        &device_spec,
+        dist.as_deref(),
+    );
     let bars = Bars::default();
     let opts = FitOptions {
         dist,
         ..Default::default()
     };
-    let outcome = train_stage_with(&cfg, &a.dataset, &a.out, device, a.force, &bars, &opts)
+    let run = RunOptions::new(device, &bars).force(a.force).fit(opts);
+    let o = train_stage(&cfg, &a.dataset, &a.out, &run)
         .with_context(|| format!("teacher train into {}", a.out.display()))?;
-    match outcome {
-        Outcome::UpToDate => out(format!("{}: up to date", a.out.display())),
-        Outcome::Wrote(m) => out(format!(
-            "{}: test_accuracy {:.4} ({} params, {:.0} train img/s, {:.0} inference img/s)",
-            a.out.display(),
+    outcome(&a.out, &o, |m| {
+        format!(
+            "test_accuracy {:.4} ({} params, {:.0} train img/s, {:.0} inference img/s)",
             m.metrics["test_accuracy"].as_f64().unwrap_or(f64::NAN),
             m.metrics["params"],
             m.metrics["train_images_per_sec"]
@@ -246,16 +242,8 @@ fn train(a: TrainArgs) -> anyhow::Result<()> {
             m.metrics["inference_images_per_sec"]
                 .as_f64()
                 .unwrap_or(f64::NAN),
-        )),
-        Outcome::Stopped { epochs_done } => out(format!(
-            "{}: stopped after {epochs_done} epochs",
-            a.out.display()
-        )),
-        Outcome::Follower { rank } => out(format!(
-            "{}: rank {rank} trained its share; rank 0 wrote the artifact",
-            a.out.display()
-        )),
-    }
+        )
+    });
     Ok(())
 }
 

@@ -125,3 +125,23 @@ pub fn bytes(n: u64) -> String {
 pub fn out(line: impl std::fmt::Display) {
     suspend(|| println!("{line}"));
 }
+
+/// The line a stage's command prints when it is done: the same words for
+/// every stage; `wrote` says what a written artifact holds.
+pub fn outcome(
+    dir: &std::path::Path,
+    o: &kd_core::Outcome,
+    wrote: impl FnOnce(&kd_core::Manifest) -> String,
+) {
+    let d = dir.display();
+    out(match o {
+        kd_core::Outcome::UpToDate => format!("{d}: up to date"),
+        kd_core::Outcome::Wrote(m) => format!("{d}: {}", wrote(m)),
+        kd_core::Outcome::Stopped { epochs_done } => {
+            format!("{d}: stopped after {epochs_done} epochs")
+        }
+        kd_core::Outcome::Follower { rank } => {
+            format!("{d}: rank {rank} trained its share; rank 0 wrote the artifact")
+        }
+    });
+}

@@ -26,8 +26,10 @@ use tch::Device;
 pub enum Precision {
     /// Everything in float32.
     #[default]
+    #[serde(alias = "fp32", alias = "float32")]
     F32,
     /// bf16 compute under autocast, float32 master weights.
+    #[serde(alias = "bfloat16")]
     Bf16,
 }
 
@@ -35,17 +37,6 @@ impl Precision {
     /// For `skip_serializing_if`: configs that predate the field hash as before.
     pub fn is_f32(&self) -> bool {
         *self == Precision::F32
-    }
-}
-
-impl std::str::FromStr for Precision {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        match s {
-            "f32" | "fp32" | "float32" => Ok(Precision::F32),
-            "bf16" | "bfloat16" => Ok(Precision::Bf16),
-            _ => Err(format!("'{s}': expected f32 or bf16")),
-        }
     }
 }
 
@@ -185,12 +176,10 @@ mod tests {
         let x = Tensor::ones([2, 3], (Kind::Float, Device::Cpu));
         let y = autocast(Device::Cpu, Precision::F32, || x.matmul(&x.tr()));
         assert_eq!(y.kind(), Kind::Float);
-        assert_eq!("bf16".parse::<Precision>().unwrap(), Precision::Bf16);
-        assert!(
-            "fp8"
-                .parse::<Precision>()
-                .unwrap_err()
-                .contains("f32 or bf16")
-        );
+        let parse = crate::profile::parse_setting::<Precision>;
+        assert_eq!(parse("bf16").unwrap(), Precision::Bf16);
+        assert_eq!(parse("float32").unwrap(), Precision::F32);
+        let e = parse("fp8").unwrap_err();
+        assert!(e.contains("f32") && e.contains("bf16"), "{e}");
     }
 }

@@ -73,6 +73,18 @@ pub enum CoreError {
     DataParallel(String),
     #[error("libtorch")]
     Torch(#[from] tch::TchError),
+    /// A stage's own error raised inside shared code that calls back into
+    /// the stage (a store read failing mid-epoch in `fit`): kept whole, so
+    /// its type and source chain survive the crossing.
+    #[error(transparent)]
+    Stage(Box<dyn std::error::Error + Send + Sync + 'static>),
+}
+
+impl CoreError {
+    /// Carry a stage's error through shared code (see [`CoreError::Stage`]).
+    pub fn stage(e: impl std::error::Error + Send + Sync + 'static) -> CoreError {
+        CoreError::Stage(Box::new(e))
+    }
 }
 
 impl From<kd_dist::Error> for CoreError {

@@ -20,6 +20,7 @@ pub mod plot;
 pub mod profile;
 pub mod progress;
 pub mod rng;
+pub mod stage;
 pub mod teacher;
 pub mod view;
 pub mod zarr;
@@ -30,6 +31,7 @@ pub use manifest::{InputRef, Manifest, OutputRef};
 pub use mix::{MixKind, MixMode, MixParams, MixSpec, ViewBatch};
 pub use progress::{Progress, Silent};
 pub use rng::Rng;
+pub use stage::{Outcome, RunOptions, StageRun};
 pub use teacher::{Folds, Teacher};
 pub use view::{Crop, CropRange, ViewParams, ViewSpec};
 

@@ -12,7 +12,8 @@
 //! its inputs (and manifests written before `rel` existed are searched for
 //! under the artifact's parent directories).
 //!
-//! `--out` is guarded by [`needs_run`], the common entry of every stage: a
+//! `--out` is guarded by [`claim_out_dir`], the common entry of every stage
+//! (through [`crate::stage::StageRun::claim`]): a
 //! directory holding another stage's artifact, or files that are no kd
 //! artifact, is refused unless `--force`, and then its contents are replaced
 //! whole. An unfinished artifact says which stage it belongs to with a
@@ -480,26 +481,36 @@ fn write_marker(dir: &Path, stage: &str) -> Result<()> {
     fs::rename(&tmp, &m).at(&m)
 }
 
-/// Decide whether a stage writing into `dir` must run.
+/// What [`claim_out_dir`] found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Claim {
+    /// A finished artifact of the same stage, config and inputs: nothing to do.
+    UpToDate,
+    /// The directory is this stage's now, marked unfinished, without a manifest.
+    Claimed,
+}
+
+/// Claim `dir` for a run of `stage`, or find it up to date.
 ///
-/// Returns `false` (nothing to do) when `dir` holds a finished artifact of the
-/// same stage, config and inputs and `force` is off; its manifest's mtime is
-/// then refreshed so Make sees the target as up to date. Otherwise the old
-/// manifest, if any, is removed first, so a crash mid-run cannot leave a
-/// directory that looks finished, and the directory is marked as this
-/// stage's unfinished artifact.
+/// Up to date when `dir` holds a finished artifact of the same stage, config
+/// and inputs and `force` is off; its manifest's mtime is then refreshed so
+/// Make sees the target as up to date. Otherwise the old manifest, if any,
+/// is removed first, so a crash mid-run cannot leave a directory that looks
+/// finished, and the directory is marked as this stage's unfinished
+/// artifact. (It acts, so it is not a question: the stage lifecycle in
+/// [`crate::stage`] calls it.)
 ///
 /// A directory holding another stage's artifact (finished or not), or files
 /// that are no kd artifact, is refused unless `force`; with `force` its
 /// contents are removed first (never a directory with other artifacts
 /// below it, the working directory or its parents).
-pub fn needs_run(
+pub fn claim_out_dir(
     dir: &Path,
     stage: &str,
     config: &Value,
     inputs: &[InputRef],
     force: bool,
-) -> Result<bool> {
+) -> Result<Claim> {
     let p = manifest_path(dir);
     let occupied = |what: String| CoreError::OutOccupied {
         dir: dir.into(),
@@ -513,7 +524,7 @@ pub fn needs_run(
                 let f = fs::File::options().append(true).open(&p).at(&p)?;
                 f.set_modified(SystemTime::now()).at(&p)?;
                 tracing::info!(dir = %dir.display(), "up to date, nothing to do (use --force to rerun)");
-                return Ok(false);
+                return Ok(Claim::UpToDate);
             }
         }
         Occupant::Unfinished(s) if s == stage => {}
@@ -532,7 +543,7 @@ pub fn needs_run(
     fs::create_dir_all(dir).at(dir)?;
     write_marker(dir, stage)?;
     remove_file_if_exists(&p)?;
-    Ok(true)
+    Ok(Claim::Claimed)
 }
 
 /// Write `value` as pretty JSON to `path` atomically.
@@ -554,6 +565,17 @@ pub fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T> {
 
 #[cfg(test)]
 mod tests {
+    /// Whether the stage has to run: the claim as a yes/no.
+    fn claims(
+        dir: &Path,
+        stage: &str,
+        config: &Value,
+        inputs: &[InputRef],
+        force: bool,
+    ) -> Result<bool> {
+        claim_out_dir(dir, stage, config, inputs, force).map(|c| c == Claim::Claimed)
+    }
+
     use super::*;
     use serde_json::json;
 
@@ -561,14 +583,14 @@ mod tests {
     fn write_read_and_pin_inputs() {
         let t = tempfile::tempdir().unwrap();
         let a = t.path().join("a");
-        assert!(needs_run(&a, "data", &json!({"x": 1}), &[], false).unwrap());
+        assert!(claims(&a, "data", &json!({"x": 1}), &[], false).unwrap());
         let mut m = Manifest::new("data", json!({"x": 1}));
         m.metrics = json!({"n": 3});
         m.write(&a).unwrap();
         assert_eq!(Manifest::read(&a).unwrap(), m);
-        assert!(!needs_run(&a, "data", &json!({"x": 1}), &[], false).unwrap());
-        assert!(needs_run(&a, "data", &json!({"x": 2}), &[], false).unwrap());
-        // needs_run removed the stale manifest: the directory is now incomplete.
+        assert!(!claims(&a, "data", &json!({"x": 1}), &[], false).unwrap());
+        assert!(claims(&a, "data", &json!({"x": 2}), &[], false).unwrap());
+        // claim_out_dir removed the stale manifest: the directory is now incomplete.
         assert!(matches!(
             Manifest::read(&a),
             Err(CoreError::ManifestMissing { .. })
@@ -606,7 +628,7 @@ mod tests {
         let teacher = t.path().join("teacher");
         finished(&teacher, "teacher");
         fs::write(teacher.join("weights.safetensors"), b"w").unwrap();
-        let e = needs_run(&teacher, "cache", &json!({}), &[], false).unwrap_err();
+        let e = claims(&teacher, "cache", &json!({}), &[], false).unwrap_err();
         let msg = e.to_string();
         assert!(matches!(e, CoreError::OutOccupied { .. }), "{msg}");
         assert!(
@@ -615,7 +637,7 @@ mod tests {
         );
         assert!(teacher.join(MANIFEST).is_file(), "refusal leaves it alone");
         // --force replaces it whole.
-        assert!(needs_run(&teacher, "cache", &json!({}), &[], true).unwrap());
+        assert!(claims(&teacher, "cache", &json!({}), &[], true).unwrap());
         let left: Vec<_> = fs::read_dir(&teacher)
             .unwrap()
             .flatten()
@@ -626,11 +648,11 @@ mod tests {
         let notes = t.path().join("notes");
         fs::create_dir_all(&notes).unwrap();
         fs::write(notes.join("todo.txt"), b"x").unwrap();
-        let msg = needs_run(&notes, "student", &json!({}), &[], false)
+        let msg = claims(&notes, "student", &json!({}), &[], false)
             .unwrap_err()
             .to_string();
         assert!(msg.contains("not a kd artifact (todo.txt)"), "{msg}");
-        assert!(needs_run(&notes, "student", &json!({}), &[], true).unwrap());
+        assert!(claims(&notes, "student", &json!({}), &[], true).unwrap());
         assert!(!notes.join("todo.txt").exists());
     }
 
@@ -638,11 +660,11 @@ mod tests {
     fn unfinished_artifacts_resume_only_in_their_own_stage() {
         let t = tempfile::tempdir().unwrap();
         let a = t.path().join("a");
-        assert!(needs_run(&a, "teacher", &json!({}), &[], false).unwrap());
+        assert!(claims(&a, "teacher", &json!({}), &[], false).unwrap());
         fs::create_dir_all(a.join("ckpt")).unwrap();
         // Killed and started again: the marker says whose it is.
-        assert!(needs_run(&a, "teacher", &json!({}), &[], false).unwrap());
-        let msg = needs_run(&a, "student", &json!({}), &[], false)
+        assert!(claims(&a, "teacher", &json!({}), &[], false).unwrap());
+        let msg = claims(&a, "student", &json!({}), &[], false)
             .unwrap_err()
             .to_string();
         assert!(msg.contains("unfinished 'teacher' artifact"), "{msg}");
@@ -655,13 +677,13 @@ mod tests {
         // A run started by a version that wrote no marker still resumes.
         let old = t.path().join("old");
         fs::create_dir_all(old.join("ckpt")).unwrap();
-        assert!(needs_run(&old, "student", &json!({}), &[], false).unwrap());
+        assert!(claims(&old, "student", &json!({}), &[], false).unwrap());
         let old_cache = t.path().join("old-cache");
         fs::create_dir_all(old_cache.join(".shards")).unwrap();
         fs::create_dir_all(old_cache.join("logits.zarr")).unwrap();
-        assert!(needs_run(&old_cache, "cache", &json!({}), &[], false).unwrap());
+        assert!(claims(&old_cache, "cache", &json!({}), &[], false).unwrap());
         fs::remove_file(old_cache.join(STAGE_MARKER)).unwrap();
-        assert!(needs_run(&old_cache, "student", &json!({}), &[], false).is_err());
+        assert!(claims(&old_cache, "student", &json!({}), &[], false).is_err());
     }
 
     #[test]
@@ -669,7 +691,7 @@ mod tests {
         let t = tempfile::tempdir().unwrap();
         let run = t.path().join("run");
         finished(&run.join("teachers").join("cnn"), "teacher");
-        let msg = needs_run(&run, "report", &json!({}), &[], true)
+        let msg = claims(&run, "report", &json!({}), &[], true)
             .unwrap_err()
             .to_string();
         assert!(

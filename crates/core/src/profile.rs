@@ -1,6 +1,16 @@
 //! Profiles (`data/profiles/<name>.toml`) fix every knob of a run. Each stage
 //! reads its own section; flags given on the command line win.
 //!
+//! Every subcommand lays its flags over its section the same way
+//! ([`Overlay`], [`layered`]): each given flag becomes the section key of
+//! the same name before the section is deserialised, so a value from a flag
+//! and one from the profile meet one parser (the section's serde types, the
+//! same enum spellings) and one set of checks. Keys that say where to run
+//! rather than what is made (`device`, the student's `teachers`) are taken
+//! out of the section first, so they never enter an artifact's identity;
+//! the device is the flag, else the section's `device`, else
+//! [`DEFAULT_DEVICE`], for every stage.
+//!
 //! A stage deserialises only its own section and each section refuses
 //! unknown keys, but a misspelt section name (`[cahce]`) would be read by
 //! nobody and the run would take defaults without a word. One profile
@@ -8,8 +18,13 @@
 //! top level against [`SECTIONS`].
 
 use crate::error::{CoreError, IoContext, Result};
+use serde::Serialize;
 use serde::de::DeserializeOwned;
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+
+/// The device of a stage given neither `--device` nor a `device` key.
+pub const DEFAULT_DEVICE: &str = "auto";
 
 /// Top-level sections a profile may have: `[data]`, `[teachers.<name>]`,
 /// `[cache]`, `[students.<variant>]`.
@@ -60,6 +75,107 @@ impl Profile {
     }
 }
 
+/// Command-line values to lay over a profile section: each one given sets
+/// the key of the same name (dotted for a nested table: `fit.epochs`).
+#[derive(Clone, Debug, Default)]
+pub struct Overlay(toml::Table);
+
+impl Overlay {
+    /// Set `key` when the flag was given (`Some`).
+    pub fn set<T: Serialize>(&mut self, key: &str, value: Option<T>) -> &mut Self {
+        if let Some(v) = value {
+            let v = toml::Value::try_from(v).expect("flag values are plain TOML values");
+            let mut parts: Vec<&str> = key.split('.').collect();
+            let last = parts.pop().expect("a key");
+            let mut t = &mut self.0;
+            for p in parts {
+                t = t
+                    .entry(p)
+                    .or_insert_with(|| toml::Value::Table(Default::default()))
+                    .as_table_mut()
+                    .expect("overlay keys nest consistently");
+            }
+            t.insert(last.into(), v);
+        }
+        self
+    }
+
+    fn lay_over(&self, base: &mut toml::Table) {
+        fn merge(dst: &mut toml::Table, src: &toml::Table) {
+            for (k, v) in src {
+                match (dst.get_mut(k), v) {
+                    (Some(toml::Value::Table(d)), toml::Value::Table(s)) => merge(d, s),
+                    _ => {
+                        dst.insert(k.clone(), v.clone());
+                    }
+                }
+            }
+        }
+        merge(base, &self.0);
+    }
+}
+
+/// A profile section with the flags laid over it.
+#[derive(Clone, Debug)]
+pub struct Layered<T> {
+    pub config: T,
+    /// The run keys ([`layered`]'s `run_keys`) the section had.
+    pub run: BTreeMap<String, String>,
+    /// `device` from the flag, else the section, else [`DEFAULT_DEVICE`].
+    pub device: String,
+}
+
+/// Section `section` of `profile` (absent profile or section: an empty
+/// table, so `#[serde(default)]` configs take their defaults) with `flags`
+/// laid over it, then deserialised. `run_keys` (string values saying where
+/// to run, not what is made) and `device` are taken out of the section first;
+/// `device_flag` wins over the section's `device`.
+pub fn layered<T: DeserializeOwned>(
+    profile: Option<&Profile>,
+    section: &str,
+    flags: &Overlay,
+    run_keys: &[&str],
+    device_flag: Option<&str>,
+) -> Result<Layered<T>> {
+    let origin = || profile.map_or_else(|| PathBuf::from("command line"), |p| p.path.clone());
+    let bad = |msg: String| CoreError::Profile {
+        path: origin(),
+        msg: format!("[{section}]: {msg}"),
+    };
+    let mut table = profile
+        .and_then(|p| p.table_at(section))
+        .cloned()
+        .unwrap_or_default();
+    let mut run = BTreeMap::new();
+    for key in run_keys.iter().copied().chain(["device"]) {
+        match table.remove(key) {
+            None => {}
+            Some(toml::Value::String(s)) => {
+                run.insert(key.to_string(), s);
+            }
+            Some(_) => return Err(bad(format!("{key} must be a string"))),
+        }
+    }
+    flags.lay_over(&mut table);
+    let config = T::deserialize(toml::Value::Table(table)).map_err(|e| bad(e.message().into()))?;
+    let device = device_flag
+        .map(str::to_string)
+        .or_else(|| run.remove("device"))
+        .unwrap_or_else(|| DEFAULT_DEVICE.to_string());
+    Ok(Layered {
+        config,
+        run,
+        device,
+    })
+}
+
+/// Parse one flag value with the serde spelling its profile key has (the
+/// one enum parser of the command line: `--tokens averaged` and
+/// `tokens = "averaged"` are read by the same code).
+pub fn parse_setting<T: DeserializeOwned>(s: &str) -> std::result::Result<T, String> {
+    T::deserialize(toml::Value::String(s.trim().to_string())).map_err(|e| e.message().to_string())
+}
+
 /// Refuse top-level keys other than [`SECTIONS`], sections that are not
 /// tables, and entries of `[teachers]` / `[students]` that are not named
 /// sub-tables.
@@ -100,7 +216,7 @@ fn check_sections(path: &Path, table: &toml::Table) -> Result<()> {
 mod tests {
     use super::*;
 
-    #[derive(serde::Deserialize, Default, Debug)]
+    #[derive(serde::Deserialize, Default, Debug, PartialEq)]
     #[serde(default, deny_unknown_fields)]
     struct S {
         epochs: usize,
@@ -143,5 +259,84 @@ mod tests {
         assert!(e.contains("'cache' must be a section"), "{e}");
         let e = load("[teachers]\nepochs = 2\n").unwrap_err();
         assert!(e.contains("[teachers] holds 'epochs'"), "{e}");
+    }
+
+    #[derive(serde::Deserialize, Default, Debug, PartialEq)]
+    #[serde(default, deny_unknown_fields)]
+    struct Nested {
+        name: String,
+        fit: S,
+        mode: Mode,
+    }
+
+    #[derive(serde::Deserialize, serde::Serialize, Default, Debug, PartialEq, Clone, Copy)]
+    #[serde(rename_all = "kebab-case")]
+    enum Mode {
+        #[default]
+        PerTeacher,
+        Averaged,
+    }
+
+    #[test]
+    fn flags_lay_over_the_section_and_run_keys_come_out() {
+        let t = tempfile::tempdir().unwrap();
+        let p = t.path().join("p.toml");
+        std::fs::write(
+            &p,
+            "[students.x]\nname = 'a'\nteachers = 'none'\ndevice = 'cpu'\nmode = 'averaged'\n[students.x.fit]\nepochs = 3\nlr = 0.5\n",
+        )
+        .unwrap();
+        let prof = Profile::load(&p).unwrap();
+        let mut flags = Overlay::default();
+        flags.set("fit.epochs", Some(7usize)).set("lr", None::<f64>);
+        let l: Layered<Nested> =
+            layered(Some(&prof), "students.x", &flags, &["teachers"], None).unwrap();
+        // The flag wins, the rest of the nested table stays.
+        assert_eq!(l.config.fit, S { epochs: 7, lr: 0.5 });
+        assert_eq!(
+            (l.config.name.as_str(), l.config.mode),
+            ("a", Mode::Averaged)
+        );
+        assert_eq!(l.run["teachers"], "none");
+        assert_eq!(l.device, "cpu");
+        // The device flag wins over the section; no profile: defaults and auto.
+        let l: Layered<Nested> = layered(
+            Some(&prof),
+            "students.x",
+            &flags,
+            &["teachers"],
+            Some("cuda:1"),
+        )
+        .unwrap();
+        assert_eq!(l.device, "cuda:1");
+        let mut flags = Overlay::default();
+        flags.set("mode", Some(Mode::Averaged));
+        let l: Layered<Nested> = layered(None, "students.x", &flags, &[], None).unwrap();
+        assert_eq!(l.config.mode, Mode::Averaged);
+        assert_eq!(
+            (l.config.fit.epochs, l.device.as_str()),
+            (0, DEFAULT_DEVICE)
+        );
+        // A bad value names the file and section; a run key must be a string.
+        std::fs::write(&p, "[cache]\nfit = 3\n").unwrap();
+        let prof = Profile::load(&p).unwrap();
+        let e = layered::<Nested>(Some(&prof), "cache", &Overlay::default(), &[], None)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("p.toml") && e.contains("[cache]"), "{e}");
+        std::fs::write(&p, "[cache]\ndevice = 3\n").unwrap();
+        let prof = Profile::load(&p).unwrap();
+        let e = layered::<Nested>(Some(&prof), "cache", &Overlay::default(), &[], None)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("device must be a string"), "{e}");
+    }
+
+    #[test]
+    fn one_enum_parser_for_flags_and_profiles() {
+        assert_eq!(parse_setting::<Mode>("averaged"), Ok(Mode::Averaged));
+        assert_eq!(parse_setting::<Mode>(" per-teacher "), Ok(Mode::PerTeacher));
+        let e = parse_setting::<Mode>("avg").unwrap_err();
+        assert!(e.contains("per-teacher") && e.contains("averaged"), "{e}");
     }
 }

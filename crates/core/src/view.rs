@@ -30,13 +30,6 @@ pub enum Crop {
 }
 
 impl Crop {
-    pub fn parse(s: &str) -> Option<Crop> {
-        match s {
-            "pad-crop" => Some(Crop::PadCrop),
-            "resized-crop" => Some(Crop::ResizedCrop),
-            _ => None,
-        }
-    }
     pub fn name(self) -> &'static str {
         match self {
             Crop::PadCrop => "pad-crop",

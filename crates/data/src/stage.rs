@@ -4,7 +4,8 @@ use crate::error::{DataError, Result};
 use crate::split::{SplitConfig, cut};
 use crate::store::{STAGE, STORE, write_dataset};
 use crate::{cifar, folder, idx};
-use kd_core::manifest::{Manifest, OutputRef, hash_file, needs_run};
+use kd_core::manifest::{OutputRef, hash_file};
+use kd_core::stage::{Outcome, StageRun};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use std::path::{Path, PathBuf};
@@ -48,13 +49,6 @@ impl Default for ImportConfig {
     }
 }
 
-/// What the stage did.
-#[derive(Debug)]
-pub enum Outcome {
-    UpToDate,
-    Wrote(Manifest),
-}
-
 fn source_files(src: &Path, recursive: bool, out: &mut Vec<PathBuf>) -> Result<()> {
     let rd = std::fs::read_dir(src).map_err(crate::error::io_err(src))?;
     for e in rd.flatten() {
@@ -96,7 +90,8 @@ pub fn import_stage(cfg: &ImportConfig, out: &Path, force: bool) -> Result<Outco
         })
         .collect::<Result<_>>()?;
     let config = json!({ "import": cfg, "source_blake3": hashes });
-    if !needs_run(out, STAGE, &config, &[], force)? {
+    let stage = StageRun::new(STAGE, out, config, vec![]);
+    if !stage.claim(force)? {
         return Ok(Outcome::UpToDate);
     }
     tracing::info!(src = %src.display(), ?format, "importing");
@@ -113,23 +108,23 @@ pub fn import_stage(cfg: &ImportConfig, out: &Path, force: bool) -> Result<Outco
     };
     let splits = cut(&imported, &cfg.split)?;
     let attrs = write_dataset(out, &splits, &imported.class_names, &imported.source)?;
-    let mut m = Manifest::new(STAGE, config);
-    m.seeds.insert("split".into(), cfg.split.seed);
-    m.outputs.push(OutputRef::of(out, STORE, false)?);
     let k = imported.class_names.len();
     let per_class: serde_json::Map<String, serde_json::Value> = splits
         .iter()
         .map(|(n, s)| (n.clone(), json!(s.class_counts(k))))
         .collect();
-    m.metrics = json!({
-        "samples": attrs.get("splits"),
-        "class_counts": per_class,
-        "chw": attrs.get("chw"),
-        "mean": attrs.get("mean"),
-        "std": attrs.get("std"),
-        "num_classes": k,
-    });
-    m.write(out)?;
+    let m = stage.seal(
+        &[("split", cfg.split.seed)],
+        vec![OutputRef::of(out, STORE, false)?],
+        json!({
+            "samples": attrs.get("splits"),
+            "class_counts": per_class,
+            "chw": attrs.get("chw"),
+            "mean": attrs.get("mean"),
+            "std": attrs.get("std"),
+            "num_classes": k,
+        }),
+    )?;
     tracing::info!(out = %out.display(), samples = %m.metrics["samples"], "dataset written");
-    Ok(Outcome::Wrote(m))
+    Ok(Outcome::Wrote(Box::new(m)))
 }

@@ -6,7 +6,8 @@ use kd_core::manifest::{MANIFEST, Manifest};
 use kd_core::{ViewParams, ViewSpec};
 use kd_data::augment::{assemble, lut};
 use kd_data::idx::encode_idx;
-use kd_data::stage::{Format, ImportConfig, Outcome, import_stage};
+use kd_core::Outcome;
+use kd_data::stage::{Format, ImportConfig, import_stage};
 use kd_data::{Dataset, Split};
 use std::io::Write;
 use std::path::Path;
@@ -113,7 +114,7 @@ fn second_run_does_nothing_and_force_reruns() {
         import_stage(&c, &out, false).unwrap(),
         Outcome::UpToDate
     ));
-    assert_eq!(Manifest::read(&out).unwrap(), m1);
+    assert_eq!(Manifest::read(&out).unwrap(), *m1);
     assert!(matches!(
         import_stage(&c, &out, true).unwrap(),
         Outcome::Wrote(_)

@@ -13,7 +13,8 @@
 //! one is out of date and rebuilt (Make's rerun after a teacher changed); an
 //! unfinished one may be someone's work in progress and is refused unless
 //! `--force`; a `--shard` worker never deletes anything. An `--out` holding
-//! another stage's artifact or other files is refused by `needs_run`.
+//! another stage's artifact or other files is refused by the stage lifecycle
+//! (`kd_core::stage`).
 //! Two unsharded builds into one directory would both compute every shard:
 //! the second finds the build lock taken and stops.
 //!
@@ -32,7 +33,8 @@ use crate::layout::{
     CacheConfig, Dtype, FoldsMeta, STAGE, StoreMeta, TeacherMeta, marker_path, marker_text,
     store_dir, store_key,
 };
-use kd_core::manifest::{InputRef, Manifest, OutputRef, needs_run};
+use kd_core::manifest::{InputRef, Manifest, OutputRef};
+use kd_core::stage::StageRun;
 use kd_core::zarr::{self, ZArray};
 use kd_core::{MixParams, Progress, Teacher, ViewBatch};
 use kd_data::Dataset;
@@ -514,7 +516,7 @@ pub fn build(
             Err(e) => return Err(e),
         }
     }
-    if !needs_run(out, STAGE, &cfg.identity(), &inputs, opts.force)? {
+    if !StageRun::new(STAGE, out, cfg.identity(), inputs.clone()).claim(opts.force)? {
         return Ok(Outcome::UpToDate);
     }
     // Before anything is removed: a second build into the same directory
@@ -913,15 +915,9 @@ fn finalize_inner(out: &Path, trusted: &HashSet<usize>) -> Result<Manifest> {
         ));
     }
     check_shards(out, &meta, trusted)?;
-    for i in &meta.inputs {
-        i.verify_at(out)?;
-    }
-    let config = meta.key["config"].clone();
-    let mut m = Manifest::new(STAGE, config);
-    m.seeds.insert("views".into(), meta.seed);
-    m.inputs = meta.inputs.clone();
-    m.outputs
-        .push(OutputRef::of(out, crate::layout::STORE, false)?);
+    // `finalize` may run in another process and directory than the
+    // workers: the lifecycle re-checks the inputs where the store recorded them.
+    let stage = StageRun::new(STAGE, out, meta.key["config"].clone(), meta.inputs.clone());
     let info = zarr::describe(&root)?;
     let per_teacher: serde_json::Map<String, serde_json::Value> = meta
         .teachers
@@ -938,7 +934,7 @@ fn finalize_inner(out: &Path, trusted: &HashSet<usize>) -> Result<Manifest> {
             )
         })
         .collect();
-    m.metrics = json!({
+    let mut metrics = json!({
         "samples": meta.samples,
         "views": meta.views,
         "classes": meta.num_classes,
@@ -951,7 +947,7 @@ fn finalize_inner(out: &Path, trusted: &HashSet<usize>) -> Result<Manifest> {
     });
     // Only when used, so a plain store's manifest reads as it always did.
     if let Some(mix) = &meta.mix {
-        m.metrics["mix"] = json!(mix);
+        metrics["mix"] = json!(mix);
     }
     let folds: serde_json::Map<String, serde_json::Value> = meta
         .teachers
@@ -959,9 +955,10 @@ fn finalize_inner(out: &Path, trusted: &HashSet<usize>) -> Result<Manifest> {
         .filter_map(|t| t.folds.as_ref().map(|f| (t.name.clone(), json!(f.k))))
         .collect();
     if !folds.is_empty() {
-        m.metrics["cross_fitted_folds"] = json!(folds);
+        metrics["cross_fitted_folds"] = json!(folds);
     }
-    m.write(out)?;
+    let outputs = vec![OutputRef::of(out, crate::layout::STORE, false)?];
+    let m = stage.seal(&[("views", meta.seed)], outputs, metrics)?;
     tracing::info!(out = %out.display(), shards = meta.num_shards, "logit cache finished");
     Ok(m)
 }

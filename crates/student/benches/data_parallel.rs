@@ -20,7 +20,7 @@
 use kd_core::Silent;
 use kd_core::fit::FitOptions;
 use kd_logit_cache::testing::synthetic_dataset;
-use kd_student::train::{Outcome, Source, StudentConfig, train_stage_with};
+use kd_student::{Outcome, RunOptions, Source, StudentConfig, train_stage};
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -63,15 +63,14 @@ fn child(role: &str) {
         batch_size: BATCH,
         ..Default::default()
     };
-    match train_stage_with(
+    match train_stage(
         &cfg,
         &ds,
         &Source::None,
         &out,
-        Device::Cpu,
-        true,
-        &opts,
-        &Silent,
+        &RunOptions::new(Device::Cpu, &Silent)
+            .force(true)
+            .fit(opts.clone()),
     )
     .expect("student run")
     {

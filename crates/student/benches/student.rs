@@ -20,7 +20,7 @@ use kd_core::{Silent, Teacher};
 use kd_data::Dataset;
 use kd_logit_cache::testing::{synthetic_dataset, teacher_artifact};
 use kd_logit_cache::{BuildOptions, CacheConfig, LogitStore, TeacherInput};
-use kd_student::train::{Outcome, Source, StudentConfig, train_stage};
+use kd_student::{Outcome, RunOptions, Source, StudentConfig, train_stage};
 use kd_teachers::{Arch, ModelConfig, Net};
 use std::path::Path;
 use std::time::Instant;
@@ -98,7 +98,15 @@ fn median(mut v: Vec<f64>) -> f64 {
 }
 
 fn epoch_rate(cfg: &StudentConfig, ds: &Path, src: &Source, out: &Path, device: Device) -> f64 {
-    match train_stage(cfg, ds, src, out, device, true, &Silent).expect("student run") {
+    match train_stage(
+        cfg,
+        ds,
+        src,
+        out,
+        &RunOptions::new(device, &Silent).force(true),
+    )
+    .expect("student run")
+    {
         Outcome::Wrote(m) => m.metrics["images_per_sec"].as_f64().unwrap_or(0.0),
         o => panic!("unexpected {o:?}"),
     }

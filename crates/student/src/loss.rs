@@ -39,17 +39,6 @@ pub enum Distill {
     Hard,
 }
 
-impl std::str::FromStr for Distill {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        match s {
-            "soft" => Ok(Distill::Soft),
-            "hard" => Ok(Distill::Hard),
-            _ => Err(format!("'{s}': expected soft or hard")),
-        }
-    }
-}
-
 /// How each view's distillation weight is shared among the teachers.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -69,18 +58,6 @@ impl Weighting {
             Weighting::Uniform => "uniform",
             Weighting::Confidence => "confidence",
             Weighting::Correct => "correct",
-        }
-    }
-}
-
-impl std::str::FromStr for Weighting {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        match s {
-            "uniform" => Ok(Weighting::Uniform),
-            "confidence" => Ok(Weighting::Confidence),
-            "correct" => Ok(Weighting::Correct),
-            _ => Err(format!("'{s}': expected uniform, confidence or correct")),
         }
     }
 }

@@ -49,17 +49,6 @@ impl Stem {
     }
 }
 
-impl std::str::FromStr for Stem {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        match s {
-            "patch" => Ok(Stem::Patch),
-            "conv-involution" => Ok(Stem::ConvInvolution),
-            _ => Err(format!("'{s}': expected patch or conv-involution")),
-        }
-    }
-}
-
 /// Which stem a distillation token is the mean of.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]

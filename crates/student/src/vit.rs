@@ -460,15 +460,6 @@ impl Vit {
     }
 }
 
-/// Number of scalars in a var store.
-pub fn num_params(vs: &nn::VarStore) -> i64 {
-    vs.trainable_variables()
-        .iter()
-        .map(Tensor::numel)
-        .map(|n| n as i64)
-        .sum()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -565,7 +556,7 @@ mod tests {
             let cfg = Config::preset(preset, 224, 3, 1000, 1).unwrap();
             cfg.validate().unwrap();
             let _m = Vit::new(&vs.root(), &cfg);
-            assert_eq!(num_params(&vs), want, "{preset}");
+            assert_eq!(kd_core::stage::param_count(&vs), want, "{preset}");
         }
         // Each extra teacher adds one token, its position and one head.
         let vs = nn::VarStore::new(Device::Cpu);
@@ -573,13 +564,16 @@ mod tests {
             &vs.root(),
             &Config::preset("deit-tiny", 224, 3, 1000, 2).unwrap(),
         );
-        assert_eq!(num_params(&vs), 5_910_800 + 2 * 192 + 192 * 1000 + 1000);
+        assert_eq!(
+            kd_core::stage::param_count(&vs),
+            5_910_800 + 2 * 192 + 192 * 1000 + 1000
+        );
         let vs = nn::VarStore::new(Device::Cpu);
         let m = Vit::new(
             &vs.root(),
             &Config::preset("vit-c32", 32, 3, 10, 2).unwrap(),
         );
-        let n = num_params(&vs);
+        let n = kd_core::stage::param_count(&vs);
         assert!((3_000_000..5_000_000).contains(&n), "{n}");
         let out = m.forward_t(
             &Tensor::randn([2, 3, 32, 32], (Kind::Float, Device::Cpu)),
@@ -621,7 +615,7 @@ mod tests {
             &vs.root(),
             &Config::preset("vit-tiny", 28, 1, 10, 2).unwrap(),
         );
-        let n = num_params(&vs);
+        let n = kd_core::stage::param_count(&vs);
         assert!((250_000..400_000).contains(&n), "{n}");
     }
 

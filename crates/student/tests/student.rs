@@ -10,10 +10,8 @@ use kd_logit_cache::testing::{ConvTeacher, synthetic_dataset, teacher_artifact};
 use kd_logit_cache::{BuildOptions, CacheConfig, LogitStore, TeacherInput};
 use kd_student::Distill;
 use kd_student::loss::{LossConfig, student_loss};
-use kd_student::train::{
-    Batcher, Outcome, Source, StudentConfig, TokenMode, train_stage, train_stage_with,
-};
 use kd_student::vit::{Config, Vit};
+use kd_student::{Batcher, Outcome, RunOptions, Source, StudentConfig, TokenMode, train_stage};
 use std::path::{Path, PathBuf};
 use tch::{Device, Kind, Tensor, nn};
 
@@ -197,9 +195,7 @@ fn stems_and_weighting_from_the_store() {
         &ds,
         &cache(&store, &["cnn"]),
         &t.path().join("x"),
-        CPU,
-        false,
-        &Silent,
+        &RunOptions::new(CPU, &Silent),
     ));
     assert!(
         e.contains("stem conv-involution") && e.contains("test-conv"),
@@ -216,9 +212,7 @@ fn stems_and_weighting_from_the_store() {
         &ds,
         &cache(&store, &["cnn", "involution"]),
         &out,
-        CPU,
-        false,
-        &Silent,
+        &RunOptions::new(CPU, &Silent),
     )
     .unwrap() else {
         panic!("expected a student")
@@ -242,9 +236,7 @@ fn stems_and_weighting_from_the_store() {
         &ds,
         &Source::None,
         &t.path().join("p"),
-        CPU,
-        false,
-        &Silent,
+        &RunOptions::new(CPU, &Silent),
     )
     .unwrap() else {
         panic!("expected a student")
@@ -388,9 +380,7 @@ fn mixed_store_gives_the_teachers_pixels_and_mixed_labels() {
             &ds_dir,
             &c,
             &t.path().join("s"),
-            CPU,
-            false,
-            &Silent
+            &RunOptions::new(CPU, &Silent)
         )
         .unwrap(),
         Outcome::Wrote(_)
@@ -409,9 +399,7 @@ fn resume_after_interruption_equals_straight_run() {
         &ds,
         &cache(&store, &["cnn", "involution"]),
         &a,
-        CPU,
-        false,
-        &Silent,
+        &RunOptions::new(CPU, &Silent),
     )
     .unwrap();
     assert!(matches!(o, Outcome::Wrote(_)));
@@ -421,7 +409,14 @@ fn resume_after_interruption_equals_straight_run() {
         ..Default::default()
     };
     let src = cache(&store, &["cnn", "involution"]);
-    let o = train_stage_with(&cfg, &ds, &src, &b, CPU, false, &stop, &Silent).unwrap();
+    let o = train_stage(
+        &cfg,
+        &ds,
+        &src,
+        &b,
+        &RunOptions::new(CPU, &Silent).fit(stop.clone()),
+    )
+    .unwrap();
     assert!(matches!(o, Outcome::Stopped { epochs_done: 1 }), "{o:?}");
     assert!(!b.join("manifest.json").exists());
     // A different config must not resume from this checkpoint.
@@ -429,9 +424,15 @@ fn resume_after_interruption_equals_straight_run() {
         lr: 1e-3,
         ..cfg.clone()
     };
-    let e = err_of(train_stage(&other, &ds, &src, &b, CPU, false, &Silent));
+    let e = err_of(train_stage(
+        &other,
+        &ds,
+        &src,
+        &b,
+        &RunOptions::new(CPU, &Silent),
+    ));
     assert!(e.contains("checkpoint") && e.contains("another"), "{e}");
-    let o = train_stage(&cfg, &ds, &src, &b, CPU, false, &Silent).unwrap();
+    let o = train_stage(&cfg, &ds, &src, &b, &RunOptions::new(CPU, &Silent)).unwrap();
     assert!(matches!(o, Outcome::Wrote(_)));
     let (wa, wb) = (
         weights(&a.join("weights.safetensors")),
@@ -453,7 +454,9 @@ fn outputs_metrics_and_idempotence() {
     let out = t.path().join("live");
     let src = live(&ds);
     let cfg = small_cfg(2);
-    let Outcome::Wrote(m) = train_stage(&cfg, &ds, &src, &out, CPU, false, &Silent).unwrap() else {
+    let Outcome::Wrote(m) =
+        train_stage(&cfg, &ds, &src, &out, &RunOptions::new(CPU, &Silent)).unwrap()
+    else {
         panic!("expected a run");
     };
     assert_eq!(m.stage, "student");
@@ -498,11 +501,18 @@ fn outputs_metrics_and_idempotence() {
     assert!(csv.lines().next().unwrap().contains("agree_cnn"));
     // Same config and inputs: nothing to do; --force reruns.
     assert!(matches!(
-        train_stage(&cfg, &ds, &src, &out, CPU, false, &Silent).unwrap(),
+        train_stage(&cfg, &ds, &src, &out, &RunOptions::new(CPU, &Silent)).unwrap(),
         Outcome::UpToDate
     ));
     assert!(matches!(
-        train_stage(&cfg, &ds, &src, &out, CPU, true, &Silent).unwrap(),
+        train_stage(
+            &cfg,
+            &ds,
+            &src,
+            &out,
+            &RunOptions::new(CPU, &Silent).force(true)
+        )
+        .unwrap(),
         Outcome::Wrote(_)
     ));
     // The no-teacher baseline has only the class head.
@@ -512,9 +522,7 @@ fn outputs_metrics_and_idempotence() {
         &ds,
         &Source::None,
         &none,
-        CPU,
-        false,
-        &Silent,
+        &RunOptions::new(CPU, &Silent),
     )
     .unwrap();
     let w = weights(&none.join("weights.safetensors"));
@@ -537,9 +545,7 @@ fn single_teacher_and_averaged_token_from_the_ensemble_store() {
         &ds,
         &cache(&store, &["involution"]),
         &one,
-        CPU,
-        false,
-        &Silent,
+        &RunOptions::new(CPU, &Silent),
     )
     .unwrap();
     let names: Vec<String> = weights(&one.join("weights.safetensors"))
@@ -561,9 +567,7 @@ fn single_teacher_and_averaged_token_from_the_ensemble_store() {
         &ds,
         &cache(&store, &["cnn", "involution"]),
         &avg,
-        CPU,
-        false,
-        &Silent,
+        &RunOptions::new(CPU, &Silent),
     )
     .unwrap();
     let m: serde_json::Value =
@@ -578,7 +582,13 @@ fn refuses_bad_inputs() {
     let (ds, store) = fixture(t.path());
     let out = t.path().join("s");
     let run = |cfg: &StudentConfig, ds: &Path, src: &Source| {
-        err_of(train_stage(cfg, ds, src, &out, CPU, false, &Silent))
+        err_of(train_stage(
+            cfg,
+            ds,
+            src,
+            &out,
+            &RunOptions::new(CPU, &Silent),
+        ))
     };
 
     let other_ds = synthetic_dataset(&t.path().join("ds2"), 48, 3, [1, 8, 8], 8);

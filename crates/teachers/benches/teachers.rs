@@ -5,8 +5,9 @@
 #![allow(clippy::print_stdout)]
 
 use kd_core::optim::{AdamW, AdamWConfig};
+use kd_core::stage::param_count;
 use kd_teachers::involution::{involution, involution_naive, out_size};
-use kd_teachers::model::{Arch, ModelConfig, Net, param_count};
+use kd_teachers::model::{Arch, ModelConfig, Net};
 use std::time::Instant;
 use tch::nn::{ModuleT, VarStore};
 use tch::{Device, Kind, Reduction, Tensor};

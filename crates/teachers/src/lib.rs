@@ -5,20 +5,28 @@
 //! - [`rednet`]: a RedNet-style involution network (kernels generated per
 //!   pixel, shared across channels), on the [`involution`] operator;
 //! - [`model`]: [`Arch`] and [`Net`] over both, built from named presets;
-//! - [`train`]: the `teacher` stage ([`train_stage`]), [`evaluate`], and
-//!   [`load`], which hands other stages a `Box<dyn kd_core::Teacher>`.
+//! - [`config`]: a teacher's settings and its `config.json`;
+//! - [`stage`]: the `teacher` stage ([`train_stage`]), plain or cross-fitted,
+//!   over the training jobs in `learner`;
+//! - [`eval`]: accuracy on a split, `kd teacher eval` ([`evaluate`]);
+//! - [`load`]: a finished artifact as a `Box<dyn kd_core::Teacher>`.
 
 pub mod cnn;
+pub mod config;
 pub mod error;
+pub mod eval;
 pub mod involution;
+mod learner;
+pub mod load;
 pub mod model;
 pub mod rednet;
+pub mod stage;
 pub mod torchscript;
-pub mod train;
 
+pub use config::{TeacherConfig, TeacherFile};
 pub use error::{Result, TeacherError};
+pub use eval::{EvalReport, EvalStats, eval_split, evaluate};
+pub use kd_core::stage::{Outcome, RunOptions};
+pub use load::{LoadedTeacher, load, load_teacher};
 pub use model::{Arch, ModelConfig, ModelOverrides, Net};
-pub use train::{
-    EvalReport, EvalStats, LoadedTeacher, Outcome, TeacherConfig, TeacherFile, evaluate, load,
-    load_teacher, train_stage, train_stage_with,
-};
+pub use stage::{STAGE, fold_assignment, train_stage};

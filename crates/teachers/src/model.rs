@@ -11,6 +11,8 @@ use tch::nn::{self, ModuleT};
 #[serde(rename_all = "lowercase")]
 pub enum Arch {
     Cnn,
+    /// RedNet, the involution network (`rednet-*` presets).
+    #[serde(alias = "rednet")]
     Involution,
 }
 
@@ -34,16 +36,6 @@ impl Arch {
         match self {
             Arch::Cnn => "cnn-small",
             Arch::Involution => "rednet-small",
-        }
-    }
-
-    pub fn parse(s: &str) -> Result<Arch> {
-        match s {
-            "cnn" => Ok(Arch::Cnn),
-            "involution" | "rednet" => Ok(Arch::Involution),
-            _ => Err(TeacherError::Invalid(format!(
-                "unknown architecture '{s}' (expected cnn or involution)"
-            ))),
         }
     }
 }
@@ -250,12 +242,4 @@ impl ModuleT for Net {
             Net::RedNet(m) => m.forward_t(x, train),
         }
     }
-}
-
-/// Number of trainable parameters in a VarStore.
-pub fn param_count(vs: &nn::VarStore) -> i64 {
-    vs.trainable_variables()
-        .iter()
-        .map(|t| t.numel() as i64)
-        .sum()
 }

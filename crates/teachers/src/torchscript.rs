@@ -18,11 +18,12 @@
 //! pure-PyTorch implementation of its op.
 
 use crate::error::{Result, TeacherError};
-use crate::train::{EvalStats, METRICS, STAGE, checked_output, dataset_input, eval_split_with};
-use kd_core::manifest::{
-    InputRef, Manifest, OutputRef, hash_file, needs_run, read_json, write_json,
-};
-use kd_core::{Progress, ViewSpec};
+use crate::eval::{EvalStats, eval_split_with};
+use crate::load::{checked_output, dataset_input};
+use crate::stage::{METRICS, STAGE};
+use kd_core::ViewSpec;
+use kd_core::manifest::{InputRef, Manifest, OutputRef, hash_file, read_json, write_json};
+use kd_core::stage::{Outcome, RunOptions, StageRun};
 use kd_data::Dataset;
 use kd_data::augment::lut;
 use serde::{Deserialize, Serialize};
@@ -226,10 +227,9 @@ pub fn import_stage(
     cfg: &ImportConfig,
     dataset: &Path,
     out: &Path,
-    device: Device,
-    force: bool,
-    progress: &dyn Progress,
-) -> Result<crate::train::Outcome> {
+    run: &RunOptions,
+) -> Result<Outcome> {
+    let (device, progress) = (run.device, run.progress);
     if !module.is_file() {
         return Err(TeacherError::Artifact {
             path: module.into(),
@@ -244,8 +244,9 @@ pub fn import_stage(
     let input = InputRef::of("dataset", dataset, kd_data::store::STAGE)?;
     let module_hash = hash_file(module)?;
     let config = json!({"torchscript": cfg, "module_blake3": module_hash});
-    if !needs_run(out, STAGE, &config, std::slice::from_ref(&input), force)? {
-        return Ok(crate::train::Outcome::UpToDate);
+    let stage = StageRun::new(STAGE, out, config, vec![input]);
+    if !stage.claim(run.force)? {
+        return Ok(Outcome::UpToDate);
     }
     let ds = Dataset::open(dataset)?;
     let test = ds.split("test")?;
@@ -267,7 +268,7 @@ pub fn import_stage(
         file.clone(),
         load_module(module, device)?,
         module_hash.clone(),
-        input.manifest_hash.clone(),
+        stage.inputs()[0].manifest_hash.clone(),
         device,
     );
     // One real batch first: a wrong input or class count is one clear error.
@@ -307,16 +308,14 @@ pub fn import_stage(
     metrics["confusion"] = json!(eval.confusion);
     metrics["class_names"] = json!(ds.class_names);
     write_json(&out.join(METRICS), &metrics)?;
-    input.verify()?;
-    let mut man = Manifest::new(STAGE, config);
-    man.inputs.push(input);
-    man.outputs.push(OutputRef::of(out, MODULE, true)?);
-    man.outputs.push(OutputRef::of(out, CONFIG, true)?);
-    man.outputs.push(OutputRef::of(out, METRICS, false)?);
-    man.metrics = summary;
-    man.write(out)?;
+    let outputs = vec![
+        OutputRef::of(out, MODULE, true)?,
+        OutputRef::of(out, CONFIG, true)?,
+        OutputRef::of(out, METRICS, false)?,
+    ];
+    let man = stage.seal(&[], outputs, summary)?;
     tracing::info!(out = %out.display(), test_accuracy = eval.accuracy, "TorchScript teacher imported");
-    Ok(crate::train::Outcome::Wrote(Box::new(man)))
+    Ok(Outcome::Wrote(Box::new(man)))
 }
 
 /// Whether the teacher artifact in `dir` is an imported TorchScript module.

@@ -4,8 +4,9 @@
 mod common;
 
 use kd_core::optim::{AdamW, AdamWConfig};
+use kd_core::stage::param_count;
 use kd_teachers::cnn::CnnConfig;
-use kd_teachers::model::{Arch, ModelConfig, Net, param_count};
+use kd_teachers::model::{Arch, ModelConfig, Net};
 use kd_teachers::rednet::RedNetConfig;
 use std::collections::BTreeMap;
 use tch::nn::{ModuleT, VarStore};

@@ -6,7 +6,7 @@ mod common;
 use kd_core::Silent;
 use kd_core::fit::FitOptions;
 use kd_core::manifest::{hash_file, manifest_hash};
-use kd_teachers::{Arch, Outcome, TeacherConfig, evaluate, load, train_stage, train_stage_with};
+use kd_teachers::{Arch, Outcome, RunOptions, TeacherConfig, evaluate, load, train_stage};
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -54,7 +54,8 @@ fn train_resume_load_and_evaluate() {
 
     // Straight run.
     let a = t.path().join("a");
-    let Outcome::Wrote(man) = train_stage(&cfg, &data, &a, Device::Cpu, false, &Silent).unwrap()
+    let Outcome::Wrote(man) =
+        train_stage(&cfg, &data, &a, &RunOptions::new(Device::Cpu, &Silent)).unwrap()
     else {
         panic!("expected a trained teacher")
     };
@@ -86,7 +87,7 @@ fn train_resume_load_and_evaluate() {
 
     // Idempotent.
     assert!(matches!(
-        train_stage(&cfg, &data, &a, Device::Cpu, false, &Silent).unwrap(),
+        train_stage(&cfg, &data, &a, &RunOptions::new(Device::Cpu, &Silent)).unwrap(),
         Outcome::UpToDate
     ));
 
@@ -96,14 +97,26 @@ fn train_resume_load_and_evaluate() {
         stop_after: Some(1),
         ..Default::default()
     };
-    let r = train_stage_with(&cfg, &data, &b, Device::Cpu, false, &Silent, &stop).unwrap();
+    let r = train_stage(
+        &cfg,
+        &data,
+        &b,
+        &RunOptions::new(Device::Cpu, &Silent).fit(stop.clone()),
+    )
+    .unwrap();
     assert!(matches!(r, Outcome::Stopped { epochs_done: 1 }), "{r:?}");
     assert!(!b.join("manifest.json").exists());
     assert!(b.join("ckpt/state.json").is_file());
-    let r = train_stage_with(&cfg, &data, &b, Device::Cpu, false, &Silent, &stop).unwrap();
+    let r = train_stage(
+        &cfg,
+        &data,
+        &b,
+        &RunOptions::new(Device::Cpu, &Silent).fit(stop.clone()),
+    )
+    .unwrap();
     assert!(matches!(r, Outcome::Stopped { epochs_done: 2 }), "{r:?}");
     assert!(matches!(
-        train_stage(&cfg, &data, &b, Device::Cpu, false, &Silent).unwrap(),
+        train_stage(&cfg, &data, &b, &RunOptions::new(Device::Cpu, &Silent)).unwrap(),
         Outcome::Wrote(_)
     ));
     let (wa, wb) = (weights(&a), weights(&b));
@@ -160,7 +173,7 @@ fn involution_teacher_trains_and_loads() {
     cfg.name = Some("inv".into());
     let out = t.path().join("inv");
     assert!(matches!(
-        train_stage(&cfg, &data, &out, Device::Cpu, false, &Silent).unwrap(),
+        train_stage(&cfg, &data, &out, &RunOptions::new(Device::Cpu, &Silent)).unwrap(),
         Outcome::Wrote(_)
     ));
     let teacher = load(&out, Device::Cpu).unwrap();
@@ -170,7 +183,13 @@ fn involution_teacher_trains_and_loads() {
     assert_eq!(y.size(), [2, 3]);
     // --force retrains.
     assert!(matches!(
-        train_stage(&cfg, &data, &out, Device::Cpu, true, &Silent).unwrap(),
+        train_stage(
+            &cfg,
+            &data,
+            &out,
+            &RunOptions::new(Device::Cpu, &Silent).force(true)
+        )
+        .unwrap(),
         Outcome::Wrote(_)
     ));
 }
@@ -190,9 +209,7 @@ fn bad_input_is_refused_without_a_manifest() {
         &tiny(Arch::Cnn, 1),
         &empty,
         &out,
-        Device::Cpu,
-        false,
-        &Silent,
+        &RunOptions::new(Device::Cpu, &Silent),
     )
     .unwrap_err()
     .to_string();
@@ -203,7 +220,7 @@ fn bad_input_is_refused_without_a_manifest() {
     let mut cfg = tiny(Arch::Cnn, 1);
     cfg.num_classes = Some(10);
     let out = t.path().join("o2");
-    let e = train_stage(&cfg, &data, &out, Device::Cpu, false, &Silent)
+    let e = train_stage(&cfg, &data, &out, &RunOptions::new(Device::Cpu, &Silent))
         .unwrap_err()
         .to_string();
     assert!(
@@ -215,7 +232,7 @@ fn bad_input_is_refused_without_a_manifest() {
     // Unknown preset for the architecture.
     let mut cfg = tiny(Arch::Cnn, 1);
     cfg.preset = Some("rednet-tiny".into());
-    let e = train_stage(&cfg, &data, &out, Device::Cpu, false, &Silent)
+    let e = train_stage(&cfg, &data, &out, &RunOptions::new(Device::Cpu, &Silent))
         .unwrap_err()
         .to_string();
     assert!(e.contains("unknown preset 'rednet-tiny'"), "{e}");
@@ -228,12 +245,18 @@ fn bad_input_is_refused_without_a_manifest() {
     };
     let cfg = tiny(Arch::Cnn, 2);
     assert!(matches!(
-        train_stage_with(&cfg, &data, &out, Device::Cpu, false, &Silent, &stop).unwrap(),
+        train_stage(
+            &cfg,
+            &data,
+            &out,
+            &RunOptions::new(Device::Cpu, &Silent).fit(stop.clone())
+        )
+        .unwrap(),
         Outcome::Stopped { epochs_done: 1 }
     ));
     let mut other = cfg.clone();
     other.fit.lr = 1e-3;
-    let e = train_stage(&other, &data, &out, Device::Cpu, false, &Silent)
+    let e = train_stage(&other, &data, &out, &RunOptions::new(Device::Cpu, &Silent))
         .unwrap_err()
         .to_string();
     assert!(
@@ -242,14 +265,20 @@ fn bad_input_is_refused_without_a_manifest() {
     );
     let mut inv = tiny(Arch::Involution, 2);
     inv.name = Some("cnn".into());
-    let e = train_stage(&inv, &data, &out, Device::Cpu, false, &Silent)
+    let e = train_stage(&inv, &data, &out, &RunOptions::new(Device::Cpu, &Silent))
         .unwrap_err()
         .to_string();
     assert!(e.contains("another model, config or dataset"), "{e}");
     assert!(!out.join("manifest.json").exists());
     // --force starts over instead.
     assert!(matches!(
-        train_stage(&other, &data, &out, Device::Cpu, true, &Silent).unwrap(),
+        train_stage(
+            &other,
+            &data,
+            &out,
+            &RunOptions::new(Device::Cpu, &Silent).force(true)
+        )
+        .unwrap(),
         Outcome::Wrote(_)
     ));
 
@@ -312,10 +341,17 @@ fn cross_fitted_teacher_answers_each_sample_with_the_model_that_never_saw_it() {
         ..Default::default()
     };
     assert!(matches!(
-        train_stage_with(&cfg, &data, &out, Device::Cpu, false, &Silent, &opts).unwrap(),
+        train_stage(
+            &cfg,
+            &data,
+            &out,
+            &RunOptions::new(Device::Cpu, &Silent).fit(opts.clone())
+        )
+        .unwrap(),
         Outcome::Stopped { .. }
     ));
-    let Outcome::Wrote(man) = train_stage(&cfg, &data, &out, Device::Cpu, false, &Silent).unwrap()
+    let Outcome::Wrote(man) =
+        train_stage(&cfg, &data, &out, &RunOptions::new(Device::Cpu, &Silent)).unwrap()
     else {
         panic!("expected a cross-fitted teacher")
     };
@@ -353,7 +389,7 @@ fn cross_fitted_teacher_answers_each_sample_with_the_model_that_never_saw_it() {
     }
     assert_eq!(
         folds.assignment,
-        kd_teachers::train::fold_assignment(&train.labels, 4, 3, cfg.fit.seed)
+        kd_teachers::fold_assignment(&train.labels, 4, 3, cfg.fit.seed)
     );
     // logits_for routes each sample to its own fold's model.
     let idx: Vec<usize> = (0..12).collect();
@@ -406,9 +442,7 @@ fn cross_fitted_teacher_answers_each_sample_with_the_model_that_never_saw_it() {
         &cfg,
         &data,
         &t.path().join("bad"),
-        Device::Cpu,
-        false,
-        &Silent,
+        &RunOptions::new(Device::Cpu, &Silent),
     )
     .unwrap_err()
     .to_string();

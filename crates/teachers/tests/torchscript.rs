@@ -9,7 +9,7 @@ use kd_core::Silent;
 use kd_data::Dataset;
 use kd_data::augment::{batch_tensor, lut};
 use kd_teachers::torchscript::{ImportConfig, import_stage};
-use kd_teachers::{Outcome, evaluate, load};
+use kd_teachers::{Outcome, RunOptions, evaluate, load};
 use std::path::Path;
 use std::process::Command;
 use tch::{Device, Tensor};
@@ -110,9 +110,14 @@ fn scripted_and_traced_modules_give_pytorchs_logits() {
             Some((&raw_path, &want_path)),
         );
         let out = t.path().join(mode);
-        let Outcome::Wrote(man) =
-            import_stage(&pt, &cfg(mode), &data, &out, Device::Cpu, false, &Silent).unwrap()
-        else {
+        let Outcome::Wrote(man) = import_stage(
+            &pt,
+            &cfg(mode),
+            &data,
+            &out,
+            &RunOptions::new(Device::Cpu, &Silent),
+        )
+        .unwrap() else {
             panic!("expected an imported teacher")
         };
         assert_eq!(man.stage, "teacher");
@@ -153,7 +158,14 @@ fn scripted_and_traced_modules_give_pytorchs_logits() {
         assert!((ev.stats.accuracy - acc).abs() < 1e-9);
         // Idempotent like every stage.
         assert!(matches!(
-            import_stage(&pt, &cfg(mode), &data, &out, Device::Cpu, false, &Silent).unwrap(),
+            import_stage(
+                &pt,
+                &cfg(mode),
+                &data,
+                &out,
+                &RunOptions::new(Device::Cpu, &Silent)
+            )
+            .unwrap(),
             Outcome::UpToDate
         ));
     }
@@ -172,9 +184,7 @@ fn wrong_classes_or_input_shape_is_one_clear_error() {
         &cfg("five"),
         &data,
         &out,
-        Device::Cpu,
-        false,
-        &Silent,
+        &RunOptions::new(Device::Cpu, &Silent),
     )
     .unwrap_err()
     .to_string();
@@ -189,9 +199,7 @@ fn wrong_classes_or_input_shape_is_one_clear_error() {
         &cfg("rgb"),
         &data,
         &t.path().join("rgb"),
-        Device::Cpu,
-        false,
-        &Silent,
+        &RunOptions::new(Device::Cpu, &Silent),
     )
     .unwrap_err()
     .to_string();
@@ -207,9 +215,7 @@ fn wrong_classes_or_input_shape_is_one_clear_error() {
         &cfg("junk"),
         &data,
         &t.path().join("junk"),
-        Device::Cpu,
-        false,
-        &Silent,
+        &RunOptions::new(Device::Cpu, &Silent),
     )
     .unwrap_err()
     .to_string();
@@ -221,9 +227,7 @@ fn wrong_classes_or_input_shape_is_one_clear_error() {
         &bad,
         &data,
         &t.path().join("bad"),
-        Device::Cpu,
-        false,
-        &Silent,
+        &RunOptions::new(Device::Cpu, &Silent),
     )
     .unwrap_err()
     .to_string();

@@ -1,0 +1,219 @@
+//! Training one teacher model: the [`Learner`] that `kd_core::fit` drives
+//! (plain cross-entropy on the teacher's own random views), and the jobs
+//! that train a single model or one fold of a cross-fitted teacher.
+
+use crate::config::TeacherConfig;
+use crate::error::{Result, TeacherError};
+use crate::eval::{EvalStats, eval_split, eval_split_with};
+use crate::model::{ModelConfig, Net};
+use crate::stage::WEIGHTS;
+use kd_core::fit::{EpochRecord, FitOptions, Learner, fit, remove_checkpoint};
+use kd_core::manifest::{read_json, write_json};
+use kd_core::{Progress, ViewParams};
+use kd_data::Split;
+use kd_data::augment::{batch_tensor, label_tensor};
+use serde_json::{Map, Value, json};
+use std::path::Path;
+use tch::nn::{ModuleT, VarStore};
+use tch::{Device, Kind, Reduction, Tensor};
+
+pub(crate) struct TeacherLearner<'a> {
+    vs: VarStore,
+    net: Net,
+    train: &'a Split,
+    test: &'a Split,
+    lut: Vec<[f32; 256]>,
+    cfg: &'a TeacherConfig,
+    classes: usize,
+    device: Device,
+    progress: &'a dyn Progress,
+}
+
+impl Learner for TeacherLearner<'_> {
+    fn var_store(&mut self) -> &mut VarStore {
+        &mut self.vs
+    }
+
+    fn train_len(&self) -> usize {
+        self.train.len()
+    }
+
+    fn train_batch(
+        &mut self,
+        idx: &[usize],
+        epoch: usize,
+    ) -> kd_core::Result<(Tensor, Vec<(String, f64)>)> {
+        let spec = &self.cfg.view;
+        let seed = self.cfg.fit.seed;
+        let hw = [self.train.chw[1], self.train.chw[2]];
+        let views: Vec<ViewParams> = idx
+            .iter()
+            .map(|&i| spec.draw(hw, seed, i as u64, 1 + epoch as u64))
+            .collect();
+        let x = batch_tensor(self.train, idx, &views, spec, &self.lut, self.device);
+        let y = label_tensor(self.train, idx, self.device);
+        let logits = self.net.forward_t(&x, true).to_kind(Kind::Float);
+        let loss = logits.cross_entropy_loss::<Tensor>(
+            &y,
+            None,
+            Reduction::Mean,
+            -100,
+            self.cfg.label_smoothing,
+        );
+        let acc = f64::try_from(
+            logits
+                .argmax(1, false)
+                .eq_tensor(&y)
+                .to_kind(Kind::Float)
+                .mean(Kind::Float),
+        )?;
+        let l = f64::try_from(&loss)?;
+        Ok((loss, vec![("loss".into(), l), ("acc".into(), acc)]))
+    }
+
+    fn evaluate(&mut self, _epoch: usize) -> kd_core::Result<Map<String, Value>> {
+        let s = eval_split(
+            &self.net,
+            self.test,
+            &self.cfg.view,
+            &self.lut,
+            self.classes,
+            self.cfg.eval_batch_size,
+            self.device,
+            self.progress,
+        )?;
+        let mut m = Map::new();
+        m.insert("test_accuracy".into(), json!(s.accuracy));
+        m.insert("test_loss".into(), json!(s.loss));
+        Ok(m)
+    }
+}
+
+/// What training one model needs besides its training split and directory.
+pub(crate) struct FitJob<'a> {
+    pub(crate) cfg: &'a TeacherConfig,
+    pub(crate) model_cfg: &'a ModelConfig,
+    pub(crate) test: &'a Split,
+    pub(crate) lut: &'a [[f32; 256]],
+    pub(crate) classes: usize,
+    pub(crate) chw: [usize; 3],
+    pub(crate) device: Device,
+    pub(crate) opts: &'a FitOptions,
+    pub(crate) progress: &'a dyn Progress,
+}
+
+pub(crate) type Trained = (VarStore, Net, Vec<EpochRecord>);
+
+impl FitJob<'_> {
+    pub(crate) fn new_model(&self) -> (VarStore, Net) {
+        // Seeded initialisation: a resumed run's first epoch must have started
+        // from the same weights as an uninterrupted one.
+        tch::manual_seed(kd_core::rng::key(self.cfg.fit.seed, &[0x696e_6974]) as i64 & i64::MAX);
+        let vs = VarStore::new(self.device);
+        let net = Net::for_images(&vs.root(), self.model_cfg, self.chw, self.classes as i64);
+        (vs, net)
+    }
+
+    pub(crate) fn eval(
+        &self,
+        f: &dyn Fn(&Tensor, &[usize]) -> Tensor,
+        split: &Split,
+    ) -> Result<EvalStats> {
+        Ok(eval_split_with(
+            f,
+            split,
+            &self.cfg.view,
+            self.lut,
+            self.classes,
+            self.cfg.eval_batch_size,
+            self.device,
+            self.progress,
+        )?)
+    }
+
+    /// Train one model on `train` with its checkpoint in `dir`; `Err(epochs)`
+    /// when stopped early on purpose.
+    pub(crate) fn train_one(
+        &self,
+        train: &Split,
+        dir: &Path,
+        identity: &Value,
+    ) -> Result<std::result::Result<Trained, usize>> {
+        let (vs, net) = self.new_model();
+        let mut learner = TeacherLearner {
+            vs,
+            net,
+            train,
+            test: self.test,
+            lut: self.lut.to_vec(),
+            cfg: self.cfg,
+            classes: self.classes,
+            device: self.device,
+            progress: self.progress,
+        };
+        let history = fit(
+            &mut learner,
+            &self.cfg.fit,
+            identity,
+            dir,
+            self.opts,
+            self.progress,
+        )?;
+        if history.len() < self.cfg.fit.epochs {
+            return Ok(Err(history.len()));
+        }
+        Ok(Ok((learner.vs, learner.net, history)))
+    }
+
+    /// A fold model: trained into `dir`, or loaded from it when an earlier
+    /// run of the same fold finished there (a killed k-fold run resumes
+    /// fold by fold).
+    pub(crate) fn train_fold(
+        &self,
+        train: &Split,
+        dir: &Path,
+        identity: &Value,
+    ) -> Result<std::result::Result<Trained, usize>> {
+        let id_path = dir.join("fold.json");
+        let weights = dir.join(WEIGHTS);
+        let finished = || {
+            weights.is_file()
+                && read_json::<Value>(&id_path).is_ok_and(|done| done["identity"] == *identity)
+        };
+        // Rank 0 decides (the others may not see its files); a finished fold
+        // is skipped by all, and only rank 0 loads it.
+        let leader = self.opts.is_leader();
+        if kd_core::data_parallel::leader_decides(self.opts.group(), || {
+            Ok::<bool, TeacherError>(finished())
+        })? && !leader
+        {
+            // A stand-in the caller never uses: a follower's fold loop moves
+            // on to the next fold at once.
+            let (vs, net) = self.new_model();
+            return Ok(Ok((vs, net, vec![])));
+        }
+        if leader
+            && weights.is_file()
+            && let Ok(done) = read_json::<Value>(&id_path)
+            && done["identity"] == *identity
+        {
+            let (mut vs, net) = self.new_model();
+            vs.load(&weights).map_err(|e| TeacherError::Artifact {
+                path: weights.clone(),
+                msg: format!("cannot reload a finished fold: {e}"),
+            })?;
+            let history: Vec<EpochRecord> =
+                serde_json::from_value(done["history"].clone()).unwrap_or_default();
+            return Ok(Ok((vs, net, history)));
+        }
+        let trained = self.train_one(train, dir, identity)?;
+        if let Ok((vs, _, history)) = &trained
+            && self.opts.is_leader()
+        {
+            vs.save(&weights)?;
+            write_json(&id_path, &json!({"identity": identity, "history": history}))?;
+            remove_checkpoint(dir)?;
+        }
+        Ok(trained)
+    }
+}
