@@ -1,3 +1,7 @@
+//! `kd cache build | finalize | inspect | verify`: the logit store's
+//! subcommands. Flags are laid over the profile's `[cache]` section
+//! (`kd_core::profile::layered`), then the library does the work.
+
 use crate::ui::{Bars, bytes, out};
 use anyhow::{Context, bail};
 use kd_core::manifest::Manifest;

@@ -1,3 +1,6 @@
+//! `kd data import`: flags laid over the profile's `[data]` section, then
+//! the `data` stage (`kd_data::stage`).
+
 use crate::ui::outcome;
 use anyhow::Context;
 use kd_core::profile::{Overlay, Profile, layered, parse_setting};

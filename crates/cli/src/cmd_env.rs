@@ -1,3 +1,6 @@
+//! `kd env`: what libtorch this binary runs on (version, threads, CUDA
+//! devices), for bug reports and GPU checks.
+
 use crate::ui::out;
 use serde_json::json;
 

@@ -1,3 +1,6 @@
+//! `kd student train`: flags laid over the profile's `[students.<variant>]`
+//! section, the logit source (`--teachers`) opened, then the `student` stage.
+
 use crate::data_parallel::{DistArgs, place};
 use crate::ui::{Bars, outcome};
 use anyhow::{Context, bail};

@@ -1,3 +1,7 @@
+//! `kd teacher train | eval | import`: flags laid over the profile's
+//! `[teachers.<name>]` section, then the `teacher` stage, evaluation or a
+//! TorchScript import.
+
 use crate::data_parallel::{DistArgs, place};
 use crate::ui::{Bars, out, outcome};
 use anyhow::Context;

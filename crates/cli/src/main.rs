@@ -84,7 +84,22 @@ fn run(cli: Cli) -> anyhow::Result<()> {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        // A bad flag is one line naming it, like every other error (clap
+        // adds usage and a hint on more lines); help and version as clap prints them.
+        Err(e) if e.use_stderr() => {
+            let text = e.render().to_string();
+            let first: Vec<&str> = text
+                .lines()
+                .take_while(|l| !l.trim().is_empty())
+                .map(str::trim)
+                .collect();
+            eprintln!("{}", first.join(" "));
+            return ExitCode::from(2);
+        }
+        Err(e) => e.exit(),
+    };
     ui::init_logging();
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,

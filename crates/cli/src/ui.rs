@@ -1,6 +1,6 @@
 //! Logging and progress bars: the only place anything is drawn.
 
-use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
+use indicatif::{MultiProgress, ProgressBar, ProgressState, ProgressStyle};
 use std::sync::{Mutex, OnceLock};
 use tracing_subscriber::EnvFilter;
 
@@ -47,12 +47,14 @@ pub fn suspend<R>(f: impl FnOnce() -> R) -> R {
     multi().suspend(f)
 }
 
-/// Progress bars on stderr. When stderr is not a terminal (CI, `nohup`,
-/// `2>log`) indicatif hides them, so a plain log line marks every tenth of
-/// the work instead: long epochs are never silent in a log file.
+/// Progress bars on stderr: one per phase, nested (a stage's training bar
+/// stays while an evaluation's bar runs below it). When stderr is not a
+/// terminal (CI, `nohup`, `2>log`) indicatif hides them, so a plain log line
+/// marks every tenth of a phase instead: long runs are never silent in a
+/// log file.
 #[derive(Default)]
 pub struct Bars {
-    bar: Mutex<Option<Bar>>,
+    bars: Mutex<Vec<Bar>>,
 }
 
 struct Bar {
@@ -68,37 +70,37 @@ impl kd_core::Progress for Bars {
         let pb = multi().add(ProgressBar::new(total));
         pb.set_style(
             ProgressStyle::with_template(
-                "{prefix:>14} [{bar:30}] {pos}/{len} {per_sec:>10} eta {eta:>4} {msg}",
+                "{prefix:>8} [{bar:30}] {pos}/{len} {rate:>8} eta {eta:>4} {msg}",
             )
             .expect("valid template")
+            .with_key("rate", |s: &ProgressState, w: &mut dyn std::fmt::Write| {
+                let _ = write!(w, "{:.0}/s", s.per_sec());
+            })
             .progress_chars("=> "),
         );
         pb.set_prefix(label.to_string());
-        let bar = Bar {
+        self.bars.lock().unwrap().push(Bar {
             pb,
             label: label.to_string(),
             total,
             logged_tenths: 0,
             started: std::time::Instant::now(),
-        };
-        if let Some(old) = self.bar.lock().unwrap().replace(bar) {
-            old.pb.finish_and_clear();
-        }
+        });
     }
     fn update(&self, pos: u64, msg: &str) {
-        if let Some(b) = &mut *self.bar.lock().unwrap() {
+        if let Some(b) = self.bars.lock().unwrap().last_mut() {
             b.pb.set_position(pos);
             b.pb.set_message(msg.to_string());
             let tenths = pos.saturating_mul(10) / b.total.max(1);
             if b.pb.is_hidden() && tenths > b.logged_tenths && pos < b.total {
                 b.logged_tenths = tenths;
                 let rate = pos as f64 / b.started.elapsed().as_secs_f64().max(1e-9);
-                tracing::info!("{} {pos}/{} ({:.0}/s) {msg}", b.label, b.total, rate);
+                tracing::info!("{} {pos}/{} ({rate:.0}/s) {msg}", b.label, b.total);
             }
         }
     }
     fn finish(&self) {
-        if let Some(b) = self.bar.lock().unwrap().take() {
+        if let Some(b) = self.bars.lock().unwrap().pop() {
             b.pb.finish_and_clear();
         }
     }

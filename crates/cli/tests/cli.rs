@@ -163,9 +163,9 @@ fn student_trains_under_bf16_autocast_and_records_it() {
 
     let o = train("fp8");
     assert!(!o.status.success());
+    let e = stderr(&o);
     assert!(
-        stderr(&o).contains("expected f32 or bf16"),
-        "{}",
-        stderr(&o)
+        e.contains("--precision") && e.contains("'fp8'") && e.contains("`bf16`"),
+        "{e}"
     );
 }

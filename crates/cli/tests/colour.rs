@@ -203,7 +203,8 @@ fn image_folder_64px_with_resized_crop_views_runs_every_stage() {
     );
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(
-        !o.status.success() && err.contains("--crop 'squash'"),
+        !o.status.success() && err.contains("--crop") && err.contains("'squash'"),
         "{err}"
     );
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
 }

@@ -1,3 +1,6 @@
+//! Device names: `auto`, `cpu`, `cuda`, `cuda:N`, and how they are written
+//! into metrics.
+
 use crate::error::{CoreError, Result};
 use tch::Device;
 

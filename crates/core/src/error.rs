@@ -1,3 +1,6 @@
+//! `CoreError`: the errors every stage shares, one line each, with the
+//! underlying error as the source.
+
 use std::path::PathBuf;
 
 /// Errors shared by every stage. Messages name the file and what is wrong in
@@ -38,8 +41,13 @@ pub enum CoreError {
         expected: String,
         found: String,
     },
-    #[error("{path}: zarr: {msg}")]
-    Zarr { path: String, msg: String },
+    /// A Zarr read or write failed; zarrs' own error is the source.
+    #[error("{path}: zarr")]
+    Zarr {
+        path: String,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync + 'static>,
+    },
     /// Zarr would read the absent chunk as fill values (zeros) without a word.
     #[error(
         "{}: missing: {what} would read as fill values; the artifact is damaged (rebuild it)",

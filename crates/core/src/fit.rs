@@ -325,6 +325,11 @@ pub fn fit(
     let warmup = (cfg.warmup_epochs * steps_per_epoch as f64).round() as usize;
     let device = learner.var_store().device();
     let mut ran = 0;
+    // One bar for the whole stage (its eta is the stage's); the epoch is in
+    // its message, and a summary line closes every epoch.
+    let first = state.epochs_done;
+    progress.start("train", ((cfg.epochs - first) * n) as u64);
+    let stage_t0 = Instant::now();
     for epoch in state.epochs_done..cfg.epochs {
         if opts.stop_after.is_some_and(|s| ran >= s) {
             break;
@@ -337,7 +342,8 @@ pub fn fit(
         let mut seen = 0usize;
         let mut mine_seen = 0usize;
         let mut allreduce_seconds = 0.0;
-        progress.start(&format!("epoch {}/{}", epoch + 1, cfg.epochs), n as u64);
+        let done_before = ((epoch - first) * n) as u64;
+        let epoch_of = format!("epoch {}/{}", epoch + 1, cfg.epochs);
         let t0 = Instant::now();
         let mut lr = cfg.lr;
         for (b, idx) in order.chunks(cfg.batch_size).enumerate() {
@@ -356,7 +362,10 @@ pub fn fit(
                 }
                 seen += idx.len();
                 mine_seen += idx.len();
-                progress.update(seen as u64, &running_means(&sums, mine_seen));
+                progress.update(
+                    done_before + seen as u64,
+                    &format!("{epoch_of} {}", running_means(&sums, mine_seen)),
+                );
                 continue;
             };
             let mine = &idx[data_parallel::slice(idx.len(), g.rank(), g.size())];
@@ -383,14 +392,16 @@ pub fn fit(
             opt.step(lr);
             seen += idx.len();
             // Rank 0's progress shows the means over its own slices.
-            progress.update(seen as u64, &running_means(&sums, mine_seen));
+            progress.update(
+                done_before + seen as u64,
+                &format!("{epoch_of} {}", running_means(&sums, mine_seen)),
+            );
         }
         if let Some(g) = dist {
             sums = data_parallel::all_reduce_stats(g, &sums)?;
             data_parallel::sync_buffers(g, &buffers)?;
         }
         let secs = t0.elapsed().as_secs_f64();
-        progress.finish();
         let due = (epoch + 1) % cfg.eval_every.max(1) == 0 || epoch + 1 == cfg.epochs;
         let eval = if due && leader {
             learner.evaluate(epoch)?
@@ -410,11 +421,14 @@ pub fn fit(
             allreduce_seconds: dist.map(|_| allreduce_seconds),
         };
         if leader {
-            tracing::info!(
+            let per_epoch = stage_t0.elapsed().as_secs_f64() / (epoch + 1 - first) as f64;
+            let left = per_epoch * (cfg.epochs - epoch - 1) as f64;
+            tracing::info!("{}", epoch_summary(&rec, cfg.epochs, left));
+            tracing::debug!(
                 epoch = epoch + 1,
                 train = ?rec.train,
                 eval = %serde_json::Value::Object(rec.eval.clone()),
-                img_per_s = format!("{:.0}", rec.images_per_sec),
+                images_per_sec = rec.images_per_sec,
                 "epoch done"
             );
         }
@@ -430,6 +444,7 @@ pub fn fit(
         }
         ran += 1;
     }
+    progress.finish();
     Ok(state.history)
 }
 
@@ -441,6 +456,67 @@ fn check_loss(loss: f64, epoch: usize, step: usize) -> Result<()> {
             "loss became {loss} at epoch {} step {step}: lower the learning rate",
             epoch + 1
         )))
+    }
+}
+
+/// The line a person scans after each epoch: epoch k/n, the loss and its
+/// parts to 4 digits, test accuracy of the prediction and of each head in %,
+/// images/s, the time the stage has left. Full precision is in
+/// `metrics.json` and the debug log.
+pub fn epoch_summary(rec: &EpochRecord, epochs: usize, secs_left: f64) -> String {
+    let mut s = format!("epoch {}/{epochs}", rec.epoch);
+    let loss = rec.train.get("loss");
+    let parts: Vec<String> = rec
+        .train
+        .iter()
+        .filter(|(k, _)| k.as_str() != "loss")
+        .map(|(k, v)| format!("{k} {}", four_digits(*v)))
+        .collect();
+    match (loss, parts.is_empty()) {
+        (Some(l), true) => s += &format!("  loss {}", four_digits(*l)),
+        (Some(l), false) => s += &format!("  loss {} ({})", four_digits(*l), parts.join(", ")),
+        (None, _) => s += &format!("  {}", parts.join(", ")),
+    }
+    let pct = |k: &str| rec.eval.get(k).and_then(Value::as_f64).map(|v| 100.0 * v);
+    // The model's prediction (the student's averaged heads, a teacher's
+    // logits), then each head of the student.
+    if let Some(main) = pct("test_acc_avg").or_else(|| pct("test_accuracy")) {
+        s += &format!("  test {main:.2}%");
+        let heads: Vec<String> = rec
+            .eval
+            .iter()
+            .filter_map(|(k, v)| {
+                let head = k.strip_prefix("test_acc_").filter(|h| *h != "avg")?;
+                Some(format!("{head} {:.2}", 100.0 * v.as_f64()?))
+            })
+            .collect();
+        if !heads.is_empty() {
+            s += &format!(" ({})", heads.join(", "));
+        }
+    }
+    s += &format!("  {:.0} img/s", rec.images_per_sec);
+    if rec.epoch < epochs {
+        s += &format!("  {} left", duration(secs_left));
+    }
+    s
+}
+
+/// Four significant digits, without a trailing exponent for ordinary losses.
+fn four_digits(x: f64) -> String {
+    if x == 0.0 || !x.is_finite() {
+        return format!("{x}");
+    }
+    let decimals = (3 - x.abs().log10().floor() as i32).clamp(0, 8) as usize;
+    format!("{x:.decimals$}")
+}
+
+/// `1h 02m`, `4m 12s`, `37s`.
+fn duration(secs: f64) -> String {
+    let s = secs.max(0.0).round() as u64;
+    match s {
+        0..60 => format!("{s}s"),
+        60..3600 => format!("{}m {:02}s", s / 60, s % 60),
+        _ => format!("{}h {:02}m", s / 3600, s % 3600 / 60),
     }
 }
 
@@ -756,5 +832,50 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(e.contains("another model"), "{e}");
+    }
+
+    #[test]
+    fn epoch_summary_is_short_and_rounded() {
+        let mut train = BTreeMap::new();
+        train.insert("loss".to_string(), 0.648_812_345);
+        train.insert("ce".to_string(), 1.006_912_3);
+        train.insert("kd_cnn".to_string(), 0.293_312_3);
+        let mut eval = Map::new();
+        eval.insert("test_acc_avg".into(), json!(0.812_34));
+        eval.insert("test_acc_cls".into(), json!(0.8091));
+        eval.insert("test_acc_dist_cnn".into(), json!(0.805));
+        eval.insert("val_acc_avg".into(), json!(0.83));
+        let rec = EpochRecord {
+            epoch: 3,
+            lr: 1e-3,
+            train,
+            eval,
+            train_seconds: 2.0,
+            images_per_sec: 663.4,
+            allreduce_seconds: None,
+        };
+        assert_eq!(
+            epoch_summary(&rec, 10, 252.4),
+            "epoch 3/10  loss 0.6488 (ce 1.007, kd_cnn 0.2933)  test 81.23% (cls 80.91, dist_cnn 80.50)  663 img/s  4m 12s left"
+        );
+        // A teacher's record, the last epoch (nothing left to say).
+        let mut train = BTreeMap::new();
+        train.insert("loss".to_string(), 12.345_67);
+        let mut eval = Map::new();
+        eval.insert("test_accuracy".into(), json!(0.9));
+        eval.insert("test_loss".into(), json!(0.31));
+        let rec = EpochRecord {
+            epoch: 10,
+            train,
+            eval,
+            ..rec
+        };
+        assert_eq!(
+            epoch_summary(&rec, 10, 0.0),
+            "epoch 10/10  loss 12.35  test 90.00%  663 img/s"
+        );
+        assert_eq!(duration(3725.0), "1h 02m");
+        assert_eq!(duration(37.4), "37s");
+        assert_eq!(four_digits(0.000_123_456), "0.0001235");
     }
 }

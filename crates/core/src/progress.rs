@@ -1,3 +1,5 @@
+//! The progress trait library code reports through; only the binary draws.
+
 /// How long-running library code reports progress. Library crates never draw
 /// anything; the binary implements this with progress bars (hidden when stderr
 /// is not a terminal).

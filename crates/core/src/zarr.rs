@@ -35,10 +35,14 @@ pub type Store = Arc<FilesystemStore>;
 pub type ZArray = Array<FilesystemStore>;
 pub use zarrs::array::data_type;
 
-fn zerr(path: impl std::fmt::Display, e: impl std::fmt::Display) -> CoreError {
+/// A zarrs error (or what kd found wrong) at `path`, kept as the source.
+fn zerr(
+    path: impl std::fmt::Display,
+    e: impl Into<Box<dyn std::error::Error + Send + Sync + 'static>>,
+) -> CoreError {
     CoreError::Zarr {
         path: path.to_string(),
-        msg: e.to_string(),
+        source: e.into(),
     }
 }
 
@@ -192,9 +196,11 @@ pub fn check_present(a: &ZArray, start: &[u64], shape: &[u64], presence: Presenc
     for idx in &subs.indices() {
         let shard: Vec<u64> = idx.iter().zip(&per_shard).map(|(i, n)| i / n).collect();
         if !indexes.contains_key(&shard) {
-            let index = shard_index(a, &shard, &per_shard).map_err(|msg| CoreError::Zarr {
-                path: file(&shard).display().to_string(),
-                msg: format!("shard index unreadable: {msg}"),
+            let index = shard_index(a, &shard, &per_shard).map_err(|msg| {
+                zerr(
+                    file(&shard).display(),
+                    format!("shard index unreadable: {msg}"),
+                )
             })?;
             indexes.insert(shard.clone(), index);
         }
@@ -426,6 +432,18 @@ pub fn describe(root: &Path) -> Result<Vec<ArrayInfo>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn zarr_errors_keep_their_source() {
+        let t = tempfile::tempdir().unwrap();
+        let store = open_store(t.path()).unwrap();
+        let e = open_array(&store, "/absent").unwrap_err();
+        assert!(matches!(e, CoreError::Zarr { .. }), "{e:?}");
+        // zarrs' own error is the source, not text folded into ours.
+        let source = std::error::Error::source(&e).expect("a source");
+        assert!(!source.to_string().is_empty());
+        assert_eq!(e.to_string(), "/absent: zarr");
+    }
 
     #[test]
     fn sharded_round_trip_and_describe() {

@@ -1,3 +1,5 @@
+//! `DataError`: what can go wrong importing or reading a dataset artifact.
+
 use std::path::PathBuf;
 
 #[derive(Debug, thiserror::Error)]

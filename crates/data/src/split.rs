@@ -1,3 +1,6 @@
+//! Seeded stratified subsets and splits (train / val / test) of an imported
+//! data set.
+
 use crate::error::{DataError, Result};
 use kd_core::Rng;
 use serde::{Deserialize, Serialize};

@@ -2,11 +2,11 @@
 //! input gives a one-line error naming the file, and no manifest.
 
 use flate2::{Compression, write::GzEncoder};
+use kd_core::Outcome;
 use kd_core::manifest::{MANIFEST, Manifest};
 use kd_core::{ViewParams, ViewSpec};
 use kd_data::augment::{assemble, lut};
 use kd_data::idx::encode_idx;
-use kd_core::Outcome;
 use kd_data::stage::{Format, ImportConfig, import_stage};
 use kd_data::{Dataset, Split};
 use std::io::Write;

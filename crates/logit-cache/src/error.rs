@@ -1,3 +1,5 @@
+//! `CacheError`: what can go wrong building, reading or verifying a store.
+
 use std::path::PathBuf;
 
 /// Everything that can go wrong building, reading or checking a logit store.

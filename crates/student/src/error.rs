@@ -1,3 +1,5 @@
+//! `StudentError`: what can go wrong setting up or training the student.
+
 #[derive(Debug, thiserror::Error)]
 pub enum StudentError {
     #[error("{0}")]

@@ -61,9 +61,7 @@ impl TeacherConfig {
         let mut model = ModelConfig::preset(self.arch, preset)?;
         self.model.apply(&mut model)?;
         c.view.validate().map_err(TeacherError::Invalid)?;
-        c.fit
-            .validate()
-            .map_err(|e| TeacherError::Invalid(e.to_string()))?;
+        c.fit.validate()?;
         if c.eval_batch_size == 0 {
             return Err(TeacherError::Invalid(
                 "setting eval_batch_size = 0: must be at least 1".into(),

@@ -1,3 +1,5 @@
+//! `TeacherError`: what can go wrong training, loading or importing a teacher.
+
 use std::path::PathBuf;
 
 #[derive(Debug, thiserror::Error)]
@@ -11,6 +13,14 @@ pub enum TeacherError {
     /// A file of a teacher artifact is missing or not what it should be.
     #[error("{}: {msg}", path.display())]
     Artifact { path: PathBuf, msg: String },
+    /// Weights that libtorch cannot load into the network; its error is the source.
+    #[error("{}: {msg}", path.display())]
+    Weights {
+        path: PathBuf,
+        msg: &'static str,
+        #[source]
+        source: tch::TchError,
+    },
     #[error("{0}")]
     Invalid(String),
 }

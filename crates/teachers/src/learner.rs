@@ -198,9 +198,10 @@ impl FitJob<'_> {
             && done["identity"] == *identity
         {
             let (mut vs, net) = self.new_model();
-            vs.load(&weights).map_err(|e| TeacherError::Artifact {
+            vs.load(&weights).map_err(|source| TeacherError::Weights {
                 path: weights.clone(),
-                msg: format!("cannot reload a finished fold: {e}"),
+                msg: "cannot reload a finished fold",
+                source,
             })?;
             let history: Vec<EpochRecord> =
                 serde_json::from_value(done["history"].clone()).unwrap_or_default();

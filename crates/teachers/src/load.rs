@@ -111,10 +111,12 @@ pub fn load_teacher(dir: &Path, device: Device) -> Result<LoadedTeacher> {
         }
         let mut vs = VarStore::new(device);
         let net = Net::for_images(&vs.root(), &file.model, file.chw, file.num_classes as i64);
-        vs.load(dir.join(rel)).map_err(|e| TeacherError::Artifact {
-            path: dir.join(rel),
-            msg: format!("does not fit the network in config.json: {e}"),
-        })?;
+        vs.load(dir.join(rel))
+            .map_err(|source| TeacherError::Weights {
+                path: dir.join(rel),
+                msg: "does not fit the network in config.json",
+                source,
+            })?;
         vs.freeze();
         models.push((vs, net));
     }
