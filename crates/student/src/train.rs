@@ -1091,14 +1091,17 @@ fn write_curves(out: &Path, history: &[EpochRecord]) -> Result<()> {
             }
         }
     }
-    let series: Vec<(String, Vec<(f64, f64)>)> = series.into_iter().collect();
+    let series: Vec<kd_report::plot::Series> = series
+        .into_iter()
+        .map(|(k, pts)| kd_report::plot::Series::new(k, pts))
+        .collect();
     // Accuracies and agreements share the [0, 1] axis; losses are in the CSV.
-    kd_core::plot::line_chart(
-        &out.join("curves.png"),
-        "student: test accuracy per head",
-        "epoch",
-        "fraction",
+    kd_report::plot::Chart::new(
+        "Student: test accuracy per head",
+        "Epoch",
+        "Fraction",
         &series,
-    )?;
+    )
+    .write_png(&out.join("curves.png"))?;
     Ok(())
 }
