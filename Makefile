@@ -117,7 +117,11 @@ endef
 $(foreach v,$(VARIANTS),$(eval $(call student_rule,$(v),,)))
 
 # Extra seeds of the four compared variants go to student/<variant>-seed<N>;
-# the report groups them with the profile's own seed (mean ± sd).
+# the report groups them with the profile's own seed (mean ± sd). These run
+# names (<variant>, -seed<N>, -ep<N>, the compared variants SEED_VARIANTS, the
+# study's order STUDY_MAIN) are the rules of kd_report::naming
+# (crates/report/src/naming.rs), which the reports parse them with; its tests
+# read this file.
 SEEDS ?=
 SEED_VARIANTS := none cnn involution ensemble
 SEED_RUNS := $(foreach n,$(SEEDS),$(foreach v,$(SEED_VARIANTS),$(v)-seed$(n)))
@@ -138,6 +142,7 @@ $(foreach a,$(ABLATIONS),$(eval $(call student_rule,ensemble,-$(a),$(ABLATION_$(
 # The four compared variants at a longer budget (one seed) into
 # student/<variant>-ep<N>: does the ranking change once the student has
 # had time to absorb the teachers?
+# (Name rule: kd_report::naming, as for -seed<N>.)
 LONG_EPOCHS ?= 8
 LONG_RUNS := $(foreach v,$(SEED_VARIANTS),$(v)-ep$(LONG_EPOCHS))
 $(foreach v,$(SEED_VARIANTS),$(eval $(call student_rule,$(v),-ep$(LONG_EPOCHS),--epochs $(LONG_EPOCHS))))

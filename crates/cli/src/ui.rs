@@ -4,6 +4,9 @@ use indicatif::{MultiProgress, ProgressBar, ProgressState, ProgressStyle};
 use std::sync::{Mutex, OnceLock};
 use tracing_subscriber::EnvFilter;
 
+/// Human-readable byte count (the reports print the same).
+pub use kd_report::numbers::bytes;
+
 fn multi() -> &'static MultiProgress {
     static M: OnceLock<MultiProgress> = OnceLock::new();
     M.get_or_init(MultiProgress::new)
@@ -103,22 +106,6 @@ impl kd_core::Progress for Bars {
         if let Some(b) = self.bars.lock().unwrap().pop() {
             b.pb.finish_and_clear();
         }
-    }
-}
-
-/// Human-readable byte count.
-pub fn bytes(n: u64) -> String {
-    let units = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut x = n as f64;
-    let mut u = 0;
-    while x >= 1024.0 && u + 1 < units.len() {
-        x /= 1024.0;
-        u += 1;
-    }
-    if u == 0 {
-        format!("{n} B")
-    } else {
-        format!("{x:.1} {}", units[u])
     }
 }
 

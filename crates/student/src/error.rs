@@ -10,6 +10,9 @@ pub enum StudentError {
     Data(#[from] kd_data::DataError),
     #[error(transparent)]
     Cache(#[from] kd_logit_cache::CacheError),
+    /// The training-curve chart could not be drawn.
+    #[error(transparent)]
+    Report(#[from] kd_report::ReportError),
     #[error("libtorch")]
     Torch(#[from] tch::TchError),
 }

@@ -24,6 +24,7 @@ use crate::vit::{Config, PRESETS, Vit};
 use kd_core::CoreError;
 use kd_core::fit::{EpochRecord, fit};
 use kd_core::manifest::{InputRef, Manifest, OutputRef, write_json};
+use kd_core::metrics::{LastEpoch, StudentMetrics, StudentSummary};
 use kd_core::stage::{Outcome, RunOptions, StageRun, mean_images_per_sec, param_count};
 use kd_data::Dataset;
 use serde_json::{Value, json};
@@ -183,17 +184,26 @@ pub fn train_stage(
         .and_then(Value::as_f64)
         .unwrap_or(0.0);
     let mean_ips = mean_images_per_sec(&history);
-    let metrics = json!({
-        "test_accuracy": test_accuracy,
-        "source": source.kind(),
-        "teachers": names,
-        "heads": heads,
-        "params": params,
-        "device": kd_core::device::device_name(device),
-        "images_per_sec": mean_ips,
-        "data_parallel_ranks": world,
-        "epochs": history,
-    });
+    let summary = StudentSummary {
+        test_accuracy,
+        last_epoch: last.map(|r| LastEpoch {
+            train: r.train.clone(),
+            eval: r.eval.clone(),
+        }),
+        images_per_sec: mean_ips,
+        params: params as u64,
+    };
+    let metrics = StudentMetrics {
+        test_accuracy,
+        source: source.kind().into(),
+        teachers: names,
+        heads: heads.clone(),
+        params: params as u64,
+        device: kd_core::device::device_name(device),
+        images_per_sec: mean_ips,
+        data_parallel_ranks: Some(world),
+        epochs: history.clone(),
+    };
     write_json(&out.join("metrics.json"), &metrics)?;
     write_curves(out, &history)?;
 
@@ -205,16 +215,7 @@ pub fn train_stage(
         ("train", cfg.seed),
         ("views", cfg.view_seed.unwrap_or_default()),
     ];
-    let m = stage.seal(
-        &seeds,
-        outputs,
-        json!({
-            "test_accuracy": test_accuracy,
-            "last_epoch": last.map(|r| json!({"train": r.train, "eval": r.eval})),
-            "images_per_sec": mean_ips,
-            "params": params,
-        }),
-    )?;
+    let m = stage.seal(&seeds, outputs, json!(summary))?;
     tracing::info!(out = %out.display(), test_accuracy, "student written");
     Ok(Outcome::Wrote(Box::new(m)))
 }
@@ -291,14 +292,17 @@ fn write_curves(out: &Path, history: &[EpochRecord]) -> Result<()> {
             }
         }
     }
-    let series: Vec<(String, Vec<(f64, f64)>)> = series.into_iter().collect();
+    let series: Vec<kd_report::plot::Series> = series
+        .into_iter()
+        .map(|(k, pts)| kd_report::plot::Series::new(k, pts))
+        .collect();
     // Accuracies and agreements share the [0, 1] axis; losses are in the CSV.
-    kd_core::plot::line_chart(
-        &out.join("curves.png"),
-        "student: test accuracy per head",
-        "epoch",
-        "fraction",
+    kd_report::plot::Chart::new(
+        "Student: test accuracy per head",
+        "Epoch",
+        "Fraction",
         &series,
-    )?;
+    )
+    .write_png(&out.join("curves.png"))?;
     Ok(())
 }

@@ -28,6 +28,7 @@ use crate::model::Net;
 use kd_core::InputRef;
 use kd_core::fit::FitOptions;
 use kd_core::manifest::{OutputRef, hash_file, write_json};
+use kd_core::metrics::{FoldMetrics, TeacherMetrics, TeacherSummary};
 use kd_core::stage::{Outcome, RunOptions, StageRun, mean_images_per_sec, param_count};
 use kd_data::Dataset;
 use kd_data::augment::lut;
@@ -143,19 +144,17 @@ pub fn train_stage(
                     .filter(|&i| assignment[i] as usize == f)
                     .collect();
                 let oof = job.eval(&|x, _| net.forward_t(x, false), &train.select(&held_out))?;
-                let fold_test = h
-                    .last()
-                    .and_then(|r| r.eval.get("test_accuracy"))
-                    .cloned()
-                    .unwrap_or(Value::Null);
-                fold_metrics.push(json!({
-                    "fold": f,
-                    "train_samples": keep.len(),
-                    "held_out_samples": held_out.len(),
-                    "held_out_accuracy": oof.accuracy,
-                    "test_accuracy": fold_test,
-                    "history": h,
-                }));
+                fold_metrics.push(FoldMetrics {
+                    fold: f,
+                    train_samples: keep.len(),
+                    held_out_samples: held_out.len(),
+                    held_out_accuracy: oof.accuracy,
+                    test_accuracy: h
+                        .last()
+                        .and_then(|r| r.eval.get("test_accuracy"))
+                        .and_then(Value::as_f64),
+                    history: h.clone(),
+                });
                 hashes.push(hash_file(&dir.join(WEIGHTS))?);
                 history.extend(h);
                 models.push((vs, net));
@@ -187,46 +186,38 @@ pub fn train_stage(
     write_json(&out.join(CONFIG), &file)?;
     let params = param_count(&models[0].0);
     let train_ips = mean_images_per_sec(&history);
-    let mut summary = json!({
-        "name": name,
-        "arch": cfg.arch,
-        "preset": cfg.preset,
-        "params": params,
-        "epochs": cfg.fit.epochs,
-        "test_accuracy": fin.accuracy,
-        "test_loss": fin.loss,
-        "train_images_per_sec": train_ips,
-        "inference_images_per_sec": fin.images_per_sec,
-        "device": kd_core::device::device_name(device),
-    });
-    if let Some(f) = &folds {
-        let held_out: f64 = fold_metrics
+    // Accuracy of each training image's own fold model: what the store's
+    // logits on view 0 will score.
+    let held_out = folds.as_ref().map(|_| {
+        fold_metrics
             .iter()
-            .map(|m| {
-                m["held_out_accuracy"].as_f64().unwrap_or(0.0)
-                    * m["held_out_samples"].as_f64().unwrap_or(0.0)
-            })
+            .map(|m| m.held_out_accuracy * m.held_out_samples as f64)
             .sum::<f64>()
-            / train.len().max(1) as f64;
-        let o = summary.as_object_mut().expect("object");
-        o.insert("folds".into(), json!(f.k()));
-        // Accuracy of each training image's own fold model: what the store's
-        // logits on view 0 will score.
-        o.insert("held_out_accuracy".into(), json!(held_out));
-    }
-    let mut metrics = summary.clone();
-    let m = metrics.as_object_mut().expect("object");
-    m.insert("history".into(), json!(history));
-    m.insert("confusion".into(), json!(fin.confusion));
-    m.insert("data_parallel_ranks".into(), json!(world));
-    m.insert("class_names".into(), json!(ds.class_names));
-    m.insert(
-        "train_seconds".into(),
-        json!(history.iter().map(|r| r.train_seconds).sum::<f64>()),
-    );
-    if !fold_metrics.is_empty() {
-        m.insert("fold_models".into(), json!(fold_metrics));
-    }
+            / train.len().max(1) as f64
+    });
+    let summary = TeacherSummary {
+        name: name.clone(),
+        arch: cfg.arch.name().into(),
+        preset: cfg.preset.clone(),
+        params: params as u64,
+        epochs: cfg.fit.epochs as u64,
+        test_accuracy: fin.accuracy,
+        test_loss: fin.loss,
+        train_images_per_sec: train_ips,
+        inference_images_per_sec: fin.images_per_sec,
+        device: kd_core::device::device_name(device),
+        folds: folds.as_ref().map(kd_core::Folds::k),
+        held_out_accuracy: held_out,
+    };
+    let metrics = TeacherMetrics {
+        summary: summary.clone(),
+        train_seconds: history.iter().map(|r| r.train_seconds).sum::<f64>(),
+        history,
+        confusion: fin.confusion,
+        data_parallel_ranks: Some(world),
+        class_names: ds.class_names.clone(),
+        fold_models: (!fold_metrics.is_empty()).then_some(fold_metrics),
+    };
     write_json(&out.join(METRICS), &metrics)?;
 
     let mut outputs = vec![];
@@ -245,7 +236,7 @@ pub fn train_stage(
     }
     outputs.push(OutputRef::of(out, CONFIG, true)?);
     outputs.push(OutputRef::of(out, METRICS, false)?);
-    let man = stage.seal(&[("fit", cfg.fit.seed)], outputs, summary)?;
+    let man = stage.seal(&[("fit", cfg.fit.seed)], outputs, json!(summary))?;
     tracing::info!(out = %out.display(), test_accuracy = fin.accuracy, "teacher written");
     Ok(Outcome::Wrote(Box::new(man)))
 }

@@ -1,0 +1,274 @@
+//! The run-naming rules: how a student directory's name says which variant
+//! it is, with which seed and at which epoch budget. The Makefile builds
+//! these names (`student/<variant>`, `<variant>-seed<N>`, `<method>-ep<N>`)
+//! and the reports parse them back, so both follow this module; a test reads
+//! the Makefile to keep them in step.
+//!
+//! Vocabulary, outermost first:
+//! - a *run name* is a directory under `student/`: `ensemble-ep8-seed2`;
+//! - its *variant* is the run name without the seed: `ensemble-ep8` (runs
+//!   that differ only by seed are grouped, mean ± sd);
+//! - a variant's *method* is the variant without the budget: `ensemble`;
+//! - the *budget tag* is `-ep<N>` (a `make long` run), or empty for the
+//!   profile's own epoch count.
+
+use std::fmt;
+
+/// The variants the method compares, in its order: no teacher, each single
+/// teacher, their ensemble. The Makefile's `SEED_VARIANTS`.
+pub const COMPARED: [&str; 4] = ["none", "cnn", "involution", "ensemble"];
+
+/// The ensemble distilled from live teachers: a timing run, not an accuracy
+/// comparison.
+pub const LIVE: &str = "ensemble-live";
+
+/// The single-teacher methods; a variant is a single-teacher student when it
+/// is one of these or one of them with options (`cnn-stems`).
+pub const SINGLE_TEACHERS: [&str; 2] = ["cnn", "involution"];
+
+/// The ensemble method; its options are `ensemble-<option>`.
+pub const ENSEMBLE: &str = "ensemble";
+
+/// The study's variants in the order of its tables (the Makefile's
+/// `STUDY_MAIN` up to the weightings); the others follow by name.
+pub const STUDY_ORDER: [&str; 8] = [
+    "none",
+    "cnn",
+    "involution",
+    "ensemble",
+    "none-stems",
+    "cnn-stems",
+    "involution-stems",
+    "ensemble-stems",
+];
+
+const SEED_TAG: &str = "-seed";
+const BUDGET_TAG: &str = "-ep";
+
+/// A parsed run name: `<method>[-ep<epochs>][-seed<seed>]`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RunName {
+    pub method: String,
+    /// A longer budget than the profile's (`make long`).
+    pub epochs: Option<u64>,
+    /// A seed other than the profile's own.
+    pub seed: Option<u64>,
+}
+
+impl RunName {
+    /// The profile's seed and budget.
+    pub fn new(method: impl Into<String>) -> RunName {
+        RunName {
+            method: method.into(),
+            epochs: None,
+            seed: None,
+        }
+    }
+
+    pub fn with_seed(self, seed: u64) -> RunName {
+        RunName {
+            seed: Some(seed),
+            ..self
+        }
+    }
+
+    pub fn with_epochs(self, epochs: u64) -> RunName {
+        RunName {
+            epochs: Some(epochs),
+            ..self
+        }
+    }
+
+    /// Any directory name parses: one without tags is a method by itself.
+    pub fn parse(name: &str) -> RunName {
+        let (variant, seed) = split_tail(name, SEED_TAG);
+        let (method, epochs) = split_tail(variant, BUDGET_TAG);
+        RunName {
+            method: method.to_string(),
+            epochs,
+            seed,
+        }
+    }
+
+    /// The name without its seed: what runs are grouped by.
+    pub fn variant(&self) -> String {
+        format!("{}{}", self.method, self.budget_tag())
+    }
+
+    /// `-ep<N>`, or "" at the profile's budget.
+    pub fn budget_tag(&self) -> String {
+        self.epochs
+            .map_or(String::new(), |n| format!("{BUDGET_TAG}{n}"))
+    }
+}
+
+impl fmt::Display for RunName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.variant())?;
+        if let Some(s) = self.seed {
+            write!(f, "{SEED_TAG}{s}")?;
+        }
+        Ok(())
+    }
+}
+
+/// `name` without a trailing `<tag><N>`, and N. Only a canonical number
+/// counts (digits, no leading zero), so that printing N back gives the
+/// same name.
+fn split_tail<'a>(name: &'a str, tag: &str) -> (&'a str, Option<u64>) {
+    let Some(i) = name.rfind(tag) else {
+        return (name, None);
+    };
+    let digits = &name[i + tag.len()..];
+    let canonical = !digits.is_empty()
+        && digits.bytes().all(|b| b.is_ascii_digit())
+        && (digits == "0" || !digits.starts_with('0'));
+    match digits.parse() {
+        Ok(n) if canonical => (&name[..i], Some(n)),
+        _ => (name, None),
+    }
+}
+
+/// `ensemble-seed2` -> `ensemble`: the variant a run belongs to.
+pub fn variant_of(run: &str) -> &str {
+    split_tail(run, SEED_TAG).0
+}
+
+/// `cnn-ep8` -> `-ep8`: the budget tag of a variant, or "".
+pub fn budget_tag(variant: &str) -> &str {
+    &variant[split_tail(variant, BUDGET_TAG).0.len()..]
+}
+
+/// `cnn-ep8` -> `cnn`: the method whatever the budget.
+pub fn method_of(variant: &str) -> &str {
+    split_tail(variant, BUDGET_TAG).0
+}
+
+/// Whether `variant` is a compared variant at some budget (`cnn`, `cnn-ep8`).
+pub fn is_compared(variant: &str) -> bool {
+    COMPARED.contains(&method_of(variant))
+}
+
+/// Position of a method in [`COMPARED`]; anything else ranks after them.
+pub fn compared_rank(method: &str) -> usize {
+    COMPARED
+        .iter()
+        .position(|c| *c == method)
+        .unwrap_or(COMPARED.len())
+}
+
+/// `cnn`, `involution-stems`, ...: a student of one teacher. A single
+/// teacher with the same options is the fair rival of an ensemble variant.
+pub fn is_single_teacher(variant: &str) -> bool {
+    SINGLE_TEACHERS.iter().any(|s| has_method(variant, s))
+}
+
+/// `ensemble`, `ensemble-stems`, ...: a student of the teacher ensemble
+/// (the live timing run included; callers that compare accuracy drop it).
+pub fn is_ensemble(variant: &str) -> bool {
+    has_method(variant, ENSEMBLE)
+}
+
+fn has_method(variant: &str, method: &str) -> bool {
+    variant == method
+        || variant
+            .strip_prefix(method)
+            .is_some_and(|r| r.starts_with('-'))
+}
+
+/// Position in the study's tables: [`STUDY_ORDER`], then the rest.
+pub fn study_rank(variant: &str) -> usize {
+    STUDY_ORDER
+        .iter()
+        .position(|x| *x == variant)
+        .unwrap_or(STUDY_ORDER.len())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_round_trip() {
+        for (name, run) in [
+            ("ensemble", RunName::new("ensemble")),
+            ("ensemble-seed2", RunName::new("ensemble").with_seed(2)),
+            ("cnn-ep8", RunName::new("cnn").with_epochs(8)),
+            (
+                "cnn-ep8-seed0",
+                RunName::new("cnn").with_epochs(8).with_seed(0),
+            ),
+            ("ensemble-live", RunName::new("ensemble-live")),
+            ("ensemble-tau0.5", RunName::new("ensemble-tau0.5")),
+            (
+                "ensemble-stems-crossfit-seed1",
+                RunName::new("ensemble-stems-crossfit").with_seed(1),
+            ),
+        ] {
+            assert_eq!(RunName::parse(name), run, "{name}");
+            assert_eq!(run.to_string(), name);
+        }
+    }
+
+    #[test]
+    fn only_a_number_is_a_tag() {
+        for name in ["none-seed", "x-ep", "a-seedling", "b-seed01", "c-ep1x"] {
+            let r = RunName::parse(name);
+            assert_eq!((r.method.as_str(), r.epochs, r.seed), (name, None, None));
+            assert_eq!(r.to_string(), name);
+        }
+        assert_eq!(RunName::parse("x-seed99999999999999999999").seed, None);
+    }
+
+    #[test]
+    fn variant_method_and_budget() {
+        assert_eq!(variant_of("ensemble-seed2"), "ensemble");
+        assert_eq!(variant_of("ensemble-live"), "ensemble-live");
+        assert_eq!(variant_of("cnn-ep8-seed1"), "cnn-ep8");
+        assert_eq!(budget_tag("involution-ep12"), "-ep12");
+        assert_eq!(budget_tag("ensemble-tau0.5"), "");
+        assert_eq!(method_of("involution-ep12"), "involution");
+        assert_eq!(RunName::parse("cnn-ep8-seed1").variant(), "cnn-ep8");
+        assert!(is_compared("cnn-ep8") && is_compared("none"));
+        assert!(!is_compared(LIVE) && !is_compared("ensemble-tau3"));
+        assert_eq!(compared_rank("ensemble"), 3);
+        assert_eq!(compared_rank("ensemble-tau3"), 4);
+    }
+
+    #[test]
+    fn single_teacher_and_ensemble_variants() {
+        assert!(is_single_teacher("cnn") && is_single_teacher("involution-stems-crossfit"));
+        assert!(!is_single_teacher("cnnx") && !is_single_teacher("ensemble-stems"));
+        assert!(!is_single_teacher("none-stems"));
+        assert!(is_ensemble("ensemble") && is_ensemble("ensemble-mixed"));
+        assert!(!is_ensemble("ensembles") && !is_ensemble("cnn"));
+        assert_eq!(study_rank("none"), 0);
+        assert_eq!(study_rank("ensemble-crossfit"), STUDY_ORDER.len());
+    }
+
+    /// The Makefile's variable `name`: its value, words split.
+    fn make_var(makefile: &str, name: &str) -> Vec<String> {
+        let prefix = format!("{name} :=");
+        let mut lines = makefile.lines().skip_while(|l| !l.starts_with(&prefix));
+        let mut value = lines.next().expect(name)[prefix.len()..].to_string();
+        while value.ends_with('\\') {
+            value.pop();
+            value.push_str(lines.next().unwrap_or(""));
+        }
+        value.split_whitespace().map(String::from).collect()
+    }
+
+    #[test]
+    fn the_makefile_builds_these_names() {
+        let makefile = include_str!("../../../Makefile");
+        assert_eq!(make_var(makefile, "SEED_VARIANTS"), COMPARED);
+        assert!(make_var(makefile, "VARIANTS").contains(&LIVE.to_string()));
+        let study = make_var(makefile, "STUDY_MAIN");
+        assert_eq!(study[..STUDY_ORDER.len()], STUDY_ORDER);
+        // The seed and budget directories: `$(v)-seed$(n)`, `-ep$(LONG_EPOCHS)`.
+        assert!(makefile.contains("$(v)-seed$(n)"));
+        assert!(makefile.contains("-seed$(n),--seed $(n)"));
+        assert!(makefile.contains("-ep$(LONG_EPOCHS),--epochs $(LONG_EPOCHS)"));
+        assert!(makefile.contains("kd_report::naming"));
+    }
+}
