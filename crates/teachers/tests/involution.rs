@@ -6,6 +6,8 @@ use tch::{Device, Kind, Tensor};
 
 #[allow(clippy::too_many_arguments)]
 fn case(b: i64, c: i64, h: i64, w: i64, k: i64, stride: i64, groups: i64, seed: i64) {
+    // Tests of one binary run on parallel threads over libtorch's one RNG.
+    let _rng = kd_core::torch_rng_lock();
     tch::manual_seed(seed);
     let ho = out_size(h, k, stride);
     let wo = out_size(w, k, stride);

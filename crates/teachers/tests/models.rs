@@ -75,6 +75,7 @@ fn preset_sizes() {
 #[test]
 fn tiny_presets_overfit_a_batch_of_64() {
     for (arch, preset) in [(Arch::Cnn, "cnn-tiny"), (Arch::Involution, "rednet-tiny")] {
+        let _rng = kd_core::torch_rng_lock();
         tch::manual_seed(7);
         let vs = VarStore::new(Device::Cpu);
         let net = Net::new(
