@@ -66,13 +66,16 @@ fn source_files(src: &Path, recursive: bool, out: &mut Vec<PathBuf>) -> Result<(
 
 /// Run the import into `out` unless an identical artifact is already there.
 pub fn import_stage(cfg: &ImportConfig, out: &Path, force: bool) -> Result<Outcome> {
-    let format = cfg
-        .format
-        .ok_or_else(|| DataError::Invalid("no --format given (idx, cifar or folder)".into()))?;
-    let src = cfg
-        .src
-        .clone()
-        .ok_or_else(|| DataError::Invalid("no --src given".into()))?;
+    let format = cfg.format.ok_or_else(|| {
+        DataError::Invalid(
+            "setting format: not given (idx, cifar or folder; [data] format or --format)".into(),
+        )
+    })?;
+    let src = cfg.src.clone().ok_or_else(|| {
+        DataError::Invalid(
+            "setting src: not given (the source directory; [data] src or --src)".into(),
+        )
+    })?;
     if !src.is_dir() {
         return Err(crate::error::format_err(&src, "no such directory"));
     }

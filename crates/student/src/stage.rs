@@ -237,7 +237,7 @@ fn token_stems(source: &Source, tokens: TokenMode, heads: usize) -> Result<Vec<T
         .map(|(name, arch)| {
             TokenStem::for_arch(&arch).ok_or_else(|| {
                 invalid(format!(
-                    "stem conv-involution: teacher '{name}' has arch '{arch}', but a stem token needs a cnn or involution teacher (use --stem patch)"
+                    "stem conv-involution: teacher '{name}' has arch '{arch}', but a stem token needs a cnn or involution teacher (set stem = patch)"
                 ))
             })
         })
