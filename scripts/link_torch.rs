@@ -8,10 +8,10 @@ fn link_torch() {
         let lib = std::path::PathBuf::from(lib);
         println!("cargo:rustc-link-arg=-Wl,-rpath,{}", lib.display());
         // A PyTorch install keeps its version beside lib/ (torch/version.py).
-        if let Ok(text) = std::fs::read_to_string(lib.join("../version.py")) {
-            if let Some(v) = text.lines().find_map(|l| l.strip_prefix("__version__ = ")) {
-                version = v.trim_matches(|c| c == '\'' || c == '"').to_string();
-            }
+        if let Ok(text) = std::fs::read_to_string(lib.join("../version.py"))
+            && let Some(v) = text.lines().find_map(|l| l.strip_prefix("__version__ = "))
+        {
+            version = v.trim_matches(|c| c == '\'' || c == '"').to_string();
         }
     }
     println!("cargo:rustc-env=KD_LIBTORCH_VERSION={version}");
