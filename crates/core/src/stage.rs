@@ -115,10 +115,6 @@ impl<'a> StageRun<'a> {
         &self.inputs
     }
 
-    pub fn out(&self) -> &Path {
-        self.out
-    }
-
     /// Claim `out` for this run, or find it up to date (`Ok(false)`). Under
     /// `force` the previous run's checkpoint goes too.
     pub fn claim(&self, force: bool) -> Result<bool> {
