@@ -30,7 +30,7 @@ SOURCES := $(shell find crates scripts -name '*.rs' -o -name Cargo.toml -o -name
 TEACHERS := cnn involution
 VARIANTS := none cnn involution ensemble ensemble-live
 
-.PHONY: all full help setup build data teachers cache students ablations long report study study-size test bench clean distclean \
+.PHONY: all full help setup build data teachers cache students ablations long report study study-size study-eval test bench clean distclean \
         $(addprefix student-,$(VARIANTS)) $(addprefix teacher-,$(TEACHERS))
 
 all: report ## the whole demo pipeline: data, teachers, cache, students, report
@@ -169,7 +169,20 @@ $(foreach v,$(filter-out $(VARIANTS),$(STUDY_VARIANTS)),$(eval $(call student_ru
 $(foreach v,$(STUDY_VARIANTS),$(foreach n,$(STUDY_SEEDS),$(if $(and $(filter $(v),$(SEED_VARIANTS)),$(filter $(n),$(SEEDS))),,$(eval $(call student_rule,$(v),-seed$(n),--seed $(n))))))
 
 study-size: $(addprefix student-,$(STUDY_RUNS)) ## one size of the study (PROFILE=study-<N>): teachers, three stores, every variant x 3 seeds, its report
+	$(MAKE) --no-print-directory study-eval
 	$(KD) report --run $(RUN) --out $(RUN)/report
+
+# Each finished study student's heads on test against the plain teachers and
+# its own (`kd student eval`), into eval/<run>.json: does a distillation
+# token learn its own teacher? Only finished students: evaluating never
+# trains one.
+STUDY_EVALS = $(patsubst $(RUN)/student/%/manifest.json,$(RUN)/eval/%.json,\
+  $(filter $(foreach r,$(STUDY_RUNS),$(RUN)/student/$(r)/manifest.json),$(wildcard $(RUN)/student/*/manifest.json)))
+$(RUN)/eval/%.json: $(RUN)/student/%/manifest.json $(foreach t,$(TEACHERS),$(RUN)/teachers/$(t)/manifest.json) $(KD)
+	@mkdir -p $(@D)
+	$(KD) student eval --student $(RUN)/student/$* $(foreach t,$(TEACHERS),--teacher $(RUN)/teachers/$(t)) \
+	  --device $(DEVICE) --out $@ >/dev/null
+study-eval: $(STUDY_EVALS) ## evaluate every finished student of one study size against the teachers (PROFILE=study-<N>)
 
 study: ## the data-efficiency study: every STUDY_SIZES size, then data/runs/study/report (hours on CPU)
 	@set -e; for n in $(STUDY_SIZES); do $(MAKE) --no-print-directory PROFILE=study-$$n study-size; done

@@ -3,7 +3,7 @@
 # (a few hundred real Fashion-MNIST images, tiny models, one epoch each):
 #  1. `make` runs every stage and the report;
 #  2. a second `make` has nothing to do; `make ablations` adds runs the
-#     report lists;
+#     report lists; `make study-eval` evaluates the finished students;
 #  3. changing one teacher's settings reruns only that teacher, the cache and
 #     the students (the other teacher and the dataset are untouched);
 #     (existing ablation runs included: the report shows them);
@@ -36,6 +36,11 @@ check "the report lists the ablation with its setting" "grep -q '^| ensemble-ave
 check "a stem run: CivT stems, one token per teacher stem" "grep -q '\"stem\": \"conv-involution\"' '$run/student/ensemble-stems/manifest.json' && grep -q '\"involution\"' '$run/student/ensemble-stems/config.json'"
 check "a weighting run: the report names its weighting" "grep -q '^| ensemble-correct | cache | soft, tau 1, alpha 0.5, correct weighting |' '$run/report/report.md'"
 check "the report names the stem run's stems" "grep -q '^| ensemble-stems | cache | .*CivT conv + involution stems' '$run/report/report.md'"
+
+mk study-eval >"$work/eval.log" 2>&1 || { tail -30 "$work/eval.log"; echo "FAIL make study-eval"; exit 1; }
+check "study-eval: each head of the ensemble against both teachers" "grep -q '\"head\": \"dist_involution\"' '$run/eval/ensemble.json' && grep -q '\"repeats_errors\"' '$run/eval/ensemble.json' && [ -s '$run/eval/none.json' ]"
+check "study-eval evaluates finished students only, once" "[ ! -e '$run/eval/ensemble-seed1.json' ] && mk -q study-eval"
+check "student eval of a teacher directory: one error line" "! target/debug/kd student eval --student '$run/teachers/cnn' >/dev/null 2>'$work/err' && [ \"\$(wc -l <'$work/err')\" = 1 ] && grep -q \"expected 'student'\" '$work/err'"
 
 before_data=$(hash dataset) before_cnn=$(hash teachers/cnn) before_inv=$(hash teachers/involution)
 before_cache=$(hash logits) before_student=$(hash student/ensemble)

@@ -1,12 +1,16 @@
 //! `kd student train`: flags laid over the profile's `[students.<variant>]`
 //! section, the logit source (`--teachers`) opened, then the `student` stage.
+//! `kd student eval`: a finished student's heads against its teachers (found
+//! through the store it was trained from) and any others given.
 
 use crate::data_parallel::{DistArgs, place};
-use crate::ui::{Bars, outcome};
+use crate::ui::{Bars, out, outcome};
 use anyhow::{Context, bail};
 use kd_core::amp::Precision;
 use kd_core::fit::FitOptions;
-use kd_core::profile::{Layered, Overlay, Profile, layered, parse_setting};
+use kd_core::manifest::{Manifest, write_json};
+use kd_core::metrics::StudentEval;
+use kd_core::profile::{DEFAULT_DEVICE, Layered, Overlay, Profile, layered, parse_setting};
 use kd_core::stage::RunOptions;
 use kd_logit_cache::LogitStore;
 use kd_student::{Distill, Source, Stem, StudentConfig, TokenMode, Weighting, train_stage};
@@ -16,6 +20,41 @@ use std::path::{Path, PathBuf};
 pub enum Cmd {
     /// Train the ViT student into DIR (weights, config, metrics, curves, manifest).
     Train(TrainArgs),
+    /// Evaluate a finished student on a split: the accuracy of each head
+    /// (avg, cls, dist_<teacher>) and each head's agreement with every
+    /// teacher and share of its mistakes repeated. Its own teachers are found
+    /// through the logit store it was trained from; --teacher adds others.
+    Eval(EvalArgs),
+}
+
+#[derive(clap::Args)]
+pub struct EvalArgs {
+    /// Student artifact directory (from `kd student train`).
+    #[arg(long)]
+    student: PathBuf,
+    /// Dataset artifact directory (default: the one the student was trained on).
+    #[arg(long)]
+    dataset: Option<PathBuf>,
+    #[arg(long, default_value = "test")]
+    split: String,
+    /// A teacher artifact to compare the heads with, besides the student's
+    /// own (repeatable): e.g. the plain teachers beside cross-fitted ones, or
+    /// any teacher beside a student trained without one (a control).
+    #[arg(long = "teacher")]
+    teachers: Vec<PathBuf>,
+    /// Compare with the --teacher directories only (for a live-teacher
+    /// student, or a store whose teachers are gone).
+    #[arg(long)]
+    only_given: bool,
+    /// auto, cpu, cuda or cuda:N.
+    #[arg(long, default_value = DEFAULT_DEVICE)]
+    device: String,
+    /// Print the evaluation as JSON instead of a table.
+    #[arg(long)]
+    json: bool,
+    /// Also write the evaluation as JSON to FILE (atomically).
+    #[arg(long)]
+    out: Option<PathBuf>,
 }
 
 #[derive(clap::Args)]
@@ -97,7 +136,149 @@ pub struct TrainArgs {
 pub fn run(cmd: Cmd) -> anyhow::Result<()> {
     match cmd {
         Cmd::Train(a) => train(a),
+        Cmd::Eval(a) => eval(a),
     }
+}
+
+fn eval(a: EvalArgs) -> anyhow::Result<()> {
+    let device = kd_core::parse_device(&a.device)?;
+    let ctx = || format!("student eval of {}", a.student.display());
+    let man = Manifest::read_stage(&a.student, kd_student::STAGE).with_context(ctx)?;
+    let dataset = match &a.dataset {
+        Some(d) => d.clone(),
+        None => input_dir(&a.student, &man, "dataset").with_context(ctx)?,
+    };
+    let mut dirs = if a.only_given {
+        vec![]
+    } else {
+        own_teachers(&a.student, &man).with_context(ctx)?
+    };
+    for d in &a.teachers {
+        if !dirs.iter().any(|o| same_dir(o, d)) {
+            dirs.push(d.clone());
+        }
+    }
+    let mut teachers = vec![];
+    for d in &dirs {
+        teachers.push(
+            kd_teachers::load(d, device)
+                .with_context(|| format!("teacher {}", d.display()))
+                .with_context(ctx)?,
+        );
+    }
+    let bars = Bars::default();
+    let e = kd_student::evaluate(&a.student, &dataset, &a.split, &teachers, device, &bars)
+        .with_context(ctx)?;
+    if let Some(f) = &a.out {
+        write_json(f, &e).with_context(ctx)?;
+    }
+    if a.json {
+        out(serde_json::to_string_pretty(&e)?);
+    } else {
+        out(eval_table(&e));
+    }
+    Ok(())
+}
+
+/// Where input `role` of the artifact in `dir` is now (recorded path, or the
+/// same place relative to the artifact).
+fn input_dir(dir: &Path, man: &Manifest, role: &str) -> anyhow::Result<PathBuf> {
+    let pin = man
+        .inputs
+        .iter()
+        .find(|i| i.role == role)
+        .with_context(|| {
+            format!(
+                "{}: records no '{role}' input",
+                dir.join("manifest.json").display()
+            )
+        })?;
+    Ok(pin.verify_at(dir)?)
+}
+
+/// The teacher directories behind a cache-trained student's heads: its
+/// store's `teacher:<name>` inputs, each checked unchanged since the store
+/// was built. A live-teacher student records checkpoints, not directories.
+fn own_teachers(dir: &Path, man: &Manifest) -> anyhow::Result<Vec<PathBuf>> {
+    let source = &man.config["source"];
+    let names: Vec<&str> = source["teachers"]
+        .as_array()
+        .map(|ts| ts.iter().filter_map(|t| t.as_str()).collect())
+        .unwrap_or_default();
+    match source["kind"].as_str() {
+        Some("cache") => {
+            let store = input_dir(dir, man, "logits")?;
+            let sman = Manifest::read(&store)?;
+            names
+                .iter()
+                .map(|n| input_dir(&store, &sman, &format!("teacher:{n}")))
+                .collect()
+        }
+        Some("live") => bail!(
+            "{}: trained with live teachers, whose directories it does not record; give them with --teacher and --only-given",
+            dir.display()
+        ),
+        _ => Ok(vec![]),
+    }
+}
+
+fn same_dir(a: &Path, b: &Path) -> bool {
+    match (a.canonicalize(), b.canonicalize()) {
+        (Ok(x), Ok(y)) => x == y,
+        _ => a == b,
+    }
+}
+
+/// The evaluation as a table: one row per head, a column pair per teacher.
+fn eval_table(e: &StudentEval) -> String {
+    let pct = |v: Option<&f64>| v.map_or("-".to_string(), |v| format!("{:.2}", 100.0 * v));
+    let mut s = format!(
+        "{} on {} [{}], {} images{}\n",
+        e.student,
+        e.dataset,
+        e.split,
+        e.samples,
+        if e.same_dataset {
+            ""
+        } else {
+            " (not the dataset it was trained on)"
+        }
+    );
+    let mut header = format!("{:<24} {:>8}", "head", "acc %");
+    for t in &e.teachers {
+        header += &format!(
+            "  {:>14}  {:>14}",
+            format!("agree {}", t.name),
+            format!("repeats {}", t.name)
+        );
+    }
+    s += header.trim_end();
+    s.push('\n');
+    for h in &e.heads {
+        let mut row = format!("{:<24} {:>8}", h.head, pct(Some(&h.accuracy)));
+        for t in &e.teachers {
+            row += &format!(
+                "  {:>14}  {:>14}",
+                pct(h.agreement.get(&t.name)),
+                pct(h.repeats_errors.get(&t.name))
+            );
+        }
+        s += row.trim_end();
+        s.push('\n');
+    }
+    for t in &e.teachers {
+        s += &format!(
+            "teacher {} ({}): acc {} %",
+            t.name,
+            t.arch,
+            pct(Some(&t.accuracy))
+        );
+        for (o, v) in &t.agreement {
+            s += &format!(", agrees with {o} on {} %", pct(Some(v)));
+        }
+        s.push('\n');
+    }
+    s.trim_end().to_string()
 }
 
 /// Turn a SOURCE spec into a [`Source`].

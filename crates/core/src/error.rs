@@ -68,6 +68,13 @@ pub enum CoreError {
         recorded: PathBuf,
         looked: String,
     },
+    /// A file a finished artifact's manifest lists is gone.
+    #[error("{}: missing, though the artifact's manifest lists it (the artifact is damaged; rerun its stage with --force)", path.display())]
+    OutputMissing { path: PathBuf },
+    /// A finished artifact's manifest lacks something every artifact of its
+    /// stage records.
+    #[error("{}: {msg}", path.display())]
+    ManifestIncomplete { path: PathBuf, msg: String },
     /// `--out` holds something a stage must not write over without `--force`.
     #[error("{}: {msg}", dir.display())]
     OutOccupied { dir: PathBuf, msg: String },

@@ -242,6 +242,44 @@ impl Manifest {
         serde_json::from_slice(&bytes).map_err(|source| CoreError::Json { path: p, source })
     }
 
+    /// The manifest hash of input `role` (`dataset`, `logits`, ...) of the
+    /// artifact in `dir`, refusing a manifest that records none.
+    pub fn input_hash(&self, dir: &Path, role: &str) -> Result<String> {
+        self.inputs
+            .iter()
+            .find(|i| i.role == role)
+            .map(|i| i.manifest_hash.clone())
+            .ok_or_else(|| CoreError::ManifestIncomplete {
+                path: manifest_path(dir),
+                msg: format!("records no '{role}' input"),
+            })
+    }
+
+    /// The blake3 of output `rel` of the artifact in `dir`, refusing a
+    /// missing file or one whose hash is not the one recorded here: what a
+    /// stage loading a finished artifact's weights must check first.
+    pub fn checked_output(&self, dir: &Path, rel: &str) -> Result<String> {
+        let path = dir.join(rel);
+        if !path.is_file() {
+            return Err(CoreError::OutputMissing { path });
+        }
+        let actual = hash_file(&path)?;
+        if let Some(recorded) = self
+            .outputs
+            .iter()
+            .find(|o| o.path == rel)
+            .and_then(|o| o.blake3.clone())
+            && recorded != actual
+        {
+            return Err(CoreError::HashMismatch {
+                path,
+                recorded,
+                actual,
+            });
+        }
+        Ok(actual)
+    }
+
     /// Read `dir`'s manifest, insisting on its stage.
     pub fn read_stage(dir: &Path, stage: &str) -> Result<Manifest> {
         let m = Manifest::read(dir)?;

@@ -150,6 +150,47 @@ pub struct LastEpoch {
     pub eval: Map<String, Value>,
 }
 
+/// `kd student eval`: a finished student's heads on one split of a
+/// dataset, each against the teachers. Whether a distillation head learned
+/// *its* teacher shows as a higher agreement with it than with the other
+/// teachers, and as more of its teacher's mistakes repeated.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct StudentEval {
+    pub student: String,
+    pub dataset: String,
+    pub split: String,
+    pub samples: u64,
+    /// Whether `dataset` is the artifact the student was trained on.
+    pub same_dataset: bool,
+    /// `avg` (the student's prediction), `cls`, then `dist_<teacher>` (or
+    /// `dist_avg`) per distillation head.
+    pub heads: Vec<HeadEval>,
+    pub teachers: Vec<TeacherEval>,
+}
+
+/// One head of the student on the split.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct HeadEval {
+    pub head: String,
+    /// In [0, 1].
+    pub accuracy: f64,
+    /// Fraction of images where this head's top-1 class is teacher `t`'s.
+    pub agreement: BTreeMap<String, f64>,
+    /// Of the images teacher `t` gets wrong, the fraction where this head
+    /// predicts the same wrong class (absent for a teacher without errors).
+    pub repeats_errors: BTreeMap<String, f64>,
+}
+
+/// One teacher on the split.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TeacherEval {
+    pub name: String,
+    pub arch: String,
+    pub accuracy: f64,
+    /// Top-1 agreement with each other teacher.
+    pub agreement: BTreeMap<String, f64>,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

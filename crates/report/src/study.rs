@@ -22,7 +22,7 @@ use crate::report::{
     dataset_metrics, finished_artifacts, read_student_metrics, read_teacher_metrics,
 };
 use kd_core::manifest::{Manifest, read_json, write_json};
-use kd_core::metrics::StudentMetrics;
+use kd_core::metrics::{HeadEval, StudentEval, StudentMetrics};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -89,6 +89,21 @@ pub struct VariantResult {
     /// Mean test accuracy of each head alone (`cls`, `dist_<teacher>`).
     pub heads: BTreeMap<String, f64>,
     pub epochs: usize,
+    /// From `kd student eval` (`<run>/eval/<student>.json`), mean over the
+    /// seeds evaluated: each head's (`avg`, `cls`, `dist_<t>`) test
+    /// agreement with each teacher, and the share of each teacher's test
+    /// mistakes it repeats.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub agreement: BTreeMap<String, BTreeMap<String, f64>>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub repeats_errors: BTreeMap<String, BTreeMap<String, f64>>,
+    /// Seeds with an evaluation behind `agreement`.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub evaluated: usize,
+}
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -100,6 +115,10 @@ pub struct SizeResult {
     pub teachers: Vec<TeacherResult>,
     pub diversity: Vec<Diversity>,
     pub variants: Vec<VariantResult>,
+    /// Teachers' top-1 agreement with each other on test (`a vs b`), from
+    /// the students' evaluations.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub teacher_test_agreement: BTreeMap<String, f64>,
 }
 
 /// `study.json`.
@@ -196,7 +215,38 @@ fn size_result(run: &Path) -> Result<SizeResult> {
         teachers: teachers(run)?,
         diversity: diversity(run),
         variants: variants(run)?,
+        teacher_test_agreement: teacher_test_agreement(run)?,
     })
+}
+
+/// The directory `kd student eval` results of a run go to (`make study-eval`):
+/// `<run>/eval/<student run>.json`.
+pub const EVAL_DIR: &str = "eval";
+
+/// The evaluation of student run `name`, when one was made.
+fn student_eval(run: &Path, name: &str) -> Result<Option<StudentEval>> {
+    let p = run.join(EVAL_DIR).join(format!("{name}.json"));
+    if !p.is_file() {
+        return Ok(None);
+    }
+    Ok(Some(read_json(&p)?))
+}
+
+/// Each teacher pair's test agreement, from any student evaluation of the run.
+fn teacher_test_agreement(run: &Path) -> Result<BTreeMap<String, f64>> {
+    let mut pairs = BTreeMap::new();
+    for (name, _) in finished_artifacts(&run.join("student"), "student") {
+        if let Some(e) = student_eval(run, &name)? {
+            for t in &e.teachers {
+                for (o, a) in &t.agreement {
+                    if t.name < *o {
+                        pairs.insert(format!("{} vs {o}", t.name), *a);
+                    }
+                }
+            }
+        }
+    }
+    Ok(pairs)
 }
 
 fn teachers(run: &Path) -> Result<Vec<TeacherResult>> {
@@ -254,12 +304,14 @@ fn diversity(run: &Path) -> Vec<Diversity> {
 
 fn variants(run: &Path) -> Result<Vec<VariantResult>> {
     let mut groups: BTreeMap<String, Vec<StudentMetrics>> = BTreeMap::new();
+    let mut evals: BTreeMap<String, Vec<StudentEval>> = BTreeMap::new();
     for (name, p) in finished_artifacts(&run.join("student"), "student") {
         let m = read_student_metrics(&p)?;
-        groups
-            .entry(naming::variant_of(&name).to_string())
-            .or_default()
-            .push(m);
+        let variant = naming::variant_of(&name).to_string();
+        if let Some(e) = student_eval(run, &name)? {
+            evals.entry(variant.clone()).or_default().push(e);
+        }
+        groups.entry(variant).or_default().push(m);
     }
     let mut v = vec![];
     for (variant, runs) in groups {
@@ -285,10 +337,38 @@ fn variants(run: &Path) -> Result<Vec<VariantResult>> {
                 .map(|(h, xs)| (h, mean_sd(&xs).0))
                 .collect(),
             epochs: runs[0].epochs.len(),
+            agreement: mean_by_head(evals.get(&variant), |h| &h.agreement),
+            repeats_errors: mean_by_head(evals.get(&variant), |h| &h.repeats_errors),
+            evaluated: evals.get(&variant).map_or(0, Vec::len),
             variant,
         });
     }
     Ok(v)
+}
+
+/// head -> teacher -> mean over the evaluations of one figure.
+fn mean_by_head(
+    evals: Option<&Vec<StudentEval>>,
+    figure: impl Fn(&HeadEval) -> &BTreeMap<String, f64>,
+) -> BTreeMap<String, BTreeMap<String, f64>> {
+    let mut all: BTreeMap<String, BTreeMap<String, Vec<f64>>> = BTreeMap::new();
+    for e in evals.into_iter().flatten() {
+        for h in &e.heads {
+            for (t, x) in figure(h) {
+                all.entry(h.head.clone())
+                    .or_default()
+                    .entry(t.clone())
+                    .or_default()
+                    .push(*x);
+            }
+        }
+    }
+    all.into_iter()
+        .map(|(h, ts)| {
+            let means = ts.into_iter().map(|(t, xs)| (t, mean_sd(&xs).0)).collect();
+            (h, means)
+        })
+        .collect()
 }
 
 /// The variant with the highest mean val accuracy among `candidates`.
@@ -479,7 +559,80 @@ pub fn markdown(study: &Study, cmd: &str) -> String {
             writeln!(md, "| {} | {} | {} |", s.train, v.variant, h.join(", ")).ok();
         }
     }
+    heads_and_teachers(&mut md, sizes);
     md
+}
+
+/// Whether each distillation head learned its own teacher: test agreement
+/// with every teacher and the share of its mistakes repeated. Only when some
+/// student of the study was evaluated (`kd student eval`).
+fn heads_and_teachers(md: &mut String, sizes: &[SizeResult]) {
+    if sizes
+        .iter()
+        .all(|s| s.variants.iter().all(|v| v.agreement.is_empty()))
+    {
+        return;
+    }
+    writeln!(
+        md,
+        "\n## Heads against the teachers\n\nOn test, each head's top-1 agreement (%) with each teacher and, in brackets, the share (%) of that teacher's mistakes it repeats (same wrong class); mean over the seeds evaluated (`kd student eval`, `make study-eval`). A head that learned its own teacher agrees with it more than with the other and repeats more of its mistakes; the no-teacher rows are the control.\n"
+    )
+    .ok();
+    for s in sizes {
+        for (pair, a) in &s.teacher_test_agreement {
+            writeln!(
+                md,
+                "- {} images: teachers {pair} agree on {}% of test.",
+                s.train,
+                pct(*a)
+            )
+            .ok();
+        }
+    }
+    writeln!(
+        md,
+        "\n| train images | variant (seeds) | head | against each teacher |\n|---|---|---|---|"
+    )
+    .ok();
+    for s in sizes {
+        let mut vs: Vec<&VariantResult> = s
+            .variants
+            .iter()
+            .filter(|v| !v.agreement.is_empty())
+            .collect();
+        vs.sort_by(|a, b| {
+            naming::study_rank(&a.variant)
+                .cmp(&naming::study_rank(&b.variant))
+                .then(a.variant.cmp(&b.variant))
+        });
+        for v in vs {
+            let mut heads: Vec<&String> = v.agreement.keys().collect();
+            // avg, cls, then the distillation heads.
+            heads.sort_by_key(|h| (!h.starts_with("avg"), !h.starts_with("cls"), h.to_string()));
+            for h in heads {
+                let cells: Vec<String> = v.agreement[h]
+                    .iter()
+                    .map(|(t, a)| {
+                        let r = v
+                            .repeats_errors
+                            .get(h)
+                            .and_then(|r| r.get(t))
+                            .map_or("-".into(), |r| pct(*r));
+                        format!("{t} {} ({r})", pct(*a))
+                    })
+                    .collect();
+                writeln!(
+                    md,
+                    "| {} | {} ({}) | {h} | {} |",
+                    s.train,
+                    v.variant,
+                    v.evaluated,
+                    cells.join(", ")
+                )
+                .ok();
+            }
+        }
+    }
 }
 
 /// Test accuracy against training-set size, one line per variant, with its
@@ -527,6 +680,9 @@ mod tests {
             val: val.to_vec(),
             heads: BTreeMap::new(),
             epochs: 1,
+            agreement: BTreeMap::new(),
+            repeats_errors: BTreeMap::new(),
+            evaluated: 0,
         }
     }
 
@@ -539,6 +695,7 @@ mod tests {
             teachers: vec![],
             diversity: vec![],
             variants,
+            teacher_test_agreement: BTreeMap::new(),
         }
     }
 
@@ -569,5 +726,41 @@ mod tests {
         ]);
         assert_eq!(verdict(&s).unwrap().passes, None);
         assert!(verdict(&size(vec![v("none", &[0.7], &[0.7])])).is_none());
+    }
+
+    #[test]
+    fn heads_against_teachers_section() {
+        let mut sizes = vec![size(vec![v("none", &[0.7], &[0.7])])];
+        let mut md = String::new();
+        heads_and_teachers(&mut md, &sizes);
+        assert!(md.is_empty(), "no evaluation, no section: {md}");
+
+        let mut e = v("ensemble", &[0.8], &[0.8]);
+        let fig = |a: f64, b: f64| {
+            BTreeMap::from([("cnn".to_string(), a), ("involution".to_string(), b)])
+        };
+        e.agreement = BTreeMap::from([
+            ("dist_involution".to_string(), fig(0.861, 0.865)),
+            ("avg".to_string(), fig(0.8655, 0.8653)),
+        ]);
+        e.repeats_errors = BTreeMap::from([("dist_involution".to_string(), fig(0.594, 0.5775))]);
+        e.evaluated = 3;
+        sizes[0].variants.push(e);
+        sizes[0]
+            .teacher_test_agreement
+            .insert("cnn vs involution".into(), 0.8834);
+        heads_and_teachers(&mut md, &sizes);
+        assert!(
+            md.contains("- 1000 images: teachers cnn vs involution agree on 88.34% of test."),
+            "{md}"
+        );
+        let rows: Vec<&str> = md.lines().filter(|l| l.starts_with("| 1000 |")).collect();
+        assert_eq!(
+            rows,
+            [
+                "| 1000 | ensemble (3) | avg | cnn 86.55 (-), involution 86.53 (-) |",
+                "| 1000 | ensemble (3) | dist_involution | cnn 86.10 (59.40), involution 86.50 (57.75) |",
+            ]
+        );
     }
 }

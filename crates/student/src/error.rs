@@ -13,6 +13,13 @@ pub enum StudentError {
     /// The training-curve chart could not be drawn.
     #[error(transparent)]
     Report(#[from] kd_report::ReportError),
+    /// A weights file that does not fit the network its `config.json` describes.
+    #[error("{}: does not fit the network in config.json", path.display())]
+    Weights {
+        path: std::path::PathBuf,
+        #[source]
+        source: tch::TchError,
+    },
     #[error("libtorch")]
     Torch(#[from] tch::TchError),
 }

@@ -5,7 +5,8 @@
 //! [`source`] (stored, live or no teacher logits), [`batch`] (indices to
 //! pixels and logits), `learner` (one step and the evaluation), [`stage`]
 //! (the `student` stage: inputs, model, outputs), [`vit`] and [`stem`] (the
-//! model), [`loss`] (the losses as pure functions).
+//! model), [`loss`] (the losses as pure functions), [`eval`] (a finished
+//! student's heads against the teachers).
 //!
 //! The trainer reads teacher logits from the logit cache (`kd-logit-cache`),
 //! runs teachers live on the same batches (the speed baseline and a fidelity
@@ -16,6 +17,7 @@
 pub mod batch;
 pub mod config;
 pub mod error;
+pub mod eval;
 mod learner;
 pub mod loss;
 pub mod source;
@@ -26,6 +28,7 @@ pub mod vit;
 pub use batch::{Batcher, epoch_view};
 pub use config::{StudentConfig, TokenMode};
 pub use error::{Result, StudentError};
+pub use eval::{evaluate, load_student};
 pub use kd_core::stage::{Outcome, RunOptions};
 pub use loss::{Distill, LossConfig, Weighting};
 pub use source::Source;

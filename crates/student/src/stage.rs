@@ -34,6 +34,8 @@ use std::path::Path;
 use tch::nn::VarStore;
 
 pub const STAGE: &str = "student";
+/// The trained weights in a student artifact.
+pub const WEIGHTS: &str = "weights.safetensors";
 
 /// Train a student into `out` unless an identical one is already there.
 pub fn train_stage(
@@ -172,7 +174,7 @@ pub fn train_stage(
         return Ok(Outcome::Follower { rank: g.rank() });
     }
 
-    let weights = out.join("weights.safetensors");
+    let weights = out.join(WEIGHTS);
     learner.vs.save(&weights)?;
     write_json(
         &out.join("config.json"),
@@ -207,7 +209,7 @@ pub fn train_stage(
     write_json(&out.join("metrics.json"), &metrics)?;
     write_curves(out, &history)?;
 
-    let mut outputs = vec![OutputRef::of(out, "weights.safetensors", true)?];
+    let mut outputs = vec![OutputRef::of(out, WEIGHTS, true)?];
     for f in ["config.json", "metrics.json", "curves.csv", "curves.png"] {
         outputs.push(OutputRef::of(out, f, false)?);
     }

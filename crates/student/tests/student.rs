@@ -712,3 +712,76 @@ fn refuses_bad_inputs() {
     // The other teacher is unchanged, so a student of it alone still trains.
     assert!(!out.join("manifest.json").exists());
 }
+
+/// `kd student eval` of a finished student reproduces, from its weights
+/// alone, the test figures training recorded (each head's accuracy, and each
+/// head's agreement with its live teacher); refuses damaged weights and a
+/// dataset of another shape.
+#[test]
+fn eval_reproduces_the_training_figures() {
+    let _rng = kd_core::torch_rng_lock();
+    let t = tempfile::tempdir().unwrap();
+    let (ds, _store) = fixture(t.path());
+    let out = t.path().join("live");
+    train_stage(
+        &small_cfg(2),
+        &ds,
+        &live(&ds),
+        &out,
+        &RunOptions::new(CPU, &Silent),
+    )
+    .unwrap();
+    let Source::Live(teachers) = live(&ds) else {
+        unreachable!()
+    };
+    let e = kd_student::evaluate(&out, &ds, "test", &teachers, CPU, &Silent).unwrap();
+    let metrics: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("metrics.json")).unwrap()).unwrap();
+    let last = &metrics["epochs"][1]["eval"];
+    assert!(e.same_dataset);
+    assert_eq!(
+        e.samples as usize,
+        Dataset::open(&ds).unwrap().split("test").unwrap().len()
+    );
+    let heads: Vec<&str> = e.heads.iter().map(|h| h.head.as_str()).collect();
+    assert_eq!(heads, ["avg", "cls", "dist_cnn", "dist_involution"]);
+    for h in &e.heads {
+        let recorded = last[format!("test_acc_{}", h.head)].as_f64().unwrap();
+        assert_eq!(h.accuracy, recorded, "{}", h.head);
+        assert_eq!(h.agreement.len(), 2, "{}", h.head);
+    }
+    for (h, teacher) in [(2, "cnn"), (3, "involution")] {
+        let recorded = last[format!("agree_{teacher}")].as_f64().unwrap();
+        assert_eq!(e.heads[h].agreement[teacher], recorded, "{teacher}");
+    }
+    let names: Vec<&str> = e.teachers.iter().map(|t| t.name.as_str()).collect();
+    assert_eq!(names, ["cnn", "involution"]);
+    assert_eq!(
+        e.teachers[0].agreement["involution"],
+        e.teachers[1].agreement["cnn"]
+    );
+    // No teachers: heads only.
+    let bare = kd_student::evaluate(&out, &ds, "test", &[], CPU, &Silent).unwrap();
+    assert!(bare.heads.iter().all(|h| h.agreement.is_empty()));
+    assert_eq!(bare.heads[0].accuracy, e.heads[0].accuracy);
+
+    // Another dataset shape: one line naming it.
+    let other = synthetic_dataset(&t.path().join("ds5"), 24, 5, [1, 8, 8], 3);
+    let err = kd_student::evaluate(&out, &other, "test", &[], CPU, &Silent)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("ds5") && err.contains("5 classes"), "{err}");
+    // Damaged weights: refused by the hash the manifest recorded.
+    let w = out.join("weights.safetensors");
+    let mut bytes = std::fs::read(&w).unwrap();
+    let n = bytes.len();
+    bytes[n - 1] ^= 1;
+    std::fs::write(&w, bytes).unwrap();
+    let err = kd_student::evaluate(&out, &ds, "test", &[], CPU, &Silent)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("weights.safetensors") && err.contains("changed"),
+        "{err}"
+    );
+}

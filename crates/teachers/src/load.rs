@@ -6,7 +6,7 @@ use crate::config::TeacherFile;
 use crate::error::{Result, TeacherError};
 use crate::model::Net;
 use crate::stage::{CONFIG, FOLDS, STAGE, WEIGHTS, fold_dir, mean_logits};
-use kd_core::manifest::{Manifest, hash_file, read_json};
+use kd_core::manifest::{Manifest, read_json};
 use std::path::Path;
 use tch::nn::{ModuleT, VarStore};
 use tch::{Device, Kind, Tensor};
@@ -25,51 +25,11 @@ pub struct LoadedTeacher {
     folds: Option<kd_core::Folds>,
 }
 
-/// The manifest hash of the dataset a teacher artifact was made from.
-pub(crate) fn dataset_input(dir: &Path, man: &Manifest) -> Result<String> {
-    man.inputs
-        .iter()
-        .find(|i| i.role == "dataset")
-        .map(|i| i.manifest_hash.clone())
-        .ok_or_else(|| TeacherError::Artifact {
-            path: kd_core::manifest::manifest_path(dir),
-            msg: "records no 'dataset' input".into(),
-        })
-}
-
-/// The blake3 of output `rel` of the artifact in `dir`, refusing a missing
-/// file or one whose hash is not the one its manifest recorded.
-pub(crate) fn checked_output(dir: &Path, man: &Manifest, rel: &str) -> Result<String> {
-    let path = dir.join(rel);
-    if !path.is_file() {
-        return Err(TeacherError::Artifact {
-            path,
-            msg: "missing".into(),
-        });
-    }
-    let actual = hash_file(&path)?;
-    if let Some(rec) = man
-        .outputs
-        .iter()
-        .find(|o| o.path == rel)
-        .and_then(|o| o.blake3.clone())
-        && rec != actual
-    {
-        return Err(kd_core::CoreError::HashMismatch {
-            path,
-            recorded: rec,
-            actual,
-        }
-        .into());
-    }
-    Ok(actual)
-}
-
 /// Load a finished teacher artifact onto `device` (concrete type).
 pub fn load_teacher(dir: &Path, device: Device) -> Result<LoadedTeacher> {
     let man = Manifest::read_stage(dir, STAGE)?;
     let file: TeacherFile = read_json(&dir.join(CONFIG))?;
-    let dataset_hash = dataset_input(dir, &man)?;
+    let dataset_hash = man.input_hash(dir, "dataset")?;
     // The file whose hash names the teacher: its weights, or for a
     // cross-fitted teacher the fold list that pins every fold's weights.
     let (id_file, weight_files) = match file.teacher.folds {
@@ -81,7 +41,7 @@ pub fn load_teacher(dir: &Path, device: Device) -> Result<LoadedTeacher> {
                 .collect(),
         ),
     };
-    let check = |rel: &str| checked_output(dir, &man, rel);
+    let check = |rel: &str| man.checked_output(dir, rel);
     let checkpoint_hash = check(&id_file)?;
     let folds = match file.teacher.folds {
         None => None,

@@ -19,7 +19,6 @@
 
 use crate::error::{Result, TeacherError};
 use crate::eval::{EvalStats, eval_split_with};
-use crate::load::{checked_output, dataset_input};
 use crate::stage::{METRICS, STAGE};
 use kd_core::ViewSpec;
 use kd_core::manifest::{InputRef, Manifest, OutputRef, hash_file, read_json, write_json};
@@ -329,8 +328,8 @@ pub fn load_torchscript(dir: &Path, device: Device) -> Result<TorchScriptTeacher
     let man = Manifest::read_stage(dir, STAGE)?;
     let file: TorchScriptFile = read_json(&dir.join(CONFIG))?;
     let path = dir.join(MODULE);
-    let actual = checked_output(dir, &man, MODULE)?;
-    let dataset_hash = dataset_input(dir, &man)?;
+    let actual = man.checked_output(dir, MODULE)?;
+    let dataset_hash = man.input_hash(dir, "dataset")?;
     let module = load_module(&path, device)?;
     let [c, h, w] = file.chw;
     let t = TorchScriptTeacher::new(file, module, actual, dataset_hash, device);

@@ -1,0 +1,272 @@
+//! `kd student eval` ([`evaluate`]): a finished student artifact on one
+//! split of a dataset, each head alone and each against every teacher.
+//!
+//! The diagnostic the ensemble needs: a distillation token that learned
+//! *its* teacher agrees with it more than with the other teacher and repeats
+//! more of its mistakes; tokens that all learned the same function agree
+//! with every teacher alike. Training only records this for live teachers
+//! (the store holds no test logits), so the question is asked after the
+//! fact, of the weights, with the teachers loaded once.
+
+use crate::config::{StudentConfig, invalid};
+use crate::error::{Result, StudentError};
+use crate::stage::{STAGE, WEIGHTS};
+use crate::vit::{Config, Vit};
+use kd_core::manifest::{Manifest, manifest_hash, read_json};
+use kd_core::metrics::{HeadEval, StudentEval, TeacherEval};
+use kd_core::{Progress, Teacher, ViewParams, ViewSpec};
+use kd_data::Dataset;
+use kd_data::augment::{batch_tensor, lut};
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::path::Path;
+use tch::nn::VarStore;
+use tch::{Device, Kind, Tensor};
+
+/// A student artifact's `config.json`: the network and its heads.
+#[derive(Deserialize)]
+struct StudentFile {
+    model: Config,
+    student: StudentConfig,
+    #[serde(default)]
+    heads: Vec<String>,
+}
+
+/// A trained student, loaded for inference.
+#[derive(Debug)]
+pub struct LoadedStudent {
+    pub model: Vit,
+    pub config: StudentConfig,
+    /// Distillation heads in token order (teacher names, or `avg`).
+    pub heads: Vec<String>,
+    /// Manifest hash of the dataset it was trained on.
+    pub dataset_hash: String,
+    _vs: VarStore,
+}
+
+/// Load a finished student artifact onto `device`, its weights checked
+/// against the hash its manifest recorded.
+pub fn load_student(dir: &Path, device: Device) -> Result<LoadedStudent> {
+    let man = Manifest::read_stage(dir, STAGE)?;
+    let file: StudentFile = read_json(&dir.join("config.json"))?;
+    man.checked_output(dir, WEIGHTS)?;
+    let dataset_hash = man.input_hash(dir, "dataset")?;
+    if file.heads.len() != file.model.dist_tokens {
+        return Err(invalid(format!(
+            "{}: {} distillation token(s) but {} head name(s)",
+            dir.join("config.json").display(),
+            file.model.dist_tokens,
+            file.heads.len()
+        )));
+    }
+    let mut vs = VarStore::new(device);
+    let model = Vit::new(&vs.root(), &file.model);
+    let path = dir.join(WEIGHTS);
+    vs.load(&path)
+        .map_err(|source| StudentError::Weights { path, source })?;
+    vs.freeze();
+    Ok(LoadedStudent {
+        model,
+        config: file.student,
+        heads: file.heads,
+        dataset_hash,
+        _vs: vs,
+    })
+}
+
+/// Evaluate the student in `dir` on `split` of the dataset in `dataset_dir`,
+/// against `teachers` (its own, and any others as controls). Images are the
+/// plain ones, normalised as in training; teachers see the same tensors, as
+/// in live training.
+pub fn evaluate(
+    dir: &Path,
+    dataset_dir: &Path,
+    split: &str,
+    teachers: &[Box<dyn Teacher>],
+    device: Device,
+    progress: &dyn Progress,
+) -> Result<StudentEval> {
+    let student = load_student(dir, device)?;
+    let ds = Dataset::open(dataset_dir)?;
+    let s = ds.split(split)?;
+    let cfg = &student.model.cfg;
+    let [c, h, w] = s.chw;
+    let at = dataset_dir.display();
+    if (c, h, w) != (cfg.in_chans, cfg.image_size, cfg.image_size) {
+        return Err(invalid(format!(
+            "{at}: images are {c}x{h}x{w}, student {} expects {}x{}x{}",
+            dir.display(),
+            cfg.in_chans,
+            cfg.image_size,
+            cfg.image_size
+        )));
+    }
+    if ds.num_classes() != cfg.num_classes {
+        return Err(invalid(format!(
+            "{at}: {} classes, student {} has {}",
+            ds.num_classes(),
+            dir.display(),
+            cfg.num_classes
+        )));
+    }
+    let mut names: Vec<&str> = vec![];
+    for t in teachers {
+        if t.num_classes() != cfg.num_classes {
+            return Err(invalid(format!(
+                "teacher '{}' has {} classes, student {} has {}",
+                t.name(),
+                t.num_classes(),
+                dir.display(),
+                cfg.num_classes
+            )));
+        }
+        if names.contains(&t.name()) {
+            return Err(invalid(format!("teacher '{}' given twice", t.name())));
+        }
+        names.push(t.name());
+    }
+
+    let _g = tch::no_grad_guard();
+    let spec = ViewSpec::default();
+    let l = lut(&ds.mean, &ds.std);
+    let head_names: Vec<String> = ["avg".to_string(), "cls".to_string()]
+        .into_iter()
+        .chain(student.heads.iter().map(|h| format!("dist_{h}")))
+        .collect();
+    let mut head_pred = vec![Vec::with_capacity(s.len()); head_names.len()];
+    let mut teacher_pred = vec![Vec::with_capacity(s.len()); teachers.len()];
+    let batch = student.config.eval_batch_size.max(1);
+    let all: Vec<usize> = (0..s.len()).collect();
+    progress.start("eval", s.len() as u64);
+    for idx in all.chunks(batch) {
+        let x = batch_tensor(
+            s,
+            idx,
+            &vec![ViewParams::identity(&spec); idx.len()],
+            &spec,
+            &l,
+            device,
+        );
+        let out = student.model.forward_t(&x, false);
+        let mut logits = vec![out.averaged(), out.cls.shallow_clone()];
+        logits.extend(out.dist.iter().map(Tensor::shallow_clone));
+        for (p, z) in head_pred.iter_mut().zip(&logits) {
+            p.extend(argmax(z)?);
+        }
+        for (p, t) in teacher_pred.iter_mut().zip(teachers) {
+            p.extend(argmax(&t.logits(&x.to_device(t.device())))?);
+        }
+        progress.update((idx[0] + idx.len()) as u64, "");
+    }
+    progress.finish();
+
+    let labels: Vec<i64> = s.labels.iter().map(|&y| y as i64).collect();
+    let teacher_preds: Vec<(String, Vec<i64>)> = names
+        .iter()
+        .map(|n| n.to_string())
+        .zip(teacher_pred)
+        .collect();
+    let heads = head_names
+        .into_iter()
+        .zip(&head_pred)
+        .map(|(n, p)| compare(&n, p, &labels, &teacher_preds))
+        .collect();
+    let teachers = teachers
+        .iter()
+        .zip(&teacher_preds)
+        .map(|(t, (n, p))| {
+            let others: Vec<(String, Vec<i64>)> = teacher_preds
+                .iter()
+                .filter(|(o, _)| o != n)
+                .cloned()
+                .collect();
+            let e = compare(n, p, &labels, &others);
+            TeacherEval {
+                name: n.clone(),
+                arch: t.arch().to_string(),
+                accuracy: e.accuracy,
+                agreement: e.agreement,
+            }
+        })
+        .collect();
+    Ok(StudentEval {
+        student: dir.display().to_string(),
+        dataset: dataset_dir.display().to_string(),
+        split: split.into(),
+        samples: s.len() as u64,
+        same_dataset: manifest_hash(dataset_dir)? == student.dataset_hash,
+        heads,
+        teachers,
+    })
+}
+
+fn argmax(t: &Tensor) -> Result<Vec<i64>> {
+    Ok(Vec::<i64>::try_from(
+        t.to_kind(Kind::Float)
+            .argmax(-1, false)
+            .to_device(Device::Cpu),
+    )?)
+}
+
+/// One head's predictions `pred` against the labels and each teacher's
+/// predictions: accuracy, agreement, and the share of each teacher's
+/// mistakes the head repeats (same wrong class).
+pub fn compare(
+    head: &str,
+    pred: &[i64],
+    labels: &[i64],
+    teachers: &[(String, Vec<i64>)],
+) -> HeadEval {
+    let n = labels.len().max(1) as f64;
+    let hits = |a: &[i64], b: &[i64]| a.iter().zip(b).filter(|(x, y)| x == y).count();
+    let mut agreement = BTreeMap::new();
+    let mut repeats_errors = BTreeMap::new();
+    for (name, tp) in teachers {
+        agreement.insert(name.clone(), hits(pred, tp) as f64 / n);
+        let (wrong, repeated) = tp
+            .iter()
+            .zip(labels)
+            .zip(pred)
+            .filter(|((t, y), _)| t != y)
+            .fold((0usize, 0usize), |(w, r), ((t, _), p)| {
+                (w + 1, r + usize::from(p == t))
+            });
+        if wrong > 0 {
+            repeats_errors.insert(name.clone(), repeated as f64 / wrong as f64);
+        }
+    }
+    HeadEval {
+        head: head.into(),
+        accuracy: hits(pred, labels) as f64 / n,
+        agreement,
+        repeats_errors,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn compare_by_hand() {
+        // 6 images; teacher a wrong on images 2, 3, 5 (predicting 0, 2, 2);
+        // the head repeats a's mistake on 2 and 5, not on 3.
+        let labels = [0, 1, 1, 1, 2, 0];
+        let a = vec![0, 1, 0, 2, 2, 2];
+        let b = labels.to_vec();
+        let head = [0, 1, 0, 1, 2, 2];
+        let e = compare(
+            "dist_a",
+            &head,
+            &labels,
+            &[("a".into(), a), ("b".into(), b)],
+        );
+        assert_eq!(e.head, "dist_a");
+        assert!((e.accuracy - 4.0 / 6.0).abs() < 1e-12);
+        assert!((e.agreement["a"] - 5.0 / 6.0).abs() < 1e-12);
+        assert!((e.agreement["b"] - 4.0 / 6.0).abs() < 1e-12);
+        assert!((e.repeats_errors["a"] - 2.0 / 3.0).abs() < 1e-12);
+        // A teacher without mistakes has no error share to repeat.
+        assert!(!e.repeats_errors.contains_key("b"));
+    }
+}
