@@ -183,17 +183,7 @@ fn eval(a: EvalArgs) -> anyhow::Result<()> {
 /// Where input `role` of the artifact in `dir` is now (recorded path, or the
 /// same place relative to the artifact).
 fn input_dir(dir: &Path, man: &Manifest, role: &str) -> anyhow::Result<PathBuf> {
-    let pin = man
-        .inputs
-        .iter()
-        .find(|i| i.role == role)
-        .with_context(|| {
-            format!(
-                "{}: records no '{role}' input",
-                dir.join("manifest.json").display()
-            )
-        })?;
-    Ok(pin.verify_at(dir)?)
+    Ok(man.input(dir, role)?.verify_at(dir)?)
 }
 
 /// The teacher directories behind a cache-trained student's heads: its

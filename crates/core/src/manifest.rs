@@ -242,17 +242,21 @@ impl Manifest {
         serde_json::from_slice(&bytes).map_err(|source| CoreError::Json { path: p, source })
     }
 
-    /// The manifest hash of input `role` (`dataset`, `logits`, ...) of the
-    /// artifact in `dir`, refusing a manifest that records none.
-    pub fn input_hash(&self, dir: &Path, role: &str) -> Result<String> {
+    /// Input `role` (`dataset`, `logits`, ...) of the artifact in `dir`,
+    /// refusing a manifest that records none.
+    pub fn input(&self, dir: &Path, role: &str) -> Result<&InputRef> {
         self.inputs
             .iter()
             .find(|i| i.role == role)
-            .map(|i| i.manifest_hash.clone())
             .ok_or_else(|| CoreError::ManifestIncomplete {
                 path: manifest_path(dir),
                 msg: format!("records no '{role}' input"),
             })
+    }
+
+    /// The manifest hash of input `role` (see [`Manifest::input`]).
+    pub fn input_hash(&self, dir: &Path, role: &str) -> Result<String> {
+        Ok(self.input(dir, role)?.manifest_hash.clone())
     }
 
     /// The blake3 of output `rel` of the artifact in `dir`, refusing a

@@ -10,9 +10,10 @@
 
 use crate::config::{StudentConfig, invalid};
 use crate::error::{Result, StudentError};
+use crate::learner::argmax_vec;
 use crate::stage::{STAGE, WEIGHTS};
 use crate::vit::{Config, Vit};
-use kd_core::manifest::{Manifest, manifest_hash, read_json};
+use kd_core::manifest::{Manifest, read_json};
 use kd_core::metrics::{HeadEval, StudentEval, TeacherEval};
 use kd_core::{Progress, Teacher, ViewParams, ViewSpec};
 use kd_data::Dataset;
@@ -21,7 +22,7 @@ use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::path::Path;
 use tch::nn::VarStore;
-use tch::{Device, Kind, Tensor};
+use tch::{Device, Tensor};
 
 /// A student artifact's `config.json`: the network and its heads.
 #[derive(Deserialize)]
@@ -151,10 +152,10 @@ pub fn evaluate(
         let mut logits = vec![out.averaged(), out.cls.shallow_clone()];
         logits.extend(out.dist.iter().map(Tensor::shallow_clone));
         for (p, z) in head_pred.iter_mut().zip(&logits) {
-            p.extend(argmax(z)?);
+            p.extend(argmax_vec(z)?);
         }
         for (p, t) in teacher_pred.iter_mut().zip(teachers) {
-            p.extend(argmax(&t.logits(&x.to_device(t.device())))?);
+            p.extend(argmax_vec(&t.logits(&x.to_device(t.device())))?);
         }
         progress.update((idx[0] + idx.len()) as u64, "");
     }
@@ -194,18 +195,10 @@ pub fn evaluate(
         dataset: dataset_dir.display().to_string(),
         split: split.into(),
         samples: s.len() as u64,
-        same_dataset: manifest_hash(dataset_dir)? == student.dataset_hash,
+        same_dataset: ds.manifest_hash == student.dataset_hash,
         heads,
         teachers,
     })
-}
-
-fn argmax(t: &Tensor) -> Result<Vec<i64>> {
-    Ok(Vec::<i64>::try_from(
-        t.to_kind(Kind::Float)
-            .argmax(-1, false)
-            .to_device(Device::Cpu),
-    )?)
 }
 
 /// One head's predictions `pred` against the labels and each teacher's

@@ -112,7 +112,8 @@ impl StudentLearner<'_> {
     }
 }
 
-fn argmax_vec(t: &Tensor) -> kd_core::Result<Vec<i64>> {
+/// Top-1 class of each row, on the CPU.
+pub(crate) fn argmax_vec(t: &Tensor) -> kd_core::Result<Vec<i64>> {
     Ok(Vec::<i64>::try_from(
         t.argmax(-1, false).to_device(Device::Cpu),
     )?)
