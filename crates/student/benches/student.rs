@@ -11,7 +11,10 @@
 //! hits all three alike); the table shows the median over rounds.
 //!
 //! Env: KD_BENCH_SAMPLES (2048), KD_BENCH_ROUNDS (3), KD_BENCH_VIEWS (2),
-//! KD_BENCH_DEVICE (auto).
+//! KD_BENCH_DEVICE (auto), KD_THREADS (libtorch's default). On a machine
+//! whose other jobs hold cores, use KD_THREADS=1: threads that share a core
+//! spin-wait on each other, and the models with more, smaller ops (live
+//! teachers, the stems) lose far more to that than the plain student does.
 
 #![allow(clippy::print_stdout)]
 
@@ -113,6 +116,10 @@ fn epoch_rate(cfg: &StudentConfig, ds: &Path, src: &Source, out: &Path, device: 
 }
 
 fn main() {
+    let threads = env("KD_THREADS", 0);
+    if threads > 0 {
+        tch::set_num_threads(threads as i32);
+    }
     let n = env("KD_BENCH_SAMPLES", 2048);
     let rounds = env("KD_BENCH_ROUNDS", 3).max(1);
     let views = env("KD_BENCH_VIEWS", 2);
