@@ -470,15 +470,25 @@ pub fn markdown(study: &Study, cmd: &str) -> String {
         md,
         "\n## Verdict per size\n\nBest single-teacher student and best ensemble variant by mean val accuracy; their test accuracies compared. \
          Bar: the ensemble at least {:.1} point above, by more than two seed sd's.\n\n\
-         | train images | best single (val) | its test (%) | best ensemble (val) | its test (%) | gain (pts) | bar met |\n|---|---|---|---|---|---|---|",
+         \"Picked from\" counts the teacher-taught variants run at that size against those run at any size: \
+         a size that ran fewer has a verdict over fewer settings.\n\n\
+         | train images | picked from | best single (val) | its test (%) | best ensemble (val) | its test (%) | gain (pts) | bar met |\n|---|---|---|---|---|---|---|---|",
         100.0 * MIN_GAIN
     )
     .ok();
+    let taught = |n: &str| naming::is_single_teacher(n) || naming::is_ensemble(n);
+    let all_taught = names.iter().filter(|n| taught(n)).count();
     for s in sizes {
+        let run_taught = s
+            .variants
+            .iter()
+            .filter(|v| taught(&v.variant) && !v.val.is_empty())
+            .count();
+        let picked_from = format!("{run_taught} of {all_taught}");
         match verdict(s) {
             Some(v) => writeln!(
                 md,
-                "| {} | {} | {} | {} | {} | {:+.2} | {} |",
+                "| {} | {picked_from} | {} | {} | {} | {} | {:+.2} | {} |",
                 s.train,
                 v.single.variant,
                 cell(&v.single.test),
@@ -487,7 +497,11 @@ pub fn markdown(study: &Study, cmd: &str) -> String {
                 100.0 * v.gain,
                 v.word()
             ),
-            None => writeln!(md, "| {} | - | - | - | - | - | not enough runs |", s.train),
+            None => writeln!(
+                md,
+                "| {} | {picked_from} | - | - | - | - | - | not enough runs |",
+                s.train
+            ),
         }
         .ok();
     }
@@ -726,6 +740,35 @@ mod tests {
         ]);
         assert_eq!(verdict(&s).unwrap().passes, None);
         assert!(verdict(&size(vec![v("none", &[0.7], &[0.7])])).is_none());
+    }
+
+    #[test]
+    fn verdict_row_says_how_many_settings_it_picked_from() {
+        let full = size(vec![
+            v("none", &[0.7; 3], &[0.7; 3]),
+            v("cnn", &[0.80; 3], &[0.70; 3]),
+            v("involution-stems", &[0.81; 3], &[0.72; 3]),
+            v("ensemble", &[0.80; 3], &[0.71; 3]),
+            v("ensemble-stems", &[0.82; 3], &[0.73; 3]),
+        ]);
+        let mut part = size(vec![
+            v("none", &[0.7; 3], &[0.7; 3]),
+            v("involution-stems", &[0.83; 3], &[0.74; 3]),
+            v("ensemble-stems", &[0.84; 3], &[0.75; 3]),
+        ]);
+        part.train = 4000;
+        let md = markdown(
+            &Study {
+                sizes: vec![full, part],
+            },
+            "kd study",
+        );
+        let rows: Vec<&str> = md
+            .lines()
+            .filter(|l| l.starts_with("| 1000 | 4 of 4 |") || l.starts_with("| 4000 | 2 of 4 |"))
+            .collect();
+        assert_eq!(rows.len(), 2, "{md}");
+        assert!(rows[1].contains("| involution-stems |") && rows[1].contains("| ensemble-stems |"));
     }
 
     #[test]
