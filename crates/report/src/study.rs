@@ -371,12 +371,22 @@ fn mean_by_head(
         .collect()
 }
 
-/// The variant with the highest mean val accuracy among `candidates`.
-fn pick(s: &SizeResult, candidates: impl Fn(&str) -> bool) -> Option<&VariantResult> {
+/// The variants of a size a setting can be chosen among: `candidates` with
+/// val results.
+fn choosable(s: &SizeResult, candidates: fn(&str) -> bool) -> impl Iterator<Item = &VariantResult> {
     s.variants
         .iter()
-        .filter(|v| candidates(&v.variant) && !v.val.is_empty())
-        .max_by(|a, b| mean_sd(&a.val).0.total_cmp(&mean_sd(&b.val).0))
+        .filter(move |v| candidates(&v.variant) && !v.val.is_empty())
+}
+
+/// The variant with the highest mean val accuracy among `candidates`.
+fn pick(s: &SizeResult, candidates: fn(&str) -> bool) -> Option<&VariantResult> {
+    choosable(s, candidates).max_by(|a, b| mean_sd(&a.val).0.total_cmp(&mean_sd(&b.val).0))
+}
+
+/// What a verdict picks from: single-teacher and ensemble students.
+fn is_taught(variant: &str) -> bool {
+    naming::is_single_teacher(variant) || naming::is_ensemble(variant)
 }
 
 /// Best single-teacher student against best ensemble variant of a size.
@@ -476,15 +486,13 @@ pub fn markdown(study: &Study, cmd: &str) -> String {
         100.0 * MIN_GAIN
     )
     .ok();
-    let taught = |n: &str| naming::is_single_teacher(n) || naming::is_ensemble(n);
-    let all_taught = names.iter().filter(|n| taught(n)).count();
+    let all_taught = sizes
+        .iter()
+        .flat_map(|s| choosable(s, is_taught).map(|v| v.variant.as_str()))
+        .collect::<std::collections::BTreeSet<_>>()
+        .len();
     for s in sizes {
-        let run_taught = s
-            .variants
-            .iter()
-            .filter(|v| taught(&v.variant) && !v.val.is_empty())
-            .count();
-        let picked_from = format!("{run_taught} of {all_taught}");
+        let picked_from = format!("{} of {all_taught}", choosable(s, is_taught).count());
         match verdict(s) {
             Some(v) => writeln!(
                 md,

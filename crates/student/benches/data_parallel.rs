@@ -17,6 +17,9 @@
 
 #![allow(clippy::print_stdout)]
 
+mod common;
+
+use common::{env, median};
 use kd_core::Silent;
 use kd_core::fit::FitOptions;
 use kd_logit_cache::testing::synthetic_dataset;
@@ -29,18 +32,6 @@ use std::time::Duration;
 use tch::Device;
 
 const BATCH: usize = 128;
-
-fn env(key: &str, default: usize) -> usize {
-    std::env::var(key)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
-}
 
 /// One configuration's process: train one epoch into KD_BENCH_DP_OUT.
 fn child(role: &str) {

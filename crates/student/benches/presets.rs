@@ -14,6 +14,9 @@
 
 #![allow(clippy::print_stdout)]
 
+mod common;
+
+use common::{env, median, set_threads_from_env};
 use kd_core::optim::{AdamW, AdamWConfig};
 use kd_core::stage::param_count;
 use kd_student::vit::{Config, Vit};
@@ -28,15 +31,15 @@ const CLASSES: i64 = 10;
 
 fn time(reps: usize, mut f: impl FnMut()) -> f64 {
     f();
-    let mut v: Vec<f64> = (0..reps)
-        .map(|_| {
-            let t = Instant::now();
-            f();
-            t.elapsed().as_secs_f64()
-        })
-        .collect();
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
+    median(
+        (0..reps)
+            .map(|_| {
+                let t = Instant::now();
+                f();
+                t.elapsed().as_secs_f64()
+            })
+            .collect(),
+    )
 }
 
 fn ce(logits: &Tensor, y: &Tensor) -> Tensor {
@@ -113,16 +116,8 @@ fn torch_side(model: &str, size: i64, reps: usize) -> Result<(i64, f64, f64), St
 
 fn main() {
     let quick = std::env::var_os("KD_BENCH_QUICK").is_some();
-    if let Some(n) = std::env::var("KD_THREADS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-    {
-        tch::set_num_threads(n);
-    }
-    let reps = std::env::var("KD_BENCH_REPS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(if quick { 1 } else { 3 });
+    set_threads_from_env();
+    let reps = env("KD_BENCH_REPS", if quick { 1 } else { 3 });
     println!(
         "batch {BATCH}, 3 channels, {CLASSES} classes, libtorch threads {}, median of {reps}; img/s (kd / PyTorch eager = ratio)\n",
         tch::get_num_threads()

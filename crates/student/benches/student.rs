@@ -18,6 +18,9 @@
 
 #![allow(clippy::print_stdout)]
 
+mod common;
+
+use common::{env, median, set_threads_from_env};
 use kd_core::amp::Precision;
 use kd_core::{Silent, Teacher};
 use kd_data::Dataset;
@@ -88,18 +91,6 @@ fn teachers(hash: &str, device: Device) -> Vec<Box<dyn Teacher>> {
     ]
 }
 
-fn env(key: &str, default: usize) -> usize {
-    std::env::var(key)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
-}
-
 fn epoch_rate(cfg: &StudentConfig, ds: &Path, src: &Source, out: &Path, device: Device) -> f64 {
     match train_stage(
         cfg,
@@ -116,10 +107,7 @@ fn epoch_rate(cfg: &StudentConfig, ds: &Path, src: &Source, out: &Path, device: 
 }
 
 fn main() {
-    let threads = env("KD_THREADS", 0);
-    if threads > 0 {
-        tch::set_num_threads(threads as i32);
-    }
+    set_threads_from_env();
     let n = env("KD_BENCH_SAMPLES", 2048);
     let rounds = env("KD_BENCH_ROUNDS", 3).max(1);
     let views = env("KD_BENCH_VIEWS", 2);
