@@ -4,14 +4,9 @@
 // scripts/setup-libtorch.sh: $VENV/kd-gloo/include, or $KD_GLOO_INCLUDE).
 use std::env;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 include!("../../scripts/link_torch.rs");
-
-fn fail(msg: &str) -> ! {
-    // A build script's panic message is what cargo shows; keep it one line.
-    panic!("kd-dist: {msg}");
-}
+include!("../../scripts/torch_cxx.rs");
 
 /// The virtualenv above a wheel's `torch/lib` (the directory with pyvenv.cfg).
 fn venv_of(lib: &Path) -> Option<PathBuf> {
@@ -55,46 +50,10 @@ fn gloo_include(lib: &Path) -> PathBuf {
     ))
 }
 
-/// `_GLIBCXX_USE_CXX11_ABI` of the libtorch build, found as torch-sys finds it.
-fn cxx11_abi() -> String {
-    println!("cargo:rerun-if-env-changed=LIBTORCH_CXX11_ABI");
-    if let Ok(v) = env::var("LIBTORCH_CXX11_ABI") {
-        return v;
-    }
-    if env::var_os("LIBTORCH_USE_PYTORCH").is_some() {
-        let python = env::var("KD_PYTHON")
-            .or_else(|_| env::var("PYTHON_SYS_EXECUTABLE"))
-            .unwrap_or_else(|_| "python".into());
-        let out = Command::new(&python)
-            .args([
-                "-c",
-                "import torch; print(int(torch._C._GLIBCXX_USE_CXX11_ABI))",
-            ])
-            .output()
-            .unwrap_or_else(|e| {
-                fail(&format!(
-                    "cannot run {python} to ask torch its C++ ABI: {e}"
-                ))
-            });
-        let v = String::from_utf8_lossy(&out.stdout).trim().to_string();
-        if out.status.success() && (v == "0" || v == "1") {
-            return v;
-        }
-        fail(&format!(
-            "{python} did not report torch's C++ ABI (got '{v}')"
-        ));
-    }
-    // Every libtorch 2.x download for Linux uses the new ABI.
-    "1".into()
-}
-
 fn main() {
     link_torch();
     println!("cargo:rerun-if-changed=cpp/kd_dist.cpp");
-    let lib =
-        PathBuf::from(env::var_os("DEP_TCH_LIBTORCH_LIB").unwrap_or_else(|| {
-            fail("torch-sys did not report its libtorch (DEP_TCH_LIBTORCH_LIB)")
-        }));
+    let lib = torch_lib();
     let include = lib.join("../include");
     if !include
         .join("torch/csrc/distributed/c10d/ProcessGroupGloo.hpp")
@@ -106,21 +65,11 @@ fn main() {
         ));
     }
     let gloo = gloo_include(&lib);
-    cc::Build::new()
-        .cpp(true)
+    torch_cxx_build(&lib)
         .file("cpp/kd_dist.cpp")
-        .std("c++17")
-        .include(&include)
-        .include(include.join("torch/csrc/api/include"))
         .include(&gloo)
         // ProcessGroupGloo.hpp is empty unless the build says Gloo is in.
         .define("USE_C10D_GLOO", None)
-        .define("_GLIBCXX_USE_CXX11_ABI", Some(cxx11_abi().as_str()))
-        .flag_if_supported("-Wno-unused-parameter")
-        .flag_if_supported("-Wno-deprecated-declarations")
-        .warnings(false)
         .compile("kd_dist");
-    println!("cargo:rustc-link-search=native={}", lib.display());
-    println!("cargo:rustc-link-lib=dylib=torch_cpu");
-    println!("cargo:rustc-link-lib=dylib=c10");
+    link_shim(&lib);
 }

@@ -5,11 +5,12 @@
 use crate::data_parallel::{DistArgs, place};
 use crate::ui::{Bars, out, outcome};
 use anyhow::Context;
+use kd_core::MixMode;
 use kd_core::amp::Precision;
 use kd_core::fit::FitOptions;
 use kd_core::profile::{DEFAULT_DEVICE, Layered, Overlay, Profile, layered, parse_setting};
 use kd_core::stage::RunOptions;
-use kd_teachers::{Arch, TeacherConfig, evaluate, train_stage};
+use kd_teachers::{Arch, TeacherConfig, evaluate, evaluate_ensemble, train_stage};
 use std::path::PathBuf;
 
 #[derive(clap::Subcommand)]
@@ -18,7 +19,10 @@ pub enum Cmd {
     /// config.json, metrics.json, manifest.json). Killed at any point, the
     /// same command resumes from the last finished epoch.
     Train(TrainArgs),
-    /// Re-evaluate a trained teacher on a split of a dataset artifact.
+    /// Re-evaluate a trained teacher on a split of a dataset artifact; given
+    /// several (--teacher repeated), also their averaged prediction's
+    /// accuracy and, for each pair, agreement and "only A right / only B
+    /// right": whether an ensemble of them can teach more than its best.
     Eval(EvalArgs),
     /// Import a PyTorch teacher exported as TorchScript (`torch.jit.script`
     /// or `torch.jit.trace`): checked on the dataset's images, evaluated on
@@ -103,6 +107,16 @@ pub struct TrainArgs {
     /// Evaluate on the test split every N epochs (and after the last).
     #[arg(long)]
     eval_every: Option<usize>,
+    /// Mix training views with a random partner's, as `kd cache build --mix`
+    /// does (trained on the mixed soft labels).
+    #[arg(long, value_parser = parse_setting::<MixMode>)]
+    mix: Option<MixMode>,
+    /// Probability that a training view is mixed.
+    #[arg(long, allow_negative_numbers = true)]
+    mix_prob: Option<f64>,
+    /// lambda ~ Beta(mix_alpha, mix_alpha).
+    #[arg(long, allow_negative_numbers = true)]
+    mix_alpha: Option<f64>,
     /// Retrain even if the artifact is up to date (discards any checkpoint).
     #[arg(long)]
     force: bool,
@@ -112,12 +126,13 @@ pub struct TrainArgs {
 
 #[derive(clap::Args)]
 pub struct EvalArgs {
-    /// Teacher artifact directory.
-    #[arg(long)]
-    teacher: PathBuf,
+    /// Teacher artifact directory (trained or imported); repeat for several.
+    #[arg(long, required = true)]
+    teacher: Vec<PathBuf>,
     /// Dataset artifact directory.
     #[arg(long)]
     dataset: PathBuf,
+    /// train, val (when the dataset holds one) or test.
     #[arg(long, default_value = "test")]
     split: String,
     /// auto, cpu, cuda or cuda:N.
@@ -205,7 +220,10 @@ fn train(a: TrainArgs) -> anyhow::Result<()> {
         .set("fit.lr", a.lr)
         .set("fit.seed", a.seed)
         .set("fit.precision", a.precision)
-        .set("fit.eval_every", a.eval_every);
+        .set("fit.eval_every", a.eval_every)
+        .set("mix.mode", a.mix)
+        .set("mix.prob", a.mix_prob)
+        .set("mix.alpha", a.mix_alpha);
     let Layered {
         config: mut cfg,
         device: device_spec,
@@ -254,8 +272,51 @@ fn train(a: TrainArgs) -> anyhow::Result<()> {
 fn eval(a: EvalArgs) -> anyhow::Result<()> {
     let device = kd_core::parse_device(&a.device)?;
     let bars = Bars::default();
-    let rep = evaluate(&a.teacher, &a.dataset, &a.split, device, &bars)
-        .with_context(|| format!("teacher eval of {}", a.teacher.display()))?;
+    if let [one] = a.teacher.as_slice() {
+        return eval_one(one, &a, device, &bars);
+    }
+    let dirs: Vec<&std::path::Path> = a.teacher.iter().map(PathBuf::as_path).collect();
+    let rep = evaluate_ensemble(&dirs, &a.dataset, &a.split, device, &bars)
+        .context("teacher eval of several teachers")?;
+    if a.json {
+        out(serde_json::to_string_pretty(&rep)?);
+        return Ok(());
+    }
+    let s = &rep.stats;
+    let mut text = format!(
+        "{} teachers on {} [{}], {} images\n",
+        s.teachers.len(),
+        rep.dataset,
+        rep.split,
+        s.samples
+    );
+    for (n, acc) in s.teachers.iter().zip(&s.accuracy) {
+        text += &format!("  {n}: accuracy {acc:.4}\n");
+    }
+    text += &format!(
+        "  averaged softmax: accuracy {:.4} ({:+.2} points over the best, {})\n",
+        s.averaged_accuracy,
+        s.averaged_gain * 100.0,
+        s.best
+    );
+    for p in &s.pairs {
+        text += &format!(
+            "  {} vs {}: agree {:.4}, only {} right {:.4}, only {} right {:.4}, both wrong {:.4}\n",
+            p.a, p.b, p.agreement, p.a, p.only_a_right, p.b, p.only_b_right, p.both_wrong
+        );
+    }
+    out(text.trim_end().to_string());
+    Ok(())
+}
+
+fn eval_one(
+    teacher: &std::path::Path,
+    a: &EvalArgs,
+    device: tch::Device,
+    bars: &Bars,
+) -> anyhow::Result<()> {
+    let rep = evaluate(teacher, &a.dataset, &a.split, device, bars)
+        .with_context(|| format!("teacher eval of {}", teacher.display()))?;
     if a.json {
         out(serde_json::to_string_pretty(&rep)?);
     } else {

@@ -76,8 +76,9 @@ impl TryFrom<String> for MixMode {
 
 /// How views are mixed. Recorded in the store's attributes when `mode` is
 /// not `none`.
+// `default`: a profile's `[teachers.<n>.mix]` table may give just `mode`.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, default)]
 pub struct MixSpec {
     pub mode: MixMode,
     /// Probability that a view 1..K-1 is mixed (view 0 never is).

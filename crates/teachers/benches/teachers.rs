@@ -1,12 +1,13 @@
-//! `cargo bench -p kd-teachers`: the involution op (shifted slices vs im2col)
-//! and training / inference throughput of every teacher preset on CPU
-//! (batch 128, 1x28x28). Prints markdown tables; about a minute on 2 cores.
-//! `KD_BENCH_QUICK=1` runs fewer repetitions.
+//! `cargo bench -p kd-teachers`: the involution op (the shim's single-node
+//! op vs the libtorch-ops slices it replaced vs im2col) and training /
+//! inference throughput of every teacher preset on CPU (batch 128, 1x28x28),
+//! with rednet-small / cnn-small side by side. Prints markdown tables; about
+//! a minute on 2 cores. `KD_BENCH_QUICK=1` runs fewer repetitions.
 #![allow(clippy::print_stdout)]
 
 use kd_core::optim::{AdamW, AdamWConfig};
 use kd_core::stage::param_count;
-use kd_teachers::involution::{involution, involution_naive, out_size};
+use kd_teachers::involution::{Implementation, out_size};
 use kd_teachers::model::{Arch, ModelConfig, Net};
 use std::time::Instant;
 use tch::nn::{ModuleT, VarStore};
@@ -35,47 +36,51 @@ fn main() {
         tch::get_num_threads()
     );
 
-    println!("### Involution op: shifted slices (fast) vs im2col (naive)\n");
+    println!("### Involution op: shim vs libtorch-ops slices vs im2col, ms per call\n");
     println!(
-        "| C | H | K | stride | groups | fwd fast ms | fwd naive ms | fwd ratio | fwd+bwd fast ms | fwd+bwd naive ms | fwd+bwd ratio |"
+        "| C | H | K | stride | groups | fwd shim | fwd slices | fwd im2col | fwd+bwd shim | fwd+bwd slices | fwd+bwd im2col | fwd+bwd slices / shim | fwd+bwd im2col / shim |"
     );
-    println!("|---|---|---|---|---|---|---|---|---|---|---|");
-    // The involution layers of rednet-small at batch 128.
-    for (c, h, k, s, g) in [
-        (16, 28, 7, 1, 1),
-        (32, 28, 7, 2, 2),
-        (64, 14, 7, 2, 4),
-        (64, 7, 7, 1, 4),
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|");
+    // The involution layers of rednet-small at batch 128, and the stem
+    // student's (32 channels, 5x5, stride 2, 28 px) at its batch of 64.
+    for (bs, c, h, k, s, g) in [
+        (b, 16, 28, 7, 1, 1),
+        (b, 32, 28, 7, 2, 2),
+        (b, 64, 14, 7, 2, 4),
+        (b, 64, 7, 7, 1, 4),
+        (64, 32, 28, 5, 2, 2),
     ] {
         let ho = out_size(h, k, s);
-        let x = Tensor::randn([b, c, h, h], (Kind::Float, Device::Cpu)).set_requires_grad(true);
-        let w = Tensor::randn([b, g, k * k, ho, ho], (Kind::Float, Device::Cpu))
+        let x = Tensor::randn([bs, c, h, h], (Kind::Float, Device::Cpu)).set_requires_grad(true);
+        let w = Tensor::randn([bs, g, k * k, ho, ho], (Kind::Float, Device::Cpu))
             .set_requires_grad(true);
-        type Op = fn(&Tensor, &Tensor, i64, i64, i64) -> Tensor;
-        let fwd = |op: Op| {
+        let fwd = |op: Implementation| {
             time(reps, || {
                 let _g = tch::no_grad_guard();
-                let _ = op(&x, &w, k, s, g);
+                let _ = op.apply(&x, &w, k, s, g);
             })
         };
-        let fb = |op: Op| {
+        let fb = |op: Implementation| {
             time(reps, || {
-                let y = op(&x, &w, k, s, g);
+                let y = op.apply(&x, &w, k, s, g);
                 y.sum(Kind::Float).backward();
                 let _ = x.grad().zero_();
                 let _ = w.grad().zero_();
             })
         };
-        let (ff, fnv) = (fwd(involution), fwd(involution_naive));
-        let (bf, bn) = (fb(involution), fb(involution_naive));
+        let f: Vec<f64> = Implementation::ALL.iter().map(|&op| fwd(op)).collect();
+        let t: Vec<f64> = Implementation::ALL.iter().map(|&op| fb(op)).collect();
         println!(
-            "| {c} | {h} | {k} | {s} | {g} | {:.1} | {:.1} | {:.2}x | {:.1} | {:.1} | {:.2}x |",
-            ff * 1e3,
-            fnv * 1e3,
-            fnv / ff,
-            bf * 1e3,
-            bn * 1e3,
-            bn / bf
+            "| {c} | {h} | {k} | {s} | {g}{} | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} | {:.2}x | {:.2}x |",
+            if bs == b { String::new() } else { format!(" (batch {bs})") },
+            f[0] * 1e3,
+            f[1] * 1e3,
+            f[2] * 1e3,
+            t[0] * 1e3,
+            t[1] * 1e3,
+            t[2] * 1e3,
+            t[1] / t[0],
+            t[2] / t[0]
         );
     }
 
@@ -87,13 +92,15 @@ fn main() {
     let mut rows = vec![];
     for arch in [Arch::Cnn, Arch::Involution] {
         for preset in arch.presets() {
-            rows.push((arch, *preset, false));
+            rows.push((arch, *preset, Implementation::Shim));
             if arch == Arch::Involution && preset.ends_with("small") {
-                rows.push((arch, *preset, true));
+                rows.push((arch, *preset, Implementation::Slices));
+                rows.push((arch, *preset, Implementation::Im2col));
             }
         }
     }
-    for (arch, preset, naive) in rows {
+    let mut small = (f64::NAN, f64::NAN);
+    for (arch, preset, implementation) in rows {
         tch::manual_seed(0);
         let vs = VarStore::new(Device::Cpu);
         let mut net = Net::new(
@@ -103,7 +110,7 @@ fn main() {
             10,
         );
         if let Net::RedNet(r) = &mut net {
-            r.set_naive(naive);
+            r.set_implementation(implementation);
         }
         let mut opt = AdamW::new(&vs, AdamWConfig::default());
         let train = time(reps, || {
@@ -124,9 +131,13 @@ fn main() {
         });
         let op = match arch {
             Arch::Cnn => "-",
-            Arch::Involution if naive => "im2col",
-            Arch::Involution => "slices",
+            Arch::Involution => implementation.name(),
         };
+        match (preset, implementation) {
+            ("cnn-small", _) => small.0 = b as f64 / train,
+            ("rednet-small", Implementation::Shim) => small.1 = b as f64 / train,
+            _ => {}
+        }
         println!(
             "| {preset} | {op} | {} | {:.0} | {:.0} |",
             param_count(&vs),
@@ -134,4 +145,8 @@ fn main() {
             b as f64 / infer
         );
     }
+    println!(
+        "\nrednet-small (shim) / cnn-small train img/s: {:.2}x",
+        small.1 / small.0
+    );
 }

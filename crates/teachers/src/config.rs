@@ -4,7 +4,7 @@
 
 use crate::error::{Result, TeacherError};
 use crate::model::{Arch, ModelConfig, ModelOverrides};
-use kd_core::ViewSpec;
+use kd_core::{MixSpec, ViewSpec};
 use kd_core::fit::FitConfig;
 use serde::{Deserialize, Serialize};
 
@@ -23,6 +23,11 @@ pub struct TeacherConfig {
     pub fit: FitConfig,
     /// Training views (the shared augmentation contract).
     pub view: ViewSpec,
+    /// Mixed training views (mixup / cutmix with a random partner, drawn
+    /// as the cache draws them), trained on the mixed soft labels. Absent
+    /// (and so out of the teacher's identity) when off.
+    #[serde(default, skip_serializing_if = "MixSpec::is_none")]
+    pub mix: MixSpec,
     pub label_smoothing: f64,
     pub eval_batch_size: usize,
     /// Cross-fitting: train k fold models (k >= 2); absent for one model.
@@ -42,6 +47,7 @@ impl Default for TeacherConfig {
             num_classes: None,
             fit: FitConfig::default(),
             view: ViewSpec::default(),
+            mix: MixSpec::default(),
             label_smoothing: 0.1,
             eval_batch_size: 500,
             folds: None,
@@ -61,6 +67,9 @@ impl TeacherConfig {
         let mut model = ModelConfig::preset(self.arch, preset)?;
         self.model.apply(&mut model)?;
         c.view.validate().map_err(TeacherError::Invalid)?;
+        c.mix
+            .validate()
+            .map_err(|e| TeacherError::Invalid(e.to_string()))?;
         c.fit.validate()?;
         if c.eval_batch_size == 0 {
             return Err(TeacherError::Invalid(

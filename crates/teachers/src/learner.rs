@@ -9,9 +9,9 @@ use crate::model::{ModelConfig, Net};
 use crate::stage::WEIGHTS;
 use kd_core::fit::{EpochRecord, FitOptions, Learner, fit, remove_checkpoint};
 use kd_core::manifest::{read_json, write_json};
-use kd_core::{Progress, ViewParams};
+use kd_core::{Progress, ViewBatch, ViewParams};
 use kd_data::Split;
-use kd_data::augment::{batch_tensor, label_tensor};
+use kd_data::augment::{batch_tensor, batch_tensor_mixed, label_tensor, mixed_label_tensor};
 use serde_json::{Map, Value, json};
 use std::path::Path;
 use tch::nn::{ModuleT, VarStore};
@@ -46,20 +46,43 @@ impl Learner for TeacherLearner<'_> {
         let spec = &self.cfg.view;
         let seed = self.cfg.fit.seed;
         let hw = [self.train.chw[1], self.train.chw[2]];
-        let views: Vec<ViewParams> = idx
-            .iter()
-            .map(|&i| spec.draw(hw, seed, i as u64, 1 + epoch as u64))
-            .collect();
-        let x = batch_tensor(self.train, idx, &views, spec, &self.lut, self.device);
+        // View 1 + epoch of each sample: view 0 is the plain image, and a
+        // different view index per epoch gives a fresh view every epoch.
+        let view = 1 + epoch;
         let y = label_tensor(self.train, idx, self.device);
-        let logits = self.net.forward_t(&x, true).to_kind(Kind::Float);
-        let loss = logits.cross_entropy_loss::<Tensor>(
-            &y,
-            None,
-            Reduction::Mean,
-            -100,
-            self.cfg.label_smoothing,
-        );
+        let (logits, loss) = if self.cfg.mix.is_none() {
+            let views: Vec<ViewParams> = idx
+                .iter()
+                .map(|&i| spec.draw(hw, seed, i as u64, view as u64))
+                .collect();
+            let x = batch_tensor(self.train, idx, &views, spec, &self.lut, self.device);
+            let logits = self.net.forward_t(&x, true).to_kind(Kind::Float);
+            let loss = logits.cross_entropy_loss::<Tensor>(
+                &y,
+                None,
+                Reduction::Mean,
+                -100,
+                self.cfg.label_smoothing,
+            );
+            (logits, loss)
+        } else {
+            let pairs: Vec<(usize, usize)> = idx.iter().map(|&i| (i, view)).collect();
+            let b = ViewBatch::draw(spec, &self.cfg.mix, seed, self.train.len(), hw, &pairs);
+            let x = batch_tensor_mixed(
+                self.train,
+                idx,
+                &b.views,
+                &b.partner_views,
+                &b.mixes,
+                spec,
+                &self.lut,
+                self.device,
+            );
+            let soft = mixed_label_tensor(self.train, idx, &b.mixes, self.classes, self.device);
+            let logits = self.net.forward_t(&x, true).to_kind(Kind::Float);
+            let loss = mixed_cross_entropy(&logits, &soft, self.cfg.label_smoothing);
+            (logits, loss)
+        };
         let acc = f64::try_from(
             logits
                 .argmax(1, false)
@@ -87,6 +110,17 @@ impl Learner for TeacherLearner<'_> {
         m.insert("test_loss".into(), json!(s.loss));
         Ok(m)
     }
+}
+
+/// Cross-entropy against soft targets (rows summing to 1) with label
+/// smoothing `eps`, as libtorch's for hard labels: the target is
+/// `(1 - eps) * soft + eps / classes`, averaged over the batch.
+pub(crate) fn mixed_cross_entropy(logits: &Tensor, soft: &Tensor, eps: f64) -> Tensor {
+    let classes = logits.size()[1] as f64;
+    let target = soft * (1.0 - eps) + eps / classes;
+    -(target * logits.log_softmax(1, Kind::Float))
+        .sum_dim_intlist(1, false, Kind::Float)
+        .mean(Kind::Float)
 }
 
 /// What training one model needs besides its training split and directory.

@@ -8,7 +8,8 @@
 //! - [`config`]: a teacher's settings and its `config.json`;
 //! - [`stage`]: the `teacher` stage ([`train_stage`]), plain or cross-fitted,
 //!   over the training jobs in `learner`;
-//! - [`eval`]: accuracy on a split, `kd teacher eval` ([`evaluate`]);
+//! - [`eval`]: accuracy on a split, `kd teacher eval` of one teacher
+//!   ([`evaluate`]) or several side by side ([`evaluate_ensemble`]);
 //! - [`load`]: a finished artifact as a `Box<dyn kd_core::Teacher>`.
 
 pub mod cnn;
@@ -25,7 +26,10 @@ pub mod torchscript;
 
 pub use config::{TeacherConfig, TeacherFile};
 pub use error::{Result, TeacherError};
-pub use eval::{EvalReport, EvalStats, eval_split, evaluate};
+pub use eval::{
+    EnsembleReport, EnsembleStats, EvalReport, EvalStats, PairStats, ensemble_stats, eval_split,
+    evaluate, evaluate_ensemble,
+};
 pub use kd_core::stage::{Outcome, RunOptions};
 pub use load::{LoadedTeacher, load, load_teacher};
 pub use model::{Arch, ModelConfig, ModelOverrides, Net};

@@ -19,7 +19,7 @@
 //! `layer1.0.downsample.2.*`, `fc.*`.
 
 use crate::cnn::{ImageStem, bn, conv};
-use crate::involution::{involution, involution_naive};
+use crate::involution::Implementation;
 use serde::{Deserialize, Serialize};
 use tch::nn::{self, ModuleT};
 use tch::{Kind, Tensor};
@@ -98,8 +98,8 @@ pub struct Involution {
     reduce: nn::Conv2D,
     reduce_bn: nn::BatchNorm,
     span: nn::Conv2D,
-    /// Use the im2col reference instead of shifted slices (benchmarks).
-    pub naive: bool,
+    /// The op's implementation (benchmarks switch it).
+    pub implementation: Implementation,
 }
 
 impl Involution {
@@ -135,7 +135,7 @@ impl Involution {
                 1,
                 span_cfg,
             ),
-            naive: false,
+            implementation: Implementation::Shim,
         }
     }
 }
@@ -156,11 +156,8 @@ impl ModuleT for Involution {
             .apply(&self.span);
         let (b, _, ho, wo) = w.size4().expect("4-d kernel");
         let w = w.view([b, self.groups, self.kernel * self.kernel, ho, wo]);
-        if self.naive {
-            involution_naive(x, &w, self.kernel, s, self.groups)
-        } else {
-            involution(x, &w, self.kernel, s, self.groups)
-        }
+        self.implementation
+            .apply(x, &w, self.kernel, s, self.groups)
     }
 }
 
@@ -288,10 +285,10 @@ impl RedNet {
         }
     }
 
-    /// Switch every involution to the im2col reference (for benchmarks).
-    pub fn set_naive(&mut self, naive: bool) {
+    /// Switch every involution to another implementation (for benchmarks).
+    pub fn set_implementation(&mut self, implementation: Implementation) {
         for blk in self.layers.iter_mut().flatten() {
-            blk.conv2.naive = naive;
+            blk.conv2.implementation = implementation;
         }
     }
 }

@@ -448,3 +448,71 @@ fn cross_fitted_teacher_answers_each_sample_with_the_model_that_never_saw_it() {
     .to_string();
     assert!(e.contains("folds 1"), "{e}");
 }
+
+/// A teacher trained on mixed views records the mixing in its config (and
+/// so in its identity), learns the task, replays the same weights on a
+/// rerun, and differs from the teacher trained without mixing; several
+/// teachers evaluate side by side.
+#[test]
+fn mixed_views_recorded_replayed_and_ensemble_evaluated() {
+    let _rng = kd_core::torch_rng_lock();
+    let t = tempfile::tempdir().unwrap();
+    let data = t.path().join("data");
+    common::dataset(&data, 4, 512, 64, 0);
+    let plain = tiny(Arch::Cnn, 3);
+    let mut mixed = plain.clone();
+    mixed.mix = kd_core::MixSpec {
+        mode: kd_core::MixMode::MixupCutmix,
+        prob: 0.8,
+        alpha: 1.0,
+    };
+    let run = |cfg: &TeacherConfig, dir: &str| {
+        let d = t.path().join(dir);
+        let o = train_stage(cfg, &data, &d, &RunOptions::new(Device::Cpu, &Silent)).unwrap();
+        assert!(matches!(o, Outcome::Wrote(_)), "{dir}: {o:?}");
+        d
+    };
+    let (p, m1, m2) = (run(&plain, "plain"), run(&mixed, "m1"), run(&mixed, "m2"));
+    let cfg: Value =
+        serde_json::from_slice(&std::fs::read(m1.join("config.json")).unwrap()).unwrap();
+    assert_eq!(cfg["teacher"]["mix"]["mode"], "mixup-cutmix");
+    assert_eq!(cfg["teacher"]["mix"]["prob"], 0.8);
+    let cfg: Value =
+        serde_json::from_slice(&std::fs::read(p.join("config.json")).unwrap()).unwrap();
+    assert!(cfg["teacher"].get("mix").is_none(), "no mixing, no key");
+    let (wp, w1, w2) = (weights(&p), weights(&m1), weights(&m2));
+    assert!(w1.iter().all(|(k, v)| v.equal(&w2[k])), "mixed rerun differs");
+    assert!(w1.iter().any(|(k, v)| !v.equal(&wp[k])), "mixing changed nothing");
+    let acc = metrics(&m1)["test_accuracy"].as_f64().unwrap();
+    assert!(acc > 0.5, "mixed teacher reached only {acc}");
+
+    let rep = kd_teachers::evaluate_ensemble(
+        &[p.as_path(), m1.as_path()],
+        &data,
+        "test",
+        Device::Cpu,
+        &Silent,
+    );
+    // Both are named "cnn": the report needs distinct names.
+    assert!(rep.unwrap_err().to_string().contains("given twice"));
+    let mut named = mixed.clone();
+    named.name = Some("cnn-mixed".into());
+    let m3 = run(&named, "m3");
+    let rep = kd_teachers::evaluate_ensemble(
+        &[p.as_path(), m3.as_path()],
+        &data,
+        "test",
+        Device::Cpu,
+        &Silent,
+    )
+    .unwrap();
+    let s = &rep.stats;
+    assert_eq!(s.teachers, ["cnn", "cnn-mixed"]);
+    let single = evaluate(&p, &data, "test", Device::Cpu, &Silent).unwrap();
+    assert!((s.accuracy[0] - single.stats.accuracy).abs() < 1e-12);
+    let pr = &s.pairs[0];
+    let total = pr.both_right + pr.only_a_right + pr.only_b_right + pr.both_wrong;
+    assert!((total - 1.0).abs() < 1e-9);
+    assert!((pr.both_right + pr.only_a_right - s.accuracy[0]).abs() < 1e-9);
+    assert!((pr.both_right + pr.only_b_right - s.accuracy[1]).abs() < 1e-9);
+}

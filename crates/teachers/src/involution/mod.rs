@@ -7,17 +7,24 @@
 //!
 //! `out[b, c, h, w] = sum_{i,j} W[b, g(c), i*K+j, h, w] * xpad[b, c, h*s + i, w*s + j]`
 //!
-//! with `xpad` the input zero-padded by `(K-1)/2`. Two implementations:
+//! with `xpad` the input zero-padded by `(K-1)/2`. Three implementations:
 //!
+//! - [`involution`], the one the networks use: one autograd node of the C++
+//!   shim (`cpp/involution.cpp`) whose backward accumulates the input and
+//!   kernel gradients into one buffer each, in one pass (direct loops on
+//!   float CPU tensors, libtorch ops elsewhere; [`Kernels`] picks).
+//! - [`involution_slices`], the same sum as K*K strided slices of the padded
+//!   input built from libtorch ops, so autograd derives its backward: K*K
+//!   nodes, each zero-filling an input-sized gradient buffer. It was the fast
+//!   path before the shim; `benches/teachers.rs` keeps it as the "before".
 //! - [`involution_naive`], the textbook one: unfold (im2col) the input to
 //!   `[B, C*K*K, H'*W']`, multiply, sum. It materialises K*K copies of the
 //!   activation (and keeps them for the backward pass).
-//! - [`involution`], the one the networks use: a sum of K*K strided slices of
-//!   the padded input, each a view, accumulated in place. Same arithmetic, no
-//!   K*K-times buffer; `benches/teachers.rs` measures the difference.
 //!
-//! Both are plain autograd graphs, so gradients come for free; the tests check
-//! values and gradients of one against the other and against a per-pixel loop.
+//! The tests check values and gradients of each against the others and
+//! against a per-pixel loop ([`involution_loops`]).
+
+mod ffi;
 
 use tch::Tensor;
 
@@ -42,11 +49,78 @@ fn check(x: &Tensor, w: &Tensor, k: i64, stride: i64, groups: i64) -> (i64, i64,
     (b, c, ho, wo, c / groups)
 }
 
-/// Involution as a sum of `K*K` shifted (strided) slices of the padded input.
+/// Which implementation an involution layer runs (benchmarks compare them;
+/// networks use [`Implementation::Shim`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Implementation {
+    #[default]
+    Shim,
+    Slices,
+    Im2col,
+}
+
+impl Implementation {
+    pub const ALL: [Implementation; 3] = [
+        Implementation::Shim,
+        Implementation::Slices,
+        Implementation::Im2col,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Implementation::Shim => "shim",
+            Implementation::Slices => "slices",
+            Implementation::Im2col => "im2col",
+        }
+    }
+
+    /// Involution of `x` by `w` with this implementation.
+    pub fn apply(self, x: &Tensor, w: &Tensor, k: i64, stride: i64, groups: i64) -> Tensor {
+        match self {
+            Implementation::Shim => involution(x, w, k, stride, groups),
+            Implementation::Slices => involution_slices(x, w, k, stride, groups),
+            Implementation::Im2col => involution_naive(x, w, k, stride, groups),
+        }
+    }
+}
+
+/// Which kernels the shim's involution runs.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Kernels {
+    /// Direct loops for float / double CPU tensors, libtorch ops otherwise.
+    #[default]
+    Auto,
+    /// libtorch ops on every device (what CUDA and bf16 tensors get; tests
+    /// pick it on the CPU to check it there).
+    Ops,
+}
+
+/// Involution as one autograd node with a single-buffer backward.
 ///
 /// `x`: `[B, C, H, W]`; `w`: `[B, G, K*K, H', W']` with `H' = ceil(H / stride)`
-/// for odd `k`. Returns `[B, C, H', W']`.
+/// for odd `k`. Returns `[B, C, H', W']`, in the common dtype of `x` and `w`.
 pub fn involution(x: &Tensor, w: &Tensor, k: i64, stride: i64, groups: i64) -> Tensor {
+    involution_with(x, w, k, stride, groups, Kernels::Auto)
+}
+
+/// [`involution`] with a choice of kernels.
+pub fn involution_with(
+    x: &Tensor,
+    w: &Tensor,
+    k: i64,
+    stride: i64,
+    groups: i64,
+    kernels: Kernels,
+) -> Tensor {
+    check(x, w, k, stride, groups);
+    ffi::involution(x, w, k, stride, groups, kernels == Kernels::Ops)
+        .unwrap_or_else(|e| panic!("involution (k={k}, stride={stride}, groups={groups}): {e}"))
+}
+
+/// Involution as a sum of `K*K` shifted (strided) slices of the padded input,
+/// from libtorch ops (autograd derives the backward). Same contract as
+/// [`involution`].
+pub fn involution_slices(x: &Tensor, w: &Tensor, k: i64, stride: i64, groups: i64) -> Tensor {
     let (b, c, ho, wo, cg) = check(x, w, k, stride, groups);
     let p = (k - 1) / 2;
     let xp = x.constant_pad_nd([p, p, p, p]);
