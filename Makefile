@@ -30,7 +30,7 @@ SOURCES := $(shell find crates scripts -name '*.rs' -o -name Cargo.toml -o -name
 TEACHERS := cnn involution
 VARIANTS := none cnn involution ensemble ensemble-live
 
-.PHONY: all full help setup build data teachers cache students ablations long report study study-size study-eval test bench clean distclean \
+.PHONY: all full help setup build data teachers cache students ablations long report study study-size study-eval study-fm study-fm-size teacher-eval test bench clean distclean \
         $(addprefix student-,$(VARIANTS)) $(addprefix teacher-,$(TEACHERS))
 
 all: report ## the whole demo pipeline: data, teachers, cache, students, report
@@ -187,6 +187,31 @@ study-eval: $(STUDY_EVALS) ## evaluate every finished student of one study size 
 study: ## the data-efficiency study: every STUDY_SIZES size, then data/runs/study/report (hours on CPU)
 	@set -e; for n in $(STUDY_SIZES); do $(MAKE) --no-print-directory PROFILE=study-$$n study-size; done
 	$(KD) study --out data/runs/study/report --previous docs/results/study/study.json $(foreach n,$(STUDY_SIZES),--run data/runs/study-$(n))
+
+# Study v2, function matching: data/profiles/study-fm-<N>.toml into
+# data/runs/study-fm-<N>. Teachers trained on the store's aggressive views,
+# a store of 128 such views per image, stem students matching the teachers
+# alone (alpha = 1) on a longer budget, 3 seeds each (STUDY_SEEDS), the
+# no-teacher stem student as the control; the teachers' ensemble premise
+# (their averaged prediction against the better one) on val and test.
+# `make study-fm` runs every FM_SIZES size, then writes the cross-size page
+# into docs/results/function-matching.
+FM_SIZES ?= 1000 2000 4000
+FM_VARIANTS := none-stems cnn-stems involution-stems ensemble-stems
+FM_RUNS := $(call seeded,$(FM_VARIANTS))
+
+$(RUN)/teachers/ensemble-%.json: $(foreach t,$(TEACHERS),$(RUN)/teachers/$(t)/manifest.json) $(KD)
+	$(KD) teacher eval $(foreach t,$(TEACHERS),--teacher $(RUN)/teachers/$(t)) \
+	  --dataset $(RUN)/dataset --split $* --device $(DEVICE) --json > $@.tmp && mv $@.tmp $@
+
+teacher-eval: $(RUN)/teachers/ensemble-val.json $(RUN)/teachers/ensemble-test.json ## the teachers side by side (each, averaged, pairs) on val and test
+
+study-fm-size: teacher-eval $(addprefix student-,$(FM_RUNS)) ## one size of study v2 (PROFILE=study-fm-<N>): teachers, store, 4 variants x 3 seeds, evaluation
+	$(MAKE) --no-print-directory study-eval
+
+study-fm: ## study v2 (function matching): every FM_SIZES size, then docs/results/function-matching (hours on CPU)
+	@set -e; for n in $(FM_SIZES); do $(MAKE) --no-print-directory PROFILE=study-fm-$$n study-fm-size; done
+	$(KD) study --out docs/results/function-matching $(foreach n,$(FM_SIZES),--run data/runs/study-fm-$(n))
 
 # The compared variants and their seeds first, the live timing run last.
 STUDENT_RUNS := $(SEED_VARIANTS) $(SEED_RUNS) ensemble-live

@@ -24,6 +24,13 @@
 //! kept for reproducibility, DeiT issue 61) would shrink the term by the class
 //! count and so tie the meaning of `alpha` to the data set.
 //!
+//! Function matching (`alpha = 1`, no label term): the class head would get
+//! no gradient and still vote at inference, so it learns the teachers
+//! instead: `L = KD(s_cls, mean_t z_t) + sum_t mean_b w[b,t] * KD(s_t, z_t)`,
+//! the mean of the teacher targets' logits being the function the heads'
+//! average should match. Labels then enter no term at all. (Below 1 nothing
+//! changes: a continuous blend would have changed every earlier result.)
+//!
 //! Mixed views (mixup / cutmix stored with the logits) carry two labels and
 //! the own label's weight `lam`; their label term is
 //! `lam * CE(s, y) + (1 - lam) * CE(s, y2)`.
@@ -238,13 +245,18 @@ pub fn student_loss(
         targets.logits.len(),
         "one teacher target per distillation head"
     );
-    let mut total = &ce * (1.0 - cfg.alpha);
+    let kd_rows = |s: &Tensor, z: &Tensor| match cfg.distill {
+        Distill::Soft => soft_kd_rows(s, z, cfg.tau),
+        Distill::Hard => hard_kd_rows(s, z),
+    };
+    let mut total = if cfg.alpha >= 1.0 {
+        kd_rows(&out.cls, &average_logits(&targets.logits)).mean(Kind::Float)
+    } else {
+        &ce * (1.0 - cfg.alpha)
+    };
     let mut kd = vec![];
     for (h, (s, z)) in out.dist.iter().zip(&targets.logits).enumerate() {
-        let rows = match cfg.distill {
-            Distill::Soft => soft_kd_rows(s, z, cfg.tau),
-            Distill::Hard => hard_kd_rows(s, z),
-        };
+        let rows = kd_rows(s, z);
         let w = targets.weights.select(1, h as i64);
         total += (&rows * w).mean(Kind::Float) * cfg.alpha;
         kd.push(rows.mean(Kind::Float));
@@ -355,6 +367,46 @@ mod tests {
         );
         let avg: Vec<f32> = Vec::try_from(average_logits(&z).view([-1])).unwrap();
         assert!((avg[0] - 0.0).abs() < 1e-7 && (avg[1] - LN3 / 2.0).abs() < 1e-6);
+    }
+
+    /// alpha = 1: no label term; the class head matches the teachers'
+    /// averaged logits, so it is trained, and the labels change nothing.
+    #[test]
+    fn alpha_one_trains_every_head_on_the_teachers_alone() {
+        let cls = t(&[&[0.0, LN3]]).set_requires_grad(true);
+        let out = VitOutput {
+            cls: cls.shallow_clone(),
+            dist: vec![t(&[&[0.0, 0.0]]), t(&[&[0.0, LN3]])],
+        };
+        let z = vec![t(&[&[0.0, LN3]]), t(&[&[0.0, 0.0]])];
+        let cfg = LossConfig {
+            alpha: 1.0,
+            tau: 1.0,
+            distill: Distill::Soft,
+            label_smoothing: 0.1,
+        };
+        let loss_for = |label: i64| {
+            let y = Labels::plain(Tensor::from_slice(&[label]));
+            let tg = per_teacher_targets(
+                z.iter().map(Tensor::shallow_clone).collect(),
+                &y,
+                Weighting::Uniform,
+            );
+            student_loss(&out, &y, Some(&tg), &cfg).total
+        };
+        // Mean teacher logits (0, ln3 / 2): p = (1, sqrt 3) / (1 + sqrt 3).
+        let r3 = 3f64.sqrt();
+        let (p0, p1) = (1.0 / (1.0 + r3), r3 / (1.0 + r3));
+        let kl_cls = p0 * (p0 / 0.25).ln() + p1 * (p1 / 0.75).ln();
+        let kl_a = 0.25 * (0.5f64).ln() + 0.75 * (1.5f64).ln();
+        let kl_b = 0.5 * (0.5f64 / 0.25).ln() + 0.5 * (0.5f64 / 0.75).ln();
+        let want = kl_cls + 0.5 * (kl_a + kl_b);
+        let l0 = loss_for(0);
+        assert!((val(&l0) - want).abs() < 1e-6, "{} vs {want}", val(&l0));
+        assert_eq!(val(&l0), val(&loss_for(1)), "a label entered the loss");
+        l0.backward();
+        let g = f64::try_from(cls.grad().abs().sum(Kind::Float)).unwrap();
+        assert!(g > 1e-3, "class head got no gradient");
     }
 
     fn rows(x: &Tensor) -> Vec<Vec<f32>> {
