@@ -134,8 +134,10 @@ impl ConvStem {
 
     /// `[B, C, H, W]` -> `[B, N, dim]`.
     pub fn forward_t(&self, x: &Tensor, train: bool) -> Tensor {
-        let y = x.apply(&self.conv1).apply_t(&self.bn1, train).relu();
-        let y = y.apply(&self.conv2).apply_t(&self.bn2, train).relu();
+        // In place: BN's backward needs its input, not its output, so the
+        // ReLU can overwrite the output and spare a full-resolution buffer.
+        let y = x.apply(&self.conv1).apply_t(&self.bn1, train).relu_();
+        let y = y.apply(&self.conv2).apply_t(&self.bn2, train).relu_();
         to_tokens(y.apply(&self.proj))
     }
 }
@@ -170,12 +172,12 @@ impl InvolutionStem {
 
     /// `[B, C, H, W]` -> `[B, N, dim]`.
     pub fn forward_t(&self, x: &Tensor, train: bool) -> Tensor {
-        let y = x.apply(&self.conv1).apply_t(&self.bn1, train).relu();
+        let y = x.apply(&self.conv1).apply_t(&self.bn1, train).relu_();
         let y = self
             .inv
             .forward_t(&y, train)
             .apply_t(&self.bn2, train)
-            .relu();
+            .relu_();
         to_tokens(y.apply(&self.proj))
     }
 }

@@ -115,30 +115,43 @@ struct GroupLoops {
   }
 
   // out[y, x, :] = sum_t w[t, y, x] * xcl[y*s + i, x*s + j, :]
-  void forward(const T* xcl, const T* wbg, T* ocl) const {
+  // The accumulator is a local array: with CG known it lives in registers,
+  // and the compiler need not fear that it aliases the input.
+  void forward(const T* __restrict xcl, const T* __restrict wbg, T* __restrict ocl) const {
     const int64_t n = cg(), W = wp(), plane = d.ho * d.wo;
+    T acc[CG > 0 ? CG : 1];
     for (int64_t y = 0; y < d.ho; ++y) {
       for (int64_t x = 0; x < d.wo; ++x) {
-        T* acc = ocl + (y * d.wo + x) * n;
-        std::fill(acc, acc + n, T(0));
+        T* out = ocl + (y * d.wo + x) * n;
+        T* a = CG > 0 ? acc : out;
+        for (int64_t c = 0; c < n; ++c) a[c] = T(0);
         const T* wq = wbg + y * d.wo + x;
         for (int64_t i = 0; i < d.k; ++i) {
           const T* row = xcl + ((y * d.s + i) * W + x * d.s) * n;
           for (int64_t j = 0; j < d.k; ++j) {
             const T wt = wq[(i * d.k + j) * plane];
             const T* src = row + j * n;
-            for (int64_t c = 0; c < n; ++c) acc[c] += wt * src[c];
+            for (int64_t c = 0; c < n; ++c) a[c] += wt * src[c];
           }
         }
+        if (CG > 0)
+          for (int64_t c = 0; c < n; ++c) out[c] = acc[c];
       }
     }
   }
 
   // gw[t, y, x] = <go[y, x, :], xcl[y*s + i, x*s + j, :]>;
   // gxcl[y*s + i, x*s + j, :] += w[t, y, x] * go[y, x, :].
-  void backward(const T* gocl, const T* xcl, const T* wbg, T* gxcl, T* gwbg) const {
+  // The dot product is summed as a tree over elementwise products: a
+  // sequential sum would pin the order of float additions and keep the
+  // compiler from vectorising it.
+  void backward(const T* __restrict gocl, const T* __restrict xcl, const T* __restrict wbg,
+                T* __restrict gxcl, T* __restrict gwbg) const {
     const int64_t n = cg(), W = wp(), plane = d.ho * d.wo;
     std::fill(gxcl, gxcl + hp() * W * n, T(0));
+    std::vector<T> prod_buf(CG > 0 ? 0 : n);
+    T prod_local[CG > 0 ? CG : 1];
+    T* prod = CG > 0 ? prod_local : prod_buf.data();
     for (int64_t y = 0; y < d.ho; ++y) {
       for (int64_t x = 0; x < d.wo; ++x) {
         const T* g = gocl + (y * d.wo + x) * n;
@@ -150,16 +163,26 @@ struct GroupLoops {
             const T* src = xcl + base + j * n;
             T* dst = gxcl + base + j * n;
             const T wt = wbg[t * plane + q];
-            T dot = T(0);
             for (int64_t c = 0; c < n; ++c) {
-              dot += g[c] * src[c];
+              prod[c] = g[c] * src[c];
               dst[c] += wt * g[c];
             }
-            gwbg[t * plane + q] = dot;
+            gwbg[t * plane + q] = tree_sum(prod, n);
           }
         }
       }
     }
+  }
+
+  // Pairwise sum of v[0..n) (v is overwritten).
+  static T tree_sum(T* v, int64_t n) {
+    while (n > 1) {
+      const int64_t h = n / 2;
+      for (int64_t c = 0; c < h; ++c) v[c] += v[c + h];
+      if (n % 2) v[0] += v[n - 1];
+      n = h;
+    }
+    return n == 1 ? v[0] : T(0);
   }
 };
 
