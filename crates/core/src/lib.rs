@@ -13,6 +13,7 @@ pub mod data_parallel;
 pub mod device;
 pub mod error;
 pub mod fit;
+pub mod malloc;
 pub mod manifest;
 pub mod metrics;
 pub mod mix;

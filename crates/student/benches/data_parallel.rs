@@ -116,6 +116,8 @@ fn run(ds: &Path, out: &Path, ranks: usize, threads: usize) -> (f64, f64) {
 }
 
 fn main() {
+    // As the kd binary does at startup.
+    kd_core::malloc::keep_freed_memory();
     if let Ok(role) = std::env::var("KD_BENCH_DP_ROLE") {
         child(&role);
         return;

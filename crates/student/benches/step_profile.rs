@@ -52,6 +52,8 @@ fn part(reps: usize, shape: &[i64], f: &dyn Fn(&Tensor) -> Tensor) -> (f64, f64)
 }
 
 fn main() {
+    // As the kd binary does at startup.
+    kd_core::malloc::keep_freed_memory();
     set_threads_from_env();
     let reps = env("KD_BENCH_REPS", 7);
     let dev = Device::Cpu;
@@ -76,35 +78,102 @@ fn main() {
     // The stems' layers one by one, as stem.rs builds them.
     let c1 = nn::conv2d(&p / "c1", 1, 24, 3, cfg(1, 1));
     let b1 = bn(&p / "b1", 24);
-    row("conv stem: conv 3x3 1->24 + BN + ReLU (28 px)", "24x28x28", part(reps, &[BATCH, 1, 28, 28], &|x| {
-        x.apply(&c1).apply_t(&b1, true).relu()
-    }));
+    row(
+        "conv stem: conv 3x3 1->24 + BN + ReLU (28 px)",
+        "24x28x28",
+        part(reps, &[BATCH, 1, 28, 28], &|x| {
+            x.apply(&c1).apply_t(&b1, true).relu()
+        }),
+    );
     let c2 = nn::conv2d(&p / "c2", 24, 48, 3, cfg(2, 1));
     let b2 = bn(&p / "b2", 48);
-    row("conv stem: conv 3x3/2 24->48 + BN + ReLU", "48x14x14", part(reps, &[BATCH, 24, 28, 28], &|x| {
-        x.apply(&c2).apply_t(&b2, true).relu()
-    }));
-    let pr = nn::conv2d(&p / "pr", 48, 96, 2, nn::ConvConfig { stride: 2, ..Default::default() });
-    row("conv stem: projection 2x2/2 48->96", "96x7x7", part(reps, &[BATCH, 48, 14, 14], &|x| x.apply(&pr)));
+    row(
+        "conv stem: conv 3x3/2 24->48 + BN + ReLU",
+        "48x14x14",
+        part(reps, &[BATCH, 24, 28, 28], &|x| {
+            x.apply(&c2).apply_t(&b2, true).relu()
+        }),
+    );
+    let pr = nn::conv2d(
+        &p / "pr",
+        48,
+        96,
+        2,
+        nn::ConvConfig {
+            stride: 2,
+            ..Default::default()
+        },
+    );
+    row(
+        "conv stem: projection 2x2/2 48->96",
+        "96x7x7",
+        part(reps, &[BATCH, 48, 14, 14], &|x| x.apply(&pr)),
+    );
     let i1 = nn::conv2d(&p / "i1", 1, 32, 3, cfg(1, 1));
     let ib1 = bn(&p / "ib1", 32);
-    row("inv stem: conv 3x3 1->32 + BN + ReLU (28 px)", "32x28x28", part(reps, &[BATCH, 1, 28, 28], &|x| {
-        x.apply(&i1).apply_t(&ib1, true).relu()
-    }));
+    row(
+        "inv stem: conv 3x3 1->32 + BN + ReLU (28 px)",
+        "32x28x28",
+        part(reps, &[BATCH, 1, 28, 28], &|x| {
+            x.apply(&i1).apply_t(&ib1, true).relu()
+        }),
+    );
     let inv = Involution::new(&p / "inv", 32, 5, 2, 16, 4);
-    row("inv stem: involution 5x5/2 (kernel generator + op)", "32x14x14", part(reps, &[BATCH, 32, 28, 28], &|x| {
-        inv.forward_t(x, true)
-    }));
+    row(
+        "inv stem: involution 5x5/2 (kernel generator + op)",
+        "32x14x14",
+        part(reps, &[BATCH, 32, 28, 28], &|x| inv.forward_t(x, true)),
+    );
     let ib2 = bn(&p / "ib2", 32);
-    row("inv stem: BN + ReLU", "32x14x14", part(reps, &[BATCH, 32, 14, 14], &|x| x.apply_t(&ib2, true).relu()));
-    let ipr = nn::conv2d(&p / "ipr", 32, 96, 2, nn::ConvConfig { stride: 2, ..Default::default() });
-    row("inv stem: projection 2x2/2 32->96", "96x7x7", part(reps, &[BATCH, 32, 14, 14], &|x| x.apply(&ipr)));
+    row(
+        "inv stem: BN + ReLU",
+        "32x14x14",
+        part(reps, &[BATCH, 32, 14, 14], &|x| {
+            x.apply_t(&ib2, true).relu()
+        }),
+    );
+    let ipr = nn::conv2d(
+        &p / "ipr",
+        32,
+        96,
+        2,
+        nn::ConvConfig {
+            stride: 2,
+            ..Default::default()
+        },
+    );
+    row(
+        "inv stem: projection 2x2/2 32->96",
+        "96x7x7",
+        part(reps, &[BATCH, 32, 14, 14], &|x| x.apply(&ipr)),
+    );
     let cs = ConvStem::new(&p / "cs", 1, 4, 96);
-    row("conv stem, whole", "49x96", part(reps, &[BATCH, 1, 28, 28], &|x| cs.forward_t(x, true)));
+    row(
+        "conv stem, whole",
+        "49x96",
+        part(reps, &[BATCH, 1, 28, 28], &|x| cs.forward_t(x, true)),
+    );
     let is = InvolutionStem::new(&p / "is", 1, 4, 96);
-    row("inv stem, whole", "49x96", part(reps, &[BATCH, 1, 28, 28], &|x| is.forward_t(x, true)));
-    let pe = nn::conv2d(&p / "pe", 1, 96, 4, nn::ConvConfig { stride: 4, ..Default::default() });
-    row("plain: patch embedding 4x4/4 1->96", "96x7x7", part(reps, &[BATCH, 1, 28, 28], &|x| x.apply(&pe)));
+    row(
+        "inv stem, whole",
+        "49x96",
+        part(reps, &[BATCH, 1, 28, 28], &|x| is.forward_t(x, true)),
+    );
+    let pe = nn::conv2d(
+        &p / "pe",
+        1,
+        96,
+        4,
+        nn::ConvConfig {
+            stride: 4,
+            ..Default::default()
+        },
+    );
+    row(
+        "plain: patch embedding 4x4/4 1->96",
+        "96x7x7",
+        part(reps, &[BATCH, 1, 28, 28], &|x| x.apply(&pe)),
+    );
 
     println!("\n| whole step (fwd + CE on every head + bwd + AdamW) | ms | images/s |");
     println!("|---|---:|---:|");
@@ -134,7 +203,12 @@ fn main() {
             loss.backward();
             opt.step(1e-3);
         });
-        println!("| {} | {:.1} | {:.0} |", stem.name(), s * 1e3, BATCH as f64 / s);
+        println!(
+            "| {} | {:.1} | {:.0} |",
+            stem.name(),
+            s * 1e3,
+            BATCH as f64 / s
+        );
         steps.push(s);
     }
     println!(

@@ -107,6 +107,8 @@ fn epoch_rate(cfg: &StudentConfig, ds: &Path, src: &Source, out: &Path, device: 
 }
 
 fn main() {
+    // As the kd binary does at startup.
+    kd_core::malloc::keep_freed_memory();
     set_threads_from_env();
     let n = env("KD_BENCH_SAMPLES", 2048);
     let rounds = env("KD_BENCH_ROUNDS", 3).max(1);

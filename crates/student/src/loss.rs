@@ -378,7 +378,7 @@ mod tests {
             cls: cls.shallow_clone(),
             dist: vec![t(&[&[0.0, 0.0]]), t(&[&[0.0, LN3]])],
         };
-        let z = vec![t(&[&[0.0, LN3]]), t(&[&[0.0, 0.0]])];
+        let z = [t(&[&[0.0, LN3]]), t(&[&[0.0, 0.0]])];
         let cfg = LossConfig {
             alpha: 1.0,
             tau: 1.0,

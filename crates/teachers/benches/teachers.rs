@@ -28,6 +28,8 @@ fn time(reps: usize, mut f: impl FnMut()) -> f64 {
 }
 
 fn main() {
+    // As the kd binary does at startup.
+    kd_core::malloc::keep_freed_memory();
     let quick = std::env::var_os("KD_BENCH_QUICK").is_some();
     let reps = if quick { 2 } else { 5 };
     let b = 128i64;
@@ -72,7 +74,11 @@ fn main() {
         let t: Vec<f64> = Implementation::ALL.iter().map(|&op| fb(op)).collect();
         println!(
             "| {c} | {h} | {k} | {s} | {g}{} | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} | {:.2}x | {:.2}x |",
-            if bs == b { String::new() } else { format!(" (batch {bs})") },
+            if bs == b {
+                String::new()
+            } else {
+                format!(" (batch {bs})")
+            },
             f[0] * 1e3,
             f[1] * 1e3,
             f[2] * 1e3,

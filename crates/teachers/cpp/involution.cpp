@@ -68,13 +68,13 @@ Dims dims_of(const at::Tensor& x, int64_t k, int64_t s, int64_t g) {
 constexpr int64_t kGrain = 1;
 
 // The loops work on one (image, group) at a time with the group's channels
-// innermost ("channels last" within the group), in scratch buffers: every
-// tap of every output pixel is then one kernel value times a contiguous run
-// of Cg input values, which vectorises at any stride, where the planar
-// layout gives rows of 7-28 pixels (strided at stride 2) and a tap's
-// bookkeeping per row. The input copy is zero-padded, so no tap needs a
-// bounds check; the copies in and out are a small share of the arithmetic
-// (one pass over the group's planes against K*K).
+// innermost ("channels last" within the group): every tap of every output
+// pixel is then one kernel value times a contiguous run of Cg input values,
+// which vectorises at any stride, where the planar layout gives rows of
+// 7-28 pixels (strided at stride 2) and a tap's bookkeeping per row. The
+// relayouts in and out ([B,G,Cg,H,W] <-> [B,G,H,W,Cg], the input zero-padded
+// so no tap needs a bounds check) are libtorch copies, vectorised and
+// threaded; they are a small share of the arithmetic (one pass against K*K).
 //
 // CG is the group width when known at compile time (16, RedNet's and the
 // stems'), 0 for any other width.
@@ -84,35 +84,6 @@ struct GroupLoops {
   int64_t cg() const { return CG > 0 ? CG : d.cg; }
   int64_t hp() const { return d.h + 2 * d.p; }
   int64_t wp() const { return d.w + 2 * d.p; }
-
-  // [Cg, H, W] planes -> zero-padded [Hp, Wp, Cg].
-  void pack_padded(const T* planes, T* cl) const {
-    const int64_t n = cg(), W = wp();
-    std::fill(cl, cl + hp() * W * n, T(0));
-    for (int64_t c = 0; c < n; ++c) {
-      const T* src = planes + c * d.h * d.w;
-      for (int64_t y = 0; y < d.h; ++y)
-        for (int64_t x = 0; x < d.w; ++x) cl[((y + d.p) * W + x + d.p) * n + c] = src[y * d.w + x];
-    }
-  }
-
-  // [Cg, H', W'] planes -> [H', W', Cg].
-  void pack(const T* planes, T* cl) const {
-    const int64_t n = cg(), plane = d.ho * d.wo;
-    for (int64_t c = 0; c < n; ++c)
-      for (int64_t q = 0; q < plane; ++q) cl[q * n + c] = planes[c * plane + q];
-  }
-
-  // [Rows, Cols, Cg] (starting at row r0, col c0 of a [.., stride Cols0, Cg]
-  // buffer) -> [Cg, Rows, Cols] planes.
-  void unpack(const T* cl, int64_t cols0, int64_t r0, int64_t c0, int64_t rows, int64_t cols,
-              T* planes) const {
-    const int64_t n = cg();
-    for (int64_t c = 0; c < n; ++c)
-      for (int64_t y = 0; y < rows; ++y)
-        for (int64_t x = 0; x < cols; ++x)
-          planes[(c * rows + y) * cols + x] = cl[((y + r0) * cols0 + x + c0) * n + c];
-  }
 
   // out[y, x, :] = sum_t w[t, y, x] * xcl[y*s + i, x*s + j, :]
   // The accumulator is a local array: with CG known it lives in registers,
@@ -141,14 +112,13 @@ struct GroupLoops {
   }
 
   // gw[t, y, x] = <go[y, x, :], xcl[y*s + i, x*s + j, :]>;
-  // gxcl[y*s + i, x*s + j, :] += w[t, y, x] * go[y, x, :].
+  // gxcl[y*s + i, x*s + j, :] += w[t, y, x] * go[y, x, :] (gxcl comes zeroed).
   // The dot product is summed as a tree over elementwise products: a
   // sequential sum would pin the order of float additions and keep the
   // compiler from vectorising it.
   void backward(const T* __restrict gocl, const T* __restrict xcl, const T* __restrict wbg,
                 T* __restrict gxcl, T* __restrict gwbg) const {
     const int64_t n = cg(), W = wp(), plane = d.ho * d.wo;
-    std::fill(gxcl, gxcl + hp() * W * n, T(0));
     std::vector<T> prod_buf(CG > 0 ? 0 : n);
     T prod_local[CG > 0 ? CG : 1];
     T* prod = CG > 0 ? prod_local : prod_buf.data();
@@ -186,38 +156,59 @@ struct GroupLoops {
   }
 };
 
-template <typename T, int64_t CG>
-void forward_loops(const T* x, const T* w, T* out, const Dims& d) {
-  const int64_t kk = d.k * d.k, plane = d.ho * d.wo, in_plane = d.h * d.w;
-  const GroupLoops<T, CG> L{d};
-  at::parallel_for(0, d.b * d.g, kGrain, [&](int64_t begin, int64_t end) {
-    std::vector<T> xcl(L.hp() * L.wp() * d.cg), ocl(plane * d.cg);
-    for (int64_t bg = begin; bg < end; ++bg) {
-      const int64_t first = bg * d.cg;  // (b*C + g*Cg) = bg*Cg: groups are contiguous
-      L.pack_padded(x + first * in_plane, xcl.data());
-      L.forward(xcl.data(), w + bg * kk * plane, ocl.data());
-      L.unpack(ocl.data(), d.wo, 0, 0, d.ho, d.wo, out + first * plane);
-    }
-  });
+// [B,C,H,W] -> zero-padded [B,G,Hp,Wp,Cg].
+at::Tensor padded_channels_last(const at::Tensor& x, const Dims& d) {
+  return at::constant_pad_nd(x, {d.p, d.p, d.p, d.p})
+      .view({d.b, d.g, d.cg, d.h + 2 * d.p, d.w + 2 * d.p})
+      .permute({0, 1, 3, 4, 2})
+      .contiguous();
 }
 
-// Every task owns its (image, group)'s input-gradient planes and its
+template <typename T, int64_t CG>
+at::Tensor forward_loops(const at::Tensor& x, const at::Tensor& w, const Dims& d) {
+  const int64_t kk = d.k * d.k, plane = d.ho * d.wo;
+  const GroupLoops<T, CG> L{d};
+  const auto xcl = padded_channels_last(x, d);
+  auto ocl = at::empty({d.b, d.g, d.ho, d.wo, d.cg}, x.options());
+  const T* xp = xcl.const_data_ptr<T>();
+  const T* wp = w.const_data_ptr<T>();
+  T* op = ocl.mutable_data_ptr<T>();
+  const int64_t in_block = L.hp() * L.wp() * d.cg, out_block = plane * d.cg;
+  at::parallel_for(0, d.b * d.g, kGrain, [&](int64_t begin, int64_t end) {
+    for (int64_t bg = begin; bg < end; ++bg)
+      L.forward(xp + bg * in_block, wp + bg * kk * plane, op + bg * out_block);
+  });
+  return ocl.permute({0, 1, 4, 2, 3}).reshape({d.b, d.c, d.ho, d.wo});
+}
+
+// Every task owns its (image, group)'s input-gradient block and its
 // kernel-gradient block, so there is no write race.
 template <typename T, int64_t CG>
-void backward_loops(const T* go, const T* x, const T* w, T* gx, T* gw, const Dims& d) {
-  const int64_t kk = d.k * d.k, plane = d.ho * d.wo, in_plane = d.h * d.w;
+std::tuple<at::Tensor, at::Tensor> backward_loops(const at::Tensor& go, const at::Tensor& x,
+                                                  const at::Tensor& w, const Dims& d) {
+  const int64_t kk = d.k * d.k, plane = d.ho * d.wo;
   const GroupLoops<T, CG> L{d};
+  const auto xcl = padded_channels_last(x, d);
+  const auto gocl =
+      go.reshape({d.b, d.g, d.cg, d.ho, d.wo}).permute({0, 1, 3, 4, 2}).contiguous();
+  auto gxcl = at::zeros_like(xcl);
+  auto gw = at::empty_like(w, at::MemoryFormat::Contiguous);
+  const T* xp = xcl.const_data_ptr<T>();
+  const T* gp = gocl.const_data_ptr<T>();
+  const T* wp = w.const_data_ptr<T>();
+  T* gxp = gxcl.mutable_data_ptr<T>();
+  T* gwp = gw.mutable_data_ptr<T>();
+  const int64_t in_block = L.hp() * L.wp() * d.cg, out_block = plane * d.cg;
   at::parallel_for(0, d.b * d.g, kGrain, [&](int64_t begin, int64_t end) {
-    const int64_t padded = L.hp() * L.wp() * d.cg;
-    std::vector<T> xcl(padded), gxcl(padded), gocl(plane * d.cg);
-    for (int64_t bg = begin; bg < end; ++bg) {
-      const int64_t first = bg * d.cg;
-      L.pack_padded(x + first * in_plane, xcl.data());
-      L.pack(go + first * plane, gocl.data());
-      L.backward(gocl.data(), xcl.data(), w + bg * kk * plane, gxcl.data(), gw + bg * kk * plane);
-      L.unpack(gxcl.data(), L.wp(), d.p, d.p, d.h, d.w, gx + first * in_plane);
-    }
+    for (int64_t bg = begin; bg < end; ++bg)
+      L.backward(gp + bg * out_block, xp + bg * in_block, wp + bg * kk * plane,
+                 gxp + bg * in_block, gwp + bg * kk * plane);
   });
+  auto gx = gxcl.permute({0, 1, 4, 2, 3})
+                .slice(3, d.p, d.p + d.h)
+                .slice(4, d.p, d.p + d.w)
+                .reshape({d.b, d.c, d.h, d.w});
+  return {gx, gw};
 }
 
 // Strided view of the padded [B,G,Cg,Hp,Wp] tensor that tap (i, j) reads.
@@ -264,11 +255,9 @@ bool use_loops(const at::Tensor& x, bool force_ops) {
 at::Tensor involution_forward(const at::Tensor& x, const at::Tensor& w, const Dims& d,
                               bool force_ops) {
   if (!use_loops(x, force_ops)) return forward_ops(x, w, d);
-  auto out = at::empty({d.b, d.c, d.ho, d.wo}, x.options());
+  at::Tensor out;
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "kd_involution_forward", [&] {
-    const auto fn = d.cg == 16 ? forward_loops<scalar_t, 16> : forward_loops<scalar_t, 0>;
-    fn(x.const_data_ptr<scalar_t>(), w.const_data_ptr<scalar_t>(), out.mutable_data_ptr<scalar_t>(),
-       d);
+    out = d.cg == 16 ? forward_loops<scalar_t, 16>(x, w, d) : forward_loops<scalar_t, 0>(x, w, d);
   });
   return out;
 }
@@ -277,15 +266,12 @@ std::tuple<at::Tensor, at::Tensor> involution_backward(const at::Tensor& go, con
                                                        const at::Tensor& w, const Dims& d,
                                                        bool force_ops) {
   if (!use_loops(x, force_ops)) return backward_ops(go, x, w, d);
-  const auto g = go.contiguous();
-  auto gx = at::empty_like(x, at::MemoryFormat::Contiguous);
-  auto gw = at::empty_like(w, at::MemoryFormat::Contiguous);
+  std::tuple<at::Tensor, at::Tensor> out;
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "kd_involution_backward", [&] {
-    const auto fn = d.cg == 16 ? backward_loops<scalar_t, 16> : backward_loops<scalar_t, 0>;
-    fn(g.const_data_ptr<scalar_t>(), x.const_data_ptr<scalar_t>(), w.const_data_ptr<scalar_t>(),
-       gx.mutable_data_ptr<scalar_t>(), gw.mutable_data_ptr<scalar_t>(), d);
+    out = d.cg == 16 ? backward_loops<scalar_t, 16>(go, x, w, d)
+                     : backward_loops<scalar_t, 0>(go, x, w, d);
   });
-  return {gx, gw};
+  return out;
 }
 
 struct Involution : public torch::autograd::Function<Involution> {

@@ -4,8 +4,8 @@
 
 use crate::error::{Result, TeacherError};
 use crate::model::{Arch, ModelConfig, ModelOverrides};
-use kd_core::{MixSpec, ViewSpec};
 use kd_core::fit::FitConfig;
+use kd_core::{MixSpec, ViewSpec};
 use serde::{Deserialize, Serialize};
 
 /// Everything that determines a trained teacher (a profile's

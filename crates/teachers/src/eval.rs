@@ -119,24 +119,30 @@ fn open_teacher(
 ) -> Result<EvalTeacher> {
     // What evaluation needs of either kind of teacher: its geometry, the
     // normalisation its logits() expects (part of the model), its batch.
-    let (teacher, chw, classes, mean, std, batch): (Box<dyn kd_core::Teacher>, [usize; 3], _, _, _, _) =
-        if crate::torchscript::is_torchscript(teacher_dir) {
-            let t = crate::torchscript::load_torchscript(teacher_dir, device)?;
-            let f = t.file.clone();
-            (
-                Box::new(t),
-                f.chw,
-                f.num_classes,
-                f.data_mean,
-                f.data_std,
-                f.eval_batch_size,
-            )
-        } else {
-            let t = load_teacher(teacher_dir, device)?;
-            let f = t.file.clone();
-            let b = f.teacher.eval_batch_size;
-            (Box::new(t), f.chw, f.num_classes, f.mean, f.std, b)
-        };
+    let (teacher, chw, classes, mean, std, batch): (
+        Box<dyn kd_core::Teacher>,
+        [usize; 3],
+        _,
+        _,
+        _,
+        _,
+    ) = if crate::torchscript::is_torchscript(teacher_dir) {
+        let t = crate::torchscript::load_torchscript(teacher_dir, device)?;
+        let f = t.file.clone();
+        (
+            Box::new(t),
+            f.chw,
+            f.num_classes,
+            f.data_mean,
+            f.data_std,
+            f.eval_batch_size,
+        )
+    } else {
+        let t = load_teacher(teacher_dir, device)?;
+        let f = t.file.clone();
+        let b = f.teacher.eval_batch_size;
+        (Box::new(t), f.chw, f.num_classes, f.mean, f.std, b)
+    };
     if ds.num_classes() != classes {
         return Err(TeacherError::Invalid(format!(
             "{}: dataset has {} classes, teacher {} was trained on {}",
@@ -238,7 +244,10 @@ pub fn ensemble_stats(
 ) -> EnsembleStats {
     let n = labels.len();
     assert_eq!(names.len(), probs.len(), "one name per teacher");
-    assert!(probs.iter().all(|p| p.len() == n * classes), "[n, classes] rows");
+    assert!(
+        probs.iter().all(|p| p.len() == n * classes),
+        "[n, classes] rows"
+    );
     let argmax = |row: &[f32]| {
         row.iter()
             .enumerate()
@@ -318,7 +327,10 @@ pub fn evaluate_ensemble(
         .iter()
         .map(|d| open_teacher(d, &ds, dataset, device))
         .collect::<Result<Vec<_>>>()?;
-    let names: Vec<String> = teachers.iter().map(|t| t.teacher.name().to_string()).collect();
+    let names: Vec<String> = teachers
+        .iter()
+        .map(|t| t.teacher.name().to_string())
+        .collect();
     for (i, n) in names.iter().enumerate() {
         if names[..i].contains(n) {
             return Err(TeacherError::Invalid(format!(

@@ -147,7 +147,10 @@ fn float32_noncontiguous_inputs_and_gradients_agree() {
             assert_eq!(a.kind(), Kind::Float, "{name}: {what} dtype");
             let scale = f64::try_from(r.abs().max()).unwrap();
             let d = f64::try_from((a - r).abs().max()).unwrap();
-            assert!(d <= 1e-5 * scale.max(1.0), "{name}: {what} differs by {d} (scale {scale})");
+            assert!(
+                d <= 1e-5 * scale.max(1.0),
+                "{name}: {what} differs by {d} (scale {scale})"
+            );
         }
     }
 }
@@ -180,7 +183,13 @@ fn bf16_inputs_take_the_ops_path() {
     let x = Tensor::randn([2, 16, 7, 7], (Kind::Float, Device::Cpu));
     let w = Tensor::randn([2, 1, 25, 4, 4], (Kind::Float, Device::Cpu));
     let want = involution(&x, &w, 5, 2, 1);
-    let got = involution(&x.to_kind(Kind::BFloat16), &w.to_kind(Kind::BFloat16), 5, 2, 1);
+    let got = involution(
+        &x.to_kind(Kind::BFloat16),
+        &w.to_kind(Kind::BFloat16),
+        5,
+        2,
+        1,
+    );
     assert_eq!(got.kind(), Kind::BFloat16);
     let d = f64::try_from((got.to_kind(Kind::Float) - &want).abs().max()).unwrap();
     let scale = f64::try_from(want.abs().max()).unwrap();

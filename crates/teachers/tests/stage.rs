@@ -481,8 +481,14 @@ fn mixed_views_recorded_replayed_and_ensemble_evaluated() {
         serde_json::from_slice(&std::fs::read(p.join("config.json")).unwrap()).unwrap();
     assert!(cfg["teacher"].get("mix").is_none(), "no mixing, no key");
     let (wp, w1, w2) = (weights(&p), weights(&m1), weights(&m2));
-    assert!(w1.iter().all(|(k, v)| v.equal(&w2[k])), "mixed rerun differs");
-    assert!(w1.iter().any(|(k, v)| !v.equal(&wp[k])), "mixing changed nothing");
+    assert!(
+        w1.iter().all(|(k, v)| v.equal(&w2[k])),
+        "mixed rerun differs"
+    );
+    assert!(
+        w1.iter().any(|(k, v)| !v.equal(&wp[k])),
+        "mixing changed nothing"
+    );
     let acc = metrics(&m1)["test_accuracy"].as_f64().unwrap();
     assert!(acc > 0.5, "mixed teacher reached only {acc}");
 
