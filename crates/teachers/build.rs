@@ -10,6 +10,10 @@ fn main() {
     torch_cxx_build(&lib)
         .file("cpp/involution.cpp")
         .opt_level(3)
+        // at::parallel_for is an inline template over OpenMP, as libtorch is
+        // built: without -fopenmp its pragma is ignored and the op runs on
+        // one thread whatever KD_THREADS says.
+        .flag("-fopenmp")
         .compile("kd_involution");
     link_shim(&lib);
 }
