@@ -7,7 +7,10 @@
 #  3. changing one teacher's settings reruns only that teacher, the cache and
 #     the students (the other teacher and the dataset are untouched);
 #     (existing ablation runs included: the report shows them);
-#  4. broken raw data stops make with a one-line error and no manifest.
+#  4. function matching: teachers trained on mixed resized-crop views, a
+#     64-view mixed store, a teacher-only (alpha = 1) stem student, and the
+#     teachers side by side (`make teacher-eval`);
+#  5. broken raw data stops make with a one-line error and no manifest.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 work=$(mktemp -d)
@@ -61,6 +64,29 @@ check "involution teacher retrained" "[ '$before_inv' != \"\$(hash teachers/invo
 check "cache rebuilt" "[ '$before_cache' != \"\$(hash logits)\" ]"
 check "ensemble student retrained" "[ '$before_student' != \"\$(hash student/ensemble)\" ]"
 check "make is up to date again" "mk -q"
+
+# Function matching on the same tiny data: every teacher on the store's
+# aggressive views (mixed), many views, a student on the teachers alone.
+fm="$work/fm.toml" fmrun="$work/fmrun"
+python3 - "$profile" "$fm" <<'PY'
+import re, sys
+s = open(sys.argv[1]).read()
+views = """view = { pad = 0, flip = true, resized_crop = { scale = [0.35, 1.0], ratio = [0.75, 1.3333] } }
+mix = { mode = "mixup-cutmix", prob = 0.8 }
+"""
+for t in ("cnn", "involution"):
+    s = s.replace(f"[teachers.{t}.fit]", views + f"[teachers.{t}.fit]", 1)
+s = re.sub(r"\[cache\]\nviews = 2\n", '[cache]\nviews = 64\ncrop = "resized-crop"\ncrop_scale = [0.35, 1.0]\nmix = "mixup-cutmix"\nmix_prob = 0.8\n', s, count=1)
+assert 'views = 64' in s, "tiny profile must start its [cache] with views = 2"
+s = s.replace('stem = "conv-involution"\n', 'stem = "conv-involution"\nalpha = 1.0\n', 1)
+open(sys.argv[2], "w").write(s)
+PY
+fmk() { make --no-print-directory BUILD=dev DEVICE=cpu PROFILE=tiny PROFILE_FILE="$fm" RUN="$fmrun" "$@"; }
+fmk student-ensemble-stems "$fmrun/teachers/ensemble-test.json" >"$work/fm.log" 2>&1 || { tail -30 "$work/fm.log"; echo "FAIL make (function matching)"; exit 1; }
+check "fm: teachers record their mixed views" "grep -q '\"mode\": \"mixup-cutmix\"' '$fmrun/teachers/involution/config.json' && grep -q 'resized_crop' '$fmrun/teachers/cnn/config.json'"
+check "fm: a 64-view mixed store" "target/debug/kd cache inspect '$fmrun/logits' | grep -q 'x 64 views' && target/debug/kd cache inspect '$fmrun/logits' | grep -q '^mix: mixup-cutmix'"
+check "fm: a teacher-only stem student" "grep -q '\"alpha\": 1.0' '$fmrun/student/ensemble-stems/manifest.json' && grep -q '\"stem\": \"conv-involution\"' '$fmrun/student/ensemble-stems/manifest.json'"
+check "fm: the teachers side by side" "grep -q '\"averaged_accuracy\"' '$fmrun/teachers/ensemble-test.json' && grep -q '\"only_a_right\"' '$fmrun/teachers/ensemble-test.json'"
 
 # Broken raw data: make stops, one error line names the file, no manifest.
 bad="$work/badraw"
