@@ -48,12 +48,15 @@ fn cxx11_abi() -> String {
 /// A C++17 build against libtorch's headers and ABI; the caller adds its
 /// files (and any other includes), compiles, and links with [`link_shim`].
 fn torch_cxx_build(lib: &std::path::Path) -> cc::Build {
+    println!("cargo:rerun-if-changed=../../scripts/cpp/kd_guarded.h");
     let include = lib.join("../include");
     let mut b = cc::Build::new();
     b.cpp(true)
         .std("c++17")
         .include(&include)
         .include(include.join("torch/csrc/api/include"))
+        // kd_guarded.h, the shims' shared exception barrier.
+        .include(concat!(env!("CARGO_MANIFEST_DIR"), "/../../scripts/cpp"))
         .define("_GLIBCXX_USE_CXX11_ABI", Some(cxx11_abi().as_str()))
         .flag_if_supported("-Wno-unused-parameter")
         .flag_if_supported("-Wno-deprecated-declarations")

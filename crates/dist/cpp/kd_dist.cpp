@@ -11,6 +11,8 @@
 #include <torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>
 #include <torch/csrc/distributed/c10d/TCPStore.hpp>
 
+#include "kd_guarded.h"
+
 #include <chrono>
 #include <cstdint>
 #include <cstdio>
@@ -22,35 +24,7 @@ struct kd_dist_group {
   c10::intrusive_ptr<c10d::ProcessGroupGloo> pg;
 };
 
-namespace {
-
-// c10::Error's what() carries a C++ backtrace; the user gets one line.
-void put_error(char* buf, size_t len, const std::exception& e) {
-  const char* msg = e.what();
-  if (auto* c10e = dynamic_cast<const c10::Error*>(&e)) {
-    msg = c10e->what_without_backtrace();
-  }
-  std::string one(msg);
-  for (auto& ch : one) {
-    if (ch == '\n') ch = ' ';
-  }
-  std::snprintf(buf, len, "%s", one.c_str());
-}
-
-template <typename F>
-int32_t guarded(char* err, size_t err_len, F&& f) {
-  try {
-    f();
-    return 0;
-  } catch (const std::exception& e) {
-    put_error(err, err_len, e);
-  } catch (...) {
-    std::snprintf(err, err_len, "unknown C++ exception");
-  }
-  return -1;
-}
-
-}  // namespace
+using kd_shim::guarded;
 
 extern "C" {
 

@@ -19,12 +19,14 @@
 // Both are checked against the im2col reference and the per-pixel
 // definition by tests/involution.rs.
 //
-// Every entry point catches, so no C++ exception crosses into Rust; errors
-// come back as one line of text.
+// The entry point catches (kd_guarded.h), so no C++ exception crosses into
+// Rust; errors come back as one line of text.
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
 #include <torch/csrc/autograd/custom_function.h>
+
+#include "kd_guarded.h"
 
 #include <algorithm>
 #include <cstring>
@@ -384,15 +386,6 @@ struct Involution : public torch::autograd::Function<Involution> {
   }
 };
 
-void put_error(char* buf, size_t len, const std::exception& e) {
-  const char* msg = e.what();
-  if (auto* c10e = dynamic_cast<const c10::Error*>(&e)) msg = c10e->what_without_backtrace();
-  std::string one(msg);
-  for (auto& ch : one)
-    if (ch == '\n') ch = ' ';
-  std::snprintf(buf, len, "%s", one.c_str());
-}
-
 }  // namespace
 
 extern "C" {
@@ -403,18 +396,12 @@ extern "C" {
 int32_t kd_involution(const at::Tensor* x, const at::Tensor* w, int64_t k, int64_t s, int64_t g,
                       bool force_ops, at::Tensor** out, char* err, size_t err_len) {
   *out = nullptr;
-  try {
+  return kd_shim::guarded(err, err_len, [&] {
     const auto t = at::result_type(*x, *w);
     auto xc = x->to(t).contiguous();
     auto wc = w->to(t).contiguous();
     *out = new at::Tensor(Involution::apply(xc, wc, k, s, g, force_ops));
-    return 0;
-  } catch (const std::exception& e) {
-    put_error(err, err_len, e);
-  } catch (...) {
-    std::snprintf(err, err_len, "unknown C++ exception");
-  }
-  return -1;
+  });
 }
 
 }  // extern "C"
