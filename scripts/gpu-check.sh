@@ -7,8 +7,9 @@
 #   scripts/gpu-check.sh [OUT_DIR]
 #
 # Environment: KD (the binary, default target/release/kd), TORCH_LIB (the
-# torch/lib folder; default: found through `python3 -c 'import torch'` or
-# /opt/torch/.venv), FMNIST (Fashion-MNIST IDX folder, default
+# torch/lib folder; default: the first of $KD_TORCH_VENV, kd's own
+# ~/.cache/kd/torch-2.11.0, /opt/torch/.venv and the system python3 whose
+# torch imports: the libtorch kd was built against comes before any other), FMNIST (Fashion-MNIST IDX folder, default
 # data/raw/fashion-mnist), DEVICE (default cuda; cpu runs the same flow).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -18,7 +19,8 @@ DEVICE="${DEVICE:-cuda}"
 FMNIST="${FMNIST:-data/raw/fashion-mnist}"
 profile=data/profiles/demo.toml
 if [ -z "${TORCH_LIB:-}" ]; then
-  for py in python3 /opt/torch/.venv/bin/python; do
+  for py in ${KD_TORCH_VENV:+"$KD_TORCH_VENV/bin/python"} "$HOME/.cache/kd/torch-2.11.0/bin/python" /opt/torch/.venv/bin/python python3; do
+    command -v "$py" >/dev/null 2>&1 || continue
     TORCH_LIB=$("$py" -c 'import os, torch; print(os.path.join(os.path.dirname(torch.__file__), "lib"))' 2>/dev/null) && break || true
   done
 fi
