@@ -30,7 +30,7 @@ SOURCES := $(shell find crates scripts -name '*.rs' -o -name Cargo.toml -o -name
 TEACHERS := cnn involution
 VARIANTS := none cnn involution ensemble ensemble-live
 
-.PHONY: all full help setup build data teachers cache students ablations long report study study-size study-eval study-fm study-fm-size teacher-eval test bench clean distclean \
+.PHONY: all full help setup build data teachers cache students ablations long report study study-size study-eval study-fm study-fm-size study-fm-patience teacher-eval test bench clean distclean \
         $(addprefix student-,$(VARIANTS)) $(addprefix teacher-,$(TEACHERS))
 
 all: report ## the whole demo pipeline: data, teachers, cache, students, report
@@ -207,6 +207,17 @@ $(RUN)/teachers/ensemble-%.json: $(foreach t,$(TEACHERS),$(RUN)/teachers/$(t)/ma
 teacher-eval: $(RUN)/teachers/ensemble-val.json $(RUN)/teachers/ensemble-test.json ## the teachers side by side (each, averaged, pairs) on val and test
 
 study-fm-size: teacher-eval $(addprefix student-,$(FM_RUNS)) ## one size of study v2 (PROFILE=study-fm-<N>): teachers, store, 4 variants x 3 seeds, evaluation
+	$(MAKE) --no-print-directory study-eval
+
+# Its patience curve: the teacher-only stem students at several budgets, one
+# seed, into student/<variant>-ep<N> (the -ep<N> runs are kd_report::naming's
+# longer budgets: tabulated, never picked by the verdict). The largest is 10x
+# study v1's 80 epochs.
+FM_BUDGETS ?= 40 240 480 800
+FM_PATIENCE_RUNS := $(foreach v,cnn-stems ensemble-stems,$(foreach e,$(FM_BUDGETS),$(v)-ep$(e)))
+$(foreach v,cnn-stems ensemble-stems,$(foreach e,$(filter-out $(LONG_EPOCHS),$(FM_BUDGETS)),$(eval $(call student_rule,$(v),-ep$(e),--epochs $(e)))))
+
+study-fm-patience: $(addprefix student-,$(FM_PATIENCE_RUNS)) ## study v2's patience curve at one size (PROFILE=study-fm-<N>): cnn-stems and ensemble-stems at FM_BUDGETS epochs
 	$(MAKE) --no-print-directory study-eval
 
 study-fm: ## study v2 (function matching): every FM_SIZES size, then docs/results/function-matching (hours on CPU)

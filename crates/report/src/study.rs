@@ -372,11 +372,13 @@ fn mean_by_head(
 }
 
 /// The variants of a size a setting can be chosen among: `candidates` with
-/// val results.
+/// val results, at the profile's own budget. A longer-budget run (`-ep<N>`,
+/// a patience curve) is a different step budget, not a setting to choose;
+/// it keeps its own row in the tables.
 fn choosable(s: &SizeResult, candidates: fn(&str) -> bool) -> impl Iterator<Item = &VariantResult> {
-    s.variants
-        .iter()
-        .filter(move |v| candidates(&v.variant) && !v.val.is_empty())
+    s.variants.iter().filter(move |v| {
+        candidates(&v.variant) && !v.val.is_empty() && naming::budget_tag(&v.variant).is_empty()
+    })
 }
 
 /// The variant with the highest mean val accuracy among `candidates`.
@@ -748,6 +750,19 @@ mod tests {
         ]);
         assert_eq!(verdict(&s).unwrap().passes, None);
         assert!(verdict(&size(vec![v("none", &[0.7], &[0.7])])).is_none());
+        // A longer budget (a patience-curve run) is never picked, however
+        // well it does on val.
+        let s = size(vec![
+            v("cnn-stems", &[0.80; 3], &[0.70; 3]),
+            v("cnn-stems-ep800", &[0.90; 3], &[0.90; 3]),
+            v("ensemble-stems", &[0.81; 3], &[0.71; 3]),
+            v("ensemble-stems-ep800", &[0.95; 3], &[0.95; 3]),
+        ]);
+        let d = verdict(&s).unwrap();
+        assert_eq!(
+            (d.single.variant.as_str(), d.ensemble.variant.as_str()),
+            ("cnn-stems", "ensemble-stems")
+        );
     }
 
     #[test]
