@@ -1,4 +1,4 @@
-//! The data-efficiency study's report (issue 11). One run directory per
+//! The data-efficiency study's report. One run directory per
 //! training-set size (`make study`), each with the same student variants
 //! over several seeds; this page puts them side by side: test accuracy
 //! against training-set size, the teachers and how much they disagree at
@@ -32,7 +32,7 @@ pub const MARKDOWN: &str = "study.md";
 pub const JSON: &str = "study.json";
 pub const CHART: &str = "accuracy-vs-size.png";
 
-/// The bar of issue 11: gain over the best single-teacher student, in accuracy.
+/// The bar a size must clear: gain over the best single-teacher student, in accuracy.
 pub const MIN_GAIN: f64 = 0.005;
 /// Seeds each side needs before a verdict is given.
 pub const MIN_SEEDS: usize = 3;

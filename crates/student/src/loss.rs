@@ -21,7 +21,7 @@
 //! KL normalisation: **batchmean** (sum over classes, mean over the batch),
 //! the true per-sample KL divergence, as in Co-advise and PyTorch's
 //! recommendation. DeiT's `reduction='sum' / (batch * classes)` (a legacy
-//! kept for reproducibility, DeiT issue 61) would shrink the term by the class
+//! kept in DeiT for reproducibility) would shrink the term by the class
 //! count and so tie the meaning of `alpha` to the data set.
 //!
 //! Function matching (`alpha = 1`, no label term): the class head would get

@@ -113,7 +113,7 @@ impl Config {
         let (patch_size, embed_dim, depth, num_heads, mlp_ratio, drop_path) = match name {
             // For unit tests: a few thousand parameters.
             "vit-test" => (4, 16, 1, 2, 2.0, 0.0),
-            // ~310k parameters at 28 px (MLP ratio 2, as timed in RESEARCH.md): the demo student.
+            // ~310k parameters at 28 px (MLP ratio 2): the demo student.
             "vit-tiny" => (4, 96, 4, 3, 2.0, 0.1),
             // ~810k parameters: the full-profile student.
             "vit-small" => (4, 128, 6, 4, 2.0, 0.1),
