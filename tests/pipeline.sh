@@ -10,7 +10,8 @@
 #  4. function matching: teachers trained on mixed resized-crop views, a
 #     64-view mixed store, a teacher-only (alpha = 1) stem student, and the
 #     teachers side by side (`make teacher-eval`);
-#  5. broken raw data stops make with a one-line error and no manifest.
+#  5. broken raw data stops make with a one-line error and no manifest;
+#  6. scripts/gpu-check.sh --dry-run walks every GPU step on the CPU.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 work=$(mktemp -d)
@@ -100,6 +101,15 @@ if make --no-print-directory BUILD=dev DEVICE=cpu PROFILE_FILE="$profile" RUN="$
 else
   check "broken raw data: one error line naming the file" "[ \"\$(grep -c '^error:' '$work/bad.log')\" = 1 ] && grep -q 'train-labels-idx1-ubyte.gz' '$work/bad.log'"
   check "broken raw data: no manifest" "[ ! -e '$work/badrun/dataset/manifest.json' ]"
+fi
+
+# The GPU check walked on the CPU (tiny profile): every step it would run
+# on a GPU, and its table.
+if KD=target/debug/kd scripts/gpu-check.sh --dry-run "$work/gpu-check" >"$work/gpu-check.log" 2>&1; then
+  check "gpu-check --dry-run: a table with every step" "[ \"\$(grep -cE '^\\| (teacher-cnn|cache-verify|student-ensemble-live|student-ensemble-bf16|student-ensemble-dp2|student-ensemble-cpu) \\|' '$work/gpu-check/gpu-check.md')\" = 6 ]"
+else
+  tail -20 "$work/gpu-check.log"
+  check "gpu-check --dry-run runs" "false"
 fi
 
 echo "$pass passed, $fail failed"

@@ -1,11 +1,21 @@
 // Record the git revision so every manifest names the code that wrote it,
-// and link libtorch so tests and binaries find it without LD_LIBRARY_PATH.
+// link libtorch so tests and binaries find it without LD_LIBRARY_PATH, and
+// compile the shim (cpp/ops.cpp: fused AdamW, autocast) against the same
+// libtorch's headers.
 use std::process::Command;
 
 include!("../../scripts/link_torch.rs");
+include!("../../scripts/torch_cxx.rs");
 
 fn main() {
     link_torch();
+    println!("cargo:rerun-if-changed=cpp/ops.cpp");
+    let lib = torch_lib();
+    torch_cxx_build(&lib)
+        .file("cpp/ops.cpp")
+        .opt_level(2)
+        .compile("kd_core_ops");
+    link_shim(&lib);
     let rev = Command::new("git")
         .args(["rev-parse", "--short=12", "HEAD"])
         .output()

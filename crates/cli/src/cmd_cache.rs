@@ -5,6 +5,7 @@
 use crate::ui::{Bars, bytes, out};
 use anyhow::{Context, bail};
 use kd_core::manifest::Manifest;
+use crate::data_parallel::visible_gpus;
 use kd_core::parse_device;
 use kd_core::profile::{Layered, Overlay, Profile, layered, parse_setting};
 use kd_core::{Crop, MixMode};
@@ -112,6 +113,15 @@ pub struct BuildArgs {
     /// Replace whatever store is in --out.
     #[arg(long)]
     force: bool,
+    /// Let float32 convolutions and matmuls use TF32 on GPUs that have it
+    /// (faster; off by default, so that the stored logits match a CPU
+    /// recomputation within `kd cache verify`'s float32 tolerance).
+    #[arg(long)]
+    tf32: bool,
+    /// Deterministic GPU kernels: the same store, byte for byte, from two
+    /// builds on the same GPU (the CPU is deterministic without it).
+    #[arg(long, env = "KD_DETERMINISTIC")]
+    deterministic: bool,
     /// Stop after writing this many shards, as if killed (tests).
     #[arg(long, hide = true)]
     stop_after_shards: Option<usize>,
@@ -202,7 +212,24 @@ fn build(a: BuildArgs) -> anyhow::Result<()> {
         Some(s) => Some(parse_shard(s)?),
         None => None,
     };
+    kd_core::device::set_tf32(a.tf32)?;
+    if a.deterministic {
+        kd_core::device::set_deterministic(true)?;
+    }
     let device = parse_device(&cfg.device)?;
+    // Shard workers started side by side on one machine share its GPUs as
+    // data-parallel ranks do; the launcher's local rank, when it gives one,
+    // says which process this is on the machine.
+    let device = match shard {
+        Some((i, n)) => {
+            let local = ["LOCAL_RANK", "SLURM_LOCALID"]
+                .iter()
+                .find_map(|k| std::env::var(k).ok()?.trim().parse().ok())
+                .unwrap_or(i);
+            kd_core::device::place(device, &cfg.device, local, n, visible_gpus(device))?
+        }
+        None => device,
+    };
     let mut teachers = vec![];
     for dir in &a.teacher {
         let t = kd_teachers::load(dir, device)
@@ -398,6 +425,8 @@ fn inspect(a: InspectArgs) -> anyhow::Result<()> {
 }
 
 fn verify(a: VerifyArgs) -> anyhow::Result<()> {
+    // The recomputation is the reference: full float32, as the build.
+    kd_core::device::set_tf32(false)?;
     let device = parse_device(&a.device)?;
     let ctx = || format!("cache verify {}", a.dir.display());
     StoreMeta::read(&a.dir.join(kd_logit_cache::STORE)).with_context(ctx)?;

@@ -20,6 +20,9 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         "git_rev": kd_core::GIT_REV,
         "libtorch": env!("KD_LIBTORCH_VERSION"),
         "libtorch_loaded_from": loaded_libtorch(),
+        // The folder the `kd` launcher chose (absent when kd-torch was
+        // started directly).
+        "torch_lib": std::env::var("KD_TORCH_LIB").ok(),
         "threads": tch::get_num_threads(),
         "interop_threads": tch::get_num_interop_threads(),
         "rayon_threads": rayon::current_num_threads(),

@@ -3,6 +3,7 @@
 //! `kd student eval`: a finished student's heads against its teachers (found
 //! through the store it was trained from) and any others given.
 
+use crate::gpu_args::GpuArgs;
 use crate::data_parallel::{DistArgs, place};
 use crate::ui::{Bars, out, outcome};
 use anyhow::{Context, bail};
@@ -131,6 +132,8 @@ pub struct TrainArgs {
     force: bool,
     #[command(flatten)]
     dist: DistArgs,
+    #[command(flatten)]
+    gpu: GpuArgs,
 }
 
 pub fn run(cmd: Cmd) -> anyhow::Result<()> {
@@ -343,12 +346,13 @@ fn train(a: TrainArgs) -> anyhow::Result<()> {
         &["teachers"],
         a.device.as_deref(),
     )?;
+    let sync_every = a.gpu.apply()?;
     let dist = a.dist.join()?;
     let device = place(
         kd_core::parse_device(&device_spec)?,
         &device_spec,
         dist.as_deref(),
-    );
+    )?;
     let spec = a.teachers.or(run.remove("teachers")).context(
         "no --teachers given (cache:DIR, live:DIR,... or none) and none in the profile section",
     )?;
@@ -356,6 +360,7 @@ fn train(a: TrainArgs) -> anyhow::Result<()> {
     let bars = Bars::default();
     let opts = FitOptions {
         dist,
+        sync_every,
         ..Default::default()
     };
     let run = RunOptions::new(device, &bars).force(a.force).fit(opts);

@@ -2,6 +2,7 @@
 //! `[teachers.<name>]` section, then the `teacher` stage, evaluation or a
 //! TorchScript import.
 
+use crate::gpu_args::GpuArgs;
 use crate::data_parallel::{DistArgs, place};
 use crate::ui::{Bars, out, outcome};
 use anyhow::Context;
@@ -122,6 +123,8 @@ pub struct TrainArgs {
     force: bool,
     #[command(flatten)]
     dist: DistArgs,
+    #[command(flatten)]
+    gpu: GpuArgs,
 }
 
 #[derive(clap::Args)]
@@ -239,15 +242,17 @@ fn train(a: TrainArgs) -> anyhow::Result<()> {
             )
         })?;
     }
+    let sync_every = a.gpu.apply()?;
     let dist = a.dist.join()?;
     let device = place(
         kd_core::parse_device(&device_spec)?,
         &device_spec,
         dist.as_deref(),
-    );
+    )?;
     let bars = Bars::default();
     let opts = FitOptions {
         dist,
+        sync_every,
         ..Default::default()
     };
     let run = RunOptions::new(device, &bars).force(a.force).fit(opts);

@@ -39,11 +39,25 @@ impl DistArgs {
     }
 }
 
-/// `cuda` (or `auto` that found CUDA) means GPU LOCAL_RANK for a rank of a
-/// data-parallel job; an explicit `cuda:N` is kept.
-pub fn place(device: Device, spec: &str, group: Option<&Group>) -> Device {
-    match (device, group) {
-        (Device::Cuda(_), Some(g)) if !spec.contains(':') => Device::Cuda(g.local_rank()),
-        _ => device,
+/// The device of this rank: `kd_core::device::place` with the group's local
+/// rank and size and the GPUs this process sees.
+pub fn place(device: Device, spec: &str, group: Option<&Group>) -> anyhow::Result<Device> {
+    let Some(g) = group else {
+        return Ok(device);
+    };
+    Ok(kd_core::device::place(
+        device,
+        spec,
+        g.local_rank(),
+        g.size(),
+        visible_gpus(device),
+    )?)
+}
+
+/// CUDA devices visible to this process (none asked about for the CPU).
+pub fn visible_gpus(device: Device) -> usize {
+    match device {
+        Device::Cuda(_) => usize::try_from(tch::Cuda::device_count()).unwrap_or(0),
+        _ => 0,
     }
 }

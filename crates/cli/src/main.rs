@@ -13,6 +13,7 @@ mod cmd_student;
 mod cmd_study;
 mod cmd_teacher;
 mod data_parallel;
+mod gpu_args;
 mod ui;
 
 use clap::{Parser, Subcommand};

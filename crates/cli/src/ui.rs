@@ -109,10 +109,21 @@ impl kd_core::Progress for Bars {
     }
 }
 
-/// Print a line of a command's result on stdout (logs go to stderr).
-#[allow(clippy::print_stdout)]
+/// Print a line of a command's result on stdout (logs go to stderr). A
+/// reader that went away (`kd cache inspect DIR | head -1`) ends the command
+/// quietly, as it ends any Unix filter, instead of a panic.
 pub fn out(line: impl std::fmt::Display) {
-    suspend(|| println!("{line}"));
+    use std::io::Write;
+    suspend(|| {
+        let mut o = std::io::stdout().lock();
+        if let Err(e) = writeln!(o, "{line}") {
+            if e.kind() == std::io::ErrorKind::BrokenPipe {
+                std::process::exit(0);
+            }
+            tracing::error!("cannot write to stdout: {e}");
+            std::process::exit(1);
+        }
+    });
 }
 
 /// The line a stage's command prints when it is done: the same words for

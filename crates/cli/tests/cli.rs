@@ -169,3 +169,20 @@ fn student_trains_under_bf16_autocast_and_records_it() {
         "{e}"
     );
 }
+
+#[test]
+fn a_reader_that_goes_away_ends_kd_quietly() {
+    // `kd env | head -0`: the pipe is closed before kd writes (starting
+    // libtorch takes far longer than dropping the read end).
+    let mut child = Command::new(env!("CARGO_BIN_EXE_kd"))
+        .arg("env")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("kd runs");
+    drop(child.stdout.take());
+    let o = child.wait_with_output().unwrap();
+    let e = stderr(&o);
+    assert!(o.status.success(), "{e}");
+    assert!(!e.contains("panicked"), "{e}");
+}

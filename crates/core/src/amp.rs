@@ -49,34 +49,14 @@ impl std::fmt::Display for Precision {
     }
 }
 
-mod ffi {
-    // c10::DeviceType and c10::ScalarType are `enum class : int8_t`.
-    unsafe extern "C" {
-        #[link_name = "_ZN2at8autocast20set_autocast_enabledEN3c1010DeviceTypeEb"]
-        pub fn set_autocast_enabled(device: i8, enabled: bool);
-        #[link_name = "_ZN2at8autocast19is_autocast_enabledEN3c1010DeviceTypeE"]
-        pub fn is_autocast_enabled(device: i8) -> bool;
-        #[link_name = "_ZN2at8autocast18set_autocast_dtypeEN3c1010DeviceTypeENS1_10ScalarTypeE"]
-        pub fn set_autocast_dtype(device: i8, dtype: i8);
-        #[link_name = "_ZN2at8autocast18get_autocast_dtypeEN3c1010DeviceTypeE"]
-        pub fn get_autocast_dtype(device: i8) -> i8;
-        #[link_name = "_ZN2at8autocast17increment_nestingEv"]
-        pub fn increment_nesting() -> i32;
-        #[link_name = "_ZN2at8autocast17decrement_nestingEv"]
-        pub fn decrement_nesting() -> i32;
-        #[link_name = "_ZN2at8autocast11clear_cacheEv"]
-        pub fn clear_cache();
-    }
-}
+use crate::shim::autocast as ac;
 
-const DEVICE_CPU: i8 = 0;
-const DEVICE_CUDA: i8 = 1;
-const SCALAR_BFLOAT16: i8 = 15;
-
+/// The shim's device code: 0 for the CPU, 1 for CUDA; `None` for devices
+/// without autocast.
 fn device_type(device: Device) -> Option<i8> {
     match device {
-        Device::Cpu => Some(DEVICE_CPU),
-        Device::Cuda(_) => Some(DEVICE_CUDA),
+        Device::Cpu => Some(0),
+        Device::Cuda(_) => Some(1),
         _ => None,
     }
 }
@@ -91,15 +71,12 @@ struct Scope {
 
 impl Drop for Scope {
     fn drop(&mut self) {
-        // SAFETY: plain setters on thread-local libtorch state.
-        unsafe {
-            if ffi::decrement_nesting() == 0 {
-                // The weight casts autocast cached are only valid for this step.
-                ffi::clear_cache();
-            }
-            ffi::set_autocast_dtype(self.device, self.dtype);
-            ffi::set_autocast_enabled(self.device, self.enabled);
+        if ac::decrement_nesting() == 0 {
+            // The weight casts autocast cached are only valid for this step.
+            ac::clear_cache();
         }
+        ac::set_dtype(self.device, self.dtype);
+        ac::set_enabled(self.device, self.enabled);
     }
 }
 
@@ -110,31 +87,25 @@ pub fn autocast<T>(device: Device, precision: Precision, f: impl FnOnce() -> T) 
     let Some(dev) = device_type(device) else {
         return f();
     };
-    // SAFETY: getters/setters of thread-local libtorch state; the enums are
-    // passed as their int8_t representation.
-    let _scope = unsafe {
-        let scope = Scope {
-            device: dev,
-            enabled: ffi::is_autocast_enabled(dev),
-            dtype: ffi::get_autocast_dtype(dev),
-        };
-        ffi::increment_nesting();
-        match precision {
-            Precision::F32 => ffi::set_autocast_enabled(dev, false),
-            Precision::Bf16 => {
-                ffi::set_autocast_dtype(dev, SCALAR_BFLOAT16);
-                ffi::set_autocast_enabled(dev, true);
-            }
-        }
-        scope
+    let _scope = Scope {
+        device: dev,
+        enabled: ac::is_enabled(dev),
+        dtype: ac::dtype(dev),
     };
+    ac::increment_nesting();
+    match precision {
+        Precision::F32 => ac::set_enabled(dev, false),
+        Precision::Bf16 => {
+            ac::set_dtype(dev, ac::bfloat16());
+            ac::set_enabled(dev, true);
+        }
+    }
     f()
 }
 
 /// Whether autocast is on for `device` in this thread (for tests and logs).
 pub fn is_enabled(device: Device) -> bool {
-    // SAFETY: a getter of thread-local libtorch state.
-    device_type(device).is_some_and(|d| unsafe { ffi::is_autocast_enabled(d) })
+    device_type(device).is_some_and(ac::is_enabled)
 }
 
 #[cfg(test)]

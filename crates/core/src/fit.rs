@@ -14,6 +14,7 @@
 use crate::amp::{Precision, autocast};
 use crate::data_parallel;
 use crate::error::{CoreError, IoContext, Result};
+use crate::figures::{DEFAULT_SYNC_EVERY, Figures, check_loss};
 use crate::manifest::{read_json, write_json};
 use crate::optim::{AdamW, AdamWConfig, cosine_lr};
 use crate::progress::{Progress, Silent};
@@ -147,12 +148,13 @@ pub trait Learner {
     /// Number of training samples (indices `0..n` are shuffled each epoch).
     fn train_len(&self) -> usize;
     /// Forward one training batch; return the loss to minimise and named
-    /// scalars whose per-sample mean is reported for the epoch.
+    /// scalars (0-dim tensors, left on the device: the loop reads them every
+    /// few steps) whose per-sample mean is reported for the epoch.
     fn train_batch(
         &mut self,
         indices: &[usize],
         epoch: usize,
-    ) -> Result<(Tensor, Vec<(String, f64)>)>;
+    ) -> Result<(Tensor, Vec<(String, Tensor)>)>;
     /// Evaluate after an epoch (test accuracy and the like).
     fn evaluate(&mut self, epoch: usize) -> Result<Map<String, Value>>;
 }
@@ -195,6 +197,12 @@ pub struct FitOptions {
     /// The data-parallel group this process trains in; `None` (or a group of
     /// one) trains alone, exactly as without the option.
     pub dist: Option<Rc<kd_dist::Group>>,
+    /// Steps between two reads of the training figures from the device (0:
+    /// [`DEFAULT_SYNC_EVERY`]). The loss's finiteness is checked at each
+    /// read, so a diverging run stops at most this many steps late, with
+    /// the step named. Data-parallel ranks read every step (the all-reduce
+    /// needs the loss on the host).
+    pub sync_every: usize,
 }
 
 impl FitOptions {
@@ -324,6 +332,21 @@ pub fn fit(
     let total = steps_per_epoch * cfg.epochs;
     let warmup = (cfg.warmup_epochs * steps_per_epoch as f64).round() as usize;
     let device = learner.var_store().device();
+    // The batch is global (one optimiser step's, split over the ranks), so
+    // a profile trains the same model on any number of GPUs; too small a
+    // share leaves each GPU mostly idle.
+    let share = cfg.batch_size / world;
+    if leader && world > 1 && matches!(device, tch::Device::Cuda(_)) && share < 32 {
+        tracing::warn!(
+            "batch_size {} over {world} data-parallel ranks is {share} images per GPU a step: \
+             raise batch_size with the ranks, and the learning rate with it",
+            cfg.batch_size
+        );
+    }
+    let sync_every = match opts.sync_every {
+        0 => DEFAULT_SYNC_EVERY,
+        n => n,
+    };
     let mut ran = 0;
     // One bar for the whole stage (its eta is the stage's); the epoch is in
     // its message, and a summary line closes every epoch.
@@ -338,6 +361,7 @@ pub fn fit(
         let mut order: Vec<usize> = (0..n).collect();
         Rng::keyed(cfg.seed, &[0x7368_7566, epoch as u64]).shuffle(&mut order);
         let mut sums: BTreeMap<String, f64> = BTreeMap::new();
+        let mut figures = Figures::default();
         // Samples of the epoch so far (all ranks), and those this rank trained on.
         let mut seen = 0usize;
         let mut mine_seen = 0usize;
@@ -349,23 +373,22 @@ pub fn fit(
         for (b, idx) in order.chunks(cfg.batch_size).enumerate() {
             let step = epoch * steps_per_epoch + b;
             lr = cosine_lr(step, total, warmup, cfg.lr, cfg.min_lr);
-            opt.zero_grad();
+            opt.zero_grad()?;
             let Some(g) = dist else {
                 let (loss, stats) =
                     autocast(device, cfg.precision, || learner.train_batch(idx, epoch))?;
-                let loss_v = f64::try_from(&loss)?;
-                check_loss(loss_v, epoch, b)?;
                 loss.backward();
-                opt.step(lr);
-                for (k, v) in stats {
-                    *sums.entry(k).or_default() += v * idx.len() as f64;
-                }
+                opt.step(lr)?;
+                figures.push(b, idx.len(), &loss, stats);
                 seen += idx.len();
                 mine_seen += idx.len();
-                progress.update(
-                    done_before + seen as u64,
-                    &format!("{epoch_of} {}", running_means(&sums, mine_seen)),
-                );
+                if (b + 1) % sync_every == 0 || b + 1 == steps_per_epoch {
+                    figures.settle(&mut sums, epoch, true)?;
+                    progress.update(
+                        done_before + seen as u64,
+                        &format!("{epoch_of} {}", running_means(&sums, mine_seen)),
+                    );
+                }
                 continue;
             };
             let mine = &idx[data_parallel::slice(idx.len(), g.rank(), g.size())];
@@ -376,11 +399,11 @@ pub fn fit(
                 let (loss, stats) =
                     autocast(device, cfg.precision, || learner.train_batch(mine, epoch))?;
                 let w = mine.len() as f64 / idx.len() as f64;
-                share = f64::try_from(&loss)? * w;
-                (loss * w).backward();
-                for (k, v) in stats {
-                    *sums.entry(k).or_default() += v * mine.len() as f64;
-                }
+                (&loss * w).backward();
+                figures.push(b, mine.len(), &loss, stats);
+                // Unchecked: a rank alone must not stop on its own share;
+                // the batch's loss below is checked on every rank at once.
+                share = figures.settle(&mut sums, epoch, false)?.unwrap_or(0.0) * w;
                 mine_seen += mine.len();
             }
             // The batch's loss is the same number on every rank, so a
@@ -389,7 +412,7 @@ pub fn fit(
             let batch_loss = data_parallel::all_reduce_grads(g, &params, &[share])?[0];
             allreduce_seconds += tc.elapsed().as_secs_f64();
             check_loss(batch_loss, epoch, b)?;
-            opt.step(lr);
+            opt.step(lr)?;
             seen += idx.len();
             // Rank 0's progress shows the means over its own slices.
             progress.update(
@@ -446,17 +469,6 @@ pub fn fit(
     }
     progress.finish();
     Ok(state.history)
-}
-
-fn check_loss(loss: f64, epoch: usize, step: usize) -> Result<()> {
-    if loss.is_finite() {
-        Ok(())
-    } else {
-        Err(CoreError::Invalid(format!(
-            "loss became {loss} at epoch {} step {step}: lower the learning rate",
-            epoch + 1
-        )))
-    }
 }
 
 /// The line a person scans after each epoch: epoch k/n, the loss and its
@@ -598,6 +610,8 @@ mod tests {
         lin: nn::Linear,
         x: Tensor,
         y: Tensor,
+        /// Steps until the loss turns NaN (counting down), if ever.
+        nan_at: Option<usize>,
     }
 
     impl Lin {
@@ -612,6 +626,7 @@ mod tests {
                 lin,
                 x,
                 y: y.remainder(3),
+                nan_at: None,
             }
         }
     }
@@ -627,12 +642,19 @@ mod tests {
             &mut self,
             idx: &[usize],
             _e: usize,
-        ) -> Result<(Tensor, Vec<(String, f64)>)> {
+        ) -> Result<(Tensor, Vec<(String, Tensor)>)> {
             let i = Tensor::from_slice(&idx.iter().map(|&i| i as i64).collect::<Vec<_>>());
             let logits = self.lin.forward(&self.x.index_select(0, &i));
             let loss = logits.cross_entropy_for_logits(&self.y.index_select(0, &i));
-            let l = f64::try_from(&loss)?;
-            Ok((loss, vec![("loss".into(), l)]))
+            let loss = match self.nan_at.as_mut() {
+                Some(0) => loss * f64::NAN,
+                Some(k) => {
+                    *k -= 1;
+                    loss
+                }
+                None => loss,
+            };
+            Ok((loss.shallow_clone(), vec![("loss".into(), loss)]))
         }
         fn evaluate(&mut self, e: usize) -> Result<Map<String, Value>> {
             Ok(Map::from_iter([("evaluated_after".to_string(), json!(e))]))
@@ -667,6 +689,60 @@ mod tests {
         let f32_json = serde_json::to_value(FitConfig::default()).unwrap();
         assert!(f32_json.get("precision").is_none());
         assert_eq!(serde_json::to_value(&cfg).unwrap()["precision"], "bf16");
+    }
+
+    #[test]
+    fn a_step_reads_nothing_from_the_device_between_syncs() {
+        let _rng = crate::torch_rng_lock();
+        // 32 samples in batches of 4: 8 steps an epoch, read after steps 3,
+        // 6 and 8 of each (every 3 steps, and the epoch's last).
+        let cfg = FitConfig {
+            epochs: 2,
+            batch_size: 4,
+            lr: 0.05,
+            ..Default::default()
+        };
+        let t = tempfile::tempdir().unwrap();
+        let mut a = Lin::new();
+        let opts = FitOptions {
+            sync_every: 3,
+            ..Default::default()
+        };
+        let before = crate::figures::host_reads();
+        let h = fit(&mut a, &cfg, &json!({"m": "lin"}), t.path(), &opts, &Silent).unwrap();
+        assert_eq!(crate::figures::host_reads() - before, 2 * 3);
+        // The epoch's loss is the same figure as with a read every step.
+        let t1 = tempfile::tempdir().unwrap();
+        let mut b = Lin::new();
+        let every = FitOptions {
+            sync_every: 1,
+            ..Default::default()
+        };
+        let h1 = fit(&mut b, &cfg, &json!({"m": "lin"}), t1.path(), &every, &Silent).unwrap();
+        assert_eq!(h[1].train, h1[1].train);
+    }
+
+    #[test]
+    fn a_nan_loss_between_syncs_still_stops_the_run_naming_its_step() {
+        let _rng = crate::torch_rng_lock();
+        let cfg = FitConfig {
+            epochs: 2,
+            batch_size: 4,
+            lr: 0.05,
+            ..Default::default()
+        };
+        let t = tempfile::tempdir().unwrap();
+        let mut a = Lin::new();
+        // The 13th step: epoch 2, step 4 (of 0..8), read at step 5.
+        a.nan_at = Some(12);
+        let opts = FitOptions {
+            sync_every: 3,
+            ..Default::default()
+        };
+        let e = fit(&mut a, &cfg, &json!({"m": "lin"}), t.path(), &opts, &Silent)
+            .unwrap_err()
+            .to_string();
+        assert_eq!(e, "loss became NaN at epoch 2 step 4: lower the learning rate");
     }
 
     #[test]

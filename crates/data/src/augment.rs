@@ -10,6 +10,7 @@
 use crate::split::Split;
 use kd_core::{MixKind, MixParams, ViewParams, ViewSpec};
 use rayon::prelude::*;
+use kd_core::device::upload;
 use tch::{Device, Tensor};
 
 /// Normalisation as a lookup table per channel: 256 floats each.
@@ -161,9 +162,9 @@ pub fn batch_tensor(
 ) -> Tensor {
     let [c, h, w] = split.chw;
     let buf = assemble(split, idx, views, spec, lut);
-    Tensor::from_slice(&buf)
-        .view([idx.len() as i64, c as i64, h as i64, w as i64])
-        .to_device(device)
+    let t = Tensor::from_slice(&buf)
+        .view([idx.len() as i64, c as i64, h as i64, w as i64]);
+    upload(t, device)
 }
 
 /// Mix `partner` (the partner's view, already normalised) into `out` (the
@@ -248,9 +249,9 @@ pub fn batch_tensor_mixed(
 ) -> Tensor {
     let [c, h, w] = split.chw;
     let buf = assemble_mixed(split, idx, views, partner_views, mixes, spec, lut);
-    Tensor::from_slice(&buf)
-        .view([idx.len() as i64, c as i64, h as i64, w as i64])
-        .to_device(device)
+    let t = Tensor::from_slice(&buf)
+        .view([idx.len() as i64, c as i64, h as i64, w as i64]);
+    upload(t, device)
 }
 
 /// Soft targets `[B, classes]` (float32) of possibly mixed samples: the own
@@ -273,15 +274,16 @@ pub fn mixed_label_tensor(
             row[split.labels[m.partner as usize] as usize] += (1.0 - own) as f32;
         }
     }
-    Tensor::from_slice(&t)
-        .view([idx.len() as i64, classes as i64])
-        .to_device(device)
+    upload(
+        Tensor::from_slice(&t).view([idx.len() as i64, classes as i64]),
+        device,
+    )
 }
 
 /// Labels of samples `idx` as an int64 tensor on `device`.
 pub fn label_tensor(split: &Split, idx: &[usize], device: Device) -> Tensor {
     let l: Vec<i64> = idx.iter().map(|&i| split.labels[i] as i64).collect();
-    Tensor::from_slice(&l).to_device(device)
+    upload(Tensor::from_slice(&l), device)
 }
 
 #[cfg(test)]

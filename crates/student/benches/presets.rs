@@ -154,12 +154,12 @@ fn kd_side(r: Row, reps: usize, device: Device) -> (i64, f64, f64) {
     let params = param_count(&vs);
     let mut opt = AdamW::new(&vs, AdamWConfig::default());
     let train = time(reps, device, || {
-        opt.zero_grad();
+        opt.zero_grad().unwrap();
         let outs = forward(true);
         let n = outs.len() as f64;
         let loss = outs.iter().map(|o| ce(o, &y)).sum::<Tensor>() / n;
         loss.backward();
-        opt.step(1e-4);
+        opt.step(1e-4).unwrap();
     });
     let infer = time(reps, device, || {
         let _g = tch::no_grad_guard();

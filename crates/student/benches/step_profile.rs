@@ -191,7 +191,7 @@ fn main() {
         let vit = Vit::new(&vs.root(), &c);
         let mut opt = AdamW::new(&vs, AdamWConfig::default());
         let s = time(reps, || {
-            opt.zero_grad();
+            opt.zero_grad().unwrap();
             let o = vit.forward_t(&x, true);
             let heads: Vec<Tensor> = std::iter::once(o.cls).chain(o.dist).collect();
             let n = heads.len() as f64;
@@ -201,7 +201,7 @@ fn main() {
                 .sum::<Tensor>()
                 / n;
             loss.backward();
-            opt.step(1e-3);
+            opt.step(1e-3).unwrap();
         });
         println!(
             "| {} | {:.1} | {:.0} |",

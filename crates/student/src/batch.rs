@@ -11,6 +11,7 @@ use kd_core::amp::Precision;
 use kd_core::{CoreError, Rng, ViewBatch, ViewParams, ViewSpec};
 use kd_data::augment::{batch_tensor, batch_tensor_mixed, label_tensor, lut};
 use kd_data::{Dataset, Split};
+use kd_core::device::upload;
 use tch::{Device, Kind, Tensor};
 
 /// The view sample `sample` uses in `epoch` (of `views` views).
@@ -151,7 +152,7 @@ impl<'a> Batcher<'a> {
             y,
             mix: Some((
                 label_tensor(self.train, &partners, self.device),
-                Tensor::from_slice(&lam).to_device(self.device),
+                upload(Tensor::from_slice(&lam), self.device),
             )),
         }
     }
@@ -174,9 +175,10 @@ impl<'a> Batcher<'a> {
                     .iter()
                     .map(|name| {
                         let v = store.logits(name, &pairs).map_err(CoreError::stage)?;
-                        Ok(Tensor::from_slice(&v)
-                            .view([idx.len() as i64, -1])
-                            .to_device(self.device))
+                        Ok(upload(
+                            Tensor::from_slice(&v).view([idx.len() as i64, -1]),
+                            self.device,
+                        ))
                     })
                     .collect()
             }

@@ -132,7 +132,7 @@ impl Learner for StudentLearner<'_> {
         &mut self,
         idx: &[usize],
         epoch: usize,
-    ) -> kd_core::Result<(Tensor, Vec<(String, f64)>)> {
+    ) -> kd_core::Result<(Tensor, Vec<(String, Tensor)>)> {
         let b = &self.batcher;
         let vids = b.epoch_views(idx, epoch);
         let (x, y) = b.batch(idx, &vids)?;
@@ -140,11 +140,11 @@ impl Learner for StudentLearner<'_> {
         let out = self.model.forward_t(&x, true);
         let parts = student_loss(&out, &y, targets.as_ref(), &self.loss);
         let mut stats = vec![
-            ("loss".to_string(), f64::try_from(&parts.total)?),
-            ("ce".to_string(), f64::try_from(&parts.ce)?),
+            ("loss".to_string(), parts.total.detach()),
+            ("ce".to_string(), parts.ce.detach()),
         ];
         for (h, k) in self.heads.iter().zip(&parts.kd) {
-            stats.push((format!("kd_{h}"), f64::try_from(k)?));
+            stats.push((format!("kd_{h}"), k.detach()));
         }
         Ok((parts.total, stats))
     }

@@ -148,9 +148,9 @@ fn overfits_one_batch() {
             |train: bool| student_loss(&m.forward_t(&x, train), &labels, Some(&targets), &cfg);
         let first = f64::try_from(&loss(true).total).unwrap();
         for _ in 0..300 {
-            opt.zero_grad();
+            opt.zero_grad().unwrap();
             loss(true).total.backward();
-            opt.step(3e-3);
+            opt.step(3e-3).unwrap();
         }
         let p = loss(false);
         let (ce, kd0, kd1) = (

@@ -120,7 +120,7 @@ fn main() {
         }
         let mut opt = AdamW::new(&vs, AdamWConfig::default());
         let train = time(reps, || {
-            opt.zero_grad();
+            opt.zero_grad().unwrap();
             let loss = net.forward_t(&x, true).cross_entropy_loss::<Tensor>(
                 &y,
                 None,
@@ -129,7 +129,7 @@ fn main() {
                 0.1,
             );
             loss.backward();
-            opt.step(1e-3);
+            opt.step(1e-3).unwrap();
         });
         let infer = time(reps, || {
             let _g = tch::no_grad_guard();

@@ -42,7 +42,7 @@ impl Learner for TeacherLearner<'_> {
         &mut self,
         idx: &[usize],
         epoch: usize,
-    ) -> kd_core::Result<(Tensor, Vec<(String, f64)>)> {
+    ) -> kd_core::Result<(Tensor, Vec<(String, Tensor)>)> {
         let spec = &self.cfg.view;
         let seed = self.cfg.fit.seed;
         let hw = [self.train.chw[1], self.train.chw[2]];
@@ -83,14 +83,12 @@ impl Learner for TeacherLearner<'_> {
             let loss = mixed_cross_entropy(&logits, &soft, self.cfg.label_smoothing);
             (logits, loss)
         };
-        let acc = f64::try_from(
-            logits
-                .argmax(1, false)
-                .eq_tensor(&y)
-                .to_kind(Kind::Float)
-                .mean(Kind::Float),
-        )?;
-        let l = f64::try_from(&loss)?;
+        let acc = logits
+            .argmax(1, false)
+            .eq_tensor(&y)
+            .to_kind(Kind::Float)
+            .mean(Kind::Float);
+        let l = loss.detach();
         Ok((loss, vec![("loss".into(), l), ("acc".into(), acc)]))
     }
 

@@ -103,7 +103,7 @@ fn tiny_presets_overfit_a_batch_of_64() {
         let mut best = 0.0;
         while steps < 400 {
             for _ in 0..10 {
-                opt.zero_grad();
+                opt.zero_grad().unwrap();
                 let loss = net.forward_t(&x, true).cross_entropy_loss::<Tensor>(
                     &y,
                     None,
@@ -112,7 +112,7 @@ fn tiny_presets_overfit_a_batch_of_64() {
                     0.0,
                 );
                 loss.backward();
-                opt.step(1e-2);
+                opt.step(1e-2).unwrap();
                 steps += 1;
             }
             best = acc(&net);
