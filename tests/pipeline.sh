@@ -87,6 +87,7 @@ fmk student-ensemble-stems "$fmrun/teachers/ensemble-test.json" >"$work/fm.log" 
 check "fm: teachers record their mixed views" "grep -q '\"mode\": \"mixup-cutmix\"' '$fmrun/teachers/involution/config.json' && grep -q 'resized_crop' '$fmrun/teachers/cnn/config.json'"
 check "fm: a 64-view mixed store" "target/debug/kd cache inspect '$fmrun/logits' | grep -q 'x 64 views' && target/debug/kd cache inspect '$fmrun/logits' | grep -q '^mix: mixup-cutmix'"
 check "fm: a teacher-only stem student" "grep -q '\"alpha\": 1.0' '$fmrun/student/ensemble-stems/manifest.json' && grep -q '\"stem\": \"conv-involution\"' '$fmrun/student/ensemble-stems/manifest.json'"
+check "fm: a gallery of the views the teachers dispute" "target/debug/kd cache gallery '$fmrun/logits' --out '$work/gallery.png' --count 4 | grep -q '(4 views' && [ -s '$work/gallery.png' ]"
 check "fm: the teachers side by side" "grep -q '\"averaged_accuracy\"' '$fmrun/teachers/ensemble-test.json' && grep -q '\"only_a_right\"' '$fmrun/teachers/ensemble-test.json'"
 
 # Broken raw data: make stops, one error line names the file, no manifest.

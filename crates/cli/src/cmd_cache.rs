@@ -1,11 +1,11 @@
-//! `kd cache build | finalize | inspect | verify`: the logit store's
+//! `kd cache build | finalize | inspect | verify | gallery`: the logit store's
 //! subcommands. Flags are laid over the profile's `[cache]` section
 //! (`kd_core::profile::layered`), then the library does the work.
 
+use crate::data_parallel::visible_gpus;
 use crate::ui::{Bars, bytes, out};
 use anyhow::{Context, bail};
 use kd_core::manifest::Manifest;
-use crate::data_parallel::visible_gpus;
 use kd_core::parse_device;
 use kd_core::profile::{Layered, Overlay, Profile, layered, parse_setting};
 use kd_core::{Crop, MixMode};
@@ -30,6 +30,10 @@ pub enum Cmd {
     /// Decode every shard, then recompute a random sample of (sample, view)
     /// logits with the live teachers; fails above the dtype's tolerance.
     Verify(VerifyArgs),
+    /// A PNG of the stored views two teachers disagree on most (one per
+    /// image), each labelled with its label and both teachers' top two
+    /// classes: what each teacher's bias makes of a hard view.
+    Gallery(crate::cmd_gallery::GalleryArgs),
 }
 
 #[derive(clap::Args)]
@@ -167,6 +171,7 @@ pub fn run(cmd: Cmd) -> anyhow::Result<()> {
         Cmd::Finalize(a) => finalize(a),
         Cmd::Inspect(a) => inspect(a),
         Cmd::Verify(a) => verify(a),
+        Cmd::Gallery(a) => crate::cmd_gallery::gallery(a),
     }
 }
 

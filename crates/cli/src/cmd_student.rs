@@ -3,8 +3,8 @@
 //! `kd student eval`: a finished student's heads against its teachers (found
 //! through the store it was trained from) and any others given.
 
-use crate::gpu_args::GpuArgs;
 use crate::data_parallel::{DistArgs, place};
+use crate::gpu_args::GpuArgs;
 use crate::ui::{Bars, out, outcome};
 use anyhow::{Context, bail};
 use kd_core::amp::Precision;

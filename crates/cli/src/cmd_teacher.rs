@@ -2,8 +2,8 @@
 //! `[teachers.<name>]` section, then the `teacher` stage, evaluation or a
 //! TorchScript import.
 
-use crate::gpu_args::GpuArgs;
 use crate::data_parallel::{DistArgs, place};
+use crate::gpu_args::GpuArgs;
 use crate::ui::{Bars, out, outcome};
 use anyhow::Context;
 use kd_core::MixMode;

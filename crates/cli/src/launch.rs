@@ -139,7 +139,9 @@ fn candidates() -> Vec<PathBuf> {
 /// they agree or the folder does not say (a plain libtorch download).
 fn version_mismatch(dir: &Path) -> Option<String> {
     let text = std::fs::read_to_string(dir.join("../version.py")).ok()?;
-    let found = text.lines().find_map(|l| l.strip_prefix("__version__ = "))?;
+    let found = text
+        .lines()
+        .find_map(|l| l.strip_prefix("__version__ = "))?;
     let found = found.trim().trim_matches(|c| c == '\'' || c == '"');
     let minor = |v: &str| -> String { v.split(['.', '+']).take(2).collect::<Vec<_>>().join(".") };
     if BUILT_VERSION == "unknown" || minor(found) == minor(BUILT_VERSION) {

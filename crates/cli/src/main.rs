@@ -7,6 +7,7 @@
 mod cmd_cache;
 mod cmd_data;
 mod cmd_env;
+mod cmd_gallery;
 mod cmd_inspect;
 mod cmd_report;
 mod cmd_student;

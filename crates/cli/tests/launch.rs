@@ -111,7 +111,10 @@ fn a_folder_without_libtorch_is_one_line_naming_the_variable() {
     assert!(!o.status.success());
     let e = stderr(&o);
     assert_eq!(e.lines().count(), 1, "{e}");
-    assert!(e.contains("KD_TORCH_LIB=") && e.contains("libtorch_cpu.so"), "{e}");
+    assert!(
+        e.contains("KD_TORCH_LIB=") && e.contains("libtorch_cpu.so"),
+        "{e}"
+    );
 }
 
 #[test]

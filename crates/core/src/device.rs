@@ -155,7 +155,8 @@ pub fn tf32_allowed() -> bool {
 pub fn upload(t: Tensor, device: Device) -> Tensor {
     match device {
         Device::Cuda(_) if t.device() == Device::Cpu => {
-            t.pin_memory(device).to_device_(device, t.kind(), true, false)
+            t.pin_memory(device)
+                .to_device_(device, t.kind(), true, false)
         }
         _ => t.to_device(device),
     }
@@ -188,7 +189,10 @@ mod tests {
         // More processes than GPUs: they share, in turn.
         assert_eq!(place(cuda, "auto", 5, 6, 4).unwrap(), Device::Cuda(1));
         // One process keeps what it asked for, explicit index included.
-        assert_eq!(place(Device::Cuda(3), "cuda:3", 0, 1, 8).unwrap(), Device::Cuda(3));
+        assert_eq!(
+            place(Device::Cuda(3), "cuda:3", 0, 1, 8).unwrap(),
+            Device::Cuda(3)
+        );
         // The CPU is the CPU, however many processes.
         assert_eq!(place(Device::Cpu, "cpu", 3, 8, 8).unwrap(), Device::Cpu);
     }

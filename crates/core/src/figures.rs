@@ -44,7 +44,13 @@ pub(crate) struct Figures {
 impl Figures {
     /// Queue step `step`'s loss and named parts (scalars, each a mean over
     /// the step's `samples` samples).
-    pub fn push(&mut self, step: usize, samples: usize, loss: &Tensor, parts: Vec<(String, Tensor)>) {
+    pub fn push(
+        &mut self,
+        step: usize,
+        samples: usize,
+        loss: &Tensor,
+        parts: Vec<(String, Tensor)>,
+    ) {
         self.queued.push(Step {
             step,
             samples,
@@ -115,12 +121,19 @@ mod tests {
         let before = host_reads();
         for step in 0..4 {
             let v = Tensor::from(step as f32 + 0.5);
-            f.push(step, 2 + step, &v, vec![("ce".into(), v.shallow_clone() * 2)]);
+            f.push(
+                step,
+                2 + step,
+                &v,
+                vec![("ce".into(), v.shallow_clone() * 2)],
+            );
         }
         assert_eq!(f.settle(&mut sums, 0, true).unwrap(), Some(3.5));
         assert_eq!(host_reads(), before + 1);
         // Sum over steps of (2 * (step + 0.5)) * samples.
-        let want: f64 = (0..4).map(|s| 2.0 * (s as f64 + 0.5) * (2 + s) as f64).sum();
+        let want: f64 = (0..4)
+            .map(|s| 2.0 * (s as f64 + 0.5) * (2 + s) as f64)
+            .sum();
         assert_eq!(sums["ce"], want);
         // Nothing queued: no read.
         assert_eq!(f.settle(&mut sums, 0, true).unwrap(), None);
@@ -133,11 +146,20 @@ mod tests {
         for (step, v) in [(3, 1.0f32), (4, f32::NAN), (5, 1.0)] {
             f.push(step, 8, &Tensor::from(v), vec![]);
         }
-        let e = f.settle(&mut BTreeMap::new(), 1, true).unwrap_err().to_string();
-        assert_eq!(e, "loss became NaN at epoch 2 step 4: lower the learning rate");
+        let e = f
+            .settle(&mut BTreeMap::new(), 1, true)
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            e,
+            "loss became NaN at epoch 2 step 4: lower the learning rate"
+        );
         let mut g = Figures::default();
         g.push(0, 8, &Tensor::from(f32::INFINITY), vec![]);
         // Unchecked (a data-parallel rank's own share): read, not judged.
-        assert_eq!(g.settle(&mut BTreeMap::new(), 0, false).unwrap(), Some(f64::INFINITY));
+        assert_eq!(
+            g.settle(&mut BTreeMap::new(), 0, false).unwrap(),
+            Some(f64::INFINITY)
+        );
     }
 }

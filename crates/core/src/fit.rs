@@ -718,7 +718,15 @@ mod tests {
             sync_every: 1,
             ..Default::default()
         };
-        let h1 = fit(&mut b, &cfg, &json!({"m": "lin"}), t1.path(), &every, &Silent).unwrap();
+        let h1 = fit(
+            &mut b,
+            &cfg,
+            &json!({"m": "lin"}),
+            t1.path(),
+            &every,
+            &Silent,
+        )
+        .unwrap();
         assert_eq!(h[1].train, h1[1].train);
     }
 
@@ -742,7 +750,10 @@ mod tests {
         let e = fit(&mut a, &cfg, &json!({"m": "lin"}), t.path(), &opts, &Silent)
             .unwrap_err()
             .to_string();
-        assert_eq!(e, "loss became NaN at epoch 2 step 4: lower the learning rate");
+        assert_eq!(
+            e,
+            "loss became NaN at epoch 2 step 4: lower the learning rate"
+        );
     }
 
     #[test]

@@ -275,7 +275,11 @@ mod tests {
     ) -> Tensor {
         *m = &*m * c.beta1 + g * (1.0 - c.beta1);
         *v = &*v * c.beta2 + g * g * (1.0 - c.beta2);
-        let x = if decay { x * (1.0 - lr * c.weight_decay) } else { x.shallow_clone() };
+        let x = if decay {
+            x * (1.0 - lr * c.weight_decay)
+        } else {
+            x.shallow_clone()
+        };
         let denom = (&*v / (1.0 - c.beta2.powi(t))).sqrt() + c.eps;
         x - (&*m / (1.0 - c.beta1.powi(t))) / denom * lr
     }
@@ -304,7 +308,14 @@ mod tests {
                     .split('.')
                     .filter(|d| !d.is_empty())
                     .fold(root.clone(), |p, d| p / d);
-                path.var(leaf, s, nn::Init::Randn { mean: 0.0, stdev: 1.0 })
+                path.var(
+                    leaf,
+                    s,
+                    nn::Init::Randn {
+                        mean: 0.0,
+                        stdev: 1.0,
+                    },
+                )
             })
             .collect();
         let cfg = AdamWConfig {
@@ -339,7 +350,11 @@ mod tests {
         for (i, (x, _, _)) in refs.iter().enumerate() {
             let err = f64::try_from((&vars[i] - x).abs().max()).unwrap();
             let scale = f64::try_from(x.abs().max()).unwrap();
-            assert!(err <= 1e-5 * scale.max(1.0), "{}: off by {err}", shapes[i].0);
+            assert!(
+                err <= 1e-5 * scale.max(1.0),
+                "{}: off by {err}",
+                shapes[i].0
+            );
         }
         assert_eq!(opt.steps, 6);
     }

@@ -8,9 +8,9 @@
 //! trains on the very pixels the teachers' stored logits were computed on.
 
 use crate::split::Split;
+use kd_core::device::upload;
 use kd_core::{MixKind, MixParams, ViewParams, ViewSpec};
 use rayon::prelude::*;
-use kd_core::device::upload;
 use tch::{Device, Tensor};
 
 /// Normalisation as a lookup table per channel: 256 floats each.
@@ -162,8 +162,7 @@ pub fn batch_tensor(
 ) -> Tensor {
     let [c, h, w] = split.chw;
     let buf = assemble(split, idx, views, spec, lut);
-    let t = Tensor::from_slice(&buf)
-        .view([idx.len() as i64, c as i64, h as i64, w as i64]);
+    let t = Tensor::from_slice(&buf).view([idx.len() as i64, c as i64, h as i64, w as i64]);
     upload(t, device)
 }
 
@@ -249,8 +248,7 @@ pub fn batch_tensor_mixed(
 ) -> Tensor {
     let [c, h, w] = split.chw;
     let buf = assemble_mixed(split, idx, views, partner_views, mixes, spec, lut);
-    let t = Tensor::from_slice(&buf)
-        .view([idx.len() as i64, c as i64, h as i64, w as i64]);
+    let t = Tensor::from_slice(&buf).view([idx.len() as i64, c as i64, h as i64, w as i64]);
     upload(t, device)
 }
 

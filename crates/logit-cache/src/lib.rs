@@ -15,6 +15,7 @@
 //! image) and cross-fitted teachers (each sample answered by the fold model
 //! that never saw it, the fold recorded per sample).
 
+pub mod disagreement;
 pub mod error;
 pub mod inspect;
 pub mod layout;

@@ -878,3 +878,69 @@ fn killed_and_resumed_mixed_cross_fitted_build_is_byte_identical() {
     let differ: Vec<&String> = a.keys().filter(|k| a[*k] != b[*k]).collect();
     assert!(differ.is_empty(), "differ: {differ:?}");
 }
+
+#[test]
+fn most_disputed_views_are_the_brute_force_ones_with_the_teachers_pixels() {
+    let f = fixture();
+    let c = CacheConfig {
+        dtype: Dtype::F32,
+        ..cfg(MixMode::MixupCutmix)
+    };
+    let out = f.root.join("g");
+    let ts: Vec<TeacherInput> = [conv(&f, "cnn", 1), conv(&f, "inv", 2)]
+        .into_iter()
+        .map(|t| input(&f, Box::new(t)))
+        .collect();
+    build(&f.dataset, &ts, &out, &c, &BuildOptions::default(), &Silent).unwrap();
+    let s = LogitStore::open(&out).unwrap();
+    let ds = Dataset::open(&f.dataset).unwrap();
+    let train = ds.split("train").unwrap();
+    let picks = kd_logit_cache::disagreement::most_disputed(&s, train, "cnn", "inv", 5).unwrap();
+    // Brute force: every (sample, view)'s total variation distance.
+    let soft = |t: &str, p: (usize, usize)| {
+        let l = s.logits(t, &[p]).unwrap();
+        floats(&Tensor::from_slice(&l).softmax(0, Kind::Double))
+    };
+    let tv = |p: (usize, usize)| -> f64 {
+        let (a, b) = (soft("cnn", p), soft("inv", p));
+        0.5 * a
+            .iter()
+            .zip(&b)
+            .map(|(x, y)| (x - y).abs() as f64)
+            .sum::<f64>()
+    };
+    let mut best: Vec<(f64, usize, usize)> = (0..N)
+        .map(|i| {
+            (0..VIEWS)
+                .map(|v| (tv((i, v)), i, v))
+                .fold((f64::MIN, 0, 0), |m, x| if x.0 > m.0 { x } else { m })
+        })
+        .collect();
+    best.sort_by(|x, y| y.0.total_cmp(&x.0).then(x.1.cmp(&y.1)));
+    assert_eq!(picks.len(), 5);
+    for (d, (want, i, v)) in picks.iter().zip(&best) {
+        assert_eq!((d.sample, d.view), (*i, *v));
+        assert!((d.distance - want).abs() < 1e-5, "{} vs {want}", d.distance);
+        assert!(d.top2[0][0].1 >= d.top2[0][1].1);
+        // The pixels are the view the teachers saw, before normalisation.
+        let b = s.view_batch(&[(*i, *v)]).unwrap();
+        let raw = lut(&[0.0], &[1.0]);
+        let want_px = batch_tensor_mixed(
+            train,
+            &[*i],
+            &b.views,
+            &b.partner_views,
+            &b.mixes,
+            &s.view_spec(),
+            &raw,
+            Device::Cpu,
+        );
+        let want_px: Vec<u8> = floats(&want_px)
+            .iter()
+            .map(|x| (x * 255.0).round() as u8)
+            .collect();
+        assert_eq!(d.pixels, want_px);
+        assert_eq!(d.mix.is_some(), d.mixed_with.is_some());
+    }
+    assert!(picks.windows(2).all(|w| w[0].distance >= w[1].distance));
+}

@@ -9,6 +9,7 @@
 //! tested from hand-written `metrics.json` files.
 
 pub mod error;
+pub mod gallery;
 pub mod naming;
 pub mod numbers;
 pub mod plot;

@@ -16,7 +16,7 @@ use std::path::Path;
 use std::sync::OnceLock;
 
 /// The family the embedded font is registered under.
-const FONT: &str = "sans-serif";
+pub(crate) const FONT: &str = "sans-serif";
 
 /// Distinct colours for up to 16 series (the study has 14 variants); more
 /// series reuse them in order.
@@ -267,7 +267,7 @@ impl<'a> Chart<'a> {
 }
 
 /// Registers DejaVu Sans (regular and bold) as [`FONT`] once per process.
-fn register_embedded_font() -> Result<()> {
+pub(crate) fn register_embedded_font() -> Result<()> {
     static REGISTERED: OnceLock<bool> = OnceLock::new();
     let ok = *REGISTERED.get_or_init(|| {
         register_font(FONT, FontStyle::Normal, dejavu::sans::regular()).is_ok()

@@ -24,6 +24,7 @@ pub const STAGE: &str = "report";
 pub const MARKDOWN: &str = "report.md";
 pub const ACCURACY_CHART: &str = "accuracy.png";
 pub const LOSS_CHART: &str = "loss.png";
+pub const PATIENCE_CHART: &str = "patience.png";
 
 /// What to report on and where.
 #[derive(Clone, Debug)]
@@ -233,6 +234,8 @@ pub fn write_report(cfg: &ReportConfig) -> Result<Outcome> {
     }
     student_section(&mut md, &groups);
     epoch_time_section(&mut md, &groups);
+    std::fs::create_dir_all(&cfg.out).map_err(io_at(&cfg.out))?;
+    patience_section(&mut md, &groups, &cfg.out)?;
     if has_cache {
         cache_section(&mut md, &cache_dir.join("logits.zarr"))?;
     }
@@ -249,7 +252,7 @@ pub fn write_report(cfg: &ReportConfig) -> Result<Outcome> {
     let md_path = cfg.out.join(MARKDOWN);
     std::fs::write(&md_path, &md).map_err(io_at(&md_path))?;
     let mut outputs = vec![];
-    for f in [MARKDOWN, ACCURACY_CHART, LOSS_CHART] {
+    for f in [MARKDOWN, ACCURACY_CHART, LOSS_CHART, PATIENCE_CHART] {
         if cfg.out.join(f).exists() {
             outputs.push(OutputRef::of(&cfg.out, f, false)?);
         }
@@ -257,6 +260,82 @@ pub fn write_report(cfg: &ReportConfig) -> Result<Outcome> {
     stage.seal(&[], outputs, serde_json::Value::Null)?;
     tracing::info!(out = %cfg.out.display(), "report written");
     Ok(Outcome::Wrote { markdown: md })
+}
+
+/// Each method trained at several budgets (its `-ep<N>` runs beside the
+/// profile's own): accuracy against epochs, to show whether a longer
+/// schedule still pays. Test and val accuracy are the last epoch's.
+fn patience_section(md: &mut String, groups: &Groups, out: &Path) -> Result<()> {
+    let mut by_method: BTreeMap<&str, Vec<(usize, &Vec<Student>)>> = BTreeMap::new();
+    for (variant, runs) in groups {
+        let epochs = runs[0].metrics.epochs.len();
+        by_method
+            .entry(naming::method_of(variant))
+            .or_default()
+            .push((epochs, runs));
+    }
+    by_method.retain(|m, budgets| {
+        budgets.sort_by_key(|b| b.0);
+        budgets.len() > 1
+            && groups
+                .keys()
+                .any(|v| naming::method_of(v) == *m && !naming::budget_tag(v).is_empty())
+    });
+    if by_method.is_empty() {
+        return Ok(());
+    }
+    writeln!(
+        md,
+        "\n## Patience\n\nThe same method at several budgets (one cosine schedule per budget), \
+         accuracy after the last epoch (mean ± sd over seeds).\n\n\
+         | method | epochs | test accuracy (%) | val accuracy (%) | seeds |\n|---|---|---|---|---|"
+    )
+    .ok();
+    let mut series = vec![];
+    for (method, budgets) in &by_method {
+        let mut points = vec![];
+        for (epochs, runs) in budgets {
+            let test: Vec<f64> = runs.iter().map(test_accuracy).collect();
+            let val: Vec<f64> = runs
+                .iter()
+                .filter_map(|r| {
+                    r.metrics
+                        .last_eval()
+                        .get("val_acc_avg")
+                        .and_then(|v| v.as_f64())
+                })
+                .collect();
+            let (tm, tsd) = mean_sd(&test);
+            let cell = |xs: &[f64]| match xs.len() {
+                0 => "-".to_string(),
+                1 => format!("{:.2}", xs[0] * 100.0),
+                _ => {
+                    let (m, sd) = mean_sd(xs);
+                    format!("{:.2} ± {:.2}", m * 100.0, sd * 100.0)
+                }
+            };
+            writeln!(
+                md,
+                "| {method} | {epochs} | {} | {} | {} |",
+                cell(&test),
+                cell(&val),
+                runs.len()
+            )
+            .ok();
+            points.push((*epochs as f64, tm, tsd));
+        }
+        series.push(Series::with_sd(*method, points));
+    }
+    Chart::new(
+        "Patience: test accuracy against the training budget",
+        "Epochs (one schedule each)",
+        "Test accuracy",
+        &series,
+    )
+    .spread(crate::plot::Spread::Bars)
+    .write_png(&out.join(PATIENCE_CHART))?;
+    writeln!(md, "\n![test accuracy against epochs]({PATIENCE_CHART})").ok();
+    Ok(())
 }
 
 fn teacher_section(md: &mut String, teachers: &[(String, PathBuf)]) -> Result<()> {
@@ -545,6 +624,54 @@ mod tests {
                 .push(student(*acc));
         }
         g
+    }
+
+    /// A student of `epochs` epochs with test accuracy `acc` and val `val`.
+    fn trained(epochs: usize, acc: f64, val: f64) -> Student {
+        let rec = |e: usize| {
+            json!({"epoch": e, "lr": 0.1, "train": {}, "eval": {"val_acc_avg": val},
+                   "train_seconds": 1.0, "images_per_sec": 1.0})
+        };
+        Student {
+            metrics: serde_json::from_value(json!({
+                "test_accuracy": acc, "source": "cache", "params": 1, "device": "cpu",
+                "images_per_sec": 1.0, "epochs": (1..=epochs).map(rec).collect::<Vec<_>>()
+            }))
+            .unwrap(),
+            settings: DistillSettings::default(),
+        }
+    }
+
+    #[test]
+    fn patience_lists_each_method_by_budget_and_draws_it() {
+        let mut g = Groups::new();
+        g.insert(
+            "cnn".into(),
+            vec![trained(12, 0.80, 0.81), trained(12, 0.82, 0.83)],
+        );
+        g.insert("cnn-ep4".into(), vec![trained(4, 0.70, 0.72)]);
+        g.insert("cnn-ep24".into(), vec![trained(24, 0.85, 0.86)]);
+        // One budget only: no patience row for it.
+        g.insert("none".into(), vec![trained(12, 0.75, 0.76)]);
+        let t = tempfile::tempdir().unwrap();
+        let mut md = String::new();
+        patience_section(&mut md, &g, t.path()).unwrap();
+        let rows: Vec<&str> = md.lines().filter(|l| l.starts_with("| cnn")).collect();
+        assert_eq!(
+            rows,
+            [
+                "| cnn | 4 | 70.00 | 72.00 | 1 |",
+                "| cnn | 12 | 81.00 ± 1.41 | 82.00 ± 1.41 | 2 |",
+                "| cnn | 24 | 85.00 | 86.00 | 1 |"
+            ]
+        );
+        assert!(!md.contains("| none |"));
+        assert!(t.path().join(PATIENCE_CHART).exists());
+        // Nothing trained at a second budget: no section, no chart.
+        let t2 = tempfile::tempdir().unwrap();
+        let mut md2 = String::new();
+        patience_section(&mut md2, &groups(&[("cnn", 0.8)]), t2.path()).unwrap();
+        assert!(md2.is_empty() && !t2.path().join(PATIENCE_CHART).exists());
     }
 
     #[test]

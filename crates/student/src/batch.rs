@@ -8,10 +8,10 @@ use crate::config::StudentConfig;
 use crate::loss::Labels;
 use crate::source::Source;
 use kd_core::amp::Precision;
+use kd_core::device::upload;
 use kd_core::{CoreError, Rng, ViewBatch, ViewParams, ViewSpec};
 use kd_data::augment::{batch_tensor, batch_tensor_mixed, label_tensor, lut};
 use kd_data::{Dataset, Split};
-use kd_core::device::upload;
 use tch::{Device, Kind, Tensor};
 
 /// The view sample `sample` uses in `epoch` (of `views` views).
