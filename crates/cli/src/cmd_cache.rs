@@ -37,6 +37,8 @@ pub enum Cmd {
 }
 
 #[derive(clap::Args)]
+// `--mix-prob -0.5` reaches the range check and its message.
+#[command(allow_negative_numbers = true)]
 pub struct BuildArgs {
     /// Dataset artifact directory (its train split is cached).
     #[arg(long)]

@@ -59,6 +59,8 @@ pub struct EvalArgs {
 }
 
 #[derive(clap::Args)]
+// `--alpha -0.1` reaches the range check and its message.
+#[command(allow_negative_numbers = true)]
 pub struct TrainArgs {
     /// Dataset artifact directory (from `kd data import`).
     #[arg(long)]
@@ -69,8 +71,8 @@ pub struct TrainArgs {
     /// Default: the profile section's `teachers`.
     #[arg(long)]
     teachers: Option<String>,
-    /// Architecture preset: vit-test, vit-tiny, vit-small.
-    #[arg(long)]
+    /// Architecture preset.
+    #[arg(long, value_parser = clap::builder::PossibleValuesParser::new(kd_student::vit::PRESETS))]
     preset: Option<String>,
     /// Output artifact directory.
     #[arg(long)]
@@ -346,6 +348,8 @@ fn train(a: TrainArgs) -> anyhow::Result<()> {
         &["teachers"],
         a.device.as_deref(),
     )?;
+    // Nonsense settings stop here, before any data loads.
+    cfg.validate()?;
     let sync_every = a.gpu.apply()?;
     let dist = a.dist.join()?;
     let device = place(

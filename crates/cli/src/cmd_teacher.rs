@@ -65,13 +65,17 @@ pub struct ImportArgs {
 }
 
 #[derive(clap::Args)]
+// `--lr -0.01` reaches the range check and its message.
+#[command(allow_negative_numbers = true)]
 pub struct TrainArgs {
     /// Architecture: cnn or involution (default: the profile section's
     /// `arch`, else the section's name).
     #[arg(long, value_parser = parse_setting::<Arch>)]
     arch: Option<Arch>,
-    /// Preset: cnn-tiny, cnn-small, rednet-tiny, rednet-small.
-    #[arg(long)]
+    /// Preset (of --arch's kind: cnn-* for cnn, rednet-* for involution).
+    #[arg(long, value_parser = clap::builder::PossibleValuesParser::new(
+        kd_teachers::Arch::Cnn.presets().iter().chain(kd_teachers::Arch::Involution.presets())
+    ))]
     preset: Option<String>,
     /// Dataset artifact directory (from `kd data import`).
     #[arg(long)]
@@ -113,10 +117,10 @@ pub struct TrainArgs {
     #[arg(long, value_parser = parse_setting::<MixMode>)]
     mix: Option<MixMode>,
     /// Probability that a training view is mixed.
-    #[arg(long, allow_negative_numbers = true)]
+    #[arg(long)]
     mix_prob: Option<f64>,
     /// lambda ~ Beta(mix_alpha, mix_alpha).
-    #[arg(long, allow_negative_numbers = true)]
+    #[arg(long)]
     mix_alpha: Option<f64>,
     /// Retrain even if the artifact is up to date (discards any checkpoint).
     #[arg(long)]

@@ -186,3 +186,45 @@ fn a_reader_that_goes_away_ends_kd_quietly() {
     assert!(o.status.success(), "{e}");
     assert!(!e.contains("panicked"), "{e}");
 }
+
+#[test]
+fn negative_numbers_and_unknown_presets_are_refused_before_any_data_loads() {
+    let t = tempfile::tempdir().unwrap();
+    let out = t.path().join("out");
+    let out = out.to_str().unwrap();
+    // No dataset exists: each error must come before it is looked for.
+    let common = ["--dataset", "/nonexistent-dataset", "--out", out];
+    let cases: [(&[&str], &[&str], &str); 4] = [
+        (
+            &["student", "train"],
+            &["--teachers", "none", "--alpha", "-0.1"],
+            "alpha = -0.1",
+        ),
+        (
+            &["teacher", "train", "--arch", "cnn"],
+            &["--lr", "-0.01"],
+            "lr = -0.01",
+        ),
+        (
+            &["student", "train"],
+            &["--teachers", "none", "--preset", "vit-huge"],
+            "deit-small",
+        ),
+        (
+            &["teacher", "train", "--arch", "cnn"],
+            &["--preset", "resnet50"],
+            "rednet-26",
+        ),
+    ];
+    for (cmd, flags, want) in cases {
+        let args: Vec<&str> = cmd.iter().chain(&common).chain(flags).copied().collect();
+        let o = kd(&args);
+        let e = stderr(&o);
+        assert!(!o.status.success(), "{args:?}");
+        assert!(e.contains(want), "{args:?}: {e}");
+        assert!(
+            !e.contains("nonexistent-dataset"),
+            "{args:?} loaded data first: {e}"
+        );
+    }
+}
