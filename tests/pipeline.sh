@@ -104,6 +104,11 @@ else
   check "broken raw data: no manifest" "[ ! -e '$work/badrun/dataset/manifest.json' ]"
 fi
 
+# The README's Python snippet reads the store with zarr-python.
+py="${KD_TORCH_VENV:-${XDG_CACHE_HOME:-$HOME/.cache}/kd/torch-2.11.0}/bin/python"
+sed -n '/^```python$/,/^```$/p' README.md | sed '1d;$d' > "$work/readme_store.py"
+check "README's Python snippet reads the store" "'$py' '$work/readme_store.py' '$run/logits' > '$work/readme_store.out' 2>&1 && grep -q '^cnn (16, ' '$work/readme_store.out' && grep -q '^involution (16, ' '$work/readme_store.out'"
+
 # The GPU check walked on the CPU (tiny profile): every step it would run
 # on a GPU, and its table.
 if KD=target/debug/kd scripts/gpu-check.sh --dry-run "$work/gpu-check" >"$work/gpu-check.log" 2>&1; then
