@@ -691,65 +691,50 @@ mod tests {
         assert_eq!(serde_json::to_value(&cfg).unwrap()["precision"], "bf16");
     }
 
-    #[test]
-    fn a_step_reads_nothing_from_the_device_between_syncs() {
-        let _rng = crate::torch_rng_lock();
-        // 32 samples in batches of 4: 8 steps an epoch, read after steps 3,
-        // 6 and 8 of each (every 3 steps, and the epoch's last).
+    /// `learner` for 2 epochs of 8 steps (32 samples, batches of 4), the
+    /// figures read every `sync_every` steps.
+    fn fit_synced(learner: &mut Lin, sync_every: usize) -> Result<Vec<EpochRecord>> {
         let cfg = FitConfig {
             epochs: 2,
             batch_size: 4,
             lr: 0.05,
             ..Default::default()
         };
-        let t = tempfile::tempdir().unwrap();
-        let mut a = Lin::new();
         let opts = FitOptions {
-            sync_every: 3,
+            sync_every,
             ..Default::default()
         };
-        let before = crate::figures::host_reads();
-        let h = fit(&mut a, &cfg, &json!({"m": "lin"}), t.path(), &opts, &Silent).unwrap();
-        assert_eq!(crate::figures::host_reads() - before, 2 * 3);
-        // The epoch's loss is the same figure as with a read every step.
-        let t1 = tempfile::tempdir().unwrap();
-        let mut b = Lin::new();
-        let every = FitOptions {
-            sync_every: 1,
-            ..Default::default()
-        };
-        let h1 = fit(
-            &mut b,
+        let t = tempfile::tempdir().unwrap();
+        fit(
+            learner,
             &cfg,
             &json!({"m": "lin"}),
-            t1.path(),
-            &every,
+            t.path(),
+            &opts,
             &Silent,
         )
-        .unwrap();
+    }
+
+    #[test]
+    fn a_step_reads_nothing_from_the_device_between_syncs() {
+        let _rng = crate::torch_rng_lock();
+        // Read after steps 3, 6 and 8 of each epoch (every 3 steps, and the
+        // epoch's last).
+        let before = crate::figures::host_reads();
+        let h = fit_synced(&mut Lin::new(), 3).unwrap();
+        assert_eq!(crate::figures::host_reads() - before, 2 * 3);
+        // The epoch's loss is the same figure as with a read every step.
+        let h1 = fit_synced(&mut Lin::new(), 1).unwrap();
         assert_eq!(h[1].train, h1[1].train);
     }
 
     #[test]
     fn a_nan_loss_between_syncs_still_stops_the_run_naming_its_step() {
         let _rng = crate::torch_rng_lock();
-        let cfg = FitConfig {
-            epochs: 2,
-            batch_size: 4,
-            lr: 0.05,
-            ..Default::default()
-        };
-        let t = tempfile::tempdir().unwrap();
         let mut a = Lin::new();
         // The 13th step: epoch 2, step 4 (of 0..8), read at step 5.
         a.nan_at = Some(12);
-        let opts = FitOptions {
-            sync_every: 3,
-            ..Default::default()
-        };
-        let e = fit(&mut a, &cfg, &json!({"m": "lin"}), t.path(), &opts, &Silent)
-            .unwrap_err()
-            .to_string();
+        let e = fit_synced(&mut a, 3).unwrap_err().to_string();
         assert_eq!(
             e,
             "loss became NaN at epoch 2 step 4: lower the learning rate"
