@@ -26,11 +26,11 @@ export PATH := $(VENV)/bin:$(PATH)
 export KD_PYTHON := $(VENV)/bin/python
 KD := target/$(if $(filter dev,$(BUILD)),debug,$(BUILD))/kd
 CARGO_FLAGS := $(if $(filter dev,$(BUILD)),,--profile $(BUILD))
-SOURCES := $(shell find crates scripts -name '*.rs' -o -name Cargo.toml -o -name '*.cpp') Cargo.toml $(wildcard Cargo.lock)
+SOURCES := $(shell find crates scripts -name '*.rs' -o -name Cargo.toml -o -name '*.cpp' -o -name '*.h') Cargo.toml $(wildcard Cargo.lock)
 TEACHERS := cnn involution
 VARIANTS := none cnn involution ensemble ensemble-live
 
-.PHONY: all full help setup build data teachers cache students ablations long report study study-size study-eval study-fm study-fm-size study-fm-patience teacher-eval test bench clean distclean \
+.PHONY: all full help setup build data teachers cache students ablations long report study study-size study-eval study-fm study-fm-size study-fm-patience study-fm-docs teacher-eval test bench clean distclean \
         $(addprefix student-,$(VARIANTS)) $(addprefix teacher-,$(TEACHERS))
 
 all: report ## the whole demo pipeline: data, teachers, cache, students, report
@@ -222,7 +222,18 @@ study-fm-patience: $(addprefix student-,$(FM_PATIENCE_RUNS)) ## study v2's patie
 
 study-fm: ## study v2 (function matching): every FM_SIZES size, then docs/results/function-matching (hours on CPU)
 	@set -e; for n in $(FM_SIZES); do $(MAKE) --no-print-directory PROFILE=study-fm-$$n study-fm-size; done
-	$(KD) study --out docs/results/function-matching $(foreach n,$(FM_SIZES),--run data/runs/study-fm-$(n))
+	$(MAKE) --no-print-directory study-fm-docs
+
+# The study's pages from whatever runs are finished: the cross-size page,
+# and per size the run's report (with the patience curve when
+# `study-fm-patience` has run) and the gallery of disputed stored views.
+FM_DOCS := docs/results/function-matching
+study-fm-docs: $(KD) ## write docs/results/function-matching from the finished study v2 runs of FM_SIZES
+	$(KD) study --out $(FM_DOCS) $(foreach n,$(FM_SIZES),--run data/runs/study-fm-$(n))
+	@set -e; for n in $(FM_SIZES); do \
+	  $(KD) report --force --run data/runs/study-fm-$$n --out $(FM_DOCS)/report-$$n; \
+	  $(KD) cache gallery data/runs/study-fm-$$n/logits --out $(FM_DOCS)/gallery-$$n.png; \
+	done
 
 # The compared variants and their seeds first, the live timing run last.
 STUDENT_RUNS := $(SEED_VARIANTS) $(SEED_RUNS) ensemble-live
