@@ -30,7 +30,7 @@ SOURCES := $(shell find crates scripts -name '*.rs' -o -name Cargo.toml -o -name
 TEACHERS := cnn involution
 VARIANTS := none cnn involution ensemble ensemble-live
 
-.PHONY: all full help setup build data teachers cache students ablations long report study study-size study-eval study-fm study-fm-size study-fm-patience study-fm-docs teacher-eval test bench clean distclean \
+.PHONY: all full help setup build data teachers cache students ablations long report study study-size study-eval study-fm study-fm-size study-fm-patience study-fm-views study-fm-docs teacher-eval test bench clean distclean \
         $(addprefix student-,$(VARIANTS)) $(addprefix teacher-,$(TEACHERS))
 
 all: report ## the whole demo pipeline: data, teachers, cache, students, report
@@ -107,11 +107,12 @@ DEPS_ensemble-stems-crossfit := $(RUN)/logits-crossfit/manifest.json
 DEPS_involution-stems-crossfit := $(RUN)/logits-crossfit/manifest.json
 DEPS_ensemble-live := $(foreach t,$(TEACHERS),$(RUN)/teachers/$(t)/manifest.json)
 
-# $(1): variant, $(2): directory suffix, $(3): extra flags (a seed).
+# $(1): variant, $(2): directory suffix, $(3): extra flags (a seed),
+# $(4): another store in place of the variant's own (its directory under RUN).
 define student_rule
-$(RUN)/student/$(1)$(2)/manifest.json: $(or $(DEPS_$(1)),$(RUN)/logits/manifest.json) $(PROFILE_FILE) $(KD)
+$(RUN)/student/$(1)$(2)/manifest.json: $(if $(4),$(RUN)/$(4)/manifest.json,$(or $(DEPS_$(1)),$(RUN)/logits/manifest.json)) $(PROFILE_FILE) $(KD)
 	$(KD) student train --profile $(PROFILE_FILE) --variant $(1) --dataset $(RUN)/dataset \
-	  --teachers '$(SOURCE_$(1))' --out $$(@D) --device $(DEVICE) $(3)
+	  --teachers '$(if $(4),cache:$(RUN)/$(4),$(SOURCE_$(1)))' --out $$(@D) --device $(DEVICE) $(3)
 student-$(1)$(2): $(RUN)/student/$(1)$(2)/manifest.json
 endef
 $(foreach v,$(VARIANTS),$(eval $(call student_rule,$(v),,)))
@@ -218,6 +219,18 @@ FM_PATIENCE_RUNS := $(foreach v,cnn-stems ensemble-stems,$(foreach e,$(FM_BUDGET
 $(foreach v,cnn-stems ensemble-stems,$(foreach e,$(filter-out $(LONG_EPOCHS),$(FM_BUDGETS)),$(eval $(call student_rule,$(v),-ep$(e),--epochs $(e)))))
 
 study-fm-patience: $(addprefix student-,$(FM_PATIENCE_RUNS)) ## study v2's patience curve at one size (PROFILE=study-fm-<N>): cnn-stems and ensemble-stems at FM_BUDGETS epochs
+	$(MAKE) --no-print-directory study-eval
+
+# Its views curve: the ensemble stem student at the profile's budget, one
+# seed, over stores of FM_VIEWS views per image (the same policy; the
+# profile's own store is the 128-view point), into student/ensemble-stems-k<K>
+# (kd_report::naming's view counts: tabulated, never picked by the verdict).
+FM_VIEWS ?= 8 32 256
+FM_VIEWS_RUNS := $(foreach k,$(FM_VIEWS),ensemble-stems-k$(k))
+$(foreach k,$(FM_VIEWS),$(eval $(call cache_rule,logits-k$(k),$(TEACHERS),--views $(k))))
+$(foreach k,$(FM_VIEWS),$(eval $(call student_rule,ensemble-stems,-k$(k),,logits-k$(k))))
+
+study-fm-views: $(addprefix student-,$(FM_VIEWS_RUNS)) ## study v2's views curve at one size (PROFILE=study-fm-<N>): ensemble-stems over stores of FM_VIEWS views
 	$(MAKE) --no-print-directory study-eval
 
 study-fm: ## study v2 (function matching): every FM_SIZES size, then docs/results/function-matching (hours on CPU)

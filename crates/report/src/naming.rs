@@ -1,16 +1,23 @@
 //! The run-naming rules: how a student directory's name says which variant
-//! it is, with which seed and at which epoch budget. The Makefile builds
-//! these names (`student/<variant>`, `<variant>-seed<N>`, `<method>-ep<N>`)
-//! and the reports parse them back, so both follow this module; a test reads
-//! the Makefile to keep them in step.
+//! it is, with which seed, at which epoch budget and over how many stored
+//! views. The Makefile builds these names (`student/<variant>`,
+//! `<variant>-seed<N>`, `<method>-ep<N>`, `<method>-k<K>`) and the reports
+//! parse them back, so both follow this module; a test reads the Makefile to
+//! keep them in step.
 //!
 //! Vocabulary, outermost first:
 //! - a *run name* is a directory under `student/`: `ensemble-ep8-seed2`;
 //! - its *variant* is the run name without the seed: `ensemble-ep8` (runs
 //!   that differ only by seed are grouped, mean ± sd);
-//! - a variant's *method* is the variant without the budget: `ensemble`;
-//! - the *budget tag* is `-ep<N>` (a `make long` run), or empty for the
-//!   profile's own epoch count.
+//! - a variant's *method* is the variant without the budget and the views:
+//!   `ensemble`;
+//! - the *budget tag* is `-ep<N>` (a `make long` run or a patience curve's
+//!   point), or empty for the profile's own epoch count;
+//! - the *views tag* is `-k<K>` (a views curve's point: a store of K views
+//!   per image), or empty for the profile's own store.
+//!
+//! A run with either tag is off the profile's settings: tabulated and
+//! drawn, never a setting a verdict picks.
 
 use std::fmt;
 
@@ -44,11 +51,14 @@ pub const STUDY_ORDER: [&str; 8] = [
 
 const SEED_TAG: &str = "-seed";
 const BUDGET_TAG: &str = "-ep";
+const VIEWS_TAG: &str = "-k";
 
-/// A parsed run name: `<method>[-ep<epochs>][-seed<seed>]`.
+/// A parsed run name: `<method>[-k<views>][-ep<epochs>][-seed<seed>]`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RunName {
     pub method: String,
+    /// Another store than the profile's: one of this many views per image.
+    pub views: Option<u64>,
     /// A longer budget than the profile's (`make long`).
     pub epochs: Option<u64>,
     /// A seed other than the profile's own.
@@ -60,6 +70,7 @@ impl RunName {
     pub fn new(method: impl Into<String>) -> RunName {
         RunName {
             method: method.into(),
+            views: None,
             epochs: None,
             seed: None,
         }
@@ -79,12 +90,21 @@ impl RunName {
         }
     }
 
+    pub fn with_views(self, views: u64) -> RunName {
+        RunName {
+            views: Some(views),
+            ..self
+        }
+    }
+
     /// Any directory name parses: one without tags is a method by itself.
     pub fn parse(name: &str) -> RunName {
         let (variant, seed) = split_tail(name, SEED_TAG);
-        let (method, epochs) = split_tail(variant, BUDGET_TAG);
+        let (rest, epochs) = split_tail(variant, BUDGET_TAG);
+        let (method, views) = split_tail(rest, VIEWS_TAG);
         RunName {
             method: method.to_string(),
+            views,
             epochs,
             seed,
         }
@@ -92,7 +112,10 @@ impl RunName {
 
     /// The name without its seed: what runs are grouped by.
     pub fn variant(&self) -> String {
-        format!("{}{}", self.method, self.budget_tag())
+        let views = self
+            .views
+            .map_or(String::new(), |k| format!("{VIEWS_TAG}{k}"));
+        format!("{}{views}{}", self.method, self.budget_tag())
     }
 
     /// `-ep<N>`, or "" at the profile's budget.
@@ -139,9 +162,21 @@ pub fn budget_tag(variant: &str) -> &str {
     &variant[split_tail(variant, BUDGET_TAG).0.len()..]
 }
 
-/// `cnn-ep8` -> `cnn`: the method whatever the budget.
+/// `ensemble-k32-ep8` -> `-k32`: the views tag of a variant, or "".
+pub fn views_tag(variant: &str) -> &str {
+    let rest = split_tail(variant, BUDGET_TAG).0;
+    &rest[split_tail(rest, VIEWS_TAG).0.len()..]
+}
+
+/// `cnn-ep8`, `cnn-k32` -> `cnn`: the method whatever the budget and store.
 pub fn method_of(variant: &str) -> &str {
-    split_tail(variant, BUDGET_TAG).0
+    split_tail(split_tail(variant, BUDGET_TAG).0, VIEWS_TAG).0
+}
+
+/// Whether a variant ran at the profile's budget over the profile's store:
+/// the only runs a verdict chooses among.
+pub fn at_profile_settings(variant: &str) -> bool {
+    budget_tag(variant).is_empty() && views_tag(variant).is_empty()
 }
 
 /// Whether `variant` is a compared variant at some budget (`cnn`, `cnn-ep8`).
@@ -201,6 +236,17 @@ mod tests {
             ("ensemble-live", RunName::new("ensemble-live")),
             ("ensemble-tau0.5", RunName::new("ensemble-tau0.5")),
             (
+                "ensemble-stems-k32",
+                RunName::new("ensemble-stems").with_views(32),
+            ),
+            (
+                "ensemble-k8-ep40-seed1",
+                RunName::new("ensemble")
+                    .with_views(8)
+                    .with_epochs(40)
+                    .with_seed(1),
+            ),
+            (
                 "ensemble-stems-crossfit-seed1",
                 RunName::new("ensemble-stems-crossfit").with_seed(1),
             ),
@@ -212,9 +258,21 @@ mod tests {
 
     #[test]
     fn only_a_number_is_a_tag() {
-        for name in ["none-seed", "x-ep", "a-seedling", "b-seed01", "c-ep1x"] {
+        for name in [
+            "none-seed",
+            "x-ep",
+            "a-seedling",
+            "b-seed01",
+            "c-ep1x",
+            "d-k",
+            "e-k08",
+            "f-keep",
+        ] {
             let r = RunName::parse(name);
-            assert_eq!((r.method.as_str(), r.epochs, r.seed), (name, None, None));
+            assert_eq!(
+                (r.method.as_str(), r.views, r.epochs, r.seed),
+                (name, None, None, None)
+            );
             assert_eq!(r.to_string(), name);
         }
         assert_eq!(RunName::parse("x-seed99999999999999999999").seed, None);
@@ -228,6 +286,13 @@ mod tests {
         assert_eq!(budget_tag("involution-ep12"), "-ep12");
         assert_eq!(budget_tag("ensemble-tau0.5"), "");
         assert_eq!(method_of("involution-ep12"), "involution");
+        assert_eq!(views_tag("ensemble-stems-k32"), "-k32");
+        assert_eq!(views_tag("ensemble-k8-ep40"), "-k8");
+        assert_eq!(views_tag("ensemble-ep40"), "");
+        assert_eq!(method_of("ensemble-stems-k32"), "ensemble-stems");
+        assert_eq!(method_of("ensemble-k8-ep40"), "ensemble");
+        assert!(at_profile_settings("ensemble-stems") && at_profile_settings("ensemble-tau0.5"));
+        assert!(!at_profile_settings("ensemble-k8") && !at_profile_settings("cnn-ep8"));
         assert_eq!(RunName::parse("cnn-ep8-seed1").variant(), "cnn-ep8");
         assert!(is_compared("cnn-ep8") && is_compared("none"));
         assert!(!is_compared(LIVE) && !is_compared("ensemble-tau3"));
@@ -269,6 +334,8 @@ mod tests {
         assert!(makefile.contains("$(v)-seed$(n)"));
         assert!(makefile.contains("-seed$(n),--seed $(n)"));
         assert!(makefile.contains("-ep$(LONG_EPOCHS),--epochs $(LONG_EPOCHS)"));
+        // The views curve's runs and their stores: `-k$(k)` over `logits-k$(k)`.
+        assert!(makefile.contains("-k$(k),,logits-k$(k)"));
         assert!(makefile.contains("kd_report::naming"));
     }
 }

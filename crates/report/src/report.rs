@@ -25,6 +25,7 @@ pub const MARKDOWN: &str = "report.md";
 pub const ACCURACY_CHART: &str = "accuracy.png";
 pub const LOSS_CHART: &str = "loss.png";
 pub const PATIENCE_CHART: &str = "patience.png";
+pub const VIEWS_CHART: &str = "views.png";
 
 /// What to report on and where.
 #[derive(Clone, Debug)]
@@ -70,6 +71,8 @@ struct DistillSettings {
     stem: Option<String>,
     weighting: Option<String>,
     precision: Option<String>,
+    /// The store's views per image (absent without a store).
+    views: Option<u64>,
 }
 
 impl DistillSettings {
@@ -235,7 +238,8 @@ pub fn write_report(cfg: &ReportConfig) -> Result<Outcome> {
     student_section(&mut md, &groups);
     epoch_time_section(&mut md, &groups);
     std::fs::create_dir_all(&cfg.out).map_err(io_at(&cfg.out))?;
-    patience_section(&mut md, &groups, &cfg.out)?;
+    curve_section(&mut md, &groups, &cfg.out, &PATIENCE)?;
+    curve_section(&mut md, &groups, &cfg.out, &VIEWS)?;
     if has_cache {
         cache_section(&mut md, &cache_dir.join("logits.zarr"))?;
     }
@@ -252,7 +256,13 @@ pub fn write_report(cfg: &ReportConfig) -> Result<Outcome> {
     let md_path = cfg.out.join(MARKDOWN);
     std::fs::write(&md_path, &md).map_err(io_at(&md_path))?;
     let mut outputs = vec![];
-    for f in [MARKDOWN, ACCURACY_CHART, LOSS_CHART, PATIENCE_CHART] {
+    for f in [
+        MARKDOWN,
+        ACCURACY_CHART,
+        LOSS_CHART,
+        PATIENCE_CHART,
+        VIEWS_CHART,
+    ] {
         if cfg.out.join(f).exists() {
             outputs.push(OutputRef::of(&cfg.out, f, false)?);
         }
@@ -262,39 +272,88 @@ pub fn write_report(cfg: &ReportConfig) -> Result<Outcome> {
     Ok(Outcome::Wrote { markdown: md })
 }
 
+/// One setting a method was trained at several values of, off the
+/// profile's own: a table of its points and a chart.
+struct Curve {
+    heading: &'static str,
+    intro: &'static str,
+    /// The setting's column header and the chart's x axis.
+    column: &'static str,
+    x_label: &'static str,
+    title: &'static str,
+    chart: &'static str,
+    /// Whether a variant is a point of this curve off the profile's value.
+    is_off: fn(&str) -> bool,
+    /// Whether a variant can be a point at all (the other curve's points
+    /// cannot: they move another setting too).
+    is_on: fn(&str) -> bool,
+    /// A group's value of the setting.
+    x: fn(&[Student]) -> Option<u64>,
+}
+
 /// Each method trained at several budgets (its `-ep<N>` runs beside the
 /// profile's own): accuracy against epochs, to show whether a longer
-/// schedule still pays. Test and val accuracy are the last epoch's.
-fn patience_section(md: &mut String, groups: &Groups, out: &Path) -> Result<()> {
-    let mut by_method: BTreeMap<&str, Vec<(usize, &Vec<Student>)>> = BTreeMap::new();
-    for (variant, runs) in groups {
-        let epochs = runs[0].metrics.epochs.len();
-        by_method
-            .entry(naming::method_of(variant))
-            .or_default()
-            .push((epochs, runs));
+/// schedule still pays.
+const PATIENCE: Curve = Curve {
+    heading: "Patience",
+    intro: "The same method at several budgets (one cosine schedule per budget)",
+    column: "epochs",
+    x_label: "Epochs (one schedule each)",
+    title: "Patience: test accuracy against the training budget",
+    chart: PATIENCE_CHART,
+    is_off: |v| !naming::budget_tag(v).is_empty(),
+    is_on: |v| naming::views_tag(v).is_empty(),
+    x: |runs| Some(runs[0].metrics.epochs.len() as u64),
+};
+
+/// Each method trained over stores of several view counts (its `-k<K>`
+/// runs beside the profile's own store): whether more stored views pay.
+const VIEWS: Curve = Curve {
+    heading: "Views",
+    intro: "The same method over stores of several views per image (same budget and view policy)",
+    column: "views",
+    x_label: "Stored views per image",
+    title: "Views: test accuracy against the store's views per image",
+    chart: VIEWS_CHART,
+    is_off: |v| !naming::views_tag(v).is_empty(),
+    is_on: |v| naming::budget_tag(v).is_empty(),
+    x: |runs| runs[0].settings.views,
+};
+
+/// `curve`'s table and chart, for the methods with a point off the
+/// profile's value and more than one point. Test and val accuracy are the
+/// last epoch's.
+fn curve_section(md: &mut String, groups: &Groups, out: &Path, curve: &Curve) -> Result<()> {
+    let mut by_method: BTreeMap<&str, Vec<(u64, &Vec<Student>)>> = BTreeMap::new();
+    for (variant, runs) in groups.iter().filter(|(v, _)| (curve.is_on)(v)) {
+        if let Some(x) = (curve.x)(runs) {
+            by_method
+                .entry(naming::method_of(variant))
+                .or_default()
+                .push((x, runs));
+        }
     }
-    by_method.retain(|m, budgets| {
-        budgets.sort_by_key(|b| b.0);
-        budgets.len() > 1
+    by_method.retain(|m, points| {
+        points.sort_by_key(|p| p.0);
+        points.len() > 1
             && groups
                 .keys()
-                .any(|v| naming::method_of(v) == *m && !naming::budget_tag(v).is_empty())
+                .any(|v| naming::method_of(v) == *m && (curve.is_off)(v) && (curve.is_on)(v))
     });
     if by_method.is_empty() {
         return Ok(());
     }
     writeln!(
         md,
-        "\n## Patience\n\nThe same method at several budgets (one cosine schedule per budget), \
-         accuracy after the last epoch (mean ± sd over seeds).\n\n\
-         | method | epochs | test accuracy (%) | val accuracy (%) | seeds |\n|---|---|---|---|---|"
+        "\n## {}\n\n{}, accuracy after the last epoch (mean ± sd over seeds).\n\n\
+         | method | {} | test accuracy (%) | val accuracy (%) | seeds |\n|---|---|---|---|---|",
+        curve.heading, curve.intro, curve.column
     )
     .ok();
     let mut series = vec![];
-    for (method, budgets) in &by_method {
-        let mut points = vec![];
-        for (epochs, runs) in budgets {
+    for (method, points) in &by_method {
+        let mut drawn = vec![];
+        for (x, runs) in points {
             let test: Vec<f64> = runs.iter().map(test_accuracy).collect();
             let val: Vec<f64> = runs
                 .iter()
@@ -316,25 +375,25 @@ fn patience_section(md: &mut String, groups: &Groups, out: &Path) -> Result<()> 
             };
             writeln!(
                 md,
-                "| {method} | {epochs} | {} | {} | {} |",
+                "| {method} | {x} | {} | {} | {} |",
                 cell(&test),
                 cell(&val),
                 runs.len()
             )
             .ok();
-            points.push((*epochs as f64, tm, tsd));
+            drawn.push((*x as f64, tm, tsd));
         }
-        series.push(Series::with_sd(*method, points));
+        series.push(Series::with_sd(*method, drawn));
     }
-    Chart::new(
-        "Patience: test accuracy against the training budget",
-        "Epochs (one schedule each)",
-        "Test accuracy",
-        &series,
+    Chart::new(curve.title, curve.x_label, "Test accuracy", &series)
+        .spread(crate::plot::Spread::Bars)
+        .write_png(&out.join(curve.chart))?;
+    writeln!(
+        md,
+        "\n![test accuracy against {}]({})",
+        curve.column, curve.chart
     )
-    .spread(crate::plot::Spread::Bars)
-    .write_png(&out.join(PATIENCE_CHART))?;
-    writeln!(md, "\n![test accuracy against epochs]({PATIENCE_CHART})").ok();
+    .ok();
     Ok(())
 }
 
@@ -655,7 +714,7 @@ mod tests {
         g.insert("none".into(), vec![trained(12, 0.75, 0.76)]);
         let t = tempfile::tempdir().unwrap();
         let mut md = String::new();
-        patience_section(&mut md, &g, t.path()).unwrap();
+        curve_section(&mut md, &g, t.path(), &PATIENCE).unwrap();
         let rows: Vec<&str> = md.lines().filter(|l| l.starts_with("| cnn")).collect();
         assert_eq!(
             rows,
@@ -670,8 +729,54 @@ mod tests {
         // Nothing trained at a second budget: no section, no chart.
         let t2 = tempfile::tempdir().unwrap();
         let mut md2 = String::new();
-        patience_section(&mut md2, &groups(&[("cnn", 0.8)]), t2.path()).unwrap();
+        curve_section(&mut md2, &groups(&[("cnn", 0.8)]), t2.path(), &PATIENCE).unwrap();
         assert!(md2.is_empty() && !t2.path().join(PATIENCE_CHART).exists());
+    }
+
+    /// `trained` over a store of `views` views per image.
+    fn over(views: u64, epochs: usize, acc: f64) -> Student {
+        let mut s = trained(epochs, acc, acc + 0.01);
+        s.settings.views = Some(views);
+        s
+    }
+
+    #[test]
+    fn views_and_patience_each_keep_their_own_points() {
+        let mut g = Groups::new();
+        g.insert(
+            "ensemble-stems".into(),
+            vec![over(128, 12, 0.80), over(128, 12, 0.82)],
+        );
+        g.insert("ensemble-stems-k8".into(), vec![over(8, 12, 0.70)]);
+        g.insert("ensemble-stems-k32".into(), vec![over(32, 12, 0.75)]);
+        g.insert("ensemble-stems-ep40".into(), vec![over(128, 40, 0.85)]);
+        // No store, so no point on the views curve.
+        g.insert("none-stems".into(), vec![trained(12, 0.78, 0.79)]);
+        let t = tempfile::tempdir().unwrap();
+        let mut md = String::new();
+        curve_section(&mut md, &g, t.path(), &VIEWS).unwrap();
+        let rows: Vec<&str> = md.lines().filter(|l| l.starts_with("| ")).skip(1).collect();
+        assert_eq!(
+            rows,
+            [
+                "| ensemble-stems | 8 | 70.00 | 71.00 | 1 |",
+                "| ensemble-stems | 32 | 75.00 | 76.00 | 1 |",
+                "| ensemble-stems | 128 | 81.00 ± 1.41 | 82.00 ± 1.41 | 2 |",
+            ]
+        );
+        assert!(md.contains("## Views") && md.contains("(views.png)"));
+        assert!(t.path().join(VIEWS_CHART).exists());
+        // The patience curve has the profile's store's runs only.
+        let mut md = String::new();
+        curve_section(&mut md, &g, t.path(), &PATIENCE).unwrap();
+        let rows: Vec<&str> = md.lines().filter(|l| l.starts_with("| ")).skip(1).collect();
+        assert_eq!(
+            rows,
+            [
+                "| ensemble-stems | 12 | 81.00 ± 1.41 | 82.00 ± 1.41 | 2 |",
+                "| ensemble-stems | 40 | 85.00 | 86.00 | 1 |",
+            ]
+        );
     }
 
     #[test]

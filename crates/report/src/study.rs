@@ -372,12 +372,12 @@ fn mean_by_head(
 }
 
 /// The variants of a size a setting can be chosen among: `candidates` with
-/// val results, at the profile's own budget. A longer-budget run (`-ep<N>`,
-/// a patience curve) is a different step budget, not a setting to choose;
-/// it keeps its own row in the tables.
+/// val results, at the profile's own budget and store. A run off them (a
+/// patience or views curve's point) is a different experiment, not a
+/// setting to choose; it keeps its own row in the tables.
 fn choosable(s: &SizeResult, candidates: fn(&str) -> bool) -> impl Iterator<Item = &VariantResult> {
     s.variants.iter().filter(move |v| {
-        candidates(&v.variant) && !v.val.is_empty() && naming::budget_tag(&v.variant).is_empty()
+        candidates(&v.variant) && !v.val.is_empty() && naming::at_profile_settings(&v.variant)
     })
 }
 
@@ -750,13 +750,14 @@ mod tests {
         ]);
         assert_eq!(verdict(&s).unwrap().passes, None);
         assert!(verdict(&size(vec![v("none", &[0.7], &[0.7])])).is_none());
-        // A longer budget (a patience-curve run) is never picked, however
-        // well it does on val.
+        // A longer budget or another store (a patience or views curve's
+        // point) is never picked, however well it does on val.
         let s = size(vec![
             v("cnn-stems", &[0.80; 3], &[0.70; 3]),
             v("cnn-stems-ep800", &[0.90; 3], &[0.90; 3]),
             v("ensemble-stems", &[0.81; 3], &[0.71; 3]),
             v("ensemble-stems-ep800", &[0.95; 3], &[0.95; 3]),
+            v("ensemble-stems-k256", &[0.96; 3], &[0.96; 3]),
         ]);
         let d = verdict(&s).unwrap();
         assert_eq!(
