@@ -3,9 +3,20 @@
 # Every target below is the manifest file a stage writes; a stage whose
 # inputs and config are unchanged does nothing, so `make` twice is free.
 #   make                       demo pipeline on real Fashion-MNIST (PROFILE=demo)
+#   make PROFILE=mine          the pipeline of data/profiles/mine.toml: its data,
+#                              its teachers (trained or TorchScript), its students
 #   make full                  the full experiment (PROFILE=full SEEDS="1 2")
 #   make teachers | cache | students | student-ensemble | report   one stage
 #   make test | bench | help
+#
+# The pipeline comes from the profile (`kd profile vars` writes what make
+# needs into RUN/profile/: vars.mk, and one file per section, rewritten only
+# when the section changes, so a stage reruns only when its own section, its
+# inputs or kd change). Settings: PROFILE or PROFILE_FILE (the profile), RUN
+# (where artifacts go), RAW (raw data; default: the profile's [data] src,
+# else Fashion-MNIST, fetched), DEVICE, LIVE=1 (also train the live-teacher
+# students, a slow timing baseline), LAUNCH (a launcher in front of the
+# training stages: torchrun, srun), SEEDS (extra seeds), BUILD.
 .DELETE_ON_ERROR:
 .SUFFIXES:
 SHELL := bash
@@ -14,7 +25,14 @@ SHELL := bash
 PROFILE ?= demo
 PROFILE_FILE ?= data/profiles/$(PROFILE).toml
 RUN ?= data/runs/$(PROFILE)
-RAW ?= data/raw/fashion-mnist
+FMNIST := data/raw/fashion-mnist
+# Deferred: DATA_SRC comes from the profile's vars below.
+RAW ?= $(or $(DATA_SRC),$(FMNIST))
+LIVE ?=
+# Put in front of the stages that train data-parallel (teachers, students),
+# e.g. LAUNCH="torchrun --standalone --nproc-per-node 8 --no-python" or
+# LAUNCH="srun" inside an allocation.
+LAUNCH ?=
 DEVICE ?= auto
 BUILD ?= release
 
@@ -27,11 +45,8 @@ export KD_PYTHON := $(VENV)/bin/python
 KD := target/$(if $(filter dev,$(BUILD)),debug,$(BUILD))/kd
 CARGO_FLAGS := $(if $(filter dev,$(BUILD)),,--profile $(BUILD))
 SOURCES := $(shell find crates scripts -name '*.rs' -o -name Cargo.toml -o -name '*.cpp' -o -name '*.h') Cargo.toml $(wildcard Cargo.lock)
-TEACHERS := cnn involution
-VARIANTS := none cnn involution ensemble ensemble-live
 
-.PHONY: all full help setup build data teachers cache students ablations long report study study-size study-eval study-fm study-fm-size study-fm-patience study-fm-views study-fm-docs teacher-eval test bench clean distclean \
-        $(addprefix student-,$(VARIANTS)) $(addprefix teacher-,$(TEACHERS))
+.PHONY: all full help setup build data teachers cache students ablations long report study study-size study-eval study-fm study-fm-size study-fm-patience study-fm-views study-fm-docs teacher-eval test bench clean distclean FORCE
 
 all: report ## the whole demo pipeline: data, teachers, cache, students, report
 
@@ -48,7 +63,7 @@ TORCH_READY := $(VENV)/.kd-ready $(VENV)/kd-gloo/.kd-ready
 $(TORCH_READY) &:
 	scripts/setup-libtorch.sh >/dev/null
 
-setup: $(RAW)/train-images-idx3-ubyte.gz | $(TORCH_READY) ## libtorch virtualenv + Fashion-MNIST
+setup: $(FMNIST)/train-images-idx3-ubyte.gz | $(TORCH_READY) ## libtorch virtualenv + Fashion-MNIST
 
 $(KD): $(SOURCES) | $(TORCH_READY)
 	cargo build $(CARGO_FLAGS) -p kd-cli
@@ -56,23 +71,66 @@ $(KD): $(SOURCES) | $(TORCH_READY)
 
 build: $(KD) ## build the kd binary
 
-$(RAW)/train-images-idx3-ubyte.gz:
-	scripts/fetch-fashion-mnist.sh $(RAW)
+$(FMNIST)/train-images-idx3-ubyte.gz:
+	scripts/fetch-fashion-mnist.sh $(FMNIST)
 
-$(RUN)/dataset/manifest.json: $(PROFILE_FILE) $(KD) $(RAW)/train-images-idx3-ubyte.gz
-	$(KD) data import --profile $(PROFILE_FILE) --src $(RAW) --out $(@D)
+# What the profile names, as make variables (see the header). Goals that need
+# no profile do not build kd for it.
+PROFILE_DIR := $(RUN)/profile
+NO_PROFILE_GOALS := help setup build test bench clean distclean
+ifneq ($(filter-out $(NO_PROFILE_GOALS),$(or $(MAKECMDGOALS),all)),)
+include $(PROFILE_DIR)/vars.mk
+endif
+$(PROFILE_DIR)/vars.mk: $(PROFILE_FILE) $(KD)
+	$(KD) profile vars --profile $(PROFILE_FILE) --out $(PROFILE_DIR)
+	@touch $@
+# A section file is written with vars.mk (above); one still missing after
+# writing them again names a section the profile lacks.
+$(PROFILE_DIR)/%.toml: | $(KD)
+	@$(KD) profile vars --profile $(PROFILE_FILE) --out $(PROFILE_DIR)
+	@test -e $@ || { echo "error: $(PROFILE_FILE) has no [$(subst /,.,$*)] section" >&2; exit 1; }
 
-data: $(RUN)/dataset/manifest.json ## import Fashion-MNIST into a dataset artifact
+# The main store's teachers (cross-fitted ones fill their own store).
+TEACHERS = $(STORE_TEACHERS)
+# Every student the profile names; the live-teacher ones (a 2-3x slower
+# timing baseline) only with LIVE=1.
+VARIANTS = $(PROFILE_STUDENTS)
+SEEDED_VARIANTS = $(filter-out $(LIVE_STUDENTS),$(PROFILE_STUDENTS))
 
-$(RUN)/teachers/%/manifest.json: $(RUN)/dataset/manifest.json $(PROFILE_FILE) $(KD)
-	$(KD) teacher train --profile $(PROFILE_FILE) --name $* --dataset $(RUN)/dataset --out $(@D) --device $(DEVICE)
+# The raw data: the import stage runs again when a file under RAW is newer
+# than its last run (RAW_STAMP; make compares time stamps, so only then does
+# kd hash the raw files). A touched but unchanged file leaves the dataset,
+# and so every later stage, as it was. Fashion-MNIST, the demo's data, is
+# fetched when missing.
+RAW_STAMP := $(PROFILE_DIR)/raw-checked
+RAW_CHANGED = $(if $(wildcard $(RUN)/dataset/manifest.json),$(if $(wildcard $(RAW_STAMP)),$(if $(shell find -L '$(RAW)' -newer '$(RAW_STAMP)' -print -quit 2>/dev/null),FORCE),FORCE))
+FORCE:
 
-$(addprefix teacher-,$(TEACHERS)): teacher-%: $(RUN)/teachers/%/manifest.json
-teachers: $(foreach t,$(TEACHERS),$(RUN)/teachers/$(t)/manifest.json) ## train the CNN and the involution teacher
+$(RUN)/dataset/manifest.json: $(PROFILE_DIR)/data.toml $(KD) $(if $(filter $(FMNIST),$(RAW)),$(FMNIST)/train-images-idx3-ubyte.gz) $(RAW_CHANGED)
+	@touch $(RAW_STAMP).new
+	$(KD) data import --profile $(PROFILE_FILE) --src '$(RAW)' --out $(@D)
+	@mv $(RAW_STAMP).new $(RAW_STAMP)
+
+data: $(RUN)/dataset/manifest.json ## import the profile's raw data (RAW) into a dataset artifact
+
+$(RUN)/teachers/%/manifest.json: $(RUN)/dataset/manifest.json $(PROFILE_DIR)/teachers/%.toml $(KD)
+	$(LAUNCH) $(KD) teacher train --profile $(PROFILE_FILE) --name $* --dataset $(RUN)/dataset --out $(@D) --device $(DEVICE)
+
+# A TorchScript teacher ([teachers.<name>] torchscript = "model.pt"): imported,
+# checked on the dataset and evaluated instead of trained.
+define import_rule
+$(RUN)/teachers/$(1)/manifest.json: $(RUN)/dataset/manifest.json $(PROFILE_DIR)/teachers/$(1).toml $(TORCHSCRIPT_$(1)) $(KD)
+	$(KD) teacher import --torchscript '$(TORCHSCRIPT_$(1))' --name $(1) --dataset $(RUN)/dataset --out $$(@D) --device $(DEVICE) $(IMPORT_FLAGS_$(1))
+endef
+$(foreach t,$(IMPORTED_TEACHERS),$(eval $(call import_rule,$(t))))
+
+$(addprefix teacher-,$(PROFILE_TEACHERS)): teacher-%: $(RUN)/teachers/%/manifest.json
+.PHONY: $(addprefix teacher-,$(PROFILE_TEACHERS))
+teachers: $(foreach t,$(TEACHERS),$(RUN)/teachers/$(t)/manifest.json) ## train (or import) the profile's teachers
 
 # $(1): store directory, $(2): its teachers, $(3): extra flags.
 define cache_rule
-$(RUN)/$(1)/manifest.json: $(foreach t,$(2),$(RUN)/teachers/$(t)/manifest.json) $(PROFILE_FILE) $(KD)
+$(RUN)/$(1)/manifest.json: $(foreach t,$(2),$(RUN)/teachers/$(t)/manifest.json) $(PROFILE_DIR)/cache.toml $(KD)
 	$(KD) cache build --profile $(PROFILE_FILE) --dataset $(RUN)/dataset \
 	  $(foreach t,$(2),--teacher $(RUN)/teachers/$(t)) --out $$(@D) --device $(DEVICE) $(3)
 endef
@@ -84,40 +142,29 @@ $(eval $(call cache_rule,logits-mixed,$(TEACHERS),--mix mixup-cutmix))
 
 cache: $(RUN)/logits/manifest.json ## write every teacher's logits on K views into one Zarr store
 
-SOURCE_none := none
-SOURCE_cnn := cache:$(RUN)/logits\#cnn
-SOURCE_involution := cache:$(RUN)/logits\#involution
-SOURCE_ensemble := cache:$(RUN)/logits
-SOURCE_ensemble-live := live:$(RUN)/teachers/cnn,$(RUN)/teachers/involution
-SOURCE_none-stems := none
-SOURCE_cnn-stems := cache:$(RUN)/logits\#cnn
-SOURCE_involution-stems := cache:$(RUN)/logits\#involution
-SOURCE_ensemble-stems := cache:$(RUN)/logits
-SOURCE_ensemble-confidence := cache:$(RUN)/logits
-SOURCE_ensemble-correct := cache:$(RUN)/logits
+# Each student's teachers (SOURCE_<variant>) and what it waits for
+# (DEPS_<variant>) come from the profile; the study's students of its other
+# stores are named here.
 SOURCE_ensemble-crossfit := cache:$(RUN)/logits-crossfit
 SOURCE_ensemble-mixed := cache:$(RUN)/logits-mixed
 SOURCE_ensemble-stems-crossfit := cache:$(RUN)/logits-crossfit
 SOURCE_involution-stems-crossfit := cache:$(RUN)/logits-crossfit\#involution-crossfit
-DEPS_none := $(RUN)/dataset/manifest.json
-DEPS_none-stems := $(RUN)/dataset/manifest.json
 DEPS_ensemble-crossfit := $(RUN)/logits-crossfit/manifest.json
 DEPS_ensemble-mixed := $(RUN)/logits-mixed/manifest.json
 DEPS_ensemble-stems-crossfit := $(RUN)/logits-crossfit/manifest.json
 DEPS_involution-stems-crossfit := $(RUN)/logits-crossfit/manifest.json
-DEPS_ensemble-live := $(foreach t,$(TEACHERS),$(RUN)/teachers/$(t)/manifest.json)
 
 # $(1): variant, $(2): directory suffix, $(3): extra flags (a seed),
 # $(4): another store in place of the variant's own (its directory under RUN).
 define student_rule
-$(RUN)/student/$(1)$(2)/manifest.json: $(if $(4),$(RUN)/$(4)/manifest.json,$(or $(DEPS_$(1)),$(RUN)/logits/manifest.json)) $(PROFILE_FILE) $(KD)
-	$(KD) student train --profile $(PROFILE_FILE) --variant $(1) --dataset $(RUN)/dataset \
+$(RUN)/student/$(1)$(2)/manifest.json: $(if $(4),$(RUN)/$(4)/manifest.json,$(or $(DEPS_$(1)),$(RUN)/logits/manifest.json)) $(PROFILE_DIR)/students/$(1).toml $(KD)
+	$(LAUNCH) $(KD) student train --profile $(PROFILE_FILE) --variant $(1) --dataset $(RUN)/dataset \
 	  --teachers '$(if $(4),cache:$(RUN)/$(4),$(SOURCE_$(1)))' --out $$(@D) --device $(DEVICE) $(3)
 student-$(1)$(2): $(RUN)/student/$(1)$(2)/manifest.json
 endef
 $(foreach v,$(VARIANTS),$(eval $(call student_rule,$(v),,)))
 
-# Extra seeds of the four compared variants go to student/<variant>-seed<N>;
+# Extra seeds of the profile's students go to student/<variant>-seed<N>;
 # the report groups them with the profile's own seed (mean ± sd). These run
 # names (<variant>, -seed<N>, -ep<N>, the compared variants SEED_VARIANTS, the
 # study's order STUDY_MAIN) are the rules of kd_report::naming
@@ -125,8 +172,8 @@ $(foreach v,$(VARIANTS),$(eval $(call student_rule,$(v),,)))
 # read this file.
 SEEDS ?=
 SEED_VARIANTS := none cnn involution ensemble
-SEED_RUNS := $(foreach n,$(SEEDS),$(foreach v,$(SEED_VARIANTS),$(v)-seed$(n)))
-$(foreach v,$(SEED_VARIANTS),$(foreach n,$(SEEDS),$(eval $(call student_rule,$(v),-seed$(n),--seed $(n)))))
+SEED_RUNS := $(foreach n,$(SEEDS),$(foreach v,$(SEEDED_VARIANTS),$(v)-seed$(n)))
+$(foreach v,$(SEEDED_VARIANTS),$(foreach n,$(SEEDS),$(eval $(call student_rule,$(v),-seed$(n),--seed $(n)))))
 
 # Ablations of the ensemble student (one seed each) into student/ensemble-<name>:
 # what the distillation settings change at the profile's budget. (Stems and
@@ -167,7 +214,7 @@ seeded = $(1) $(foreach n,$(STUDY_SEEDS),$(addsuffix -seed$(n),$(1)))
 STUDY_RUNS := $(call seeded,$(STUDY_MAIN)) $(call seeded,$(STUDY_EXTRA))
 $(foreach v,$(filter-out $(VARIANTS),$(STUDY_VARIANTS)),$(eval $(call student_rule,$(v),,)))
 # (Seed rules that SEEDS already made for the four compared variants are not made twice.)
-$(foreach v,$(STUDY_VARIANTS),$(foreach n,$(STUDY_SEEDS),$(if $(and $(filter $(v),$(SEED_VARIANTS)),$(filter $(n),$(SEEDS))),,$(eval $(call student_rule,$(v),-seed$(n),--seed $(n))))))
+$(foreach v,$(STUDY_VARIANTS),$(foreach n,$(STUDY_SEEDS),$(if $(and $(filter $(v),$(SEEDED_VARIANTS)),$(filter $(n),$(SEEDS))),,$(eval $(call student_rule,$(v),-seed$(n),--seed $(n))))))
 
 study-size: $(addprefix student-,$(STUDY_RUNS)) ## one size of the study (PROFILE=study-<N>): teachers, three stores, every variant x 3 seeds, its report
 	$(MAKE) --no-print-directory study-eval
@@ -248,10 +295,11 @@ study-fm-docs: $(KD) ## write docs/results/function-matching from the finished s
 	  $(KD) cache gallery data/runs/study-fm-$$n/logits --out $(FM_DOCS)/gallery-$$n.png; \
 	done
 
-# The compared variants and their seeds first, the live timing run last.
-STUDENT_RUNS := $(SEED_VARIANTS) $(SEED_RUNS) ensemble-live
+# The profile's students and their seeds first, the live timing runs last
+# (with LIVE=1).
+STUDENT_RUNS := $(SEEDED_VARIANTS) $(SEED_RUNS) $(if $(LIVE),$(LIVE_STUDENTS))
 
-students: $(addprefix student-,$(STUDENT_RUNS)) ## train the ViT: no teacher, each teacher, the ensemble (cached and live); SEEDS="1 2" adds seeds
+students: $(addprefix student-,$(STUDENT_RUNS)) ## train the profile's students (the demo: no teacher, each teacher, the ensemble); SEEDS="1 2" adds seeds, LIVE=1 the live-teacher ones
 
 # The report lists every finished run under student/; a sub-make sees the new ones.
 ablations: $(foreach a,$(ABLATIONS),student-ensemble-$(a)) ## ensemble ablations: tau 3 / 0.5, alpha 0.8, hard labels, one averaged token; updates the report
@@ -260,17 +308,17 @@ ablations: $(foreach a,$(ABLATIONS),student-ensemble-$(a)) ## ensemble ablations
 long: $(addprefix student-,$(LONG_RUNS)) ## none/cnn/involution/ensemble at LONG_EPOCHS epochs, one seed; updates the report
 	@$(MAKE) --no-print-directory report
 
-$(RUN)/report/report.md: $(foreach v,$(STUDENT_RUNS),$(RUN)/student/$(v)/manifest.json) \
+$(RUN)/report/manifest.json: $(foreach v,$(STUDENT_RUNS),$(RUN)/student/$(v)/manifest.json) \
     $(wildcard $(RUN)/student/*/manifest.json) $(KD)
 	$(KD) report --run $(RUN) --out $(@D)
 
-report: $(RUN)/report/report.md ## results table, timings, cache size, curves (report/report.md)
+report: $(RUN)/report/manifest.json ## results table, timings, cache size, curves (report/report.md)
 
-test: $(RAW)/train-images-idx3-ubyte.gz | $(TORCH_READY) ## the test suite (unit, integration, Makefile and pipeline tests on tiny data)
+test: $(FMNIST)/train-images-idx3-ubyte.gz | $(TORCH_READY) ## the test suite (unit, integration, Makefile and pipeline tests on tiny data)
 	cargo test --workspace --no-fail-fast
 	tests/pipeline.sh
 
-bench: $(RAW)/train-images-idx3-ubyte.gz | $(TORCH_READY) ## benchmarks, one table: data/runs/bench.md
+bench: $(FMNIST)/train-images-idx3-ubyte.gz | $(TORCH_READY) ## benchmarks, one table: data/runs/bench.md
 	scripts/bench.sh data/runs/bench.md
 
 clean: ## remove this profile's run artifacts

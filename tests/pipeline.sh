@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # End-to-end test of the pipeline and the Makefile on the `tiny` profile
 # (a few hundred real Fashion-MNIST images, tiny models, one epoch each):
-#  1. `make` runs every stage and the report;
+#  1. `make LIVE=1` runs every stage and the report (the live-teacher
+#     student only with LIVE=1);
 #  2. a second `make` has nothing to do; `make ablations` adds runs the
 #     report lists; `make study-eval` evaluates the finished students;
 #  3. changing one teacher's settings reruns only that teacher, the cache and
@@ -10,8 +11,12 @@
 #  4. function matching: teachers trained on mixed resized-crop views, a
 #     64-view mixed store, a teacher-only (alpha = 1) stem student, and the
 #     teachers side by side (`make teacher-eval`);
-#  5. broken raw data stops make with a one-line error and no manifest;
-#  6. scripts/gpu-check.sh --dry-run walks every GPU step on the CPU.
+#  5. your own data: profiles of the test's own over CIFAR-format and
+#     folder-format data (generated) with an imported TorchScript teacher go
+#     through make with no Fashion-MNIST; a touched raw file is checked, a
+#     changed one re-imports, and one student's setting reruns that student;
+#  6. broken raw data stops make with a one-line error and no manifest;
+#  7. scripts/gpu-check.sh --dry-run walks every GPU step on the CPU.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 work=$(mktemp -d)
@@ -24,12 +29,14 @@ pass=0 fail=0
 check() { if eval "$2"; then pass=$((pass+1)); echo "ok   $1"; else fail=$((fail+1)); echo "FAIL $1"; fi; }
 hash() { sha256sum "$run/$1/manifest.json" | cut -d' ' -f1; }
 
-mk >"$work/first.log" 2>&1 || { tail -30 "$work/first.log"; echo "FAIL make (first run)"; exit 1; }
+py="${KD_TORCH_VENV:-${XDG_CACHE_HOME:-$HOME/.cache}/kd/torch-2.11.0}/bin/python"
+check "make leaves the live-teacher student to LIVE=1" "mk -n students | grep -- '--variant ensemble ' >/dev/null && ! mk -n students | grep -- '--variant ensemble-live' >/dev/null && mk -n LIVE=1 students | grep -- '--variant ensemble-live' >/dev/null"
+mk LIVE=1 >"$work/first.log" 2>&1 || { tail -30 "$work/first.log"; echo "FAIL make (first run)"; exit 1; }
 for a in dataset teachers/cnn teachers/involution logits student/none student/cnn student/involution student/ensemble student/ensemble-live report; do
   check "make wrote $a/manifest.json" "[ -s '$run/$a/manifest.json' ]"
 done
 check "report has a students table" "grep -q '^## Students' '$run/report/report.md'"
-check "second make has nothing to do" "mk -q"
+check "second make has nothing to do" "mk -q LIVE=1"
 # (grep without -q: an early exit would kill make -n with SIGPIPE under pipefail.)
 check "SEEDS adds seed runs the report depends on" "mk -n SEEDS='7' report | grep -- '--out $run/student/ensemble-seed7 .*--seed 7' >/dev/null"
 mk ABLATIONS=averaged ablations >"$work/ablation.log" 2>&1 || { tail -30 "$work/ablation.log"; echo "FAIL make ablations"; exit 1; }
@@ -90,6 +97,187 @@ check "fm: a teacher-only stem student" "grep -q '\"alpha\": 1.0' '$fmrun/studen
 check "fm: a gallery of the views the teachers dispute" "target/debug/kd cache gallery '$fmrun/logits' --out '$work/gallery.png' --count 4 | grep -q '(4 views' && [ -s '$work/gallery.png' ]"
 check "fm: the teachers side by side" "grep -q '\"averaged_accuracy\"' '$fmrun/teachers/ensemble-test.json' && grep -q '\"only_a_right\"' '$fmrun/teachers/ensemble-test.json'"
 
+# Your own data and teacher: CIFAR-10-format batches and an image folder
+# (train/ + val/, images of several non-square sizes), both generated here,
+# a TorchScript teacher traced here, and profiles of this test's own. No
+# Fashion-MNIST may be used: FMNIST points at a folder that must stay absent.
+own="$work/own"
+mkdir -p "$own"
+"$py" - "$own" <<'PY' || { echo "FAIL generating the own-data inputs"; exit 1; }
+import os, random, struct, sys, zlib
+import torch, torch.nn as nn
+own = sys.argv[1]
+rng = random.Random(0)
+
+def pixels(label, n):
+    # A colour per class plus noise: learnable, not trivial.
+    base = [(label * 37 + c * 90) % 256 for c in range(3)]
+    return [[min(255, max(0, base[c] + rng.randint(-40, 40))) for _ in range(n)] for c in range(3)]
+
+os.makedirs(f"{own}/cifar")
+def record(label):
+    return bytes([label]) + b"".join(bytes(p) for p in pixels(label, 1024))
+for i in range(1, 6):
+    with open(f"{own}/cifar/data_batch_{i}.bin", "wb") as f:
+        f.write(b"".join(record(rng.randrange(10)) for _ in range(40)))
+with open(f"{own}/cifar/test_batch.bin", "wb") as f:
+    f.write(b"".join(record(k % 10) for k in range(60)))
+
+def png(path, w, h, label):
+    planes = pixels(label, w * h)
+    rows = b"".join(b"\0" + bytes(planes[c][y * w + x] for x in range(w) for c in range(3)) for y in range(h))
+    chunk = lambda t, d: struct.pack(">I", len(d)) + t + d + struct.pack(">I", zlib.crc32(t + d))
+    with open(path, "wb") as f:
+        f.write(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 0))
+                + chunk(b"IDAT", zlib.compress(rows)) + chunk(b"IEND", b""))
+for split, n in (("train", 24), ("val", 8)):
+    for k, cls in enumerate(("ant", "bee", "cat")):
+        os.makedirs(f"{own}/folder/{split}/{cls}")
+        for i in range(n):
+            w, h = rng.choice(((24, 18), (18, 30), (20, 20)))
+            png(f"{own}/folder/{split}/{cls}/{i}.png", w, h, k)
+
+class Net(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 8, 3, padding=1)
+        self.fc = nn.Linear(8 * 4, 10)
+    def forward(self, x):
+        y = nn.functional.adaptive_avg_pool2d(torch.relu(self.conv(x)), 2)
+        return self.fc(y.flatten(1))
+torch.manual_seed(0)
+torch.jit.trace(Net().eval(), torch.zeros(2, 3, 32, 32)).save(f"{own}/traced.pt")
+PY
+cat >"$own/cifar.toml" <<EOF
+[data]
+format = "cifar"
+src = "$own/cifar"
+
+[teachers.cnn]
+arch = "cnn"
+preset = "cnn-tiny"
+eval_batch_size = 100
+[teachers.cnn.fit]
+epochs = 1
+batch_size = 64
+lr = 0.002
+
+[teachers.traced]
+torchscript = "$own/traced.pt"
+mean = [0.5, 0.5, 0.5]
+std = [0.25, 0.25, 0.25]
+
+[cache]
+views = 2
+shard_samples = 128
+chunk_samples = 32
+batch_size = 128
+
+[students.none]
+preset = "vit-test"
+epochs = 1
+batch_size = 64
+
+[students.traced]
+preset = "vit-test"
+epochs = 1
+batch_size = 64
+
+[students.ensemble]
+preset = "vit-test"
+epochs = 1
+batch_size = 64
+
+[students.both-live]
+teachers = ["cnn", "traced"]
+live = true
+preset = "vit-test"
+epochs = 1
+batch_size = 64
+EOF
+cat >"$own/folder.toml" <<EOF
+[data]
+format = "folder"
+src = "$own/folder"
+size = 16
+channels = 3
+
+[teachers.cnn]
+arch = "cnn"
+preset = "cnn-tiny"
+eval_batch_size = 100
+[teachers.cnn.fit]
+epochs = 1
+batch_size = 32
+lr = 0.002
+
+[cache]
+views = 2
+shard_samples = 32
+chunk_samples = 16
+batch_size = 32
+
+[students.none]
+preset = "vit-test"
+epochs = 1
+batch_size = 32
+
+[students.cnn]
+preset = "vit-test"
+epochs = 1
+batch_size = 32
+EOF
+nofm="$work/no-fashion-mnist"
+omk() { local p=$1; shift; make --no-print-directory BUILD=dev DEVICE=cpu PROFILE_FILE="$own/$p.toml" RUN="$own/run-$p" FMNIST="$nofm" "$@"; }
+ohash() { sha256sum "$own/run-$1/$2/manifest.json" | cut -d' ' -f1; }
+for p in cifar folder; do
+  omk "$p" >"$work/own-$p.log" 2>&1 || { tail -30 "$work/own-$p.log"; echo "FAIL make (own $p data)"; exit 1; }
+done
+for a in dataset teachers/cnn teachers/traced logits student/none student/traced student/ensemble report; do
+  check "own CIFAR data: make wrote $a" "[ -s '$own/run-cifar/$a/manifest.json' ]"
+done
+check "own CIFAR data: the live student is left to LIVE=1" "[ ! -e '$own/run-cifar/student/both-live' ]"
+check "own CIFAR data: the store holds the trained and the imported teacher" "target/debug/kd cache inspect '$own/run-cifar/logits' | grep -q traced && target/debug/kd cache inspect '$own/run-cifar/logits' | grep -q cnn"
+check "own CIFAR data: the traced student learns from the imported teacher only" "grep -q '\"kd_traced\"' '$own/run-cifar/student/traced/manifest.json' && ! grep -q '\"kd_cnn\"' '$own/run-cifar/student/traced/manifest.json'"
+for a in dataset teachers/cnn logits student/none student/cnn report; do
+  check "own folder data: make wrote $a" "[ -s '$own/run-folder/$a/manifest.json' ]"
+done
+check "own folder data: val/ became the test split, 16 px" "grep -q '\"test\": 24' '$own/run-folder/dataset/manifest.json' && grep -q '\"size\": 16' '$own/run-folder/dataset/manifest.json'"
+check "own data: Fashion-MNIST never fetched" "[ ! -e '$nofm' ] && ! grep -q fetch-fashion-mnist '$work/own-cifar.log' '$work/own-folder.log'"
+check "own data: a second make has nothing to do" "omk cifar -q && omk folder -q"
+
+# A touched raw file is checked again (kd hashes it) and, unchanged,
+# leaves every artifact as it was; a changed one re-imports.
+before_data=$(ohash cifar dataset) before_cnn=$(ohash cifar teachers/cnn)
+sleep 1
+touch "$own/cifar/data_batch_3.bin"
+omk cifar >"$work/own-touch.log" 2>&1 || { tail -30 "$work/own-touch.log"; echo "FAIL make (touched raw file)"; exit 1; }
+check "touched raw file: the import checks it" "grep -q 'data import' '$work/own-touch.log'"
+check "touched raw file: dataset and teachers as they were" "[ '$before_data' = \"\$(ohash cifar dataset)\" ] && [ '$before_cnn' = \"\$(ohash cifar teachers/cnn)\" ] && omk cifar -q"
+"$py" - "$own/cifar/test_batch.bin" <<'PY'
+import sys
+p = sys.argv[1]
+b = bytearray(open(p, "rb").read())
+b[1] ^= 0xFF  # one pixel of the first test image
+open(p, "wb").write(b)
+PY
+omk cifar data >"$work/own-change.log" 2>&1 || { tail -30 "$work/own-change.log"; echo "FAIL make data (changed raw file)"; exit 1; }
+check "changed raw file: re-imported" "[ '$before_data' != \"\$(ohash cifar dataset)\" ]"
+omk cifar >"$work/own-rerun.log" 2>&1 || { tail -30 "$work/own-rerun.log"; echo "FAIL make (after the re-import)"; exit 1; }
+
+# One student's setting: only that student (and the report) reruns.
+declare -A before
+for a in dataset teachers/cnn teachers/traced logits student/none student/traced student/ensemble; do before[$a]=$(ohash cifar "$a"); done
+sleep 1
+sed -i '/^\[students.traced\]/,/^\[/ s/^epochs = 1$/epochs = 2/' "$own/cifar.toml"
+omk cifar >"$work/own-student.log" 2>&1 || { tail -30 "$work/own-student.log"; echo "FAIL make (one student's setting)"; exit 1; }
+check "one student's setting: that student retrained" "[ '${before[student/traced]}' != \"\$(ohash cifar student/traced)\" ]"
+unchanged=1
+for a in dataset teachers/cnn teachers/traced logits student/none student/ensemble; do
+  [ "${before[$a]}" = "$(ohash cifar "$a")" ] || unchanged=0
+done
+check "one student's setting: every other artifact untouched, no raw data read" "[ $unchanged = 1 ] && ! grep -qE 'data import|teacher (train|import)|cache build|--variant (none|ensemble) ' '$work/own-student.log'"
+
 # Broken raw data: make stops, one error line names the file, no manifest.
 bad="$work/badraw"
 mkdir -p "$bad"
@@ -105,7 +293,6 @@ else
 fi
 
 # The README's Python snippet reads the store with zarr-python.
-py="${KD_TORCH_VENV:-${XDG_CACHE_HOME:-$HOME/.cache}/kd/torch-2.11.0}/bin/python"
 sed -n '/^```python$/,/^```$/p' README.md | sed '1d;$d' > "$work/readme_store.py"
 check "README's Python snippet reads the store" "'$py' '$work/readme_store.py' '$run/logits' > '$work/readme_store.out' 2>&1 && grep -q '^cnn (16, ' '$work/readme_store.out' && grep -q '^involution (16, ' '$work/readme_store.out'"
 

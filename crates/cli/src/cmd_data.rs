@@ -4,6 +4,7 @@
 use crate::ui::outcome;
 use anyhow::Context;
 use kd_core::profile::{Overlay, Profile, layered, parse_setting};
+use kd_data::folder::Resize;
 use kd_data::stage::{Format, ImportConfig, import_stage};
 use std::path::PathBuf;
 
@@ -20,8 +21,8 @@ pub struct ImportArgs {
     #[arg(long, value_parser = parse_setting::<Format>)]
     format: Option<Format>,
     /// Source directory: the four IDX files (raw or .gz); CIFAR's *.bin
-    /// batches; or an image folder (class sub-folders, optionally under
-    /// train/ and test/).
+    /// batches; or an image folder (class sub-folders, either directly or
+    /// under train/ plus test/ and/or val/).
     #[arg(long)]
     src: Option<PathBuf>,
     /// Output artifact directory.
@@ -42,9 +43,14 @@ pub struct ImportArgs {
     /// Seed of the subsets and splits.
     #[arg(long)]
     seed: Option<u64>,
-    /// Folder import: resize images to SIZE x SIZE.
+    /// Folder import: bring every image to SIZE x SIZE (default: the
+    /// images' own size, when they all share one square size).
     #[arg(long)]
     size: Option<u32>,
+    /// Folder import: how to reach SIZE: crop (shorter side to SIZE, then
+    /// the centre square; keeps the aspect ratio) or squash (stretch).
+    #[arg(long, value_parser = parse_setting::<Resize>)]
+    resize: Option<Resize>,
     /// Folder import: 1 (grey) or 3 (RGB) channels.
     #[arg(long)]
     channels: Option<usize>,
@@ -76,6 +82,7 @@ fn import(a: ImportArgs) -> anyhow::Result<()> {
         .set("val_fraction", a.val_fraction)
         .set("seed", a.seed)
         .set("size", a.size)
+        .set("resize", a.resize)
         .set("channels", a.channels)
         .set("test_fraction", a.test_fraction)
         .set("class_names", a.class_names.clone());

@@ -345,7 +345,7 @@ fn train(a: TrainArgs) -> anyhow::Result<()> {
         prof.as_ref(),
         &section,
         &flags,
-        &["teachers"],
+        &["teachers", "live"],
         a.device.as_deref(),
     )?;
     // Nonsense settings stop here, before any data loads.
@@ -357,9 +357,18 @@ fn train(a: TrainArgs) -> anyhow::Result<()> {
         &device_spec,
         dist.as_deref(),
     )?;
-    let spec = a.teachers.or(run.remove("teachers")).context(
-        "no --teachers given (cache:DIR, live:DIR,... or none) and none in the profile section",
-    )?;
+    // A source string, or (from `make`'s profiles) a list of teacher names.
+    let given = run.remove("teachers").map(|v| v.as_str().map(String::from));
+    let spec = match (a.teachers, given) {
+        (Some(flag), _) => flag,
+        (None, Some(Some(source))) => source,
+        (None, Some(_)) => bail!(
+            "[{section}] names its teachers (teachers = [...]), which `make` turns into --teachers; run directly, give --teachers (cache:DIR, live:DIR,... or none)"
+        ),
+        (None, None) => bail!(
+            "no --teachers given (cache:DIR, live:DIR,... or none) and none in the profile section"
+        ),
+    };
     let source = parse_source(&spec, device)?;
     let bars = Bars::default();
     let opts = FitOptions {

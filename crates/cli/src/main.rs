@@ -9,6 +9,7 @@ mod cmd_data;
 mod cmd_env;
 mod cmd_gallery;
 mod cmd_inspect;
+mod cmd_profile;
 mod cmd_report;
 mod cmd_student;
 mod cmd_study;
@@ -57,6 +58,9 @@ enum Cmd {
     /// The data-efficiency study's report: several run directories (one per
     /// training-set size) side by side, with one verdict per size.
     Study(cmd_study::Args),
+    /// What `make` needs of a profile: its teachers, students and sections.
+    #[command(subcommand)]
+    Profile(cmd_profile::Cmd),
     /// Student stage: train the ViT (cached, live or no teachers).
     #[command(subcommand)]
     Student(cmd_student::Cmd),
@@ -81,6 +85,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Cmd::Report(a) => cmd_report::run(a),
         Cmd::Student(c) => cmd_student::run(c),
         Cmd::Study(a) => cmd_study::run(a),
+        Cmd::Profile(c) => cmd_profile::run(c),
         Cmd::Teacher(c) => cmd_teacher::run(c),
     }
 }

@@ -20,6 +20,7 @@ pub mod metrics;
 pub mod mix;
 pub mod optim;
 pub mod profile;
+pub mod profile_vars;
 pub mod progress;
 pub mod rng;
 mod shim;

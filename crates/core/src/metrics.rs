@@ -43,11 +43,15 @@ pub struct TeacherSummary {
     /// `null` when the config named none (the architecture's default).
     pub preset: Option<String>,
     pub params: u64,
+    /// 0 for an imported (TorchScript) teacher, which kd never trained.
+    #[serde(default)]
     pub epochs: u64,
     /// Accuracy in [0, 1] on the test split (cross-fitted: the fold models'
     /// averaged logits).
     pub test_accuracy: f64,
     pub test_loss: f64,
+    /// 0 for an imported teacher.
+    #[serde(default)]
     pub train_images_per_sec: f64,
     pub inference_images_per_sec: f64,
     pub device: String,

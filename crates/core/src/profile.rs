@@ -119,17 +119,19 @@ impl Overlay {
 #[derive(Clone, Debug)]
 pub struct Layered<T> {
     pub config: T,
-    /// The run keys ([`layered`]'s `run_keys`) the section had.
-    pub run: BTreeMap<String, String>,
+    /// The run keys ([`layered`]'s `run_keys`) the section had, as given
+    /// (a key may take several forms: the student's `teachers` is a source
+    /// string, or a list of names that `make` turns into one).
+    pub run: BTreeMap<String, toml::Value>,
     /// `device` from the flag, else the section, else [`DEFAULT_DEVICE`].
     pub device: String,
 }
 
 /// Section `section` of `profile` (absent profile or section: an empty
 /// table, so `#[serde(default)]` configs take their defaults) with `flags`
-/// laid over it, then deserialised. `run_keys` (string values saying where
-/// to run, not what is made) and `device` are taken out of the section first;
-/// `device_flag` wins over the section's `device`.
+/// laid over it, then deserialised. `run_keys` (values saying where to run,
+/// not what is made) and `device` (a string) are taken out of the section
+/// first; `device_flag` wins over the section's `device`.
 pub fn layered<T: DeserializeOwned>(
     profile: Option<&Profile>,
     section: &str,
@@ -147,20 +149,21 @@ pub fn layered<T: DeserializeOwned>(
         .cloned()
         .unwrap_or_default();
     let mut run = BTreeMap::new();
-    for key in run_keys.iter().copied().chain(["device"]) {
-        match table.remove(key) {
-            None => {}
-            Some(toml::Value::String(s)) => {
-                run.insert(key.to_string(), s);
-            }
-            Some(_) => return Err(bad(format!("{key} must be a string"))),
+    for key in run_keys {
+        if let Some(v) = table.remove(*key) {
+            run.insert(key.to_string(), v);
         }
     }
+    let section_device = match table.remove("device") {
+        None => None,
+        Some(toml::Value::String(s)) => Some(s),
+        Some(_) => return Err(bad("device must be a string".into())),
+    };
     flags.lay_over(&mut table);
     let config = T::deserialize(toml::Value::Table(table)).map_err(|e| bad(e.message().into()))?;
     let device = device_flag
         .map(str::to_string)
-        .or_else(|| run.remove("device"))
+        .or(section_device)
         .unwrap_or_else(|| DEFAULT_DEVICE.to_string());
     Ok(Layered {
         config,
@@ -297,7 +300,7 @@ mod tests {
             (l.config.name.as_str(), l.config.mode),
             ("a", Mode::Averaged)
         );
-        assert_eq!(l.run["teachers"], "none");
+        assert_eq!(l.run["teachers"].as_str(), Some("none"));
         assert_eq!(l.device, "cpu");
         // The device flag wins over the section; no profile: defaults and auto.
         let l: Layered<Nested> = layered(
@@ -317,7 +320,7 @@ mod tests {
             (l.config.fit.epochs, l.device.as_str()),
             (0, DEFAULT_DEVICE)
         );
-        // A bad value names the file and section; a run key must be a string.
+        // A bad value names the file and section; the device must be a string.
         std::fs::write(&p, "[cache]\nfit = 3\n").unwrap();
         let prof = Profile::load(&p).unwrap();
         let e = layered::<Nested>(Some(&prof), "cache", &Overlay::default(), &[], None)

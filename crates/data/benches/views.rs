@@ -15,7 +15,7 @@ fn main() {
         .join("../..")
         .join(&src);
     let (split, what) = match idx::import(&root, None) {
-        Ok(imp) => (imp.train, "Fashion-MNIST train"),
+        Ok(imp) => (imp.train.split, "Fashion-MNIST train"),
         Err(_) => (
             Split {
                 images: (0..60000 * 784).map(|i| (i % 251) as u8).collect(),

@@ -3,9 +3,12 @@
 //! CIFAR-10: `data_batch_{1..5}.bin`, `test_batch.bin`, records of
 //! 1 label byte + 3072 pixel bytes. CIFAR-100: `train.bin`, `test.bin`,
 //! records of coarse label, fine label, 3072 bytes (fine labels are used).
+//! A sample's origin is its index over the train (or test) batches in
+//! file order: CIFAR-10's `data_batch_2.bin` starts at 10000.
 
 use crate::error::{Result, format_err, io_err};
-use crate::split::{Imported, Split};
+use crate::origin::OriginKind;
+use crate::split::{Imported, Split, Traced};
 use std::path::{Path, PathBuf};
 
 const PIXELS: usize = 3 * 32 * 32;
@@ -73,19 +76,23 @@ pub fn import(src: &Path) -> Result<Imported> {
             return Err(format_err(test, "missing CIFAR-10 test batch"));
         }
         return Ok(Imported {
-            train: read_batches(&c10, 1, 10)?,
-            test: read_batches(&[test], 1, 10)?,
+            train: Traced::indexed(read_batches(&c10, 1, 10)?),
+            test: Traced::indexed(read_batches(&[test], 1, 10)?),
+            val: None,
             class_names: names_from(&src.join("batches.meta.txt"), 10),
             source: format!("cifar10:{}", src.display()),
+            origin: OriginKind::Index,
         });
     }
     let (train, test) = (src.join("train.bin"), src.join("test.bin"));
     if train.is_file() && test.is_file() {
         return Ok(Imported {
-            train: read_batches(&[train], 2, 100)?,
-            test: read_batches(&[test], 2, 100)?,
+            train: Traced::indexed(read_batches(&[train], 2, 100)?),
+            test: Traced::indexed(read_batches(&[test], 2, 100)?),
+            val: None,
             class_names: names_from(&src.join("fine_label_names.txt"), 100),
             source: format!("cifar100:{}", src.display()),
+            origin: OriginKind::Index,
         });
     }
     Err(format_err(

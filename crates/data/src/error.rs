@@ -15,8 +15,70 @@ pub enum DataError {
     },
     #[error("{0}")]
     Invalid(String),
+    /// An image folder whose top-level split folders are none of the
+    /// layouts the importer reads.
+    #[error(
+        "{}: has {has} but no {lacks}: give train/ + test/, train/ + val/ (val/ is then the test split), train/ + val/ + test/, or class folders only",
+        path.display()
+    )]
+    Layout {
+        path: PathBuf,
+        has: String,
+        lacks: String,
+    },
+    /// A source with its own val split (an image folder's `val/` beside
+    /// `test/`) and a `val_fraction` that would carve a second one out of
+    /// train. `path` names the folder (or the import's source).
+    #[error(
+        "{path}: gives the val split itself, and setting val_fraction = {val_fraction} would carve a second one from train: set val_fraction to 0, or merge val/ into train/"
+    )]
+    ValTwice { path: String, val_fraction: f64 },
+    /// No `size` given, and the images do not share one square size.
+    #[error(
+        "{}: image is {}x{}{}: a folder import needs a size ([data] size or --size) unless every image has the same square size",
+        path.display(), found.0, found.1, unlike(first)
+    )]
+    SizeNeeded {
+        path: PathBuf,
+        /// Width and height of `path`.
+        found: (u32, u32),
+        /// The first image and its size, when `path` is not that one.
+        first: Option<(PathBuf, u32, u32)>,
+    },
+    /// A setting's value outside its set of values.
+    #[error("setting {setting}: '{value}' is not one of {expected}")]
+    Setting {
+        setting: &'static str,
+        value: String,
+        expected: &'static str,
+    },
+    /// A split of a dataset artifact written before origins were recorded.
+    #[error(
+        "{}: split '{split}' records no sample origins (imported before they were recorded): re-import the dataset with --force",
+        store.display()
+    )]
+    NoOrigin { store: PathBuf, split: String },
+    /// A sample index past the end of its split.
+    #[error(
+        "{}: split '{split}' has {len} samples, no sample {index}",
+        store.display()
+    )]
+    NoSample {
+        store: PathBuf,
+        split: String,
+        index: usize,
+        len: usize,
+    },
     #[error(transparent)]
     Core(#[from] kd_core::CoreError),
+}
+
+/// What an image's size is compared with: the first image's, or squareness.
+fn unlike(first: &Option<(PathBuf, u32, u32)>) -> String {
+    match first {
+        Some((p, w, h)) => format!(" while {} is {w}x{h}", p.display()),
+        None => ", not square".into(),
+    }
 }
 
 pub type Result<T, E = DataError> = std::result::Result<T, E>;

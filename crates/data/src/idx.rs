@@ -1,7 +1,9 @@
-//! IDX files (MNIST, Fashion-MNIST, KMNIST), raw or gzipped.
+//! IDX files (MNIST, Fashion-MNIST, KMNIST), raw or gzipped. A sample's
+//! origin is its index in its images file.
 
 use crate::error::{Result, format_err, io_err};
-use crate::split::{Imported, Split};
+use crate::origin::OriginKind;
+use crate::split::{Imported, Split, Traced};
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
@@ -162,9 +164,11 @@ pub fn import(src: &Path, class_names: Option<Vec<String>>) -> Result<Imported> 
     )?;
     Ok(Imported {
         source: format!("idx:{}", src.display()),
-        train,
-        test,
+        train: Traced::indexed(train),
+        test: Traced::indexed(test),
+        val: None,
         class_names,
+        origin: OriginKind::Index,
     })
 }
 

@@ -4,7 +4,8 @@
 //! Importers read IDX (MNIST, Fashion-MNIST, KMNIST; raw or gzipped), CIFAR-10
 //! and CIFAR-100 binary batches, and image folders. They produce [`Imported`]
 //! splits that [`store::write_dataset`] stores as `dataset.zarr` (uint8 images
-//! `[N,C,H,W]`, uint16 labels, class names, per-channel mean/std).
+//! `[N,C,H,W]`, uint16 labels, class names, per-channel mean/std), with
+//! each sample's [`origin`] (source path or index) to trace a row back.
 //! [`augment`] applies views (see `kd_core::view`) to batches on rayon.
 
 pub mod augment;
@@ -12,10 +13,12 @@ pub mod cifar;
 pub mod error;
 pub mod folder;
 pub mod idx;
+pub mod origin;
 pub mod split;
 pub mod stage;
 pub mod store;
 
 pub use error::{DataError, Result};
-pub use split::{Imported, Split};
-pub use store::{Dataset, write_dataset};
+pub use origin::{OriginKind, origin, origins};
+pub use split::{Imported, Split, Traced};
+pub use store::{Dataset, write_dataset, write_traced};

@@ -2,6 +2,7 @@
 //! data set.
 
 use crate::error::{DataError, Result};
+use crate::origin::OriginKind;
 use kd_core::Rng;
 use serde::{Deserialize, Serialize};
 
@@ -95,14 +96,54 @@ pub fn stratified_pick(labels: &[u16], classes: usize, take: usize, seed: u64) -
     out
 }
 
+/// A split with each sample's origin (see [`crate::origin`]), so subsets
+/// and carves keep the two in step.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Traced {
+    pub split: Split,
+    /// One entry per sample: a path relative to the source folder, or the
+    /// sample's index in the source's file order.
+    pub origin: Vec<String>,
+}
+
+impl Traced {
+    /// Samples traced by their position in the source's file order (IDX and
+    /// CIFAR: nothing else names a sample there).
+    pub fn indexed(split: Split) -> Traced {
+        let origin = (0..split.len()).map(|i| i.to_string()).collect();
+        Traced { split, origin }
+    }
+
+    pub fn len(&self) -> usize {
+        self.split.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.split.is_empty()
+    }
+
+    /// The samples at `idx`, in that order, with their origins.
+    pub fn select(&self, idx: &[usize]) -> Traced {
+        Traced {
+            split: self.split.select(idx),
+            origin: idx.iter().map(|&i| self.origin[i].clone()).collect(),
+        }
+    }
+}
+
 /// What an importer produces.
 #[derive(Clone, Debug)]
 pub struct Imported {
-    pub train: Split,
-    pub test: Split,
+    pub train: Traced,
+    pub test: Traced,
+    /// A val split the source gives itself (an image folder with `train/`,
+    /// `val/` and `test/`); without one, val is carved from train.
+    pub val: Option<Traced>,
     pub class_names: Vec<String>,
     /// Human-readable description of the source (format, files).
     pub source: String,
+    /// What the origins are: paths or indices.
+    pub origin: OriginKind,
 }
 
 /// How a dataset artifact is cut from an import.
@@ -127,8 +168,9 @@ impl Default for SplitConfig {
     }
 }
 
-/// Apply limits and the validation carve: returns `(name, split)` pairs.
-pub fn cut(imp: &Imported, cfg: &SplitConfig) -> Result<Vec<(String, Split)>> {
+/// Apply limits and the validation carve: returns `(name, split)` pairs,
+/// each sample still carrying its origin.
+pub fn cut(imp: &Imported, cfg: &SplitConfig) -> Result<Vec<(String, Traced)>> {
     let k = imp.class_names.len();
     if !(0.0..1.0).contains(&cfg.val_fraction) {
         return Err(DataError::Invalid(format!(
@@ -136,16 +178,25 @@ pub fn cut(imp: &Imported, cfg: &SplitConfig) -> Result<Vec<(String, Split)>> {
             cfg.val_fraction
         )));
     }
-    let limit = |s: &Split, lim: Option<usize>, salt: u64| match lim {
-        Some(l) => s.select(&stratified_pick(&s.labels, k, l, cfg.seed ^ salt)),
+    if imp.val.is_some() && cfg.val_fraction > 0.0 {
+        return Err(DataError::ValTwice {
+            path: imp.source.clone(),
+            val_fraction: cfg.val_fraction,
+        });
+    }
+    let limit = |s: &Traced, lim: Option<usize>, salt: u64| match lim {
+        Some(l) => s.select(&stratified_pick(&s.split.labels, k, l, cfg.seed ^ salt)),
         None => s.clone(),
     };
     let train = limit(&imp.train, cfg.limit_train, 1);
     let test = limit(&imp.test, cfg.limit_test, 2);
     let mut out = vec![];
-    if cfg.val_fraction > 0.0 {
+    if let Some(val) = &imp.val {
+        out.push(("train".to_string(), train));
+        out.push(("val".to_string(), val.clone()));
+    } else if cfg.val_fraction > 0.0 {
         let nval = ((train.len() as f64) * cfg.val_fraction).round() as usize;
-        let val_idx = stratified_pick(&train.labels, k, nval, cfg.seed ^ 3);
+        let val_idx = stratified_pick(&train.split.labels, k, nval, cfg.seed ^ 3);
         let mut is_val = vec![false; train.len()];
         for &i in &val_idx {
             is_val[i] = true;

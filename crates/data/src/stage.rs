@@ -1,8 +1,9 @@
 //! The `data` stage: import a source into a dataset artifact, idempotently.
 
 use crate::error::{DataError, Result};
+use crate::folder::Resize;
 use crate::split::{SplitConfig, cut};
-use crate::store::{STAGE, STORE, write_dataset};
+use crate::store::{STAGE, STORE, write_traced};
 use crate::{cifar, folder, idx};
 use kd_core::manifest::{OutputRef, hash_file};
 use kd_core::stage::{Outcome, StageRun};
@@ -26,10 +27,14 @@ pub struct ImportConfig {
     pub src: Option<PathBuf>,
     #[serde(flatten)]
     pub split: SplitConfig,
-    /// Folder import: output side length and channel count.
-    pub size: u32,
+    /// Folder import: output side length (none: the images' own, when they
+    /// all share one square size) and channel count.
+    pub size: Option<u32>,
     pub channels: usize,
-    /// Folder import without train/ and test/: fraction held out as test.
+    /// Folder import: how images that are not `size x size` get there
+    /// (`crop`: torchvision's resize + centre crop; `squash`).
+    pub resize: Resize,
+    /// Folder import of class folders only: fraction held out as test.
     pub test_fraction: f64,
     /// IDX import: class names (default by data set, from the directory name).
     pub class_names: Option<Vec<String>>,
@@ -41,8 +46,9 @@ impl Default for ImportConfig {
             format: None,
             src: None,
             split: SplitConfig::default(),
-            size: 32,
+            size: None,
             channels: 3,
+            resize: Resize::default(),
             test_fraction: 0.2,
             class_names: None,
         }
@@ -103,18 +109,28 @@ pub fn import_stage(cfg: &ImportConfig, out: &Path, force: bool) -> Result<Outco
         Format::Cifar => cifar::import(&src)?,
         Format::Folder => folder::import(
             &src,
-            cfg.size,
-            cfg.channels,
-            cfg.test_fraction,
-            cfg.split.seed,
+            &folder::Options {
+                size: cfg.size,
+                channels: cfg.channels,
+                resize: cfg.resize,
+                test_fraction: cfg.test_fraction,
+                val_fraction: cfg.split.val_fraction,
+                seed: cfg.split.seed,
+            },
         )?,
     };
     let splits = cut(&imported, &cfg.split)?;
-    let attrs = write_dataset(out, &splits, &imported.class_names, &imported.source)?;
+    let attrs = write_traced(
+        out,
+        &splits,
+        imported.origin,
+        &imported.class_names,
+        &imported.source,
+    )?;
     let k = imported.class_names.len();
     let per_class: serde_json::Map<String, serde_json::Value> = splits
         .iter()
-        .map(|(n, s)| (n.clone(), json!(s.class_counts(k))))
+        .map(|(n, s)| (n.clone(), json!(s.split.class_counts(k))))
         .collect();
     let m = stage.seal(
         &[("split", cfg.split.seed)],

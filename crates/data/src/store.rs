@@ -4,10 +4,12 @@
 //! dataset.zarr/            group; attrs: class_names, mean, std, chw, splits, source
 //!   <split>/images         uint8  [N, C, H, W]
 //!   <split>/labels         uint16 [N]
+//!   <split>/origin         string [N]   where each sample came from (`crate::origin`)
 //! ```
 
 use crate::error::{DataError, Result};
-use crate::split::Split;
+use crate::origin::OriginKind;
+use crate::split::{Split, Traced};
 use kd_core::manifest::{Manifest, manifest_hash};
 use kd_core::zarr::{self, Layout, data_type};
 use serde_json::{Map, Value, json};
@@ -42,27 +44,68 @@ pub fn channel_stats(s: &Split) -> (Vec<f32>, Vec<f32>) {
     (mean.into_iter().map(|m| m as f32).collect(), std)
 }
 
-/// Write the splits to `out/dataset.zarr`; returns the group attributes
-/// (the caller writes the manifest).
+/// Write the splits to `out/dataset.zarr` without origins (synthetic data
+/// sets, which have no source to trace back to); returns the group
+/// attributes (the caller writes the manifest).
 pub fn write_dataset(
     out: &Path,
     splits: &[(String, Split)],
     class_names: &[String],
     source: &str,
 ) -> Result<Map<String, Value>> {
+    let parts: Vec<Part> = splits.iter().map(|(n, s)| (n.as_str(), s, None)).collect();
+    write(out, &parts, class_names, source)
+}
+
+/// Write imported splits with each sample's origin (`<split>/origin`, of
+/// `kind`); returns the group attributes (the caller writes the manifest).
+pub fn write_traced(
+    out: &Path,
+    splits: &[(String, Traced)],
+    kind: OriginKind,
+    class_names: &[String],
+    source: &str,
+) -> Result<Map<String, Value>> {
+    let parts: Vec<Part> = splits
+        .iter()
+        .map(|(n, t)| (n.as_str(), &t.split, Some((t.origin.as_slice(), kind))))
+        .collect();
+    write(out, &parts, class_names, source)
+}
+
+/// A split to write: its name, samples and, when traced, their origins.
+type Part<'a> = (&'a str, &'a Split, Option<(&'a [String], OriginKind)>);
+
+fn write(
+    out: &Path,
+    splits: &[Part],
+    class_names: &[String],
+    source: &str,
+) -> Result<Map<String, Value>> {
+    for &(name, s, origin) in splits {
+        if let Some((o, _)) = origin
+            && o.len() != s.len()
+        {
+            return Err(DataError::Invalid(format!(
+                "split '{name}': {} origins for {} samples",
+                o.len(),
+                s.len()
+            )));
+        }
+    }
     let root = out.join(STORE);
     if root.exists() {
         std::fs::remove_dir_all(&root).map_err(crate::error::io_err(&root))?;
     }
     std::fs::create_dir_all(&root).map_err(crate::error::io_err(&root))?;
-    let train = &splits
+    let train = splits
         .iter()
-        .find(|(n, _)| n == "train")
+        .find(|(n, _, _)| *n == "train")
         .ok_or_else(|| DataError::Invalid("no train split".into()))?
         .1;
     let (mean, std) = channel_stats(train);
     let store = zarr::open_store(&root)?;
-    let counts: BTreeMap<&str, usize> = splits.iter().map(|(n, s)| (n.as_str(), s.len())).collect();
+    let counts: BTreeMap<&str, usize> = splits.iter().map(|(n, s, _)| (*n, s.len())).collect();
     let attrs = json!({
         "class_names": class_names,
         "num_classes": class_names.len(),
@@ -74,7 +117,7 @@ pub fn write_dataset(
     });
     let attrs = attrs.as_object().cloned().unwrap_or_default();
     zarr::create_group(&store, "/", attrs.clone())?;
-    for (name, s) in splits {
+    for &(name, s, origin) in splits {
         zarr::create_group(&store, &format!("/{name}"), Map::new())?;
         let [c, h, w] = s.chw.map(|x| x as u64);
         let n = s.len() as u64;
@@ -109,6 +152,9 @@ pub fn write_dataset(
             Map::new(),
         )?;
         zarr::write_block(&labels, &[0], &[n], &s.labels)?;
+        if let Some((o, kind)) = origin {
+            crate::origin::write(&store, name, o, kind)?;
+        }
     }
     Ok(attrs)
 }
@@ -178,6 +224,11 @@ impl Dataset {
                 self.splits.keys().cloned().collect::<Vec<_>>().join(", ")
             ))
         })
+    }
+
+    /// Where sample `index` of `split` came from ([`crate::origin::origin`]).
+    pub fn origin(&self, split: &str, index: usize) -> Result<String> {
+        crate::origin::origin(&self.dir, split, index)
     }
 
     pub fn chw(&self) -> [usize; 3] {

@@ -197,7 +197,7 @@ fn image_folder_reads_classes_and_pixels() {
         }
     }
     let mut c = cfg(Format::Folder, &src);
-    c.size = 8;
+    c.size = Some(8);
     c.channels = 1;
     c.test_fraction = 0.2;
     let out = t.path().join("ds");
@@ -226,7 +226,7 @@ fn image_folder_reads_classes_and_pixels() {
         }
     }
     let mut c = cfg(Format::Folder, &src2);
-    c.size = 4;
+    c.size = Some(4);
     let out = t.path().join("ds2");
     import_stage(&c, &out, false).unwrap();
     let ds = Dataset::open(&out).unwrap();
@@ -449,7 +449,7 @@ fn folder_import_refuses_what_it_would_drop() {
             }
         }
         let mut c = cfg(Format::Folder, &src);
-        (c.size, c.channels, c.test_fraction) = (4, 1, 0.5);
+        (c.size, c.channels, c.test_fraction) = (Some(4), 1, 0.5);
         (src, c)
     };
     // The good layout imports, hidden entries ignored.
@@ -488,4 +488,363 @@ fn folder_import_refuses_what_it_would_drop() {
     expect_err(&c, "test-only/test/c", "class folder not under train/");
     let (_, c) = folder("half", &["train/a/1.png", "train/b/1.png"]);
     expect_err(&c, "half", "has train/ but no test/");
+}
+
+/// A grey `w x h` PNG at `path` whose pixels are `f(x, y)`.
+fn grey(path: &Path, w: u32, h: u32, f: impl Fn(u32, u32) -> u8) {
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    image::GrayImage::from_fn(w, h, |x, y| image::Luma([f(x, y)]))
+        .save(path)
+        .unwrap();
+}
+
+/// `n` distinct 5x5 grey images per class under `dir/<class>/`; returns how
+/// many were written before (the pattern's offset) plus these.
+fn grey_classes(dir: &Path, classes: &[&str], n: usize, offset: usize) -> usize {
+    let mut k = offset;
+    for class in classes {
+        for i in 0..n {
+            let v = k;
+            grey(&dir.join(class).join(format!("{i}.png")), 5, 5, |x, y| {
+                (v * 11 + (x * 5 + y) as usize) as u8
+            });
+            k += 1;
+        }
+    }
+    k
+}
+
+fn folder_cfg(src: &Path) -> ImportConfig {
+    let mut c = cfg(Format::Folder, src);
+    c.channels = 1;
+    c
+}
+
+#[test]
+fn folder_train_and_val_is_imagenets_layout_val_becomes_test() {
+    let t = tempfile::tempdir().unwrap();
+    let src = t.path().join("imagenet");
+    let k = grey_classes(&src.join("train"), &["n01", "n02"], 3, 0);
+    grey_classes(&src.join("val"), &["n01", "n02"], 2, k);
+    let out = t.path().join("ds");
+    import_stage(&folder_cfg(&src), &out, false).unwrap();
+    let ds = Dataset::open(&out).unwrap();
+    assert_eq!(ds.class_names, vec!["n01", "n02"]);
+    assert_eq!(
+        ds.splits.keys().collect::<Vec<_>>(),
+        vec!["test", "train"],
+        "no val split: val/ is the test split"
+    );
+    assert_eq!(ds.split("train").unwrap().class_counts(2), vec![3, 3]);
+    assert_eq!(ds.split("test").unwrap().class_counts(2), vec![2, 2]);
+    let test_origins = kd_data::origins(&out, "test").unwrap();
+    assert_eq!(test_origins[0], "val/n01/0.png");
+    assert!(test_origins.iter().all(|o| o.starts_with("val/")));
+
+    // A val split can still be carved from train.
+    let mut c = folder_cfg(&src);
+    c.split.val_fraction = 0.34;
+    let out = t.path().join("ds-val");
+    import_stage(&c, &out, false).unwrap();
+    let ds = Dataset::open(&out).unwrap();
+    assert_eq!(ds.split("val").unwrap().class_counts(2), vec![1, 1]);
+    assert_eq!(ds.split("test").unwrap().len(), 4);
+    assert!(
+        kd_data::origins(&out, "val")
+            .unwrap()
+            .iter()
+            .all(|o| o.starts_with("train/"))
+    );
+}
+
+#[test]
+fn folder_train_val_test_gives_three_splits_and_refuses_a_val_fraction() {
+    let t = tempfile::tempdir().unwrap();
+    let src = t.path().join("three");
+    let mut k = grey_classes(&src.join("train"), &["a", "b", "c"], 4, 0);
+    k = grey_classes(&src.join("val"), &["a", "b", "c"], 2, k);
+    grey_classes(&src.join("test"), &["a", "b", "c"], 1, k);
+    let out = t.path().join("ds");
+    import_stage(&folder_cfg(&src), &out, false).unwrap();
+    let ds = Dataset::open(&out).unwrap();
+    for (split, n, prefix) in [
+        ("train", 4, "train/"),
+        ("val", 2, "val/"),
+        ("test", 1, "test/"),
+    ] {
+        assert_eq!(
+            ds.split(split).unwrap().class_counts(3),
+            vec![n; 3],
+            "{split}"
+        );
+        assert!(
+            kd_data::origins(&out, split)
+                .unwrap()
+                .iter()
+                .all(|o| o.starts_with(prefix)),
+            "{split}"
+        );
+    }
+
+    let mut c = folder_cfg(&src);
+    c.split.val_fraction = 0.2;
+    expect_err(&c, "three/val", "val_fraction = 0.2");
+}
+
+#[test]
+fn folder_layouts_that_are_none_of_the_known_ones_are_refused() {
+    let t = tempfile::tempdir().unwrap();
+    let make = |name: &str, parts: &[&str]| {
+        let src = t.path().join(name);
+        for p in parts {
+            grey_classes(&src.join(p), &["a", "b"], 1, 0);
+        }
+        folder_cfg(&src)
+    };
+    expect_err(
+        &make("train-only", &["train"]),
+        "train-only",
+        "has train/ but no test/ or val/",
+    );
+    expect_err(
+        &make("val-only", &["val"]),
+        "val-only",
+        "has val/ but no train/",
+    );
+    expect_err(
+        &make("no-train", &["val", "test"]),
+        "no-train",
+        "has val/ and test/ but no train/",
+    );
+    expect_err(
+        &make("extra", &["train", "test", "more"]),
+        "extra/more",
+        "folder beside the split folders",
+    );
+}
+
+#[test]
+fn folder_crop_keeps_the_centre_and_squash_keeps_the_whole_image() {
+    let t = tempfile::tempdir().unwrap();
+    let src = t.path().join("wide");
+    // 40x20: left and right quarters bright, the middle half dark.
+    let wide = |x: u32, _y: u32| if (10..30).contains(&x) { 50 } else { 200 };
+    for class in ["a", "b"] {
+        for i in 0..2 {
+            grey(&src.join(class).join(format!("{i}.png")), 40, 20, wide);
+        }
+    }
+    let import = |size: u32, resize: Option<&str>, name: &str| {
+        let mut c = folder_cfg(&src);
+        c.size = Some(size);
+        c.test_fraction = 0.5;
+        if let Some(r) = resize {
+            c.resize = r.parse().unwrap();
+        }
+        let out = t.path().join(name);
+        import_stage(&c, &out, false).unwrap();
+        Dataset::open(&out)
+            .unwrap()
+            .split("train")
+            .unwrap()
+            .image(0)
+            .to_vec()
+    };
+    // Crop (the default): the shorter side is already 20, so the centre
+    // 20 columns are cut out as they are: only the dark middle is left.
+    let crop = import(20, None, "crop20");
+    assert_eq!(crop, vec![50; 20 * 20]);
+    // Shorter side 20 -> 10 (the image becomes 20x10), then the centre:
+    // the inner columns are the middle's, only the two edges blend in a
+    // little of the quarters.
+    let crop = import(10, None, "crop10");
+    for row in crop.chunks(10) {
+        assert!(row[1..9].iter().all(|&v| v == 50), "{row:?}");
+        assert!(row[0] < 125 && row[9] < 125, "{row:?}");
+    }
+    // Squash: the whole width, halved, so the quarters stay at the edges.
+    let squash = import(20, Some("squash"), "squash20");
+    for row in squash.chunks(20) {
+        assert!(row[0] > 190 && row[19] > 190, "{row:?}");
+        assert!(row[7..13].iter().all(|&v| v == 50), "{row:?}");
+    }
+    // The setting is part of the config: changing it re-imports.
+    let mut c = folder_cfg(&src);
+    (c.size, c.test_fraction) = (Some(20), 0.5);
+    let out = t.path().join("crop20");
+    assert!(matches!(
+        import_stage(&c, &out, false).unwrap(),
+        Outcome::UpToDate
+    ));
+    c.resize = "squash".parse().unwrap();
+    assert!(matches!(
+        import_stage(&c, &out, false).unwrap(),
+        Outcome::Wrote(_)
+    ));
+}
+
+#[test]
+fn folder_without_size_keeps_one_square_size_or_names_the_image_that_differs() {
+    let t = tempfile::tempdir().unwrap();
+    let src = t.path().join("square");
+    grey_classes(&src, &["a", "b"], 3, 0);
+    let out = t.path().join("ds");
+    import_stage(&folder_cfg(&src), &out, false).unwrap();
+    let ds = Dataset::open(&out).unwrap();
+    assert_eq!(ds.chw(), [1, 5, 5]);
+    // Kept as they are: every row equals its file's pixels.
+    let train = ds.split("train").unwrap();
+    for i in 0..train.len() {
+        let file = src.join(ds.origin("train", i).unwrap());
+        assert_eq!(
+            train.image(i),
+            image::open(file).unwrap().to_luma8().as_raw()
+        );
+    }
+
+    grey(&src.join("b/9.png"), 5, 4, |_, _| 0);
+    expect_err(&folder_cfg(&src), "square/b/9.png", "image is 5x4 while");
+    expect_err(&folder_cfg(&src), "square/a/0.png", "needs a size");
+
+    let odd = t.path().join("odd");
+    grey(&odd.join("a/0.png"), 6, 5, |_, _| 0);
+    grey(&odd.join("b/0.png"), 6, 5, |_, _| 0);
+    expect_err(&folder_cfg(&odd), "odd/a/0.png", "image is 6x5, not square");
+}
+
+#[test]
+fn folder_origins_name_the_file_of_every_row_after_subsets_and_carves() {
+    let t = tempfile::tempdir().unwrap();
+    let src = t.path().join("traced");
+    let k = grey_classes(&src.join("train"), &["a", "b", "c"], 6, 0);
+    grey_classes(&src.join("test"), &["a", "b", "c"], 3, k);
+    let mut c = folder_cfg(&src);
+    c.split.limit_train = Some(12);
+    c.split.limit_test = Some(6);
+    c.split.val_fraction = 0.25;
+    let out = t.path().join("ds");
+    import_stage(&c, &out, false).unwrap();
+    let ds = Dataset::open(&out).unwrap();
+    for (split, n) in [("train", 9), ("val", 3), ("test", 6)] {
+        let s = ds.split(split).unwrap();
+        assert_eq!(s.len(), n, "{split}");
+        let all = kd_data::origins(&out, split).unwrap();
+        assert_eq!(all.len(), n);
+        for (i, o) in all.iter().enumerate() {
+            assert_eq!(&kd_data::origin(&out, split, i).unwrap(), o);
+            let pixels = image::open(src.join(o)).unwrap().to_luma8().into_raw();
+            assert_eq!(s.image(i), &pixels[..], "{split} row {i}: {o}");
+            let class = o.split('/').nth(1).unwrap();
+            assert_eq!(ds.class_names[s.labels[i] as usize], class, "{o}");
+        }
+    }
+
+    let e = kd_data::origin(&out, "train", 9).unwrap_err().to_string();
+    assert!(e.contains("has 9 samples, no sample 9"), "{e}");
+    let e = kd_data::origin(&out, "extra", 0).unwrap_err().to_string();
+    assert!(e.contains("no 'extra' split"), "{e}");
+
+    // A dataset from before origins were recorded still opens; asking for
+    // an origin says why there is none.
+    std::fs::remove_dir_all(out.join("dataset.zarr/train/origin")).unwrap();
+    assert_eq!(Dataset::open(&out).unwrap().splits, ds.splits);
+    let e = kd_data::origin(&out, "train", 0).unwrap_err().to_string();
+    assert!(
+        e.contains("dataset.zarr") && e.contains("'train' records no sample origins"),
+        "{e}"
+    );
+    assert!(!e.contains('\n'), "{e}");
+    assert!(kd_data::origin(&out, "test", 0).is_ok());
+}
+
+#[test]
+fn idx_and_cifar_origins_are_indices_in_the_source_files() {
+    let t = tempfile::tempdir().unwrap();
+    let src = t.path().join("src");
+    write_idx_dir(&src, 200, 100, false);
+    let mut c = cfg(Format::Idx, &src);
+    c.split.limit_train = Some(50);
+    c.split.limit_test = Some(20);
+    c.split.val_fraction = 0.2;
+    let out = t.path().join("ds");
+    import_stage(&c, &out, false).unwrap();
+    let ds = Dataset::open(&out).unwrap();
+    let (train_src, _) = synth(200, 6, 5);
+    let (test_src, _) = synth(100, 6, 5);
+    let mut seen = std::collections::BTreeSet::new();
+    for (split, source) in [
+        ("train", &train_src),
+        ("val", &train_src),
+        ("test", &test_src),
+    ] {
+        let s = ds.split(split).unwrap();
+        for (i, o) in kd_data::origins(&out, split).unwrap().iter().enumerate() {
+            let k: usize = o.parse().unwrap();
+            assert_eq!(s.image(i), &source[k * 30..(k + 1) * 30], "{split} row {i}");
+            assert_eq!(s.labels[i] as usize, k % 10);
+            if split != "test" {
+                assert!(seen.insert(k), "train index {k} twice");
+            }
+        }
+    }
+    assert_eq!(seen.len(), 50);
+
+    let c10 = t.path().join("c10");
+    std::fs::create_dir_all(&c10).unwrap();
+    for b in 1..=5 {
+        let recs: Vec<u8> = (0..2)
+            .flat_map(|i| cifar_record(&[i as u8], b * 10 + i))
+            .collect();
+        std::fs::write(c10.join(format!("data_batch_{b}.bin")), recs).unwrap();
+    }
+    std::fs::write(c10.join("test_batch.bin"), cifar_record(&[9], 99)).unwrap();
+    let out = t.path().join("ds10");
+    import_stage(&cfg(Format::Cifar, &c10), &out, false).unwrap();
+    let want: Vec<String> = (0..10).map(|i| i.to_string()).collect();
+    assert_eq!(kd_data::origins(&out, "train").unwrap(), want);
+    assert_eq!(kd_data::origins(&out, "test").unwrap(), vec!["0"]);
+}
+
+#[test]
+fn zarr_python_reads_the_origins() {
+    // The test virtualenv's Python with zarr 3 (`KD_PYTHON`, as `make test`
+    // sets it). Missing, this test fails: a cross-check that cannot run
+    // must not pass.
+    let py = std::env::var("KD_PYTHON")
+        .unwrap_or_else(|_| "/root/.cache/kd/torch-2.11.0/bin/python".into());
+    let probe = std::process::Command::new(&py)
+        .args(["-c", "import zarr"])
+        .output();
+    assert!(
+        probe.is_ok_and(|o| o.status.success()),
+        "needs a Python with zarr 3 at {py}: set KD_PYTHON (make test does)"
+    );
+    let t = tempfile::tempdir().unwrap();
+    let src = t.path().join("py");
+    let k = grey_classes(&src.join("train"), &["a", "b"], 3, 0);
+    grey_classes(&src.join("test"), &["a", "b"], 1, k);
+    let out = t.path().join("ds");
+    import_stage(&folder_cfg(&src), &out, false).unwrap();
+    let script = r#"
+import json, sys, zarr
+g = zarr.open_group(sys.argv[1], mode="r")
+a = g["train/origin"]
+print(json.dumps({"kind": a.attrs["kind"], "origins": [str(x) for x in a[:]], "one": str(g["test/origin"][1])}))
+"#;
+    let o = std::process::Command::new(&py)
+        .args(["-c", script])
+        .arg(out.join("dataset.zarr"))
+        .output()
+        .unwrap();
+    assert!(
+        o.status.success(),
+        "python failed: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["kind"], "path");
+    let origins: Vec<String> = serde_json::from_value(v["origins"].clone()).unwrap();
+    assert_eq!(origins, kd_data::origins(&out, "train").unwrap());
+    assert_eq!(origins[0], "train/a/0.png");
+    assert_eq!(v["one"], kd_data::origin(&out, "test", 1).unwrap());
 }

@@ -327,7 +327,17 @@ mod tests {
     fn the_makefile_builds_these_names() {
         let makefile = include_str!("../../../Makefile");
         assert_eq!(make_var(makefile, "SEED_VARIANTS"), COMPARED);
-        assert!(make_var(makefile, "VARIANTS").contains(&LIVE.to_string()));
+        // The student list comes from the profile: the default one names the
+        // live run, and the profile reader sees it as live.
+        let profile = kd_core::profile::Profile::load(std::path::Path::new(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../data/profiles/demo.toml"
+        )))
+        .unwrap();
+        let plan = kd_core::profile_vars::ProfilePlan::read(&profile).unwrap();
+        let live = plan.students.iter().find(|(n, _)| n == LIVE).expect(LIVE);
+        assert!(matches!(live.1, kd_core::profile_vars::StudentTeachers::Live(_)));
+        assert!(makefile.contains("include $(PROFILE_DIR)/vars.mk"));
         let study = make_var(makefile, "STUDY_MAIN");
         assert_eq!(study[..STUDY_ORDER.len()], STUDY_ORDER);
         // The seed and budget directories: `$(v)-seed$(n)`, `-ep$(LONG_EPOCHS)`.

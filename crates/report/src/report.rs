@@ -397,6 +397,9 @@ fn curve_section(md: &mut String, groups: &Groups, out: &Path, curve: &Curve) ->
     Ok(())
 }
 
+/// The `arch` of a teacher imported from TorchScript.
+const IMPORTED_ARCH: &str = "torchscript";
+
 fn teacher_section(md: &mut String, teachers: &[(String, PathBuf)]) -> Result<()> {
     writeln!(
         md,
@@ -405,15 +408,19 @@ fn teacher_section(md: &mut String, teachers: &[(String, PathBuf)]) -> Result<()
     .ok();
     for (name, p) in teachers {
         let t = read_teacher_metrics(p)?.summary;
+        // An imported teacher was trained elsewhere: no rate, no epochs here.
+        let (rate, epochs) = if t.arch == IMPORTED_ARCH {
+            ("-".to_string(), "imported".to_string())
+        } else {
+            (format!("{:.0}", t.train_images_per_sec), t.epochs.to_string())
+        };
         writeln!(
             md,
-            "| {name} | {}/{} | {} | {} | {:.0} | {} |",
+            "| {name} | {}/{} | {} | {} | {rate} | {epochs} |",
             t.arch,
             t.preset.as_deref().unwrap_or("?"),
             t.params,
             pct(t.test_accuracy),
-            t.train_images_per_sec,
-            t.epochs,
         )
         .ok();
     }

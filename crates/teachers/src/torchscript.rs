@@ -263,9 +263,15 @@ pub fn import_stage(
         std: stats("std", cfg.std.as_ref(), &ds.std, chw[0])?,
         eval_batch_size: cfg.eval_batch_size,
     };
+    let loaded = load_module(module, device)?;
+    // Trainable or not, every parameter the module holds counts.
+    let params: usize = loaded
+        .named_parameters()
+        .map(|ps| ps.iter().map(|(_, t)| t.numel()).sum())
+        .unwrap_or(0);
     let teacher = TorchScriptTeacher::new(
         file.clone(),
-        load_module(module, device)?,
+        loaded,
         module_hash.clone(),
         stage.inputs()[0].manifest_hash.clone(),
         device,
@@ -297,6 +303,7 @@ pub fn import_stage(
         "name": cfg.name,
         "arch": "torchscript",
         "preset": cfg.name,
+        "params": params,
         "test_accuracy": eval.accuracy,
         "test_loss": eval.loss,
         "inference_images_per_sec": eval.images_per_sec,
