@@ -46,9 +46,9 @@ KD := target/$(if $(filter dev,$(BUILD)),debug,$(BUILD))/kd
 CARGO_FLAGS := $(if $(filter dev,$(BUILD)),,--profile $(BUILD))
 SOURCES := $(shell find crates scripts -name '*.rs' -o -name Cargo.toml -o -name '*.cpp' -o -name '*.h') Cargo.toml $(wildcard Cargo.lock)
 
-.PHONY: all full help setup build data teachers cache students ablations long report study study-size study-eval study-fm study-fm-size study-fm-patience study-fm-views study-fm-docs teacher-eval test bench clean distclean FORCE
+.PHONY: all full help setup build data teachers cache students ablations long report plan test-slurm study study-size study-eval study-fm study-fm-size study-fm-patience study-fm-views study-fm-docs teacher-eval test bench clean distclean FORCE
 
-all: report ## the whole demo pipeline: data, teachers, cache, students, report
+all: report ## the profile's whole pipeline (the demo by default): data, teachers, cache, students, report
 
 full: ## the full experiment (PROFILE=full: all of Fashion-MNIST, 3 seeds; hours on CPU)
 	$(MAKE) PROFILE=full SEEDS="1 2" all
@@ -77,7 +77,7 @@ $(FMNIST)/train-images-idx3-ubyte.gz:
 # What the profile names, as make variables (see the header). Goals that need
 # no profile do not build kd for it.
 PROFILE_DIR := $(RUN)/profile
-NO_PROFILE_GOALS := help setup build test bench clean distclean
+NO_PROFILE_GOALS := help setup build plan test bench test-slurm clean distclean
 ifneq ($(filter-out $(NO_PROFILE_GOALS),$(or $(MAKECMDGOALS),all)),)
 include $(PROFILE_DIR)/vars.mk
 endif
@@ -195,7 +195,7 @@ LONG_EPOCHS ?= 8
 LONG_RUNS := $(foreach v,$(SEED_VARIANTS),$(v)-ep$(LONG_EPOCHS))
 $(foreach v,$(SEED_VARIANTS),$(eval $(call student_rule,$(v),-ep$(LONG_EPOCHS),--epochs $(LONG_EPOCHS))))
 
-# The data-efficiency study (issue 11): one profile per training-set size
+# The data-efficiency study: one profile per training-set size
 # (data/profiles/study-<N>.toml, run into data/runs/study-<N>), every variant
 # with seeds 0 and STUDY_SEEDS; `make study` runs the sizes in order, each
 # completely (seed 0 of every variant before the other seeds), then writes
@@ -260,12 +260,15 @@ study-fm-size: teacher-eval $(addprefix student-,$(FM_RUNS)) ## one size of stud
 # Its patience curve: the teacher-only stem students at several budgets, one
 # seed, into student/<variant>-ep<N> (the -ep<N> runs are kd_report::naming's
 # longer budgets: tabulated, never picked by the verdict). The largest is 10x
-# study v1's 80 epochs.
+# study v1's 80 epochs. The no-teacher student at the largest budget is the
+# control: what patience alone gives.
 FM_BUDGETS ?= 40 240 480 800
-FM_PATIENCE_RUNS := $(foreach v,cnn-stems ensemble-stems,$(foreach e,$(FM_BUDGETS),$(v)-ep$(e)))
-$(foreach v,cnn-stems ensemble-stems,$(foreach e,$(filter-out $(LONG_EPOCHS),$(FM_BUDGETS)),$(eval $(call student_rule,$(v),-ep$(e),--epochs $(e)))))
+FM_PATIENCE_VARIANTS := cnn-stems ensemble-stems
+FM_PATIENCE_RUNS := $(foreach v,$(FM_PATIENCE_VARIANTS),$(foreach e,$(FM_BUDGETS),$(v)-ep$(e))) none-stems-ep$(lastword $(FM_BUDGETS))
+$(foreach v,$(FM_PATIENCE_VARIANTS),$(foreach e,$(filter-out $(LONG_EPOCHS),$(FM_BUDGETS)),$(eval $(call student_rule,$(v),-ep$(e),--epochs $(e)))))
+$(eval $(call student_rule,none-stems,-ep$(lastword $(FM_BUDGETS)),--epochs $(lastword $(FM_BUDGETS))))
 
-study-fm-patience: $(addprefix student-,$(FM_PATIENCE_RUNS)) ## study v2's patience curve at one size (PROFILE=study-fm-<N>): cnn-stems and ensemble-stems at FM_BUDGETS epochs
+study-fm-patience: $(addprefix student-,$(FM_PATIENCE_RUNS)) ## study v2's patience curve at one size (PROFILE=study-fm-<N>): cnn-stems and ensemble-stems at FM_BUDGETS epochs, none-stems at the last
 	$(MAKE) --no-print-directory study-eval
 
 # Its views curve: the ensemble stem student at the profile's budget, one
@@ -314,12 +317,18 @@ $(RUN)/report/manifest.json: $(foreach v,$(STUDENT_RUNS),$(RUN)/student/$(v)/man
 
 report: $(RUN)/report/manifest.json ## results table, timings, cache size, curves (report/report.md)
 
+plan: $(KD) ## what the profile's run will take, stage by stage (images, steps, store, memory, time from a measured step), before anything long starts
+	$(KD) plan --profile $(PROFILE_FILE) --device $(DEVICE)
+
 test: $(FMNIST)/train-images-idx3-ubyte.gz | $(TORCH_READY) ## the test suite (unit, integration, Makefile and pipeline tests on tiny data)
 	cargo test --workspace --no-fail-fast
 	tests/pipeline.sh
 
 bench: $(FMNIST)/train-images-idx3-ubyte.gz | $(TORCH_READY) ## benchmarks, one table: data/runs/bench.md
 	scripts/bench.sh data/runs/bench.md
+
+test-slurm: $(KD) ## opt-in: a one-node Slurm cluster runs the job files on the tiny profile (installs slurm-wlm and munge if missing; root)
+	KD=$(KD) scripts/test-slurm.sh
 
 clean: ## remove this profile's run artifacts
 	rm -rf $(RUN)

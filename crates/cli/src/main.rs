@@ -9,6 +9,7 @@ mod cmd_data;
 mod cmd_env;
 mod cmd_gallery;
 mod cmd_inspect;
+mod cmd_plan;
 mod cmd_profile;
 mod cmd_report;
 mod cmd_student;
@@ -61,6 +62,9 @@ enum Cmd {
     /// What `make` needs of a profile: its teachers, students and sections.
     #[command(subcommand)]
     Profile(cmd_profile::Cmd),
+    /// Before a run: every stage of a profile with its images, steps, store
+    /// bytes, peak memory and a time estimate from a few measured steps.
+    Plan(cmd_plan::Args),
     /// Student stage: train the ViT (cached, live or no teachers).
     #[command(subcommand)]
     Student(cmd_student::Cmd),
@@ -86,6 +90,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Cmd::Student(c) => cmd_student::run(c),
         Cmd::Study(a) => cmd_study::run(a),
         Cmd::Profile(c) => cmd_profile::run(c),
+        Cmd::Plan(a) => cmd_plan::run(a),
         Cmd::Teacher(c) => cmd_teacher::run(c),
     }
 }

@@ -9,13 +9,11 @@
 //! recommends. Evaluation and the logit cache stay float32.
 //!
 //! tch only wraps the legacy switch that turns on CUDA float16 autocast.
-//! The device-typed functions that pick bfloat16 (and turn on CPU autocast,
-//! which the tests use) are C++ functions of libtorch_cpu with C-compatible
-//! signatures (`int8_t`-backed enums and `bool`), so they are bound here by
-//! their Itanium-mangled names. They exist in torch 2.11, the version this
-//! project pins; a libtorch without them fails at link time, never silently.
-
-#![allow(unsafe_code)]
+//! The device-typed switches that pick bfloat16 (and turn on CPU autocast,
+//! which the tests use) are reached through kd-core's C++ shim
+//! (`crate::shim::autocast`), compiled against libtorch's public headers, so
+//! a libtorch that changed them fails when the shim is built, never at run
+//! time.
 
 use serde::{Deserialize, Serialize};
 use tch::Device;

@@ -1,4 +1,4 @@
-//! A damaged, misplaced or contended store (issue 12): a deleted shard file
+//! A damaged, misplaced or contended store: a deleted shard file
 //! or inner chunk is refused when the store is opened instead of reading as
 //! zeros; a second build into the same directory finds the lock taken; an
 //! `--out` holding another artifact is refused unless `--force`; a store
