@@ -42,7 +42,8 @@
 # Prints "array JOBID (TASKS tasks), finalize JOBID ..." on its last line.
 set -euo pipefail
 
-usage() { sed -n '2,/^set -euo/{/^set -euo/d;s/^# \{0,1\}//;p}' "$0"; }
+# shellcheck source=scripts/jobs/slurm-lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/slurm-lib.sh"
 die() { echo "cache-slurm.sh: $*" >&2; exit 2; }
 
 device=${DEVICE:-auto} gpus=${GPUS:-} cpus=${CPUS:-} partition=${PARTITION:-}
@@ -129,10 +130,7 @@ if [ $wait = 1 ]; then
   echo "array $array ($tasks tasks) submitted; waiting for its finalize job (logs: $log_dir)" >&2
   rc=0; final=$("${final_sbatch[@]}") || rc=$?
   final=${final%%;*}
-  # sbatch --wait exits 0 for a job cancelled before it started (a failed
-  # task cancels finalize): trust the job's final state instead.
-  state=$(scontrol show job -o "$final" 2>/dev/null | grep -o 'JobState=[A-Z_]*' | head -n1 | cut -d= -f2 || true)
-  [ -z "$state" ] && state=$(sacct -n -X -P -j "$final" -o State 2>/dev/null | head -n1 | cut -d' ' -f1 || true)
+  state=$(job_state "$final")
   [ -n "$state" ] && [ "$state" != COMPLETED ] && [ $rc = 0 ] && rc=1
   echo "array $array ($tasks tasks), finalize $final ended ${state:-(state unknown)}, status $rc"
   exit $rc

@@ -41,7 +41,8 @@
 # interfaces, KD_DIST_TIMEOUT, ...). Prints "job JOBID (N ranks)" last.
 set -euo pipefail
 
-usage() { sed -n '2,/^set -euo/{/^set -euo/d;s/^# \{0,1\}//;p}' "$0"; }
+# shellcheck source=scripts/jobs/slurm-lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/slurm-lib.sh"
 die() { echo "train-slurm.sh: $*" >&2; exit 2; }
 
 ntasks=${NTASKS:-2} nodes=${NODES:-} per_node=${TASKS_PER_NODE:-} gpus=${GPUS:-}
@@ -110,10 +111,7 @@ mkdir -p "$log_dir"
 if [ $wait = 1 ]; then
   rc=0; job=$(printf '%s' "$script" | "${sb[@]}") || rc=$?
   job=${job%%;*}
-  # sbatch --wait exits 0 for a job cancelled before it started: trust the
-  # job's final state.
-  state=$(scontrol show job -o "$job" 2>/dev/null | grep -o 'JobState=[A-Z_]*' | head -n1 | cut -d= -f2 || true)
-  [ -z "$state" ] && state=$(sacct -n -X -P -j "$job" -o State 2>/dev/null | head -n1 | cut -d' ' -f1 || true)
+  state=$(job_state "$job")
   [ -n "$state" ] && [ "$state" != COMPLETED ] && [ $rc = 0 ] && rc=1
   echo "job $job ($ntasks ranks) ended ${state:-(state unknown)}, status $rc (log: $log_dir/train-$stage-$job.out)"
   exit $rc
