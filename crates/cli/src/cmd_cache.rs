@@ -58,7 +58,9 @@ pub struct BuildArgs {
     /// Stored dtype: f16 (default) or f32.
     #[arg(long, value_parser = parse_setting::<Dtype>)]
     dtype: Option<Dtype>,
-    /// Store only the k largest logits per view (values + uint16 indices).
+    /// Store only the k largest logits per view (values + uint16 indices);
+    /// 0 stores every logit. Default: every logit below 100 classes, the
+    /// 10 largest from 100 classes on.
     #[arg(long)]
     top_k: Option<usize>,
     /// auto, cpu, cuda or cuda:N (default: the [cache] section's `device`, else auto).
@@ -178,7 +180,7 @@ pub fn run(cmd: Cmd) -> anyhow::Result<()> {
 }
 
 /// `LOW,HIGH` as two numbers.
-fn parse_range(s: &str) -> Result<[f64; 2], String> {
+pub(crate) fn parse_range(s: &str) -> Result<[f64; 2], String> {
     let parts: Vec<Option<f64>> = s.split(',').map(|p| p.trim().parse().ok()).collect();
     match parts[..] {
         [Some(a), Some(b)] => Ok([a, b]),

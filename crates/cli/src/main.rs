@@ -4,6 +4,7 @@
 //! disk (a directory finished by `manifest.json`). This binary is the only
 //! place that wires crates together, sets up logging and draws progress bars.
 
+mod cmd_bench;
 mod cmd_cache;
 mod cmd_data;
 mod cmd_env;
@@ -46,6 +47,9 @@ struct Cli {
 enum Cmd {
     /// Show libtorch version, threads and CUDA devices.
     Env(cmd_env::Args),
+    /// Benchmarks of one part of the pipeline on your data.
+    #[command(subcommand)]
+    Bench(cmd_bench::Cmd),
     /// Dataset stage: import a real data set into a dataset artifact.
     #[command(subcommand)]
     Data(cmd_data::Cmd),
@@ -83,6 +87,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     }
     match cli.cmd {
         Cmd::Env(a) => cmd_env::run(a),
+        Cmd::Bench(c) => cmd_bench::run(c),
         Cmd::Data(c) => cmd_data::run(c),
         Cmd::Inspect(a) => cmd_inspect::run(a),
         Cmd::Cache(c) => cmd_cache::run(c),

@@ -18,7 +18,8 @@ use crate::figures::{DEFAULT_SYNC_EVERY, Figures, check_loss};
 use crate::manifest::{read_json, write_json};
 use crate::optim::{AdamW, AdamWConfig, cosine_lr};
 use crate::progress::{Progress, Silent};
-use crate::rng::{Rng, key};
+use crate::rng::key;
+use crate::sampler::{Shuffle, epoch_order};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use std::collections::BTreeMap;
@@ -147,6 +148,11 @@ pub trait Learner {
     fn var_store(&mut self) -> &mut VarStore;
     /// Number of training samples (indices `0..n` are shuffled each epoch).
     fn train_len(&self) -> usize;
+    /// How the epoch's order is drawn: a full shuffle, or blocks of the
+    /// stored chunks when the training data are read by chunk.
+    fn shuffle(&self) -> Shuffle {
+        Shuffle::Full
+    }
     /// Forward one training batch; return the loss to minimise and named
     /// scalars (0-dim tensors, left on the device: the loop reads them every
     /// few steps) whose per-sample mean is reported for the epoch.
@@ -272,6 +278,7 @@ pub fn fit(
     progress: &dyn Progress,
 ) -> Result<Vec<EpochRecord>> {
     let n = learner.train_len();
+    let shuffle = learner.shuffle();
     if n == 0 || cfg.batch_size == 0 {
         return Err(CoreError::Invalid(
             "nothing to train: empty split or batch size 0".into(),
@@ -358,8 +365,7 @@ pub fn fit(
             break;
         }
         tch::manual_seed(key(cfg.seed, &[0x6570_6f63, epoch as u64]) as i64 & i64::MAX);
-        let mut order: Vec<usize> = (0..n).collect();
-        Rng::keyed(cfg.seed, &[0x7368_7566, epoch as u64]).shuffle(&mut order);
+        let order = epoch_order(n, cfg.seed, epoch, shuffle);
         let mut sums: BTreeMap<String, f64> = BTreeMap::new();
         let mut figures = Figures::default();
         // Samples of the epoch so far (all ranks), and those this rank trained on.

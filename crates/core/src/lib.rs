@@ -23,6 +23,7 @@ pub mod profile;
 pub mod profile_vars;
 pub mod progress;
 pub mod rng;
+pub mod sampler;
 mod shim;
 pub mod stage;
 pub mod teacher;

@@ -85,22 +85,35 @@ impl ProfilePlan {
         let mut teachers = vec![];
         for (name, t) in named(profile, "teachers") {
             check_name(name).map_err(|m| bad(format!("[teachers.{name}]: {m}")))?;
-            let torchscript = t.get("torchscript").and_then(|v| v.as_str()).map(String::from);
+            let torchscript = t
+                .get("torchscript")
+                .and_then(|v| v.as_str())
+                .map(String::from);
             let mut import_flags = vec![];
             if torchscript.is_some() {
                 for key in ["mean", "std"] {
                     if let Some(v) = t.get(key) {
                         let xs = v
                             .as_array()
-                            .and_then(|a| a.iter().map(toml::Value::as_float).collect::<Option<Vec<_>>>())
-                            .ok_or_else(|| bad(format!("[teachers.{name}] {key}: expected a list of numbers")))?;
+                            .and_then(|a| {
+                                a.iter()
+                                    .map(toml::Value::as_float)
+                                    .collect::<Option<Vec<_>>>()
+                            })
+                            .ok_or_else(|| {
+                                bad(format!(
+                                    "[teachers.{name}] {key}: expected a list of numbers"
+                                ))
+                            })?;
                         let joined: Vec<String> = xs.iter().map(|x| x.to_string()).collect();
                         import_flags.push(format!("--{key} {}", joined.join(",")));
                     }
                 }
                 if let Some(v) = t.get("eval_batch_size") {
                     let n = v.as_integer().filter(|n| *n > 0).ok_or_else(|| {
-                        bad(format!("[teachers.{name}] eval_batch_size: expected a positive integer"))
+                        bad(format!(
+                            "[teachers.{name}] eval_batch_size: expected a positive integer"
+                        ))
                     })?;
                     import_flags.push(format!("--eval-batch-size {n}"));
                 }
@@ -133,18 +146,26 @@ impl ProfilePlan {
         Ok(plan)
     }
 
-    fn student_teachers(&self, name: &str, s: &toml::Table) -> std::result::Result<StudentTeachers, String> {
+    fn student_teachers(
+        &self,
+        name: &str,
+        s: &toml::Table,
+    ) -> std::result::Result<StudentTeachers, String> {
         let live = match s.get("live") {
             None => name.ends_with("-live"),
             Some(v) => v.as_bool().ok_or("live: expected true or false")?,
         };
         let known: Vec<&str> = self.teachers.iter().map(|t| t.name.as_str()).collect();
         let names: Vec<String> = match s.get("teachers") {
-            Some(toml::Value::String(source)) => return Ok(StudentTeachers::Source(source.clone())),
+            Some(toml::Value::String(source)) => {
+                return Ok(StudentTeachers::Source(source.clone()));
+            }
             Some(toml::Value::Array(a)) => {
                 let mut v = vec![];
                 for t in a {
-                    let t = t.as_str().ok_or("teachers: expected a list of teacher names")?;
+                    let t = t
+                        .as_str()
+                        .ok_or("teachers: expected a list of teacher names")?;
                     if !known.contains(&t) {
                         return Err(format!(
                             "teachers: no [teachers.{t}] in this profile (it has: {})",
@@ -155,7 +176,12 @@ impl ProfilePlan {
                 }
                 v
             }
-            Some(_) => return Err("teachers: expected a list of teacher names, or a --teachers source string".into()),
+            Some(_) => {
+                return Err(
+                    "teachers: expected a list of teacher names, or a --teachers source string"
+                        .into(),
+                );
+            }
             None => self.teachers_by_name(name)?,
         };
         Ok(match (names.is_empty(), live) {
@@ -175,11 +201,7 @@ impl ProfilePlan {
         let store = self.store_teachers();
         // The longest teacher name that starts the student's: `cnn-r18`
         // before `cnn`.
-        if let Some(t) = store
-            .iter()
-            .filter(|t| starts(t))
-            .max_by_key(|t| t.len())
-        {
+        if let Some(t) = store.iter().filter(|t| starts(t)).max_by_key(|t| t.len()) {
             return Ok(vec![t.to_string()]);
         }
         if starts("ensemble") && !store.is_empty() {
@@ -198,11 +220,22 @@ impl ProfilePlan {
         let mut s = String::from("# Written by `kd profile vars` from the profile; do not edit.\n");
         let list = |xs: Vec<&str>| xs.join(" ");
         let names = |f: &dyn Fn(&TeacherPlan) -> bool| {
-            list(self.teachers.iter().filter(|t| f(t)).map(|t| t.name.as_str()).collect())
+            list(
+                self.teachers
+                    .iter()
+                    .filter(|t| f(t))
+                    .map(|t| t.name.as_str())
+                    .collect(),
+            )
         };
         writeln!(s, "PROFILE_TEACHERS := {}", names(&|_| true)).ok();
         writeln!(s, "STORE_TEACHERS := {}", list(self.store_teachers())).ok();
-        writeln!(s, "IMPORTED_TEACHERS := {}", names(&|t| t.torchscript.is_some())).ok();
+        writeln!(
+            s,
+            "IMPORTED_TEACHERS := {}",
+            names(&|t| t.torchscript.is_some())
+        )
+        .ok();
         for t in &self.teachers {
             if let Some(f) = &t.torchscript {
                 writeln!(s, "TORCHSCRIPT_{} := {}", t.name, escape(f)).ok();
@@ -226,14 +259,20 @@ impl ProfilePlan {
         };
         for (name, teachers) in &self.students {
             let (source, deps) = match teachers {
-                StudentTeachers::None => ("none".to_string(), "$(RUN)/dataset/manifest.json".to_string()),
+                StudentTeachers::None => (
+                    "none".to_string(),
+                    "$(RUN)/dataset/manifest.json".to_string(),
+                ),
                 StudentTeachers::Store(ts) => {
                     let subset = if ts.iter().map(String::as_str).eq(all.iter().copied()) {
                         String::new()
                     } else {
                         format!("\\#{}", ts.join(","))
                     };
-                    (format!("cache:$(RUN)/logits{subset}"), "$(RUN)/logits/manifest.json".into())
+                    (
+                        format!("cache:$(RUN)/logits{subset}"),
+                        "$(RUN)/logits/manifest.json".into(),
+                    )
                 }
                 StudentTeachers::Live(ts) => (
                     format!("live:{}", dirs(ts).join(",")),
@@ -243,12 +282,19 @@ impl ProfilePlan {
                         .collect::<Vec<_>>()
                         .join(" "),
                 ),
-                StudentTeachers::Source(src) => (escape(src), "$(RUN)/dataset/manifest.json".into()),
+                StudentTeachers::Source(src) => {
+                    (escape(src), "$(RUN)/dataset/manifest.json".into())
+                }
             };
             writeln!(s, "SOURCE_{name} = {source}").ok();
             writeln!(s, "DEPS_{name} = {deps}").ok();
         }
-        writeln!(s, "DATA_SRC := {}", self.data_src.as_deref().map(escape).unwrap_or_default()).ok();
+        writeln!(
+            s,
+            "DATA_SRC := {}",
+            self.data_src.as_deref().map(escape).unwrap_or_default()
+        )
+        .ok();
         s
     }
 }
@@ -371,12 +417,21 @@ teachers = "cache:/elsewhere/logits"
         let by: std::collections::BTreeMap<_, _> = plan.students.iter().cloned().collect();
         assert_eq!(by["none"], StudentTeachers::None);
         assert_eq!(by["cnn-stems"], StudentTeachers::Store(t(&["cnn"])));
-        assert_eq!(by["ensemble"], StudentTeachers::Store(t(&["cnn", "involution", "resnet"])));
-        assert_eq!(by["ensemble-live"], StudentTeachers::Live(t(&["cnn", "involution", "resnet"])));
+        assert_eq!(
+            by["ensemble"],
+            StudentTeachers::Store(t(&["cnn", "involution", "resnet"]))
+        );
+        assert_eq!(
+            by["ensemble-live"],
+            StudentTeachers::Live(t(&["cnn", "involution", "resnet"]))
+        );
         assert_eq!(by["pair"], StudentTeachers::Store(t(&["cnn", "resnet"])));
         assert_eq!(by["plain"], StudentTeachers::None);
         assert_eq!(by["res-live"], StudentTeachers::Live(t(&["resnet"])));
-        assert_eq!(by["given"], StudentTeachers::Source("cache:/elsewhere/logits".into()));
+        assert_eq!(
+            by["given"],
+            StudentTeachers::Source("cache:/elsewhere/logits".into())
+        );
         let vars = plan.make_vars();
         for line in [
             "PROFILE_TEACHERS := cnn involution involution-crossfit resnet",
@@ -405,7 +460,10 @@ teachers = "cache:/elsewhere/logits"
             ("[students.mystery]\n", "[students.mystery]: which teachers"),
             ("[students.x]\nteachers = [\"vgg\"]\n", "no [teachers.vgg]"),
             ("[students.x]\nteachers = 3\n", "teachers: expected"),
-            ("[students.x]\nteachers = []\nlive = true\n", "live = true with no teachers"),
+            (
+                "[students.x]\nteachers = []\nlive = true\n",
+                "live = true with no teachers",
+            ),
             ("[students.\"a b\"]\n", "[students.a b]: a name of letters"),
         ] {
             let (_d, prof) = profile(&format!("[teachers.cnn]\narch = \"cnn\"\n{body}"));
@@ -419,14 +477,22 @@ teachers = "cache:/elsewhere/logits"
         let (d, prof) = profile(DEMO);
         let out = d.path().join("mk");
         let first = write_make_files(&prof, &out).unwrap();
-        assert!(first.contains(&out.join("students/pair.toml")) && first.contains(&out.join(VARS_FILE)));
+        assert!(
+            first.contains(&out.join("students/pair.toml")) && first.contains(&out.join(VARS_FILE))
+        );
         // The same profile again, with a comment and one student changed.
-        let edited = DEMO.replace("[students.plain]\n", "# a comment\n[students.plain]\nepochs = 3\n");
+        let edited = DEMO.replace(
+            "[students.plain]\n",
+            "# a comment\n[students.plain]\nepochs = 3\n",
+        );
         std::fs::write(&prof.path, edited).unwrap();
         let prof = Profile::load(&prof.path).unwrap();
         let second = write_make_files(&prof, &out).unwrap();
         assert_eq!(second, [out.join("students/plain.toml")]);
-        assert_eq!(std::fs::read_to_string(out.join("students/plain.toml")).unwrap(), "epochs = 3\nteachers = []\n");
+        assert_eq!(
+            std::fs::read_to_string(out.join("students/plain.toml")).unwrap(),
+            "epochs = 3\nteachers = []\n"
+        );
         assert!(write_make_files(&prof, &out).unwrap().is_empty());
     }
 }

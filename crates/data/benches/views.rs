@@ -44,7 +44,8 @@ fn main() {
                     .iter()
                     .map(|&i| spec.draw([28, 28], 0, i as u64, 1 + b as u64 % 8))
                     .collect();
-                let t = batch_tensor(&split, &idx, &views, &spec, &table, tch::Device::Cpu);
+                let t =
+                    batch_tensor(&split, &idx, &views, &spec, &table, tch::Device::Cpu).unwrap();
                 assert_eq!(t.size()[0], batch as i64);
                 done += batch;
                 b += 1;

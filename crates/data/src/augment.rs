@@ -1,12 +1,14 @@
 //! Batch assembly: apply views to uint8 images and normalise to `[B,C,H,W]`
 //! floats. Runs on rayon over plain buffers (tensors are not `Sync`); every
 //! output pixel is a pure function of (image, view), so the result does not
-//! depend on the thread count.
+//! depend on the thread count. A batch's images are gathered first
+//! (`Split::gather`: one decode per touched chunk when read by chunk).
 //!
 //! Mixed views (mixup, cutmix; `kd_core::mix`) are assembled here too, by the
 //! one function both the cache writer and the student call, so the student
 //! trains on the very pixels the teachers' stored logits were computed on.
 
+use crate::error::Result;
 use crate::split::Split;
 use kd_core::device::upload;
 use kd_core::{MixKind, MixParams, ViewParams, ViewSpec};
@@ -139,16 +141,15 @@ pub fn assemble(
     views: &[ViewParams],
     spec: &ViewSpec,
     lut: &[[f32; 256]],
-) -> Vec<f32> {
+) -> Result<Vec<f32>> {
     assert_eq!(idx.len(), views.len(), "one view per sample");
     let n = split.image_len();
+    let g = split.gather(idx)?;
     let mut out = vec![0f32; idx.len() * n];
     out.par_chunks_mut(n)
         .zip(idx.par_iter().zip(views.par_iter()))
-        .for_each(|(o, (&i, &v))| {
-            apply_view(split.image(i), split.chw, spec.pad as usize, v, lut, o)
-        });
-    out
+        .for_each(|(o, (&i, &v))| apply_view(g.image(i), split.chw, spec.pad as usize, v, lut, o));
+    Ok(out)
 }
 
 /// [`assemble`] as a tensor on `device`.
@@ -159,11 +160,11 @@ pub fn batch_tensor(
     spec: &ViewSpec,
     lut: &[[f32; 256]],
     device: Device,
-) -> Tensor {
+) -> Result<Tensor> {
     let [c, h, w] = split.chw;
-    let buf = assemble(split, idx, views, spec, lut);
+    let buf = assemble(split, idx, views, spec, lut)?;
     let t = Tensor::from_slice(&buf).view([idx.len() as i64, c as i64, h as i64, w as i64]);
-    upload(t, device)
+    Ok(upload(t, device))
 }
 
 /// Mix `partner` (the partner's view, already normalised) into `out` (the
@@ -204,7 +205,7 @@ pub fn assemble_mixed(
     mixes: &[MixParams],
     spec: &ViewSpec,
     lut: &[[f32; 256]],
-) -> Vec<f32> {
+) -> Result<Vec<f32>> {
     assert_eq!(idx.len(), views.len(), "one view per sample");
     assert_eq!(
         idx.len(),
@@ -214,6 +215,14 @@ pub fn assemble_mixed(
     assert_eq!(idx.len(), mixes.len(), "one mix per sample");
     let n = split.image_len();
     let pad = spec.pad as usize;
+    let mut needed = idx.to_vec();
+    needed.extend(
+        mixes
+            .iter()
+            .filter(|m| m.is_mixed())
+            .map(|m| m.partner as usize),
+    );
+    let g = split.gather(&needed)?;
     let mut out = vec![0f32; idx.len() * n];
     out.par_chunks_mut(n)
         .zip(idx.par_iter().zip(views.par_iter()))
@@ -221,15 +230,15 @@ pub fn assemble_mixed(
         .for_each_init(
             || vec![0f32; n],
             |scratch, ((o, (&i, &v)), (&pv, m))| {
-                apply_view(split.image(i), split.chw, pad, v, lut, o);
+                apply_view(g.image(i), split.chw, pad, v, lut, o);
                 if m.is_mixed() {
-                    let p = split.image(m.partner as usize);
+                    let p = g.image(m.partner as usize);
                     apply_view(p, split.chw, pad, pv, lut, scratch);
                     mix_into(o, scratch, split.chw, m);
                 }
             },
         );
-    out
+    Ok(out)
 }
 
 /// [`assemble_mixed`] as a tensor on `device`: what the cache writer feeds
@@ -245,11 +254,11 @@ pub fn batch_tensor_mixed(
     spec: &ViewSpec,
     lut: &[[f32; 256]],
     device: Device,
-) -> Tensor {
+) -> Result<Tensor> {
     let [c, h, w] = split.chw;
-    let buf = assemble_mixed(split, idx, views, partner_views, mixes, spec, lut);
+    let buf = assemble_mixed(split, idx, views, partner_views, mixes, spec, lut)?;
     let t = Tensor::from_slice(&buf).view([idx.len() as i64, c as i64, h as i64, w as i64]);
-    upload(t, device)
+    Ok(upload(t, device))
 }
 
 /// Soft targets `[B, classes]` (float32) of possibly mixed samples: the own
@@ -388,11 +397,7 @@ mod tests {
                 images.extend((0..16u8).map(|p| 10 * i + p + 100 * ch));
             }
         }
-        Split {
-            images,
-            labels: vec![0, 1, 2, 1],
-            chw: [2, 4, 4],
-        }
+        Split::in_memory(images, vec![0, 1, 2, 1], [2, 4, 4])
     }
 
     fn bits(t: &Tensor) -> Vec<u32> {
@@ -415,9 +420,10 @@ mod tests {
         let views: Vec<ViewParams> = (0..5)
             .map(|v| spec.draw([4, 4], 4, idx[v] as u64, v as u64))
             .collect();
-        let plain = batch_tensor(&s, &idx, &views, &spec, &l, Device::Cpu);
+        let plain = batch_tensor(&s, &idx, &views, &spec, &l, Device::Cpu).unwrap();
         let none = vec![MixParams::NONE; 5];
-        let mixed = batch_tensor_mixed(&s, &idx, &views, &views, &none, &spec, &l, Device::Cpu);
+        let mixed =
+            batch_tensor_mixed(&s, &idx, &views, &views, &none, &spec, &l, Device::Cpu).unwrap();
         assert_eq!(plain.size(), mixed.size());
         assert_eq!(bits(&plain), bits(&mixed));
         let labels = mixed_label_tensor(&s, &idx, &none, 3, Device::Cpu);
@@ -463,8 +469,9 @@ mod tests {
             &[mixup, cutmix],
             &spec,
             &l,
-        );
-        let plain = |i: usize, v: ViewParams| assemble(&s, &[i], &[v], &spec, &l);
+        )
+        .unwrap();
+        let plain = |i: usize, v: ViewParams| assemble(&s, &[i], &[v], &spec, &l).unwrap();
         let (a, b) = (plain(0, id), plain(2, id));
         let lam = 49151f32 / 65535.0;
         for p in 0..32 {

@@ -15,11 +15,7 @@ const PIXELS: usize = 3 * 32 * 32;
 
 fn read_batches(files: &[PathBuf], label_bytes: usize, classes: usize) -> Result<Split> {
     let rec = label_bytes + PIXELS;
-    let mut split = Split {
-        images: vec![],
-        labels: vec![],
-        chw: [3, 32, 32],
-    };
+    let (mut images, mut labels) = (vec![], vec![]);
     for f in files {
         let bytes = std::fs::read(f).map_err(io_err(f))?;
         if bytes.is_empty() || bytes.len() % rec != 0 {
@@ -41,11 +37,11 @@ fn read_batches(files: &[PathBuf], label_bytes: usize, classes: usize) -> Result
                     ),
                 ));
             }
-            split.labels.push(label as u16);
-            split.images.extend_from_slice(&r[label_bytes..]);
+            labels.push(label as u16);
+            images.extend_from_slice(&r[label_bytes..]);
         }
     }
-    Ok(split)
+    Ok(Split::in_memory(images, labels, [3, 32, 32]))
 }
 
 fn names_from(path: &Path, fallback: usize) -> Vec<String> {

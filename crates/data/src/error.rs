@@ -94,3 +94,14 @@ pub(crate) fn io_err(path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) ->
     let path = path.into();
     move |source| DataError::Io { path, source }
 }
+
+/// Shared code (the epoch loop, batch assembly in a learner) speaks
+/// `CoreError`: a data error crosses it whole, as a stage error.
+impl From<DataError> for kd_core::CoreError {
+    fn from(e: DataError) -> Self {
+        match e {
+            DataError::Core(c) => c,
+            other => kd_core::CoreError::stage(other),
+        }
+    }
+}

@@ -33,13 +33,15 @@ mod layout;
 
 use crate::error::{DataError, Result, format_err};
 use crate::origin::OriginKind;
+use crate::pixels::{Loader, Pixels};
 use crate::split::{Imported, Split, Traced, stratified_pick};
 use image::DynamicImage;
 use image::imageops::FilterType;
 use layout::{Image, Parts};
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 /// How an image that is not `size x size` gets there.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -194,14 +196,18 @@ fn origin_of(src: &Path, p: &Path) -> Result<String> {
     })
 }
 
+/// The split of `images`, decoded only when its pixels are read (the
+/// dataset writer decodes one chunk of them at a time).
 fn read(src: &Path, images: &[Image], size: u32, opts: &Options) -> Result<Traced> {
-    let pixels: Vec<Vec<u8>> = images
-        .par_iter()
-        .map(|im| load(&im.path, size, opts.resize, opts.channels))
-        .collect::<Result<_>>()?;
+    let paths: Arc<Vec<PathBuf>> = Arc::new(images.iter().map(|im| im.path.clone()).collect());
+    let (resize, channels) = (opts.resize, opts.channels);
+    let load: Loader = Arc::new(move |i| load(&paths[i], size, resize, channels));
     Ok(Traced {
         split: Split {
-            images: pixels.concat(),
+            images: Pixels::Deferred {
+                load,
+                idx: (0..images.len()).collect(),
+            },
             labels: images.iter().map(|im| im.label).collect(),
             chw: [opts.channels, size as usize, size as usize],
         },

@@ -93,11 +93,11 @@ pub fn read_pair(images: &Path, labels: &Path, classes: usize) -> Result<Split> 
             ),
         ));
     }
-    Ok(Split {
-        images: ibytes,
-        labels: lbytes.into_iter().map(u16::from).collect(),
-        chw: [1, idims[1], idims[2]],
-    })
+    Ok(Split::in_memory(
+        ibytes,
+        lbytes.into_iter().map(u16::from).collect(),
+        [1, idims[1], idims[2]],
+    ))
 }
 
 /// Class names of the known IDX data sets, by a hint in the directory name.

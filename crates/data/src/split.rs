@@ -3,18 +3,30 @@
 
 use crate::error::{DataError, Result};
 use crate::origin::OriginKind;
+use crate::pixels::{Gathered, Pixels};
 use kd_core::Rng;
+use kd_core::sampler::Shuffle;
 use serde::{Deserialize, Serialize};
 
-/// Images `[n, c, h, w]` as uint8 in one buffer, with their labels.
+/// Images `[n, c, h, w]` as uint8 (in memory, or read by chunk: see
+/// [`Pixels`]), with their labels.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Split {
-    pub images: Vec<u8>,
+    pub images: Pixels,
     pub labels: Vec<u16>,
     pub chw: [usize; 3],
 }
 
 impl Split {
+    /// A split whose pixels are in one buffer.
+    pub fn in_memory(images: Vec<u8>, labels: Vec<u16>, chw: [usize; 3]) -> Split {
+        Split {
+            images: Pixels::Memory(images),
+            labels,
+            chw,
+        }
+    }
+
     pub fn len(&self) -> usize {
         self.labels.len()
     }
@@ -27,19 +39,41 @@ impl Split {
         self.chw.iter().product()
     }
 
-    pub fn image(&self, i: usize) -> &[u8] {
-        let n = self.image_len();
-        &self.images[i * n..(i + 1) * n]
+    /// The images of samples `idx`, fetched once for a batch
+    /// ([`Pixels::gather`]).
+    pub fn gather(&self, idx: &[usize]) -> Result<Gathered<'_>> {
+        self.images.gather(idx, self.image_len())
+    }
+
+    /// The image of sample `i` (a copy: for tools and tests; batches
+    /// [`gather`](Split::gather)).
+    pub fn image(&self, i: usize) -> Result<Vec<u8>> {
+        self.range(i, 1)
+    }
+
+    /// Images `start..start + n` in one buffer.
+    pub fn range(&self, start: usize, n: usize) -> Result<Vec<u8>> {
+        self.images.range(start, n, self.image_len())
+    }
+
+    /// The training order this split needs: a full shuffle in memory;
+    /// read by chunk, blocks of its chunks in windows of half the chunks
+    /// the data cache holds (the other half serves evaluation and the
+    /// window before), so each chunk is decoded about once per epoch.
+    pub fn shuffle(&self) -> Shuffle {
+        match (self.images.chunk_len(), self.images.cached_chunks()) {
+            (Some(block), Some(cached)) => Shuffle::Blocks {
+                block,
+                window: (cached / 2).max(1),
+            },
+            _ => Shuffle::Full,
+        }
     }
 
     /// The samples at `idx`, in that order.
     pub fn select(&self, idx: &[usize]) -> Split {
-        let mut images = Vec::with_capacity(idx.len() * self.image_len());
-        for &i in idx {
-            images.extend_from_slice(self.image(i));
-        }
         Split {
-            images,
+            images: self.images.select(idx, self.image_len()),
             labels: idx.iter().map(|&i| self.labels[i]).collect(),
             chw: self.chw,
         }

@@ -9,39 +9,73 @@
 
 use crate::error::{DataError, Result};
 use crate::origin::OriginKind;
+use crate::pixels::{ChunkedImages, Pixels};
 use crate::split::{Split, Traced};
 use kd_core::manifest::{Manifest, manifest_hash};
 use kd_core::zarr::{self, Layout, data_type};
 use serde_json::{Map, Value, json};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 pub const STAGE: &str = "data";
 pub const STORE: &str = "dataset.zarr";
 
-/// Per-channel mean and standard deviation of pixel values in [0, 1].
-pub fn channel_stats(s: &Split) -> (Vec<f32>, Vec<f32>) {
-    let [c, h, w] = s.chw;
-    let hw = h * w;
-    let mut sum = vec![0f64; c];
-    let mut sq = vec![0f64; c];
-    for img in s.images.chunks_exact(c * hw) {
-        for ch in 0..c {
-            for &v in &img[ch * hw..(ch + 1) * hw] {
-                let x = v as f64 / 255.0;
-                sum[ch] += x;
-                sq[ch] += x * x;
-            }
+/// Running per-channel sums of pixel values in [0, 1], fed image by image
+/// in sample order (so a split written chunk by chunk has the same
+/// statistics, to the bit, as one summed whole).
+struct ChannelStats {
+    sum: Vec<f64>,
+    sq: Vec<f64>,
+    pixels: usize,
+}
+
+impl ChannelStats {
+    fn new(c: usize) -> ChannelStats {
+        ChannelStats {
+            sum: vec![0.0; c],
+            sq: vec![0.0; c],
+            pixels: 0,
         }
     }
-    let n = (s.len() * hw).max(1) as f64;
-    let mean: Vec<f64> = sum.iter().map(|s| s / n).collect();
-    let std = sq
-        .iter()
-        .zip(&mean)
-        .map(|(q, m)| ((q / n - m * m).max(1e-12)).sqrt() as f32)
-        .collect();
-    (mean.into_iter().map(|m| m as f32).collect(), std)
+
+    fn add(&mut self, images: &[u8], chw: [usize; 3]) {
+        let [c, h, w] = chw;
+        let hw = h * w;
+        for img in images.chunks_exact(c * hw) {
+            for ch in 0..c {
+                for &v in &img[ch * hw..(ch + 1) * hw] {
+                    let x = v as f64 / 255.0;
+                    self.sum[ch] += x;
+                    self.sq[ch] += x * x;
+                }
+            }
+            self.pixels += hw;
+        }
+    }
+
+    fn mean_std(&self) -> (Vec<f32>, Vec<f32>) {
+        let n = self.pixels.max(1) as f64;
+        let mean: Vec<f64> = self.sum.iter().map(|s| s / n).collect();
+        let std = self
+            .sq
+            .iter()
+            .zip(&mean)
+            .map(|(q, m)| ((q / n - m * m).max(1e-12)).sqrt() as f32)
+            .collect();
+        (mean.into_iter().map(|m| m as f32).collect(), std)
+    }
+}
+
+/// Per-channel mean and standard deviation of pixel values in [0, 1].
+pub fn channel_stats(s: &Split) -> Result<(Vec<f32>, Vec<f32>)> {
+    let mut stats = ChannelStats::new(s.chw[0]);
+    let per = crate::pixels::chunk_images(s.image_len(), s.len());
+    for start in (0..s.len()).step_by(per.max(1)) {
+        let n = per.min(s.len() - start);
+        stats.add(&s.range(start, n)?, s.chw);
+    }
+    Ok(stats.mean_std())
 }
 
 /// Write the splits to `out/dataset.zarr` without origins (synthetic data
@@ -98,30 +132,19 @@ fn write(
         std::fs::remove_dir_all(&root).map_err(crate::error::io_err(&root))?;
     }
     std::fs::create_dir_all(&root).map_err(crate::error::io_err(&root))?;
-    let train = splits
-        .iter()
-        .find(|(n, _, _)| *n == "train")
-        .ok_or_else(|| DataError::Invalid("no train split".into()))?
-        .1;
-    let (mean, std) = channel_stats(train);
+    if !splits.iter().any(|(n, _, _)| *n == "train") {
+        return Err(DataError::Invalid("no train split".into()));
+    }
     let store = zarr::open_store(&root)?;
-    let counts: BTreeMap<&str, usize> = splits.iter().map(|(n, s, _)| (*n, s.len())).collect();
-    let attrs = json!({
-        "class_names": class_names,
-        "num_classes": class_names.len(),
-        "chw": train.chw,
-        "mean": mean,
-        "std": std,
-        "splits": counts,
-        "source": source,
-    });
-    let attrs = attrs.as_object().cloned().unwrap_or_default();
-    zarr::create_group(&store, "/", attrs.clone())?;
+    // The group's attributes need the train split's statistics, gathered
+    // while it is written: a placeholder group first, the real one last.
+    zarr::create_group(&store, "/", Map::new())?;
+    let mut stats = None;
     for &(name, s, origin) in splits {
         zarr::create_group(&store, &format!("/{name}"), Map::new())?;
         let [c, h, w] = s.chw.map(|x| x as u64);
         let n = s.len() as u64;
-        let chunk = 4096u64.min(n.max(1));
+        let chunk = crate::pixels::chunk_images(s.image_len(), s.len()) as u64;
         let images = zarr::create_array(
             &store,
             &format!("/{name}/images"),
@@ -136,7 +159,28 @@ fn write(
             },
             Map::new(),
         )?;
-        zarr::write_block(&images, &[0, 0, 0, 0], &[n, c, h, w], &s.images)?;
+        // Chunk by chunk: an import holds one chunk of decoded images.
+        let mut st = ChannelStats::new(s.chw[0]);
+        let total = s.len();
+        for start in (0..total).step_by(chunk as usize) {
+            let k = (chunk as usize).min(total - start);
+            let block = s.range(start, k)?;
+            if name == "train" {
+                st.add(&block, s.chw);
+            }
+            zarr::write_block(
+                &images,
+                &[start as u64, 0, 0, 0],
+                &[k as u64, c, h, w],
+                &block,
+            )?;
+            if total > chunk as usize {
+                tracing::debug!(split = name, done = start + k, total, "images written");
+            }
+        }
+        if name == "train" {
+            stats = Some((st.mean_std(), s.chw));
+        }
         let labels = zarr::create_array(
             &store,
             &format!("/{name}/labels"),
@@ -144,7 +188,7 @@ fn write(
             0u16,
             &Layout {
                 shape: vec![n],
-                chunk: vec![chunk * 4],
+                chunk: vec![4096u64.min(n.max(1)) * 4],
                 subchunk: None,
                 zstd_level: 3,
                 dims: vec!["sample".into()],
@@ -156,10 +200,26 @@ fn write(
             crate::origin::write(&store, name, o, kind)?;
         }
     }
+    let Some(((mean, std), chw)) = stats else {
+        return Err(DataError::Invalid("no train split".into()));
+    };
+    let counts: BTreeMap<&str, usize> = splits.iter().map(|(n, s, _)| (*n, s.len())).collect();
+    let attrs = json!({
+        "class_names": class_names,
+        "num_classes": class_names.len(),
+        "chw": chw,
+        "mean": mean,
+        "std": std,
+        "splits": counts,
+        "source": source,
+    });
+    let attrs = attrs.as_object().cloned().unwrap_or_default();
+    zarr::create_group(&store, "/", attrs.clone())?;
     Ok(attrs)
 }
 
-/// A dataset artifact loaded in memory (uint8 pixels: 47 MB for Fashion-MNIST).
+/// A dataset artifact: labels in memory, pixels in memory when they fit
+/// the data cache and read by chunk otherwise ([`Pixels`]).
 #[derive(Clone, Debug)]
 pub struct Dataset {
     pub dir: PathBuf,
@@ -171,8 +231,15 @@ pub struct Dataset {
 }
 
 impl Dataset {
-    /// Open a finished dataset artifact (refusing one without a manifest).
+    /// Open a finished dataset artifact (refusing one without a manifest),
+    /// with the data cache [`crate::pixels::cache_budget`] sets.
     pub fn open(dir: &Path) -> Result<Dataset> {
+        Dataset::open_with_cache(dir, crate::pixels::cache_budget()?)
+    }
+
+    /// [`Dataset::open`] with a data cache of `budget` bytes: pixels in
+    /// memory when all splits fit in it, read by chunk through it otherwise.
+    pub fn open_with_cache(dir: &Path, budget: u64) -> Result<Dataset> {
         Manifest::read_stage(dir, STAGE)?;
         let hash = manifest_hash(dir)?;
         let store = zarr::open_store(&dir.join(STORE))?;
@@ -190,13 +257,39 @@ impl Dataset {
         let std: Vec<f32> = serde_json::from_value(get("std")?).map_err(|_| bad("std"))?;
         let counts: BTreeMap<String, usize> =
             serde_json::from_value(get("splits")?).map_err(|_| bad("splits"))?;
-        let mut splits = BTreeMap::new();
+        let mut arrays = vec![];
         for name in counts.keys() {
             let images = zarr::open_array(&store, &format!("/{name}/images"))?;
             let labels = zarr::open_array(&store, &format!("/{name}/labels"))?;
+            arrays.push((name, images, labels));
+        }
+        let bytes: u64 = arrays
+            .iter()
+            .map(|(_, a, _)| a.shape().iter().product::<u64>())
+            .sum();
+        // Whole in memory when it fits the data cache (the fastest reads,
+        // and a full shuffle); by chunk otherwise.
+        let chunked = bytes > budget;
+        if chunked {
+            tracing::info!(
+                dataset = %dir.display(),
+                gib = format!("{:.1}", bytes as f64 / (1u64 << 30) as f64),
+                cache_gib = format!("{:.1}", budget as f64 / (1u64 << 30) as f64),
+                "dataset larger than the data cache ({}): reading by chunk",
+                crate::pixels::CACHE_ENV
+            );
+        }
+        let mut splits = BTreeMap::new();
+        for (name, images, labels) in arrays {
             let shape = images.shape().to_vec();
+            let pixels = if chunked {
+                let path = dir.join(STORE).join(name).join("images");
+                Pixels::Chunked(Arc::new(ChunkedImages::new(images, path, budget)?))
+            } else {
+                Pixels::Memory(zarr::read_all::<u8>(&images)?)
+            };
             let split = Split {
-                images: zarr::read_all::<u8>(&images)?,
+                images: pixels,
                 labels: zarr::read_all::<u16>(&labels)?,
                 chw: [shape[1] as usize, shape[2] as usize, shape[3] as usize],
             };

@@ -67,7 +67,7 @@ fn idx_raw_and_gz_read_back_equal_source() {
         let (img, lab) = synth(40, 6, 5);
         let train = ds.split("train").unwrap();
         assert_eq!(train.chw, [1, 6, 5]);
-        assert_eq!(train.images, img);
+        assert_eq!(train.images.as_slice().unwrap(), &img[..]);
         assert_eq!(
             train.labels,
             lab.iter().map(|&l| l as u16).collect::<Vec<_>>()
@@ -159,7 +159,7 @@ fn cifar10_and_cifar100_read_back() {
     let ds = Dataset::open(&out).unwrap();
     let train = ds.split("train").unwrap();
     assert_eq!((train.len(), train.chw), (15, [3, 32, 32]));
-    assert_eq!(train.image(4), &cifar_record(&[0], 21)[1..]);
+    assert_eq!(train.image(4).unwrap(), &cifar_record(&[0], 21)[1..]);
     assert_eq!(train.labels[4], 3);
     assert_eq!(ds.class_names[9], "truck");
 
@@ -177,7 +177,7 @@ fn cifar10_and_cifar100_read_back() {
     assert_eq!(ds.num_classes(), 100);
     assert_eq!(ds.split("train").unwrap().labels, vec![57, 99]);
     assert_eq!(
-        ds.split("test").unwrap().image(0),
+        ds.split("test").unwrap().image(0).unwrap(),
         &cifar_record(&[3, 0], 3)[2..]
     );
 }
@@ -208,7 +208,7 @@ fn image_folder_reads_classes_and_pixels() {
     assert_eq!((train.len(), test.len()), (8, 2));
     assert_eq!(test.class_counts(2), vec![1, 1]);
     // Same size: pixels pass through unchanged (row-major, y then x).
-    let first = train.image(0);
+    let first = train.image(0).unwrap();
     let label = train.labels[0] as u32;
     let i = (first[0] as u32) - label * 100;
     assert_eq!(first[1] as u32, 10 + label * 100 + i);
@@ -233,7 +233,7 @@ fn image_folder_reads_classes_and_pixels() {
     let s = ds.split("train").unwrap();
     assert_eq!((s.len(), s.chw), (2, [3, 4, 4]));
     assert!(
-        s.image(0)[..16].iter().all(|&v| v > 180),
+        s.image(0).unwrap()[..16].iter().all(|&v| v > 180),
         "red channel first (CHW)"
     );
 }
@@ -332,11 +332,7 @@ fn bad_cifar_and_folder_inputs_are_refused_clearly() {
 #[test]
 fn views_are_identical_whatever_the_thread_count() {
     let (img, lab) = synth(64, 28, 28);
-    let split = Split {
-        images: img,
-        labels: lab.into_iter().map(u16::from).collect(),
-        chw: [1, 28, 28],
-    };
+    let split = Split::in_memory(img, lab.into_iter().map(u16::from).collect(), [1, 28, 28]);
     // Pad-crop and resized-crop (bilinear) views alike.
     let specs = [
         ViewSpec {
@@ -358,7 +354,7 @@ fn views_are_identical_whatever_the_thread_count() {
                 .num_threads(threads)
                 .build()
                 .unwrap()
-                .install(|| assemble(&split, &idx, &views, &spec, &table))
+                .install(|| assemble(&split, &idx, &views, &spec, &table).unwrap())
         };
         let one = run(1);
         assert_eq!(one.len(), 64 * 784);
@@ -375,7 +371,7 @@ fn views_are_identical_whatever_the_thread_count() {
             .iter()
             .map(|&i| spec.draw(hw, 11, i as u64, 0))
             .collect();
-        assert_ne!(one, assemble(&split, &idx, &plain, &spec, &table));
+        assert_ne!(one, assemble(&split, &idx, &plain, &spec, &table).unwrap());
     }
 }
 
@@ -411,11 +407,7 @@ fn all_zero_chunks_are_stored_and_read_back() {
     // A class-0-only split writes an all-zero label chunk: it must still be
     // a file, or the reader could not tell it from a deleted one.
     let t = tempfile::tempdir().unwrap();
-    let split = Split {
-        images: vec![0; 3 * 4],
-        labels: vec![0; 3],
-        chw: [1, 2, 2],
-    };
+    let split = Split::in_memory(vec![0; 3 * 4], vec![0; 3], [1, 2, 2]);
     let splits = vec![
         ("train".to_string(), split.clone()),
         ("test".to_string(), split),
@@ -648,6 +640,7 @@ fn folder_crop_keeps_the_centre_and_squash_keeps_the_whole_image() {
             .split("train")
             .unwrap()
             .image(0)
+            .unwrap()
             .to_vec()
     };
     // Crop (the default): the shorter side is already 20, so the centre
@@ -697,8 +690,8 @@ fn folder_without_size_keeps_one_square_size_or_names_the_image_that_differs() {
     for i in 0..train.len() {
         let file = src.join(ds.origin("train", i).unwrap());
         assert_eq!(
-            train.image(i),
-            image::open(file).unwrap().to_luma8().as_raw()
+            train.image(i).unwrap(),
+            *image::open(file).unwrap().to_luma8().as_raw()
         );
     }
 
@@ -733,7 +726,7 @@ fn folder_origins_name_the_file_of_every_row_after_subsets_and_carves() {
         for (i, o) in all.iter().enumerate() {
             assert_eq!(&kd_data::origin(&out, split, i).unwrap(), o);
             let pixels = image::open(src.join(o)).unwrap().to_luma8().into_raw();
-            assert_eq!(s.image(i), &pixels[..], "{split} row {i}: {o}");
+            assert_eq!(s.image(i).unwrap(), &pixels[..], "{split} row {i}: {o}");
             let class = o.split('/').nth(1).unwrap();
             assert_eq!(ds.class_names[s.labels[i] as usize], class, "{o}");
         }
@@ -780,7 +773,11 @@ fn idx_and_cifar_origins_are_indices_in_the_source_files() {
         let s = ds.split(split).unwrap();
         for (i, o) in kd_data::origins(&out, split).unwrap().iter().enumerate() {
             let k: usize = o.parse().unwrap();
-            assert_eq!(s.image(i), &source[k * 30..(k + 1) * 30], "{split} row {i}");
+            assert_eq!(
+                s.image(i).unwrap(),
+                &source[k * 30..(k + 1) * 30],
+                "{split} row {i}"
+            );
             assert_eq!(s.labels[i] as usize, k % 10);
             if split != "test" {
                 assert!(seen.insert(k), "train index {k} twice");

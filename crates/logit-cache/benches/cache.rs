@@ -68,7 +68,8 @@ fn infer_only(ds: &Dataset, ts: &[TeacherInput], cfg: &CacheConfig) -> usize {
                 &spec,
                 &table,
                 Device::Cpu,
-            );
+            )
+            .unwrap();
             for t in ts {
                 let y = t
                     .teacher

@@ -97,7 +97,7 @@ pub fn most_disputed(
                 &batch.mixes,
                 &spec,
                 &raw,
-            );
+            )?;
             let top2 = [a, b]
                 .iter()
                 .map(|t| Ok(top_two(&softmax_rows(&store.logits(t, &pair)?, c))))

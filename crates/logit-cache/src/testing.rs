@@ -121,11 +121,7 @@ pub fn synthetic_dataset(
             let base = (l as u64 * 200 / classes.max(1) as u64) as u8;
             images.extend((0..len).map(|_| base.saturating_add(r.below(56) as u8)));
         }
-        Split {
-            images,
-            labels,
-            chw,
-        }
+        Split::in_memory(images, labels, chw)
     };
     let splits = vec![
         ("train".to_string(), make(n, 1)),

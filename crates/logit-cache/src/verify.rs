@@ -231,7 +231,7 @@ pub fn verify(
                 &spec,
                 &table,
                 live.device(),
-            );
+            )?;
             let y = live
                 .logits_for(&idx, &x)
                 .to_kind(Kind::Float)

@@ -150,14 +150,8 @@ fn expected(f: &Fixture, c: &CacheConfig, t: &dyn Teacher) -> Vec<f32> {
                 .iter()
                 .map(|&(i, v)| spec.draw(hw, c.seed, i as u64, v as u64))
                 .collect();
-            let y = t.logits(&batch_tensor(
-                train,
-                &idx,
-                &views,
-                &spec,
-                &table,
-                Device::Cpu,
-            ));
+            let y =
+                t.logits(&batch_tensor(train, &idx, &views, &spec, &table, Device::Cpu).unwrap());
             let rows: Vec<f32> = match c.top_k {
                 None => Vec::try_from(&y.contiguous().view(-1)).unwrap(),
                 Some(k) => {

@@ -263,7 +263,8 @@ fn mixed_views_are_stored_exactly_and_rebuilt_bit_for_bit() {
         &s.view_spec(),
         &lut(&ds.mean, &ds.std),
         Device::Cpu,
-    );
+    )
+    .unwrap();
     let rebuilt = floats(&rebuilt);
     let fed_idx: Vec<usize> = seen.iter().flat_map(|(i, _)| i.clone()).collect();
     let fed: Vec<f32> = seen.iter().flat_map(|(_, x)| x.clone()).collect();
@@ -274,14 +275,17 @@ fn mixed_views_are_stored_exactly_and_rebuilt_bit_for_bit() {
     assert_eq!(bits(&fed), bits(&rebuilt));
     // Unmixed views are the plain crops; mixed ones differ from them (all
     // but the few whose box pastes padding onto padding, or lambda 1).
-    let plain = floats(&batch_tensor(
-        train,
-        &idx,
-        &vb.views,
-        &s.view_spec(),
-        &lut(&ds.mean, &ds.std),
-        Device::Cpu,
-    ));
+    let plain = floats(
+        &batch_tensor(
+            train,
+            &idx,
+            &vb.views,
+            &s.view_spec(),
+            &lut(&ds.mean, &ds.std),
+            Device::Cpu,
+        )
+        .unwrap(),
+    );
     let px = CHW.iter().product::<usize>();
     let mut changed = 0;
     for (r, m) in vb.mixes.iter().enumerate() {
@@ -637,7 +641,8 @@ fn cross_fitted_teacher_answers_each_sample_with_its_held_out_fold() {
         &ViewSpec::default(),
         &lut(&ds.mean, &ds.std),
         Device::Cpu,
-    );
+    )
+    .unwrap();
     let xf = CrossFit::new(&f.hash, assignment(), hashes);
     let by_fold = [floats(&xf.model(0, &x)), floats(&xf.model(1, &x))];
     let stored = s.logits("xfit", &pairs).unwrap();
@@ -934,7 +939,8 @@ fn most_disputed_views_are_the_brute_force_ones_with_the_teachers_pixels() {
             &s.view_spec(),
             &raw,
             Device::Cpu,
-        );
+        )
+        .unwrap();
         let want_px: Vec<u8> = floats(&want_px)
             .iter()
             .map(|x| (x * 255.0).round() as u8)

@@ -336,7 +336,10 @@ mod tests {
         .unwrap();
         let plan = kd_core::profile_vars::ProfilePlan::read(&profile).unwrap();
         let live = plan.students.iter().find(|(n, _)| n == LIVE).expect(LIVE);
-        assert!(matches!(live.1, kd_core::profile_vars::StudentTeachers::Live(_)));
+        assert!(matches!(
+            live.1,
+            kd_core::profile_vars::StudentTeachers::Live(_)
+        ));
         assert!(makefile.contains("include $(PROFILE_DIR)/vars.mk"));
         let study = make_var(makefile, "STUDY_MAIN");
         assert_eq!(study[..STUDY_ORDER.len()], STUDY_ORDER);

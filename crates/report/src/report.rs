@@ -412,7 +412,10 @@ fn teacher_section(md: &mut String, teachers: &[(String, PathBuf)]) -> Result<()
         let (rate, epochs) = if t.arch == IMPORTED_ARCH {
             ("-".to_string(), "imported".to_string())
         } else {
-            (format!("{:.0}", t.train_images_per_sec), t.epochs.to_string())
+            (
+                format!("{:.0}", t.train_images_per_sec),
+                t.epochs.to_string(),
+            )
         };
         writeln!(
             md,

@@ -97,7 +97,7 @@ impl<'a> Batcher<'a> {
     pub fn batch(&self, idx: &[usize], vids: &[usize]) -> kd_core::Result<(Tensor, Labels)> {
         let mix = self.mixing(idx, vids)?;
         Ok((
-            self.images_with(idx, vids, mix.as_ref()),
+            self.images_with(idx, vids, mix.as_ref())?,
             self.labels_with(idx, mix.as_ref()),
         ))
     }
@@ -105,7 +105,7 @@ impl<'a> Batcher<'a> {
     /// Normalised images `[B, C, H, W]` of the given (sample, view) pairs:
     /// for a store with mixed views, the very mixed pixels its teachers saw.
     pub fn images(&self, idx: &[usize], vids: &[usize]) -> kd_core::Result<Tensor> {
-        Ok(self.images_with(idx, vids, self.mixing(idx, vids)?.as_ref()))
+        self.images_with(idx, vids, self.mixing(idx, vids)?.as_ref())
     }
 
     /// The labels of the given pairs: for mixed views both samples' classes
@@ -114,9 +114,14 @@ impl<'a> Batcher<'a> {
         Ok(self.labels_with(idx, self.mixing(idx, vids)?.as_ref()))
     }
 
-    fn images_with(&self, idx: &[usize], vids: &[usize], mix: Option<&ViewBatch>) -> Tensor {
+    fn images_with(
+        &self,
+        idx: &[usize],
+        vids: &[usize],
+        mix: Option<&ViewBatch>,
+    ) -> kd_core::Result<Tensor> {
         if let Some(b) = mix {
-            return batch_tensor_mixed(
+            return Ok(batch_tensor_mixed(
                 self.train,
                 idx,
                 &b.views,
@@ -125,14 +130,21 @@ impl<'a> Batcher<'a> {
                 &self.spec,
                 &self.lut,
                 self.device,
-            );
+            )?);
         }
         let params: Vec<ViewParams> = idx
             .iter()
             .zip(vids)
             .map(|(&s, &v)| self.view_params(s, v))
             .collect();
-        batch_tensor(self.train, idx, &params, &self.spec, &self.lut, self.device)
+        Ok(batch_tensor(
+            self.train,
+            idx,
+            &params,
+            &self.spec,
+            &self.lut,
+            self.device,
+        )?)
     }
 
     fn labels_with(&self, idx: &[usize], mix: Option<&ViewBatch>) -> Labels {

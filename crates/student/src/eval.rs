@@ -147,7 +147,7 @@ pub fn evaluate(
             &spec,
             &l,
             device,
-        );
+        )?;
         let out = student.model.forward_t(&x, false);
         let mut logits = vec![out.averaged(), out.cls.shallow_clone()];
         logits.extend(out.dist.iter().map(Tensor::shallow_clone));

@@ -52,10 +52,10 @@ impl StudentLearner<'_> {
             .collect()
     }
 
-    fn plain_images(&self, split: &Split, idx: &[usize]) -> Tensor {
+    fn plain_images(&self, split: &Split, idx: &[usize]) -> kd_core::Result<Tensor> {
         let b = &self.batcher;
         let views = vec![ViewParams::identity(&b.spec); idx.len()];
-        batch_tensor(split, idx, &views, &b.spec, &b.lut, b.device)
+        Ok(batch_tensor(split, idx, &views, &b.spec, &b.lut, b.device)?)
     }
 
     /// Accuracy of the averaged heads, the class head and each distillation
@@ -78,7 +78,7 @@ impl StudentLearner<'_> {
         let mut head_ok = vec![0usize; nh];
         let mut agree = vec![0usize; nh];
         for b in &batches {
-            let x = self.plain_images(split, b);
+            let x = self.plain_images(split, b)?;
             let out = self.model.forward_t(&x, false);
             let labels: Vec<i64> = b.iter().map(|&i| split.labels[i] as i64).collect();
             let hits = |p: &[i64]| p.iter().zip(&labels).filter(|(a, b)| a == b).count();
@@ -128,6 +128,10 @@ impl Learner for StudentLearner<'_> {
         self.batcher.train.len()
     }
 
+    fn shuffle(&self) -> kd_core::sampler::Shuffle {
+        self.batcher.train.shuffle()
+    }
+
     fn train_batch(
         &mut self,
         idx: &[usize],
@@ -155,7 +159,7 @@ impl Learner for StudentLearner<'_> {
             // Teachers see the plain test images; their predictions are fixed.
             let mut preds = vec![vec![]; self.heads.len()];
             for b in &self.eval_batches(self.test) {
-                let x = self.plain_images(self.test, b);
+                let x = self.plain_images(self.test, b)?;
                 let labels = Labels::plain(label_tensor(self.test, b, self.batcher.device));
                 let logits = match self.batcher.source {
                     Source::Live(ts) => ts

@@ -349,7 +349,8 @@ fn mixed_store_gives_the_teachers_pixels_and_mixed_labels() {
     let view1 = vec![1; idx.len()];
     let x = b.images(&idx, &view1).unwrap();
     let plain: Vec<kd_core::ViewParams> = idx.iter().map(|&s| b.view_params(s, 1)).collect();
-    let unmixed = kd_data::augment::batch_tensor(train, &idx, &plain, &b.spec, &b.lut, CPU);
+    let unmixed =
+        kd_data::augment::batch_tensor(train, &idx, &plain, &b.spec, &b.lut, CPU).unwrap();
     assert!(!x.equal(&unmixed), "view 1 should be mixed (mix_prob 1)");
     let stored = b.teacher_logits(&idx, &view1, &x).unwrap();
     let live = teacher("cnn", 1, &ds.manifest_hash).logits(&x);
@@ -371,9 +372,9 @@ fn mixed_store_gives_the_teachers_pixels_and_mixed_labels() {
     // View 0 stays the plain image with its one label.
     let x0 = b.images(&idx, &vec![0; idx.len()]).unwrap();
     let id: Vec<kd_core::ViewParams> = idx.iter().map(|&s| b.view_params(s, 0)).collect();
-    assert!(x0.equal(&kd_data::augment::batch_tensor(
-        train, &idx, &id, &b.spec, &b.lut, CPU
-    )));
+    assert!(
+        x0.equal(&kd_data::augment::batch_tensor(train, &idx, &id, &b.spec, &b.lut, CPU).unwrap())
+    );
     assert!(matches!(
         train_stage(
             &small_cfg(1),

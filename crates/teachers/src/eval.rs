@@ -63,7 +63,7 @@ pub fn eval_split_with(
     progress.start("eval", n as u64);
     let all: Vec<usize> = (0..n).collect();
     for idx in all.chunks(batch.max(1)) {
-        let x = batch_tensor(split, idx, &vec![ident; idx.len()], spec, lut, device);
+        let x = batch_tensor(split, idx, &vec![ident; idx.len()], spec, lut, device)?;
         let y = label_tensor(split, idx, device);
         let logits = logits_of(&x, idx).to_kind(Kind::Float);
         let l = logits.cross_entropy_loss::<Tensor>(&y, None, Reduction::Sum, -100, 0.0);
@@ -349,7 +349,7 @@ pub fn evaluate_ensemble(
         progress.start(&format!("eval {}", t.teacher.name()), s.len() as u64);
         for idx in all.chunks(t.batch.max(1)) {
             let views = vec![ident; idx.len()];
-            let x = batch_tensor(s, idx, &views, &ViewSpec::default(), &t.lut, device);
+            let x = batch_tensor(s, idx, &views, &ViewSpec::default(), &t.lut, device)?;
             let sm = t
                 .teacher
                 .logits(&x)

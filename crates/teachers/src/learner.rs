@@ -38,6 +38,10 @@ impl Learner for TeacherLearner<'_> {
         self.train.len()
     }
 
+    fn shuffle(&self) -> kd_core::sampler::Shuffle {
+        self.train.shuffle()
+    }
+
     fn train_batch(
         &mut self,
         idx: &[usize],
@@ -55,7 +59,7 @@ impl Learner for TeacherLearner<'_> {
                 .iter()
                 .map(|&i| spec.draw(hw, seed, i as u64, view as u64))
                 .collect();
-            let x = batch_tensor(self.train, idx, &views, spec, &self.lut, self.device);
+            let x = batch_tensor(self.train, idx, &views, spec, &self.lut, self.device)?;
             let logits = self.net.forward_t(&x, true).to_kind(Kind::Float);
             let loss = logits.cross_entropy_loss::<Tensor>(
                 &y,
@@ -77,7 +81,7 @@ impl Learner for TeacherLearner<'_> {
                 spec,
                 &self.lut,
                 self.device,
-            );
+            )?;
             let soft = mixed_label_tensor(self.train, idx, &b.mixes, self.classes, self.device);
             let logits = self.net.forward_t(&x, true).to_kind(Kind::Float);
             let loss = mixed_cross_entropy(&logits, &soft, self.cfg.label_smoothing);

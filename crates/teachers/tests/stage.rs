@@ -402,7 +402,8 @@ fn cross_fitted_teacher_answers_each_sample_with_the_model_that_never_saw_it() {
         &spec,
         &lut(&ds.mean, &ds.std),
         Device::Cpu,
-    );
+    )
+    .unwrap();
     let routed = teacher.logits_for(&idx, &x);
     for (r, &s) in idx.iter().enumerate() {
         let own = teacher.models[folds.of(s)]

@@ -90,7 +90,9 @@ fn scripted_and_traced_modules_give_pytorchs_logits() {
     let ds = Dataset::open(&data).unwrap();
     let test = ds.split("test").unwrap();
     // The raw test pixels in [0, 1], for PyTorch.
-    let raw: Vec<f32> = test.images.iter().map(|&p| p as f32 / 255.0).collect();
+    let raw: Vec<f32> = (test.images.as_slice().unwrap().iter())
+        .map(|&p| p as f32 / 255.0)
+        .collect();
     let raw_path = t.path().join("raw.f32");
     std::fs::write(
         &raw_path,
@@ -135,7 +137,8 @@ fn scripted_and_traced_modules_give_pytorchs_logits() {
             &spec,
             &lut(&ds.mean, &ds.std),
             Device::Cpu,
-        );
+        )
+        .unwrap();
         let got = teacher.logits(&x);
         let want: Vec<f32> = std::fs::read(&want_path)
             .unwrap()

@@ -70,7 +70,12 @@ pub(super) fn head(path: &Path, n: usize) -> anyhow::Result<Vec<u8>> {
 
 pub(super) fn find_idx(src: &Path, stem: &str) -> anyhow::Result<PathBuf> {
     let dotted = stem.replacen("-idx", ".idx", 1);
-    for name in [format!("{stem}.gz"), stem.to_string(), format!("{dotted}.gz"), dotted] {
+    for name in [
+        format!("{stem}.gz"),
+        stem.to_string(),
+        format!("{dotted}.gz"),
+        dotted,
+    ] {
         let p = src.join(name);
         if p.is_file() {
             return Ok(p);
@@ -106,7 +111,10 @@ pub(super) fn visible_entries(dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
     let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
         .with_context(|| format!("{}", dir.display()))?
         .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| !p.file_name().is_some_and(|n| n.to_string_lossy().starts_with('.')))
+        .filter(|p| {
+            !p.file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with('.'))
+        })
         .collect();
     v.sort();
     Ok(v)
@@ -119,7 +127,11 @@ pub(super) fn class_images(dir: &Path) -> anyhow::Result<(Vec<String>, Vec<PathB
     for p in visible_entries(dir)? {
         if p.is_dir() {
             classes.push(p.file_name().unwrap().to_string_lossy().to_string());
-            files.extend(visible_entries(&p)?.into_iter().filter(|f| f.is_file() && is_image(f)));
+            files.extend(
+                visible_entries(&p)?
+                    .into_iter()
+                    .filter(|f| f.is_file() && is_image(f)),
+            );
         }
     }
     Ok((classes, files))
@@ -152,11 +164,19 @@ pub(super) fn from_raw(cfg: &ImportConfig, src: &Path) -> anyhow::Result<Images>
             (d[0], t[0], None, [1, d[1], d[2]], classes, bytes, "idx")
         }
         Format::Cifar => {
-            let c10: Vec<PathBuf> = (1..=5).map(|i| src.join(format!("data_batch_{i}.bin"))).collect();
+            let c10: Vec<PathBuf> = (1..=5)
+                .map(|i| src.join(format!("data_batch_{i}.bin")))
+                .collect();
             let (files, test, rec, classes, name) = if c10.iter().all(|p| p.is_file()) {
                 (c10, src.join("test_batch.bin"), 3073u64, 10, "cifar10")
             } else {
-                (vec![src.join("train.bin")], src.join("test.bin"), 3074, 100, "cifar100")
+                (
+                    vec![src.join("train.bin")],
+                    src.join("test.bin"),
+                    3074,
+                    100,
+                    "cifar100",
+                )
             };
             for f in files.iter().chain([&test]) {
                 let n = file_len(f);
@@ -169,7 +189,15 @@ pub(super) fn from_raw(cfg: &ImportConfig, src: &Path) -> anyhow::Result<Images>
             }
             let train: u64 = files.iter().map(|f| file_len(f) / rec).sum();
             let bytes = files.iter().map(|f| file_len(f)).sum::<u64>() + file_len(&test);
-            (train as usize, (file_len(&test) / rec) as usize, None, [3, 32, 32], classes, bytes, name)
+            (
+                train as usize,
+                (file_len(&test) / rec) as usize,
+                None,
+                [3, 32, 32],
+                classes,
+                bytes,
+                name,
+            )
         }
         Format::Folder => {
             let split_dir = |s: &str| Some(src.join(s)).filter(|p| p.is_dir());
@@ -177,7 +205,10 @@ pub(super) fn from_raw(cfg: &ImportConfig, src: &Path) -> anyhow::Result<Images>
                 Some(tr) => {
                     let (classes, train) = class_images(&tr)?;
                     let (val, test) = match (split_dir("val"), split_dir("test")) {
-                        (v, Some(t)) => (v.map(|v| class_images(&v)).transpose()?.map(|x| x.1), class_images(&t)?.1),
+                        (v, Some(t)) => (
+                            v.map(|v| class_images(&v)).transpose()?.map(|x| x.1),
+                            class_images(&t)?.1,
+                        ),
                         (Some(v), None) => (None, class_images(&v)?.1),
                         (None, None) => bail!("{}: train/ without test/ or val/", src.display()),
                     };
@@ -218,9 +249,22 @@ pub(super) fn from_raw(cfg: &ImportConfig, src: &Path) -> anyhow::Result<Images>
             let all = train.len() + test.len() + val.as_ref().map_or(0, Vec::len);
             let step = (train.len() / 4).max(1);
             sample_files = train.iter().step_by(step).take(4).cloned().collect();
-            let bytes = train.iter().chain(&test).chain(val.iter().flatten()).map(|f| file_len(f)).sum();
+            let bytes = train
+                .iter()
+                .chain(&test)
+                .chain(val.iter().flatten())
+                .map(|f| file_len(f))
+                .sum();
             let _ = all;
-            (train.len(), test.len(), val.map(|v| v.len()), [cfg.channels, size, size], classes.len(), bytes, "folder")
+            (
+                train.len(),
+                test.len(),
+                val.map(|v| v.len()),
+                [cfg.channels, size, size],
+                classes.len(),
+                bytes,
+                "folder",
+            )
         }
     };
     let s = &cfg.split;
@@ -229,13 +273,19 @@ pub(super) fn from_raw(cfg: &ImportConfig, src: &Path) -> anyhow::Result<Images>
     let (train_n, val_n) = match val {
         Some(v) => {
             if s.val_fraction > 0.0 {
-                bail!("[data] val_fraction = {}: the folder already gives val/", s.val_fraction);
+                bail!(
+                    "[data] val_fraction = {}: the folder already gives val/",
+                    s.val_fraction
+                );
             }
             (ltrain, v)
         }
         None => {
             if !(0.0..1.0).contains(&s.val_fraction) {
-                bail!("[data] val_fraction = {}: must be in [0, 1)", s.val_fraction);
+                bail!(
+                    "[data] val_fraction = {}: must be in [0, 1)",
+                    s.val_fraction
+                );
             }
             let nval = ((ltrain as f64) * s.val_fraction).round() as usize;
             (ltrain - nval, nval)

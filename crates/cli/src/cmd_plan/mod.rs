@@ -31,7 +31,7 @@ use tch::nn::{ModuleT, VarStore};
 use tch::{Device, Kind, Tensor};
 
 mod images;
-mod probe;
+pub(crate) mod probe;
 mod stages;
 mod table;
 

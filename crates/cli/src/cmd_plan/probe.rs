@@ -57,7 +57,7 @@ pub(super) struct Measured {
     pub(super) params: u64,
 }
 
-pub(super) fn vm_hwm() -> Option<u64> {
+pub(crate) fn vm_hwm() -> Option<u64> {
     let s = std::fs::read_to_string("/proc/self/status").ok()?;
     let line = s.lines().find(|l| l.starts_with("VmHWM:"))?;
     let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
@@ -74,7 +74,11 @@ pub(super) fn sync(device: Device) {
 /// `steps` timed calls (more, up to 20, while they add up to under half a
 /// second). The fastest, not the mean: on a machine shared with other jobs
 /// a step that lost its cores to them says nothing about this run's steps.
-pub(super) fn timed(device: Device, steps: usize, mut f: impl FnMut() -> anyhow::Result<()>) -> anyhow::Result<f64> {
+pub(super) fn timed(
+    device: Device,
+    steps: usize,
+    mut f: impl FnMut() -> anyhow::Result<()>,
+) -> anyhow::Result<f64> {
     f()?;
     sync(device);
     let (mut best, mut spent, mut n) = (f64::INFINITY, 0.0, 0);
@@ -96,14 +100,23 @@ pub(super) fn random_split(chw: [usize; 3], n: usize, classes: usize) -> Split {
     let mut rng = kd_core::Rng::keyed(0, &[0x706c_616e]);
     let images = (0..len).map(|_| (rng.next_u64() & 0xff) as u8).collect();
     let labels = (0..n).map(|i| (i % classes.max(1)) as u16).collect();
-    Split { images, labels, chw }
+    Split::in_memory(images, labels, chw)
 }
 
 /// A batch as the stages make it: views drawn and applied to uint8 images.
-pub(super) fn batch(split: &Split, spec: &ViewSpec, n: usize, epoch: u64, device: Device) -> Tensor {
+pub(super) fn batch(
+    split: &Split,
+    spec: &ViewSpec,
+    n: usize,
+    epoch: u64,
+    device: Device,
+) -> kd_data::Result<Tensor> {
     let idx: Vec<usize> = (0..n).collect();
     let hw = [split.chw[1], split.chw[2]];
-    let views: Vec<ViewParams> = idx.iter().map(|&i| spec.draw(hw, 0, i as u64, 1 + epoch)).collect();
+    let views: Vec<ViewParams> = idx
+        .iter()
+        .map(|&i| spec.draw(hw, 0, i as u64, 1 + epoch))
+        .collect();
     let lut = kd_data::augment::lut(&vec![0.5; split.chw[0]], &vec![0.25; split.chw[0]]);
     kd_data::augment::batch_tensor(split, &idx, &views, spec, &lut, device)
 }
@@ -118,7 +131,14 @@ impl Probe {
         let (chw, classes, steps) = (self.chw, self.classes, self.steps);
         let mut m = Measured::default();
         match &self.kind {
-            ProbeKind::Teacher { model, batch: b, eval_batch, precision, label_smoothing, view } => {
+            ProbeKind::Teacher {
+                model,
+                batch: b,
+                eval_batch,
+                precision,
+                label_smoothing,
+                view,
+            } => {
                 let data = random_split(chw, (*b).max(*eval_batch), classes);
                 let vs = VarStore::new(device);
                 let net = teacher_net(&vs, model, chw, classes);
@@ -130,35 +150,44 @@ impl Probe {
                 m.train_step = Some(timed(device, steps, || {
                     epoch += 1;
                     opt.zero_grad()?;
-                    let x = batch(&data, view, *b, epoch, device);
+                    let x = batch(&data, view, *b, epoch, device)?;
                     let loss = autocast(device, *precision, || {
-                        net.forward_t(&x, true).to_kind(Kind::Float).cross_entropy_loss::<Tensor>(
-                            &y,
-                            None,
-                            tch::Reduction::Mean,
-                            -100,
-                            *label_smoothing,
-                        )
+                        net.forward_t(&x, true)
+                            .to_kind(Kind::Float)
+                            .cross_entropy_loss::<Tensor>(
+                                &y,
+                                None,
+                                tch::Reduction::Mean,
+                                -100,
+                                *label_smoothing,
+                            )
                     });
                     loss.backward();
                     opt.step(1e-3)?;
                     Ok(())
                 })?);
                 let _g = tch::no_grad_guard();
-                let x = batch(&data, &ViewSpec::default(), *eval_batch, 0, device);
+                let x = batch(&data, &ViewSpec::default(), *eval_batch, 0, device)?;
                 m.eval_step = Some(timed(device, steps, || {
                     let _ = net.forward_t(&x, false);
                     Ok(())
                 })?);
             }
-            ProbeKind::Forward { models, batch: b, view } => {
+            ProbeKind::Forward {
+                models,
+                batch: b,
+                view,
+            } => {
                 let data = random_split(chw, *b, classes);
                 let vs = VarStore::new(device);
-                let nets: Vec<Net> = models.iter().map(|mc| teacher_net(&vs, mc, chw, classes)).collect();
+                let nets: Vec<Net> = models
+                    .iter()
+                    .map(|mc| teacher_net(&vs, mc, chw, classes))
+                    .collect();
                 let _g = tch::no_grad_guard();
                 for net in &nets {
                     m.forward.push(timed(device, steps, || {
-                        let x = batch(&data, view, *b, 0, device);
+                        let x = batch(&data, view, *b, 0, device)?;
                         let _ = net.forward_t(&x, false);
                         Ok(())
                     })?);
@@ -169,17 +198,26 @@ impl Probe {
                     .with_context(|| format!("{}: cannot load TorchScript", file.display()))?;
                 let data = random_split(chw, *b, classes);
                 let _g = tch::no_grad_guard();
-                let x = batch(&data, &ViewSpec::default(), *b, 0, device);
+                let x = batch(&data, &ViewSpec::default(), *b, 0, device)?;
                 m.forward.push(timed(device, steps, || {
                     let _ = module.forward_ts(&[&x])?;
                     Ok(())
                 })?);
             }
-            ProbeKind::Student { cfg, vit, cached, live, view } => {
+            ProbeKind::Student {
+                cfg,
+                vit,
+                cached,
+                live,
+                view,
+            } => {
                 let b = cfg.batch_size;
                 let data = random_split(chw, b.max(cfg.eval_batch_size), classes);
                 let tvs = VarStore::new(device);
-                let teachers: Vec<Net> = live.iter().map(|mc| teacher_net(&tvs, mc, chw, classes)).collect();
+                let teachers: Vec<Net> = live
+                    .iter()
+                    .map(|mc| teacher_net(&tvs, mc, chw, classes))
+                    .collect();
                 let vs = VarStore::new(device);
                 let model = kd_student::Vit::new(&vs.root(), vit);
                 m.params = kd_core::stage::param_count(&vs) as u64;
@@ -197,7 +235,7 @@ impl Probe {
                 m.train_step = Some(timed(device, steps, || {
                     epoch += 1;
                     opt.zero_grad()?;
-                    let x = batch(&data, view, b, epoch, device);
+                    let x = batch(&data, view, b, epoch, device)?;
                     let logits: Vec<Tensor> = {
                         let _g = tch::no_grad_guard();
                         let mut v: Vec<Tensor> = teachers
@@ -227,7 +265,7 @@ impl Probe {
                     Ok(())
                 })?);
                 let _g = tch::no_grad_guard();
-                let x = batch(&data, &ViewSpec::default(), cfg.eval_batch_size, 0, device);
+                let x = batch(&data, &ViewSpec::default(), cfg.eval_batch_size, 0, device)?;
                 m.eval_step = Some(timed(device, steps, || {
                     let _ = model.forward_t(&x, false).averaged();
                     Ok(())
@@ -251,7 +289,10 @@ pub(super) fn measure(probe: &Probe) -> anyhow::Result<Measured> {
         .output()
         .context("kd plan: cannot start a measuring process")?;
     if !o.status.success() {
-        bail!("measuring {} failed (its error is above)", probe.kind_name());
+        bail!(
+            "measuring {} failed (its error is above)",
+            probe.kind_name()
+        );
     }
     let text = String::from_utf8_lossy(&o.stdout);
     serde_json::from_str(text.trim()).context("kd plan: unreadable measurement")

@@ -40,7 +40,9 @@ pub struct PlanReport {
 }
 
 pub(super) fn evals(epochs: usize, every: usize) -> usize {
-    (1..=epochs).filter(|e| e % every.max(1) == 0 || *e == epochs).count()
+    (1..=epochs)
+        .filter(|e| e % every.max(1) == 0 || *e == epochs)
+        .count()
 }
 
 pub(super) fn dev_name(spec: &str) -> anyhow::Result<String> {
@@ -51,13 +53,20 @@ pub(super) fn make_plan(prof: &Profile, a: &Args) -> anyhow::Result<PlanReport> 
     let dev_flag = a.device.as_deref();
     let pplan = ProfilePlan::read(prof)?;
     let data: ImportConfig = layered(Some(prof), "data", &Overlay::default(), &[], None)?.config;
-    let stem = prof.path.file_stem().map(|s| s.to_string_lossy().to_string()).unwrap_or_default();
+    let stem = prof
+        .path
+        .file_stem()
+        .map(|s| s.to_string_lossy().to_string())
+        .unwrap_or_default();
     let default_ds = PathBuf::from("data/runs").join(&stem).join("dataset");
     let images = match &a.dataset {
         Some(d) => from_dataset(d)?,
         None if default_ds.join("manifest.json").is_file() => from_dataset(&default_ds)?,
         None => {
-            let src = data.src.clone().unwrap_or_else(|| PathBuf::from(DEFAULT_RAW));
+            let src = data
+                .src
+                .clone()
+                .unwrap_or_else(|| PathBuf::from(DEFAULT_RAW));
             from_raw(&data, &src)?
         }
     };
@@ -104,9 +113,16 @@ pub(super) fn make_plan(prof: &Profile, a: &Args) -> anyhow::Result<PlanReport> 
             }
             let per = t0.elapsed().as_secs_f64() / images.sample_files.len() as f64;
             let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
-            (per * all as f64 / cores + raw_pixels as f64 / IMPORT_BYTES_PER_SEC, true)
+            (
+                per * all as f64 / cores + raw_pixels as f64 / IMPORT_BYTES_PER_SEC,
+                true,
+            )
         } else {
-            let bytes = if from_raw { images.raw_bytes + raw_pixels } else { raw_pixels };
+            let bytes = if from_raw {
+                images.raw_bytes + raw_pixels
+            } else {
+                raw_pixels
+            };
             (bytes as f64 / IMPORT_BYTES_PER_SEC, false)
         };
         stages.push(StagePlan {
@@ -130,14 +146,28 @@ pub(super) fn make_plan(prof: &Profile, a: &Args) -> anyhow::Result<PlanReport> 
         let section = format!("teachers.{}", t.name);
         if let Some(file) = &t.torchscript {
             let table = prof.table_at(&section).cloned().unwrap_or_default();
-            let eval_batch = table.get("eval_batch_size").and_then(|v| v.as_integer()).unwrap_or(256) as usize;
+            let eval_batch = table
+                .get("eval_batch_size")
+                .and_then(|v| v.as_integer())
+                .unwrap_or(256) as usize;
             let device = dev_flag
                 .map(String::from)
-                .or_else(|| table.get("device").and_then(|v| v.as_str()).map(String::from))
+                .or_else(|| {
+                    table
+                        .get("device")
+                        .and_then(|v| v.as_str())
+                        .map(String::from)
+                })
                 .unwrap_or_else(|| kd_core::profile::DEFAULT_DEVICE.to_string());
             let file = PathBuf::from(file);
             let m = if file.is_file() {
-                probe(&device, ProbeKind::TorchScript { file: file.clone(), batch: eval_batch })?
+                probe(
+                    &device,
+                    ProbeKind::TorchScript {
+                        file: file.clone(),
+                        batch: eval_batch,
+                    },
+                )?
             } else {
                 None
             };
@@ -149,7 +179,10 @@ pub(super) fn make_plan(prof: &Profile, a: &Args) -> anyhow::Result<PlanReport> 
                 test: images.test,
                 batches_per_epoch: batches,
                 steps: batches,
-                seconds: m.as_ref().and_then(|m| m.forward.first()).map(|s| s * batches as f64),
+                seconds: m
+                    .as_ref()
+                    .and_then(|m| m.forward.first())
+                    .map(|s| s * batches as f64),
                 time_measured: m.is_some(),
                 peak_bytes,
                 peak_measured,
@@ -161,14 +194,21 @@ pub(super) fn make_plan(prof: &Profile, a: &Args) -> anyhow::Result<PlanReport> 
         }
         let l = layered::<TeacherConfig>(Some(prof), &section, &Overlay::default(), &[], dev_flag)?;
         let mut cfg = l.config;
-        if !prof.table_at(&section).is_some_and(|s| s.contains_key("arch")) {
+        if !prof
+            .table_at(&section)
+            .is_some_and(|s| s.contains_key("arch"))
+        {
             cfg.arch = kd_core::profile::parse_setting(&t.name).map_err(|_| {
                 anyhow::anyhow!("[{section}]: no arch, and the name is none of cnn, involution")
             })?;
         }
         let (cfg, model) = cfg.resolve().with_context(|| format!("[{section}]"))?;
         let folds = cfg.folds.unwrap_or(1);
-        let per_model = if folds > 1 { images.train - images.train / folds } else { images.train };
+        let per_model = if folds > 1 {
+            images.train - images.train / folds
+        } else {
+            images.train
+        };
         let bpe = per_model.div_ceil(cfg.fit.batch_size);
         let epochs = cfg.fit.epochs;
         let nevals = evals(epochs, cfg.fit.eval_every) + 1;
@@ -184,7 +224,11 @@ pub(super) fn make_plan(prof: &Profile, a: &Args) -> anyhow::Result<PlanReport> 
             },
         )?;
         let eval_batches = folds * nevals * images.test.div_ceil(cfg.eval_batch_size)
-            + if folds > 1 { images.train.div_ceil(cfg.eval_batch_size) } else { 0 };
+            + if folds > 1 {
+                images.train.div_ceil(cfg.eval_batch_size)
+            } else {
+                0
+            };
         let seconds = m.as_ref().map(|m| {
             folds as f64 * (epochs * bpe) as f64 * m.train_step.unwrap_or(0.0)
                 + eval_batches as f64 * m.eval_step.unwrap_or(0.0)
@@ -195,7 +239,11 @@ pub(super) fn make_plan(prof: &Profile, a: &Args) -> anyhow::Result<PlanReport> 
             what: format!(
                 "{}{}",
                 cfg.preset.as_deref().unwrap_or_default(),
-                if folds > 1 { format!(", {folds} folds") } else { String::new() }
+                if folds > 1 {
+                    format!(", {folds} folds")
+                } else {
+                    String::new()
+                }
             ),
             train: images.train,
             val: images.val,
@@ -215,28 +263,52 @@ pub(super) fn make_plan(prof: &Profile, a: &Args) -> anyhow::Result<PlanReport> 
 
     // The logit cache: every store teacher on K views of every training image.
     let store_teachers = pplan.store_teachers();
-    let any_store_student = pplan.students.iter().any(|(_, s)| matches!(s, StudentTeachers::Store(_)));
+    let any_store_student = pplan
+        .students
+        .iter()
+        .any(|(_, s)| matches!(s, StudentTeachers::Store(_)));
     let cache_l = layered::<CacheConfig>(Some(prof), "cache", &Overlay::default(), &[], dev_flag)?;
     let cache = cache_l.config;
     cache.validate(classes).context("[cache]")?;
+    let cache = cache.resolved(classes);
     if !store_teachers.is_empty() && (any_store_student || prof.table_at("cache").is_some()) {
         let spec = cache.view_spec();
-        let mix = if cache.mix_spec().is_none() { 0 } else { 4 * MixParams::LEN };
+        let mix = if cache.mix_spec().is_none() {
+            0
+        } else {
+            4 * MixParams::LEN
+        };
         let size = SizeModel {
             row: SizeModel::row_bytes(classes, cache.dtype, cache.top_k),
             view: spec.param_fields().len() * spec.param_bytes() + mix,
             folds: 0,
         };
         let rows = (images.train * cache.views) as u64;
-        let store = size.bytes(images.train as u64, cache.views as u64, store_teachers.len() as u64);
+        let store = size.bytes(
+            images.train as u64,
+            cache.views as u64,
+            store_teachers.len() as u64,
+        );
         let batches = (images.train * cache.views).div_ceil(cache.batch_size);
         let models: Vec<ModelConfig> = store_teachers
             .iter()
-            .filter_map(|n| teacher_models.iter().find(|(t, _)| t == n).and_then(|(_, m)| m.clone()))
+            .filter_map(|n| {
+                teacher_models
+                    .iter()
+                    .find(|(t, _)| t == n)
+                    .and_then(|(_, m)| m.clone())
+            })
             .collect();
         let all_known = models.len() == store_teachers.len();
         let m = if all_known {
-            probe(&cache_l.device, ProbeKind::Forward { models, batch: cache.batch_size, view: spec })?
+            probe(
+                &cache_l.device,
+                ProbeKind::Forward {
+                    models,
+                    batch: cache.batch_size,
+                    view: spec,
+                },
+            )?
         } else {
             None
         };
@@ -255,7 +327,9 @@ pub(super) fn make_plan(prof: &Profile, a: &Args) -> anyhow::Result<PlanReport> 
             batches_per_epoch: images.train.div_ceil(cache.batch_size),
             steps: batches * store_teachers.len(),
             store_bytes: Some(store),
-            seconds: m.as_ref().map(|m| m.forward.iter().sum::<f64>() * batches as f64),
+            seconds: m
+                .as_ref()
+                .map(|m| m.forward.iter().sum::<f64>() * batches as f64),
             time_measured: m.is_some(),
             peak_bytes,
             peak_measured,
@@ -268,7 +342,13 @@ pub(super) fn make_plan(prof: &Profile, a: &Args) -> anyhow::Result<PlanReport> 
     // Students.
     for (name, teachers) in &pplan.students {
         let section = format!("students.{name}");
-        let l = layered::<StudentConfig>(Some(prof), &section, &Overlay::default(), &["teachers", "live"], dev_flag)?;
+        let l = layered::<StudentConfig>(
+            Some(prof),
+            &section,
+            &Overlay::default(),
+            &["teachers", "live"],
+            dev_flag,
+        )?;
         let cfg = l.config;
         cfg.validate().with_context(|| format!("[{section}]"))?;
         let (names, live): (Vec<String>, bool) = match teachers {
@@ -276,13 +356,22 @@ pub(super) fn make_plan(prof: &Profile, a: &Args) -> anyhow::Result<PlanReport> 
             StudentTeachers::Store(ts) => (ts.clone(), false),
             StudentTeachers::Live(ts) => (ts.clone(), true),
             StudentTeachers::Source(s) => {
-                let n = s.split_once('#').map_or(store_teachers.len(), |(_, t)| t.split(',').count());
+                let n = s
+                    .split_once('#')
+                    .map_or(store_teachers.len(), |(_, t)| t.split(',').count());
                 if s.starts_with("live:") {
                     (vec![], true)
                 } else if s.trim() == "none" {
                     (vec![], false)
                 } else {
-                    (store_teachers.iter().take(n).map(|t| t.to_string()).collect(), false)
+                    (
+                        store_teachers
+                            .iter()
+                            .take(n)
+                            .map(|t| t.to_string())
+                            .collect(),
+                        false,
+                    )
                 }
             }
         };
@@ -292,8 +381,14 @@ pub(super) fn make_plan(prof: &Profile, a: &Args) -> anyhow::Result<PlanReport> 
             (kd_student::TokenMode::Averaged, false) => 1,
         };
         let [c, h, _] = chw;
-        let mut vit = kd_student::Config::preset(&cfg.preset, h, c, classes, heads)
-            .ok_or_else(|| anyhow::anyhow!("[{section}]: unknown student preset '{}' (have: {})", cfg.preset, kd_student::vit::PRESETS.join(", ")))?;
+        let mut vit =
+            kd_student::Config::preset(&cfg.preset, h, c, classes, heads).ok_or_else(|| {
+                anyhow::anyhow!(
+                    "[{section}]: unknown student preset '{}' (have: {})",
+                    cfg.preset,
+                    kd_student::vit::PRESETS.join(", ")
+                )
+            })?;
         cfg.model.apply(&mut vit);
         if let Some(dp) = cfg.drop_path {
             vit.drop_path = dp;
@@ -318,11 +413,21 @@ pub(super) fn make_plan(prof: &Profile, a: &Args) -> anyhow::Result<PlanReport> 
                     .collect::<anyhow::Result<_>>()?
             };
         }
-        vit.validate().map_err(|e| anyhow::anyhow!("[{section}]: student model (preset '{}') on {h}x{h} images: {e}", cfg.preset))?;
+        vit.validate().map_err(|e| {
+            anyhow::anyhow!(
+                "[{section}]: student model (preset '{}') on {h}x{h} images: {e}",
+                cfg.preset
+            )
+        })?;
         let live_models: Vec<ModelConfig> = if live {
             names
                 .iter()
-                .filter_map(|n| teacher_models.iter().find(|(t, _)| t == n).and_then(|(_, m)| m.clone()))
+                .filter_map(|n| {
+                    teacher_models
+                        .iter()
+                        .find(|(t, _)| t == n)
+                        .and_then(|(_, m)| m.clone())
+                })
                 .collect()
         } else {
             vec![]
@@ -330,7 +435,13 @@ pub(super) fn make_plan(prof: &Profile, a: &Args) -> anyhow::Result<PlanReport> 
         let view = if !live && !names.is_empty() {
             cache.view_spec()
         } else if let Some(r) = &cfg.view_crop {
-            ViewSpec::resized(CropRange { scale: r.scale, ratio: r.ratio }, cfg.view_flip.unwrap_or(true))
+            ViewSpec::resized(
+                CropRange {
+                    scale: r.scale,
+                    ratio: r.ratio,
+                },
+                cfg.view_flip.unwrap_or(true),
+            )
         } else {
             ViewSpec {
                 pad: cfg.view_pad.unwrap_or(ViewSpec::default().pad),
@@ -351,9 +462,11 @@ pub(super) fn make_plan(prof: &Profile, a: &Args) -> anyhow::Result<PlanReport> 
             },
         )?;
         let eval_batches = evals(cfg.epochs, cfg.eval_every)
-            * (images.test.div_ceil(cfg.eval_batch_size) + images.val.div_ceil(cfg.eval_batch_size));
+            * (images.test.div_ceil(cfg.eval_batch_size)
+                + images.val.div_ceil(cfg.eval_batch_size));
         let seconds = m.as_ref().map(|m| {
-            (cfg.epochs * bpe) as f64 * m.train_step.unwrap_or(0.0) + eval_batches as f64 * m.eval_step.unwrap_or(0.0)
+            (cfg.epochs * bpe) as f64 * m.train_step.unwrap_or(0.0)
+                + eval_batches as f64 * m.eval_step.unwrap_or(0.0)
         });
         let (peak_bytes, peak_measured) = peak(&m, &l.device, ds_bytes);
         stages.push(StagePlan {
@@ -387,7 +500,11 @@ pub(super) fn make_plan(prof: &Profile, a: &Args) -> anyhow::Result<PlanReport> 
         profile: prof.path.display().to_string(),
         total_seconds: stages.iter().filter_map(|s| s.seconds).sum(),
         total_store_bytes: stages.iter().filter_map(|s| s.store_bytes).sum(),
-        max_peak_bytes: stages.iter().filter_map(|s| s.peak_bytes).max().unwrap_or(0),
+        max_peak_bytes: stages
+            .iter()
+            .filter_map(|s| s.peak_bytes)
+            .max()
+            .unwrap_or(0),
         images,
         stages,
         timed_steps: steps,

@@ -19,7 +19,9 @@ impl PlanReport {
             self.profile, i.classes, i.chw[0], i.chw[1], i.chw[2], i.source
         );
         if let (Some(rt), Some(rs)) = (i.raw_train, i.raw_test) {
-            s += &format!("  (the source holds {rt} train / {rs} test images before limits and the val carve)\n");
+            s += &format!(
+                "  (the source holds {rt} train / {rs} test images before limits and the val carve)\n"
+            );
         }
         let head = format!(
             "{:<24} {:<30} {:>19} {:>14} {:>10} {:>12} {:>12}",
@@ -38,10 +40,16 @@ impl PlanReport {
                 "-".into()
             };
             let store = st.store_bytes.map_or("-".into(), kd_report::numbers::bytes);
-            let peak = st
-                .peak_bytes
-                .map_or("-".into(), |b| format!("{} {}", kd_report::numbers::bytes(b), mark(st.peak_measured)));
-            let time = st.seconds.map_or("-".into(), |t| format!("{} {}", duration(t), mark(st.time_measured)));
+            let peak = st.peak_bytes.map_or("-".into(), |b| {
+                format!(
+                    "{} {}",
+                    kd_report::numbers::bytes(b),
+                    mark(st.peak_measured)
+                )
+            });
+            let time = st.seconds.map_or("-".into(), |t| {
+                format!("{} {}", duration(t), mark(st.time_measured))
+            });
             let mut what = st.what.clone();
             if what.chars().count() > 30 {
                 what = format!("{}…", what.chars().take(29).collect::<String>());
@@ -61,7 +69,11 @@ impl PlanReport {
             kd_report::numbers::bytes(self.max_peak_bytes),
             duration(self.total_seconds)
         );
-        let dev = self.stages.iter().find(|s| s.stage != "data").map_or("cpu".to_string(), |s| s.device.clone());
+        let dev = self
+            .stages
+            .iter()
+            .find(|s| s.stage != "data")
+            .map_or("cpu".to_string(), |s| s.device.clone());
         s += &if self.measured {
             format!(
                 "m: measured. Times are extrapolated from the fastest of {} or more timed steps (after one warm-up) of \

@@ -51,6 +51,7 @@ pub fn build(
     let ds = Dataset::open(dataset)?;
     let tmeta = check_teachers(&ds, teachers)?;
     cfg.validate(ds.num_classes())?;
+    let cfg = &cfg.resolved(ds.num_classes());
     let train = ds.split("train")?;
     let mix = cfg.mix_spec();
     if !mix.is_none() && !(2..=u32::MAX as usize).contains(&train.len()) {
@@ -245,7 +246,7 @@ pub fn build(
                     &spec,
                     &table,
                     device,
-                );
+                )?;
                 for (ti, t) in teachers.iter().enumerate() {
                     match run_teacher(t.teacher.as_ref(), &idx, &x, meta.num_classes, cfg.top_k) {
                         Ok((rows, ind)) => {

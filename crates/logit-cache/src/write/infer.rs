@@ -18,10 +18,10 @@ pub(super) fn run_teacher(
     top_k: Option<usize>,
 ) -> Result<(Vec<f32>, Vec<i64>)> {
     let b = idx.len();
+    // Top-k on the teacher's device: only k of the classes cross to the host.
     let y = t
         .logits_for(idx, &x.to_device(t.device()))
-        .to_kind(Kind::Float)
-        .to_device(Device::Cpu);
+        .to_kind(Kind::Float);
     if y.size() != [b as i64, classes as i64] {
         return Err(CacheError::Invalid(format!(
             "teacher '{}' returned logits of shape {:?}, expected [{b}, {classes}]",
@@ -30,9 +30,13 @@ pub(super) fn run_teacher(
         )));
     }
     match top_k {
-        None => Ok((Vec::<f32>::try_from(&y.contiguous().view(-1))?, vec![])),
+        None => Ok((
+            Vec::<f32>::try_from(&y.to_device(Device::Cpu).contiguous().view(-1))?,
+            vec![],
+        )),
         Some(k) => {
             let (v, i) = y.topk(k as i64, -1, true, true);
+            let (v, i) = (v.to_device(Device::Cpu), i.to_device(Device::Cpu));
             Ok((
                 Vec::<f32>::try_from(&v.contiguous().view(-1))?,
                 Vec::<i64>::try_from(&i.contiguous().view(-1))?,

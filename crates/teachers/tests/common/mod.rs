@@ -27,11 +27,7 @@ pub fn split(n: usize, classes: usize, chw: [usize; 3], seed: u64) -> Split {
             }
         }
     }
-    Split {
-        images,
-        labels,
-        chw,
-    }
+    Split::in_memory(images, labels, chw)
 }
 
 /// A finished `data` artifact in `dir`.
