@@ -161,9 +161,44 @@ pub trait Learner {
         indices: &[usize],
         epoch: usize,
     ) -> Result<(Tensor, Vec<(String, Tensor)>)>;
+    /// [`Learner::train_batch`] on inputs a [`Feed`] assembled ahead of
+    /// the step, on another thread. Learners without a feed never get one.
+    fn train_prepared(
+        &mut self,
+        prepared: Prepared,
+        indices: &[usize],
+        epoch: usize,
+    ) -> Result<(Tensor, Vec<(String, Tensor)>)> {
+        let _ = prepared;
+        self.train_batch(indices, epoch)
+    }
     /// Evaluate after an epoch (test accuracy and the like).
     fn evaluate(&mut self, epoch: usize) -> Result<Map<String, Value>>;
 }
+
+/// A batch's inputs as a [`Feed`] made them, for its learner's
+/// [`Learner::train_prepared`] (which knows the concrete type).
+pub type Prepared = Box<dyn std::any::Any + Send>;
+
+/// The `T` a learner's own feed prepared.
+pub fn unpack<T: 'static>(prepared: Prepared) -> Result<T> {
+    prepared
+        .downcast::<T>()
+        .map(|b| *b)
+        .map_err(|_| CoreError::Invalid("a prefetched batch of another learner's feed".into()))
+}
+
+/// The part of a learner that turns a batch's indices into its inputs
+/// (pixels, labels, stored logits) without touching the model, so that
+/// [`fit`] assembles batch `n + 1` on a second thread while step `n` runs.
+/// What it prepares must be exactly what the step would assemble inline.
+pub trait Feed: Sync {
+    fn prepare(&self, indices: &[usize], epoch: usize) -> Result<Prepared>;
+}
+
+/// Batches a feed may run ahead of the step: one is all the overlap there
+/// is, and each held batch is memory.
+const PREFETCH_DEPTH: usize = 1;
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct EpochRecord {
@@ -209,6 +244,9 @@ pub struct FitOptions {
     /// the step named. Data-parallel ranks read every step (the all-reduce
     /// needs the loss on the host).
     pub sync_every: usize,
+    /// Assemble every batch on the training thread even when the learner
+    /// has a [`Feed`] (the same batches, without the overlap).
+    pub inline: bool,
 }
 
 impl FitOptions {
@@ -265,12 +303,15 @@ fn save_checkpoint(out: &Path, vs: &VarStore, opt: &AdamW, state: &CkptState) ->
     Ok(())
 }
 
-/// Train `learner` for `cfg.epochs`, resuming from `out/ckpt` if present.
+/// Train `learner` for `cfg.epochs`, resuming from `out/ckpt` if present;
+/// with a `feed`, each batch's inputs are assembled while the step before
+/// runs ([`Feed`]; `opts.inline` turns that off).
 ///
 /// `identity` names what is trained (architecture, config, data); a checkpoint
 /// made under another identity is refused rather than silently mixed in.
 pub fn fit(
     learner: &mut dyn Learner,
+    feed: Option<&dyn Feed>,
     cfg: &FitConfig,
     identity: &Value,
     out: &Path,
@@ -376,56 +417,98 @@ pub fn fit(
         let epoch_of = format!("epoch {}/{}", epoch + 1, cfg.epochs);
         let t0 = Instant::now();
         let mut lr = cfg.lr;
-        for (b, idx) in order.chunks(cfg.batch_size).enumerate() {
-            let step = epoch * steps_per_epoch + b;
-            lr = cosine_lr(step, total, warmup, cfg.lr, cfg.min_lr);
-            opt.zero_grad()?;
-            let Some(g) = dist else {
-                let (loss, stats) =
-                    autocast(device, cfg.precision, || learner.train_batch(idx, epoch))?;
-                loss.backward();
-                opt.step(lr)?;
-                figures.push(b, idx.len(), &loss, stats);
-                seen += idx.len();
-                mine_seen += idx.len();
-                if (b + 1) % sync_every == 0 || b + 1 == steps_per_epoch {
-                    figures.settle(&mut sums, epoch, true)?;
-                    progress.update(
-                        done_before + seen as u64,
-                        &format!("{epoch_of} {}", running_means(&sums, mine_seen)),
-                    );
-                }
-                continue;
-            };
-            let mine = &idx[data_parallel::slice(idx.len(), g.rank(), g.size())];
-            // This rank's share of the batch's mean loss; a rank with an
-            // empty slice (batch smaller than the world) contributes zeros.
-            let mut share = 0.0;
-            if !mine.is_empty() {
-                let (loss, stats) =
-                    autocast(device, cfg.precision, || learner.train_batch(mine, epoch))?;
-                let w = mine.len() as f64 / idx.len() as f64;
-                (&loss * w).backward();
-                figures.push(b, mine.len(), &loss, stats);
-                // Unchecked: a rank alone must not stop on its own share;
-                // the batch's loss below is checked on every rank at once.
-                share = figures.settle(&mut sums, epoch, false)?.unwrap_or(0.0) * w;
-                mine_seen += mine.len();
+        // Each batch as this rank trains it: the whole batch alone, its
+        // slice in a data-parallel group.
+        let parts: Vec<&[usize]> = order
+            .chunks(cfg.batch_size)
+            .map(|idx| match dist {
+                Some(g) => &idx[data_parallel::slice(idx.len(), g.rank(), g.size())],
+                None => idx,
+            })
+            .collect();
+        let feed = feed.filter(|_| !opts.inline);
+        std::thread::scope(|scope| -> Result<()> {
+            let (tx, rx) =
+                std::sync::mpsc::sync_channel::<Result<Option<Prepared>>>(PREFETCH_DEPTH);
+            if let Some(feed) = feed {
+                let parts = &parts;
+                scope.spawn(move || {
+                    for mine in parts {
+                        let r = if mine.is_empty() {
+                            Ok(None)
+                        } else {
+                            feed.prepare(mine, epoch).map(Some)
+                        };
+                        // The step stopped (an error): nothing more to make.
+                        if tx.send(r).is_err() {
+                            break;
+                        }
+                    }
+                });
             }
-            // The batch's loss is the same number on every rank, so a
-            // diverging run stops everywhere at the same step.
-            let tc = Instant::now();
-            let batch_loss = data_parallel::all_reduce_grads(g, &params, &[share])?[0];
-            allreduce_seconds += tc.elapsed().as_secs_f64();
-            check_loss(batch_loss, epoch, b)?;
-            opt.step(lr)?;
-            seen += idx.len();
-            // Rank 0's progress shows the means over its own slices.
-            progress.update(
-                done_before + seen as u64,
-                &format!("{epoch_of} {}", running_means(&sums, mine_seen)),
-            );
-        }
+            // The next batch's prepared inputs (none without a feed).
+            let next = || -> Result<Option<Prepared>> {
+                if feed.is_none() {
+                    return Ok(None);
+                }
+                rx.recv()
+                    .map_err(|_| CoreError::Invalid("the batch prefetch thread stopped".into()))?
+            };
+            for (b, idx) in order.chunks(cfg.batch_size).enumerate() {
+                let step = epoch * steps_per_epoch + b;
+                lr = cosine_lr(step, total, warmup, cfg.lr, cfg.min_lr);
+                opt.zero_grad()?;
+                let Some(g) = dist else {
+                    let (loss, stats) = autocast(device, cfg.precision, || {
+                        train_step(learner, next()?, idx, epoch)
+                    })?;
+                    loss.backward();
+                    opt.step(lr)?;
+                    figures.push(b, idx.len(), &loss, stats);
+                    seen += idx.len();
+                    mine_seen += idx.len();
+                    if (b + 1) % sync_every == 0 || b + 1 == steps_per_epoch {
+                        figures.settle(&mut sums, epoch, true)?;
+                        progress.update(
+                            done_before + seen as u64,
+                            &format!("{epoch_of} {}", running_means(&sums, mine_seen)),
+                        );
+                    }
+                    continue;
+                };
+                let mine = parts[b];
+                let prepared = next()?;
+                // This rank's share of the batch's mean loss; a rank with an
+                // empty slice (batch smaller than the world) contributes zeros.
+                let mut share = 0.0;
+                if !mine.is_empty() {
+                    let (loss, stats) = autocast(device, cfg.precision, || {
+                        train_step(learner, prepared, mine, epoch)
+                    })?;
+                    let w = mine.len() as f64 / idx.len() as f64;
+                    (&loss * w).backward();
+                    figures.push(b, mine.len(), &loss, stats);
+                    // Unchecked: a rank alone must not stop on its own share;
+                    // the batch's loss below is checked on every rank at once.
+                    share = figures.settle(&mut sums, epoch, false)?.unwrap_or(0.0) * w;
+                    mine_seen += mine.len();
+                }
+                // The batch's loss is the same number on every rank, so a
+                // diverging run stops everywhere at the same step.
+                let tc = Instant::now();
+                let batch_loss = data_parallel::all_reduce_grads(g, &params, &[share])?[0];
+                allreduce_seconds += tc.elapsed().as_secs_f64();
+                check_loss(batch_loss, epoch, b)?;
+                opt.step(lr)?;
+                seen += idx.len();
+                // Rank 0's progress shows the means over its own slices.
+                progress.update(
+                    done_before + seen as u64,
+                    &format!("{epoch_of} {}", running_means(&sums, mine_seen)),
+                );
+            }
+            Ok(())
+        })?;
         if let Some(g) = dist {
             sums = data_parallel::all_reduce_stats(g, &sums)?;
             data_parallel::sync_buffers(g, &buffers)?;
@@ -475,6 +558,19 @@ pub fn fit(
     }
     progress.finish();
     Ok(state.history)
+}
+
+/// One step's forward: on the prepared inputs when a feed made them.
+fn train_step(
+    learner: &mut dyn Learner,
+    prepared: Option<Prepared>,
+    idx: &[usize],
+    epoch: usize,
+) -> Result<(Tensor, Vec<(String, Tensor)>)> {
+    match prepared {
+        Some(p) => learner.train_prepared(p, idx, epoch),
+        None => learner.train_batch(idx, epoch),
+    }
 }
 
 /// The line a person scans after each epoch: epoch k/n, the loss and its
@@ -618,6 +714,8 @@ mod tests {
         y: Tensor,
         /// Steps until the loss turns NaN (counting down), if ever.
         nan_at: Option<usize>,
+        /// Steps trained on a feed's prepared batch.
+        prefetched: usize,
     }
 
     impl Lin {
@@ -633,6 +731,7 @@ mod tests {
                 x,
                 y: y.remainder(3),
                 nan_at: None,
+                prefetched: 0,
             }
         }
     }
@@ -662,9 +761,70 @@ mod tests {
             };
             Ok((loss.shallow_clone(), vec![("loss".into(), loss)]))
         }
+        fn train_prepared(
+            &mut self,
+            prepared: Prepared,
+            idx: &[usize],
+            e: usize,
+        ) -> Result<(Tensor, Vec<(String, Tensor)>)> {
+            let made = prepared.downcast::<Vec<usize>>().expect("LinFeed's batch");
+            assert_eq!(&made[..], idx, "a prefetched batch for another step");
+            self.prefetched += 1;
+            self.train_batch(idx, e)
+        }
         fn evaluate(&mut self, e: usize) -> Result<Map<String, Value>> {
             Ok(Map::from_iter([("evaluated_after".to_string(), json!(e))]))
         }
+    }
+
+    /// Prepares a batch as its indices (what [`Lin`] checks it got).
+    struct LinFeed;
+
+    impl Feed for LinFeed {
+        fn prepare(&self, idx: &[usize], _e: usize) -> Result<Prepared> {
+            Ok(Box::new(idx.to_vec()))
+        }
+    }
+
+    #[test]
+    fn a_feed_trains_exactly_as_inline() {
+        let _rng = crate::torch_rng_lock();
+        let cfg = FitConfig {
+            epochs: 3,
+            batch_size: 5,
+            lr: 0.05,
+            ..Default::default()
+        };
+        let id = json!({"m": "lin"});
+        let t = tempfile::tempdir().unwrap();
+        let run = |inline: bool, dir: &str| {
+            let mut l = Lin::new();
+            let opts = FitOptions {
+                inline,
+                ..Default::default()
+            };
+            let h = fit(
+                &mut l,
+                Some(&LinFeed),
+                &cfg,
+                &id,
+                &t.path().join(dir),
+                &opts,
+                &Silent,
+            )
+            .unwrap();
+            (l, h)
+        };
+        let (a, ha) = run(false, "prefetch");
+        let (b, hb) = run(true, "inline");
+        // Every step of 3 epochs of 7 batches took the feed's batch.
+        assert_eq!((a.prefetched, b.prefetched), (21, 0));
+        assert!(
+            a.lin.ws.equal(&b.lin.ws)
+                && a.lin.bs.as_ref().unwrap().equal(b.lin.bs.as_ref().unwrap())
+        );
+        let losses = |h: &[EpochRecord]| h.iter().map(|r| r.train["loss"]).collect::<Vec<_>>();
+        assert_eq!(losses(&ha), losses(&hb));
     }
 
     #[test]
@@ -681,6 +841,7 @@ mod tests {
         let mut a = Lin::new();
         let h = fit(
             &mut a,
+            None,
             &cfg,
             &json!({"m": "lin"}),
             t.path(),
@@ -713,6 +874,7 @@ mod tests {
         let t = tempfile::tempdir().unwrap();
         fit(
             learner,
+            None,
             &cfg,
             &json!({"m": "lin"}),
             t.path(),
@@ -761,6 +923,7 @@ mod tests {
         let mut a = Lin::new();
         let h = fit(
             &mut a,
+            None,
             &cfg,
             &json!({"m": "lin"}),
             t.path(),
@@ -872,6 +1035,7 @@ mod tests {
         let mut a = Lin::new();
         let ha = fit(
             &mut a,
+            None,
             &cfg,
             &id,
             &t.path().join("a"),
@@ -889,11 +1053,22 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(
-            fit(&mut b, &cfg, &id, &out, &stop, &Silent).unwrap().len(),
+            fit(&mut b, None, &cfg, &id, &out, &stop, &Silent)
+                .unwrap()
+                .len(),
             1
         );
         let mut b2 = Lin::new();
-        let hb = fit(&mut b2, &cfg, &id, &out, &FitOptions::default(), &Silent).unwrap();
+        let hb = fit(
+            &mut b2,
+            None,
+            &cfg,
+            &id,
+            &out,
+            &FitOptions::default(),
+            &Silent,
+        )
+        .unwrap();
         assert_eq!(hb.len(), 4);
         assert!(a.lin.ws.equal(&b2.lin.ws), "resumed weights differ");
         assert_eq!(ha[3].train, hb[3].train);
@@ -901,6 +1076,7 @@ mod tests {
         let mut c = Lin::new();
         let e = fit(
             &mut c,
+            None,
             &cfg,
             &json!({"m": "other"}),
             &out,

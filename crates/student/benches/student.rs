@@ -1,9 +1,10 @@
 //! Student training throughput, side by side in one run: no teacher, the
 //! cached ensemble (2 teachers read from a logit store), the live ensemble
 //! (the same 2 teachers run on every batch), the cached ensemble under
-//! bf16 autocast, and the cached ensemble with CivT's conv + involution
-//! stems (the stem student against the plain one). vit-tiny, batch 128,
-//! 1x28x28.
+//! bf16 autocast, the cached ensemble with CivT's conv + involution
+//! stems (the stem student against the plain one), and the cached ensemble
+//! with every batch assembled on the training thread (against the default,
+//! the next batch assembled during the step). vit-tiny, batch 128, 1x28x28.
 //!
 //! Teachers are kd-teachers' `cnn-small` and `rednet-small` networks with
 //! untrained weights: speed does not depend on what they learnt.
@@ -91,13 +92,24 @@ fn teachers(hash: &str, device: Device) -> Vec<Box<dyn Teacher>> {
     ]
 }
 
-fn epoch_rate(cfg: &StudentConfig, ds: &Path, src: &Source, out: &Path, device: Device) -> f64 {
+fn epoch_rate(
+    cfg: &StudentConfig,
+    ds: &Path,
+    src: &Source,
+    out: &Path,
+    device: Device,
+    inline: bool,
+) -> f64 {
+    let fit = kd_core::fit::FitOptions {
+        inline,
+        ..Default::default()
+    };
     match train_stage(
         cfg,
         ds,
         src,
         out,
-        &RunOptions::new(device, &Silent).force(true),
+        &RunOptions::new(device, &Silent).force(true).fit(fit),
     )
     .expect("student run")
     {
@@ -170,8 +182,14 @@ fn main() {
             Precision::Bf16,
         ),
         ("cached ensemble (2), CivT stems", cached(), Precision::F32),
+        (
+            "cached ensemble (2), batches inline (no prefetch)",
+            cached(),
+            Precision::F32,
+        ),
     ];
     const STEMS: usize = 4;
+    const INLINE: usize = 5;
     let mut rates = vec![vec![]; sources.len()];
     for _ in 0..rounds {
         for (i, (_, src, precision)) in sources.iter().enumerate() {
@@ -189,6 +207,7 @@ fn main() {
                 src,
                 &root.join(format!("s{i}")),
                 device,
+                i == INLINE,
             ));
         }
     }
@@ -220,5 +239,14 @@ fn main() {
         "stems/plain (cached ensemble) = {:.3}: the CivT stem student trains at {:.2}x the speed of the patch-embedding one",
         med[STEMS] / med[1],
         med[STEMS] / med[1]
+    );
+    println!(
+        "prefetch/inline (cached ensemble) = {:.3}: assembling the next batch during the step is {} here",
+        med[1] / med[INLINE],
+        if med[1] >= med[INLINE] {
+            "no slower"
+        } else {
+            "slower"
+        }
     );
 }

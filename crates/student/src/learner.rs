@@ -2,7 +2,7 @@
 //! label and distillation heads) and the evaluation after each epoch, for
 //! `kd_core::fit`'s epoch loop.
 
-use crate::batch::Batcher;
+use crate::batch::{Batcher, Prepared};
 use crate::config::TokenMode;
 use crate::loss::{
     Labels, LossConfig, Targets, Weighting, averaged_target, per_teacher_targets, student_loss,
@@ -19,7 +19,7 @@ use tch::{Device, Kind, Tensor, nn::VarStore};
 pub(crate) struct StudentLearner<'a> {
     pub(crate) vs: VarStore,
     pub(crate) model: Vit,
-    pub(crate) batcher: Batcher<'a>,
+    pub(crate) batcher: &'a Batcher<'a>,
     pub(crate) test: &'a Split,
     /// Name of each distillation head (teacher name, or `avg`).
     pub(crate) heads: Vec<String>,
@@ -35,6 +35,30 @@ pub(crate) struct StudentLearner<'a> {
 }
 
 impl StudentLearner<'_> {
+    /// One training step on a batch's inputs: live teachers (if any) on its
+    /// images, then the student's forward and loss.
+    fn step(
+        &mut self,
+        p: Prepared,
+        idx: &[usize],
+    ) -> kd_core::Result<(Tensor, Vec<(String, Tensor)>)> {
+        let logits = match p.stored {
+            Some(l) => l,
+            None => self.batcher.teacher_logits(idx, &p.vids, &p.images)?,
+        };
+        let targets = self.targets(logits, &p.labels);
+        let out = self.model.forward_t(&p.images, true);
+        let parts = student_loss(&out, &p.labels, targets.as_ref(), &self.loss);
+        let mut stats = vec![
+            ("loss".to_string(), parts.total.detach()),
+            ("ce".to_string(), parts.ce.detach()),
+        ];
+        for (h, k) in self.heads.iter().zip(&parts.kd) {
+            stats.push((format!("kd_{h}"), k.detach()));
+        }
+        Ok((parts.total, stats))
+    }
+
     fn targets(&self, logits: Vec<Tensor>, labels: &Labels) -> Option<Targets> {
         if logits.is_empty() {
             return None;
@@ -137,20 +161,17 @@ impl Learner for StudentLearner<'_> {
         idx: &[usize],
         epoch: usize,
     ) -> kd_core::Result<(Tensor, Vec<(String, Tensor)>)> {
-        let b = &self.batcher;
-        let vids = b.epoch_views(idx, epoch);
-        let (x, y) = b.batch(idx, &vids)?;
-        let targets = self.targets(b.teacher_logits(idx, &vids, &x)?, &y);
-        let out = self.model.forward_t(&x, true);
-        let parts = student_loss(&out, &y, targets.as_ref(), &self.loss);
-        let mut stats = vec![
-            ("loss".to_string(), parts.total.detach()),
-            ("ce".to_string(), parts.ce.detach()),
-        ];
-        for (h, k) in self.heads.iter().zip(&parts.kd) {
-            stats.push((format!("kd_{h}"), k.detach()));
-        }
-        Ok((parts.total, stats))
+        let p = self.batcher.inputs.prepare(idx, epoch)?;
+        self.step(p, idx)
+    }
+
+    fn train_prepared(
+        &mut self,
+        prepared: kd_core::fit::Prepared,
+        idx: &[usize],
+        _epoch: usize,
+    ) -> kd_core::Result<(Tensor, Vec<(String, Tensor)>)> {
+        self.step(kd_core::fit::unpack::<Prepared>(prepared)?, idx)
     }
 
     fn evaluate(&mut self, _epoch: usize) -> kd_core::Result<Map<String, Value>> {

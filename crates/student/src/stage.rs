@@ -143,10 +143,11 @@ pub fn train_stage(
     let model = Vit::new(&vs.root(), &model_cfg);
     let params = param_count(&vs);
     tracing::info!(preset = %cfg.preset, params, tokens = heads.len(), source = ?source, "training student");
+    let batcher = Batcher::new(&cfg, &ds, train, source, device);
     let mut learner = StudentLearner {
         vs,
         model,
-        batcher: Batcher::new(&cfg, &ds, train, source, device),
+        batcher: &batcher,
         test,
         heads: heads.clone(),
         tokens: cfg.tokens,
@@ -158,6 +159,7 @@ pub fn train_stage(
     };
     let history = fit(
         &mut learner,
+        Some(&batcher.inputs),
         &cfg.fit_config(),
         &identity,
         out,

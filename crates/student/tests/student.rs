@@ -389,6 +389,41 @@ fn mixed_store_gives_the_teachers_pixels_and_mixed_labels() {
 }
 
 #[test]
+fn prefetched_batches_train_exactly_as_inline() {
+    // A mixed store: the prefetch thread rebuilds mixed pixels and reads
+    // stored logits; live teachers still run on the training thread.
+    let _rng = kd_core::torch_rng_lock();
+    let t = tempfile::tempdir().unwrap();
+    let (ds, store) = fixture_with(t.path(), kd_core::MixMode::MixupCutmix);
+    let cfg = small_cfg(2);
+    for (name, src) in [
+        ("cache", cache(&store, &["cnn", "involution"])),
+        ("live", live(&ds)),
+    ] {
+        let run = |inline: bool| {
+            let out = t.path().join(format!("{name}-{inline}"));
+            let opts = FitOptions {
+                inline,
+                ..Default::default()
+            };
+            let o = train_stage(
+                &cfg,
+                &ds,
+                &src,
+                &out,
+                &RunOptions::new(CPU, &Silent).fit(opts),
+            );
+            assert!(matches!(o.unwrap(), Outcome::Wrote(_)));
+            std::fs::read(out.join("weights.safetensors")).unwrap()
+        };
+        assert!(
+            run(false) == run(true),
+            "{name}: prefetched weights differ from inline"
+        );
+    }
+}
+
+#[test]
 fn resume_after_interruption_equals_straight_run() {
     let _rng = kd_core::torch_rng_lock();
     let t = tempfile::tempdir().unwrap();

@@ -29,6 +29,91 @@ pub(crate) struct TeacherLearner<'a> {
     progress: &'a dyn Progress,
 }
 
+/// A training batch of a teacher: its views (mixed or not) and targets.
+struct TeacherBatch {
+    x: Tensor,
+    y: Tensor,
+    /// Mixed views: the soft targets of each mixed pair.
+    soft: Option<Tensor>,
+}
+
+/// What a teacher's batch is made of, shared with the prefetch thread:
+/// the split, the normalisation and the view and mixing policy.
+struct TeacherFeed<'a> {
+    train: &'a Split,
+    lut: &'a [[f32; 256]],
+    cfg: &'a TeacherConfig,
+    classes: usize,
+    device: Device,
+}
+
+impl TeacherFeed<'_> {
+    fn batch(&self, idx: &[usize], epoch: usize) -> kd_core::Result<TeacherBatch> {
+        let spec = &self.cfg.view;
+        let seed = self.cfg.fit.seed;
+        let hw = [self.train.chw[1], self.train.chw[2]];
+        // View 1 + epoch of each sample: view 0 is the plain image, and a
+        // different view index per epoch gives a fresh view every epoch.
+        let view = 1 + epoch;
+        let y = label_tensor(self.train, idx, self.device);
+        if self.cfg.mix.is_none() {
+            let views: Vec<ViewParams> = idx
+                .iter()
+                .map(|&i| spec.draw(hw, seed, i as u64, view as u64))
+                .collect();
+            let x = batch_tensor(self.train, idx, &views, spec, self.lut, self.device)?;
+            return Ok(TeacherBatch { x, y, soft: None });
+        }
+        let pairs: Vec<(usize, usize)> = idx.iter().map(|&i| (i, view)).collect();
+        let b = ViewBatch::draw(spec, &self.cfg.mix, seed, self.train.len(), hw, &pairs);
+        let x = batch_tensor_mixed(
+            self.train,
+            idx,
+            &b.views,
+            &b.partner_views,
+            &b.mixes,
+            spec,
+            self.lut,
+            self.device,
+        )?;
+        let soft = mixed_label_tensor(self.train, idx, &b.mixes, self.classes, self.device);
+        Ok(TeacherBatch {
+            x,
+            y,
+            soft: Some(soft),
+        })
+    }
+}
+
+impl kd_core::fit::Feed for TeacherFeed<'_> {
+    fn prepare(&self, idx: &[usize], epoch: usize) -> kd_core::Result<kd_core::fit::Prepared> {
+        Ok(Box::new(self.batch(idx, epoch)?))
+    }
+}
+
+impl TeacherLearner<'_> {
+    fn step(&mut self, b: TeacherBatch) -> kd_core::Result<(Tensor, Vec<(String, Tensor)>)> {
+        let logits = self.net.forward_t(&b.x, true).to_kind(Kind::Float);
+        let loss = match &b.soft {
+            None => logits.cross_entropy_loss::<Tensor>(
+                &b.y,
+                None,
+                Reduction::Mean,
+                -100,
+                self.cfg.label_smoothing,
+            ),
+            Some(soft) => mixed_cross_entropy(&logits, soft, self.cfg.label_smoothing),
+        };
+        let acc = logits
+            .argmax(1, false)
+            .eq_tensor(&b.y)
+            .to_kind(Kind::Float)
+            .mean(Kind::Float);
+        let l = loss.detach();
+        Ok((loss, vec![("loss".into(), l), ("acc".into(), acc)]))
+    }
+}
+
 impl Learner for TeacherLearner<'_> {
     fn var_store(&mut self) -> &mut VarStore {
         &mut self.vs
@@ -47,53 +132,24 @@ impl Learner for TeacherLearner<'_> {
         idx: &[usize],
         epoch: usize,
     ) -> kd_core::Result<(Tensor, Vec<(String, Tensor)>)> {
-        let spec = &self.cfg.view;
-        let seed = self.cfg.fit.seed;
-        let hw = [self.train.chw[1], self.train.chw[2]];
-        // View 1 + epoch of each sample: view 0 is the plain image, and a
-        // different view index per epoch gives a fresh view every epoch.
-        let view = 1 + epoch;
-        let y = label_tensor(self.train, idx, self.device);
-        let (logits, loss) = if self.cfg.mix.is_none() {
-            let views: Vec<ViewParams> = idx
-                .iter()
-                .map(|&i| spec.draw(hw, seed, i as u64, view as u64))
-                .collect();
-            let x = batch_tensor(self.train, idx, &views, spec, &self.lut, self.device)?;
-            let logits = self.net.forward_t(&x, true).to_kind(Kind::Float);
-            let loss = logits.cross_entropy_loss::<Tensor>(
-                &y,
-                None,
-                Reduction::Mean,
-                -100,
-                self.cfg.label_smoothing,
-            );
-            (logits, loss)
-        } else {
-            let pairs: Vec<(usize, usize)> = idx.iter().map(|&i| (i, view)).collect();
-            let b = ViewBatch::draw(spec, &self.cfg.mix, seed, self.train.len(), hw, &pairs);
-            let x = batch_tensor_mixed(
-                self.train,
-                idx,
-                &b.views,
-                &b.partner_views,
-                &b.mixes,
-                spec,
-                &self.lut,
-                self.device,
-            )?;
-            let soft = mixed_label_tensor(self.train, idx, &b.mixes, self.classes, self.device);
-            let logits = self.net.forward_t(&x, true).to_kind(Kind::Float);
-            let loss = mixed_cross_entropy(&logits, &soft, self.cfg.label_smoothing);
-            (logits, loss)
+        let feed = TeacherFeed {
+            train: self.train,
+            lut: &self.lut,
+            cfg: self.cfg,
+            classes: self.classes,
+            device: self.device,
         };
-        let acc = logits
-            .argmax(1, false)
-            .eq_tensor(&y)
-            .to_kind(Kind::Float)
-            .mean(Kind::Float);
-        let l = loss.detach();
-        Ok((loss, vec![("loss".into(), l), ("acc".into(), acc)]))
+        let batch = feed.batch(idx, epoch)?;
+        self.step(batch)
+    }
+
+    fn train_prepared(
+        &mut self,
+        prepared: kd_core::fit::Prepared,
+        _idx: &[usize],
+        _epoch: usize,
+    ) -> kd_core::Result<(Tensor, Vec<(String, Tensor)>)> {
+        self.step(kd_core::fit::unpack::<TeacherBatch>(prepared)?)
     }
 
     fn evaluate(&mut self, _epoch: usize) -> kd_core::Result<Map<String, Value>> {
@@ -176,6 +232,13 @@ impl FitJob<'_> {
         identity: &Value,
     ) -> Result<std::result::Result<Trained, usize>> {
         let (vs, net) = self.new_model();
+        let feed = TeacherFeed {
+            train,
+            lut: self.lut,
+            cfg: self.cfg,
+            classes: self.classes,
+            device: self.device,
+        };
         let mut learner = TeacherLearner {
             vs,
             net,
@@ -189,6 +252,7 @@ impl FitJob<'_> {
         };
         let history = fit(
             &mut learner,
+            Some(&feed),
             &self.cfg.fit,
             identity,
             dir,

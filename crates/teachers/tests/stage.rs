@@ -523,3 +523,38 @@ fn mixed_views_recorded_replayed_and_ensemble_evaluated() {
     assert!((pr.both_right + pr.only_a_right - s.accuracy[0]).abs() < 1e-9);
     assert!((pr.both_right + pr.only_b_right - s.accuracy[1]).abs() < 1e-9);
 }
+
+/// The next batch assembled during the step (the default) trains the very
+/// teacher every batch assembled inline trains, mixed views included.
+#[test]
+fn prefetched_batches_train_exactly_as_inline() {
+    let _rng = kd_core::torch_rng_lock();
+    let t = tempfile::tempdir().unwrap();
+    let data = t.path().join("data");
+    common::dataset(&data, 4, 256, 32, 0);
+    let mut cfg = tiny(Arch::Cnn, 2);
+    cfg.mix = kd_core::MixSpec {
+        mode: kd_core::MixMode::MixupCutmix,
+        prob: 0.8,
+        alpha: 1.0,
+    };
+    let run = |inline: bool| {
+        let d = t.path().join(format!("inline-{inline}"));
+        let fit = FitOptions {
+            inline,
+            ..Default::default()
+        };
+        let o = train_stage(
+            &cfg,
+            &data,
+            &d,
+            &RunOptions::new(Device::Cpu, &Silent).fit(fit),
+        );
+        assert!(matches!(o.unwrap(), Outcome::Wrote(_)));
+        std::fs::read(d.join("weights.safetensors")).unwrap()
+    };
+    assert!(
+        run(false) == run(true),
+        "prefetched weights differ from inline"
+    );
+}

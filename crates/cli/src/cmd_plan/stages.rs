@@ -72,7 +72,9 @@ pub(super) fn make_plan(prof: &Profile, a: &Args) -> anyhow::Result<PlanReport> 
     };
     let chw = images.chw;
     let classes = images.classes;
-    let ds_bytes = images.dataset_bytes();
+    // What a stage holds of the dataset: all of it when it fits the data
+    // cache, at most the cache when it is read by chunk.
+    let ds_bytes = images.dataset_bytes().min(kd_data::pixels::cache_budget()?);
     let measure_on = !a.no_measure;
     let steps = a.steps.max(1);
     let probe = |device: &str, kind: ProbeKind| -> anyhow::Result<Option<Measured>> {

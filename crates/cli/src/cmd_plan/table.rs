@@ -78,7 +78,7 @@ impl PlanReport {
             format!(
                 "m: measured. Times are extrapolated from the fastest of {} or more timed steps (after one warm-up) of \
 each stage's model on random input of the dataset's shape on {dev}, times the steps, plus evaluation passes; peak memory is the \
-measuring process's high-water mark (VmHWM) plus the dataset held in memory. c: computed (data import from \
+measuring process's high-water mark (VmHWM) plus the dataset held in memory (at most the data cache, KD_DATA_CACHE). c: computed (data import from \
 an assumed {:.0} MB/s; on CUDA, 16 bytes per parameter plus the dataset, activations not counted). Total peak \
 is the largest stage's.",
                 self.timed_steps,

@@ -233,38 +233,62 @@ pub fn build(
                 rows: vec![Vec::with_capacity(pairs.len() * width); teachers.len()],
                 indices: vec![vec![]; teachers.len()],
             };
-            for start in (0..pairs.len()).step_by(cfg.batch_size) {
-                let end = (start + cfg.batch_size).min(pairs.len());
-                let pb = &pairs[start..end];
-                let idx: Vec<usize> = pb.iter().map(|p| p.0).collect();
-                let x = batch_tensor_mixed(
-                    train,
-                    &idx,
-                    &vb.views[start..end],
-                    &vb.partner_views[start..end],
-                    &vb.mixes[start..end],
-                    &spec,
-                    &table,
-                    device,
-                )?;
-                for (ti, t) in teachers.iter().enumerate() {
-                    match run_teacher(t.teacher.as_ref(), &idx, &x, meta.num_classes, cfg.top_k) {
-                        Ok((rows, ind)) => {
-                            d.rows[ti].extend_from_slice(&rows);
-                            d.indices[ti].extend_from_slice(&ind);
-                        }
-                        Err(e) => {
-                            infer_err = Some(e);
+            // The next batch's pixels are assembled on a second thread while
+            // the teachers run on this one.
+            let batches: Vec<(usize, usize)> = (0..pairs.len())
+                .step_by(cfg.batch_size)
+                .map(|start| (start, (start + cfg.batch_size).min(pairs.len())))
+                .collect();
+            let idx_of = |start: usize, end: usize| -> Vec<usize> {
+                pairs[start..end].iter().map(|p| p.0).collect()
+            };
+            std::thread::scope(|assembly| -> Result<()> {
+                let (btx, brx) = std::sync::mpsc::sync_channel(1);
+                let (batches, vb, spec, table) = (&batches, &vb, &spec, &table);
+                assembly.spawn(move || {
+                    for &(start, end) in batches {
+                        let x = batch_tensor_mixed(
+                            train,
+                            &idx_of(start, end),
+                            &vb.views[start..end],
+                            &vb.partner_views[start..end],
+                            &vb.mixes[start..end],
+                            spec,
+                            table,
+                            device,
+                        );
+                        // Inference stopped (an error): nothing more to make.
+                        if btx.send(x).is_err() {
                             break;
                         }
                     }
+                });
+                for &(start, end) in batches {
+                    let x = brx.recv().map_err(|_| {
+                        CacheError::Invalid("the batch assembly thread stopped".into())
+                    })??;
+                    let idx = idx_of(start, end);
+                    for (ti, t) in teachers.iter().enumerate() {
+                        match run_teacher(t.teacher.as_ref(), &idx, &x, meta.num_classes, cfg.top_k)
+                        {
+                            Ok((rows, ind)) => {
+                                d.rows[ti].extend_from_slice(&rows);
+                                d.indices[ti].extend_from_slice(&ind);
+                            }
+                            Err(e) => {
+                                infer_err = Some(e);
+                                break;
+                            }
+                        }
+                    }
+                    if infer_err.is_some() {
+                        break;
+                    }
+                    done_views += (end - start) as u64;
+                    progress.update(done_views, &format!("shard {s}"));
                 }
-                if infer_err.is_some() {
-                    break;
-                }
-                done_views += pb.len() as u64;
-                progress.update(done_views, &format!("shard {s}"));
-            }
+                Ok(())
+            })?;
             stats.inference += t_shard.elapsed().as_secs_f64();
             if infer_err.is_some() {
                 break;
