@@ -16,5 +16,22 @@ for b in "kd-data views" "kd-teachers teachers" "kd-logit-cache cache" "kd-stude
   echo "== cargo bench -p $1 --bench $2" >&2
   { echo; echo "## $1: $2"; echo; cargo bench -q -p "$1" --bench "$2" 2>/dev/null; } >> "$tmp"
 done
+# The input pipeline at 224 px beside torchvision's DataLoader, on a small
+# generated image folder (skipped, with the reason, where torchvision is missing).
+{
+  echo; echo "## kd bench data: the input pipeline beside torchvision"; echo
+  py=${KD_PYTHON:-python3}
+  if ! "$py" -c 'import torchvision' 2>/dev/null; then
+    echo "skipped: torchvision is not installed next to $py (pip install --no-deps torchvision==0.26.0 pillow)"
+  else
+    cargo build -q --release -p kd-cli
+    d=data/runs/bench-data
+    "$py" scripts/make-synthetic-images.py --out "$d/images" --train 4000 --val 200 --classes 10 >&2
+    target/release/kd data import --format folder --src "$d/images" --out "$d/dataset" >&2
+    echo '```'
+    KD_PYTHON="$py" scripts/bench-data.sh "$d/dataset"
+    echo '```'
+  fi
+} >> "$tmp"
 mv "$tmp" "$out"
 cat "$out"

@@ -228,3 +228,78 @@ fn negative_numbers_and_unknown_presets_are_refused_before_any_data_loads() {
         );
     }
 }
+
+/// `kd bench data` times the pipeline in memory and read by chunk (a data
+/// cache smaller than the dataset); a bad cache setting or a missing
+/// dataset is one line.
+#[test]
+fn bench_data_reads_in_memory_and_by_chunk() {
+    let t = tempfile::tempdir().unwrap();
+    let src = t.path().join("src");
+    write_idx(&src);
+    let ds = t.path().join("ds");
+    let d = ds.to_str().unwrap();
+    let imp = kd(&[
+        "data",
+        "import",
+        "--format",
+        "idx",
+        "--src",
+        src.to_str().unwrap(),
+        "--out",
+        d,
+    ]);
+    assert!(imp.status.success(), "{}", stderr(&imp));
+    let bench = |cache: &str| {
+        let o = Command::new(env!("CARGO_BIN_EXE_kd"))
+            .args([
+                "bench",
+                "data",
+                "--dataset",
+                d,
+                "--batch",
+                "4",
+                "--batches",
+                "5",
+            ])
+            .args(["--crop", "pad-crop", "--pad", "1", "--json"])
+            .env("RUST_LOG", "warn")
+            .env("KD_DATA_CACHE", cache)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", stderr(&o));
+        serde_json::from_slice::<serde_json::Value>(&o.stdout).unwrap()
+    };
+    let mem = bench("1G");
+    assert_eq!(mem["read_by_chunk"], false);
+    assert_eq!(mem["images"], 20);
+    assert!(mem["images_per_sec"].as_f64().unwrap() > 0.0);
+    // 480 bytes of pixels over a 100-byte cache: read by chunk.
+    let chunked = bench("100");
+    assert_eq!(chunked["read_by_chunk"], true);
+    assert_eq!(chunked["images"], 20);
+    let bad = Command::new(env!("CARGO_BIN_EXE_kd"))
+        .args(["bench", "data", "--dataset", d])
+        .env("KD_DATA_CACHE", "lots")
+        .output()
+        .unwrap();
+    assert!(!bad.status.success());
+    let e = stderr(&bad);
+    assert!(
+        e.contains("KD_DATA_CACHE") && e.contains("lots") && e.trim().lines().count() == 1,
+        "{e}"
+    );
+    let missing = kd(&[
+        "bench",
+        "data",
+        "--dataset",
+        t.path().join("nope").to_str().unwrap(),
+    ]);
+    assert!(!missing.status.success());
+    assert_eq!(
+        stderr(&missing).trim().lines().count(),
+        1,
+        "{}",
+        stderr(&missing)
+    );
+}

@@ -174,8 +174,11 @@ fn write(
                 &[k as u64, c, h, w],
                 &block,
             )?;
-            if total > chunk as usize {
-                tracing::debug!(split = name, done = start + k, total, "images written");
+            // A tenth of a large split at a time: an import of many files
+            // takes minutes, and says how far it is.
+            let tenth = total.div_ceil(10).max(1);
+            if total > chunk as usize && (start + k) / tenth > start / tenth {
+                tracing::info!(split = name, done = start + k, total, "images written");
             }
         }
         if name == "train" {
