@@ -8,7 +8,7 @@ use anyhow::{Context, bail};
 use kd_core::manifest::Manifest;
 use kd_core::parse_device;
 use kd_core::profile::{Layered, Overlay, Profile, layered, parse_setting};
-use kd_core::{Crop, MixMode};
+use kd_core::{Crop, MixMode, Partners};
 use kd_logit_cache::{
     BuildOptions, CacheConfig, Dtype, Outcome, SizeModel, StoreMeta, TeacherInput, parse_shard,
 };
@@ -102,6 +102,11 @@ pub struct BuildArgs {
     /// Beta(alpha, alpha) parameter of the mixing weight.
     #[arg(long)]
     mix_alpha: Option<f64>,
+    /// Where a mixed view's partner comes from: any (default: any other
+    /// training sample) or chunk (one of the same stored chunk of the
+    /// dataset: for datasets larger than the data cache, KD_DATA_CACHE).
+    #[arg(long, value_name = "any|chunk", value_parser = parse_setting::<Partners>)]
+    mix_partners: Option<Partners>,
     /// Samples per shard file.
     #[arg(long)]
     shard_samples: Option<usize>,
@@ -205,6 +210,7 @@ fn build(a: BuildArgs) -> anyhow::Result<()> {
         .set("mix", a.mix)
         .set("mix_prob", a.mix_prob)
         .set("mix_alpha", a.mix_alpha)
+        .set("mix_partners", a.mix_partners)
         .set("shard_samples", a.shard_samples)
         .set("chunk_samples", a.chunk_samples);
     let Layered {

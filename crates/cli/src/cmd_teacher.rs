@@ -6,11 +6,11 @@ use crate::data_parallel::{DistArgs, place};
 use crate::gpu_args::GpuArgs;
 use crate::ui::{Bars, out, outcome};
 use anyhow::Context;
-use kd_core::MixMode;
 use kd_core::amp::Precision;
 use kd_core::fit::FitOptions;
 use kd_core::profile::{DEFAULT_DEVICE, Layered, Overlay, Profile, layered, parse_setting};
 use kd_core::stage::RunOptions;
+use kd_core::{MixMode, Partners};
 use kd_teachers::{Arch, TeacherConfig, evaluate, evaluate_ensemble, train_stage};
 use std::path::PathBuf;
 
@@ -122,6 +122,10 @@ pub struct TrainArgs {
     /// lambda ~ Beta(mix_alpha, mix_alpha).
     #[arg(long)]
     mix_alpha: Option<f64>,
+    /// Where a partner comes from: any (default) or chunk (one of the same
+    /// stored chunk of the dataset: for datasets larger than the data cache).
+    #[arg(long, value_name = "any|chunk", value_parser = parse_setting::<Partners>)]
+    mix_partners: Option<Partners>,
     /// Retrain even if the artifact is up to date (discards any checkpoint).
     #[arg(long)]
     force: bool,
@@ -230,7 +234,8 @@ fn train(a: TrainArgs) -> anyhow::Result<()> {
         .set("fit.eval_every", a.eval_every)
         .set("mix.mode", a.mix)
         .set("mix.prob", a.mix_prob)
-        .set("mix.alpha", a.mix_alpha);
+        .set("mix.alpha", a.mix_alpha)
+        .set("mix.partners", a.mix_partners);
     let Layered {
         config: mut cfg,
         device: device_spec,

@@ -287,7 +287,7 @@ fn save_checkpoint(out: &Path, vs: &VarStore, opt: &AdamW, state: &CkptState) ->
         fs::remove_dir_all(&tmp).at(&tmp)?;
     }
     fs::create_dir_all(&tmp).at(&tmp)?;
-    vs.save(tmp.join("weights.safetensors"))?;
+    vs.save(tmp.join(crate::stage::WEIGHTS))?;
     opt.save(&tmp.join("optim.safetensors"))?;
     write_json(&tmp.join("state.json"), state)?;
     if ckpt.exists() {
@@ -688,7 +688,7 @@ fn resume(
     }
     learner
         .var_store()
-        .load(dir.join("weights.safetensors"))
+        .load(dir.join(crate::stage::WEIGHTS))
         .map_err(|e| {
             CoreError::Invalid(format!(
                 "{}: cannot load checkpoint weights: {e}",

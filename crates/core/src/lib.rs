@@ -33,7 +33,7 @@ pub mod zarr;
 pub use device::parse_device;
 pub use error::{CoreError, Result};
 pub use manifest::{InputRef, Manifest, OutputRef};
-pub use mix::{MixKind, MixMode, MixParams, MixSpec, ViewBatch};
+pub use mix::{MixKind, MixMode, MixParams, MixSpec, Partners, ViewBatch};
 pub use progress::{Progress, Silent};
 pub use rng::Rng;
 pub use stage::{Outcome, RunOptions, StageRun};

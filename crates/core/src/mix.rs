@@ -85,6 +85,15 @@ pub struct MixSpec {
     pub prob: f64,
     /// lambda ~ Beta(alpha, alpha).
     pub alpha: f64,
+    /// Where a partner comes from. Absent when `any`, so specs, stores and
+    /// teachers from before the rule existed keep their identity.
+    #[serde(skip_serializing_if = "Partners::is_any")]
+    pub partners: Partners,
+    /// Samples per stored chunk of the dataset, for [`Partners::Chunk`]
+    /// (set by the stage that draws, from the dataset: see
+    /// [`MixSpec::in_chunks_of`]); not part of the recorded spec.
+    #[serde(skip)]
+    pub chunk: u64,
 }
 
 impl Default for MixSpec {
@@ -93,7 +102,36 @@ impl Default for MixSpec {
             mode: MixMode::None,
             prob: 0.5,
             alpha: 1.0,
+            partners: Partners::Any,
+            chunk: 0,
         }
+    }
+}
+
+/// Which training samples a view may be mixed with.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Partners {
+    /// Any other training sample (the rule of every store before `chunk`).
+    #[default]
+    Any,
+    /// Another sample of the same stored chunk of the dataset: a dataset
+    /// read by chunk then decodes no chunk for a partner, since the block
+    /// shuffle visits a chunk's samples together.
+    Chunk,
+}
+
+impl Partners {
+    pub const NAMES: [&str; 2] = ["any", "chunk"];
+
+    pub fn is_any(&self) -> bool {
+        *self == Partners::Any
+    }
+}
+
+impl std::fmt::Display for Partners {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(Self::NAMES[*self as usize])
     }
 }
 
@@ -261,6 +299,15 @@ impl MixSpec {
         self.mode == MixMode::None
     }
 
+    /// This spec for a dataset stored in chunks of `chunk` samples (what
+    /// [`Partners::Chunk`] draws within).
+    pub fn in_chunks_of(self, chunk: usize) -> MixSpec {
+        MixSpec {
+            chunk: chunk as u64,
+            ..self
+        }
+    }
+
     /// Checked for every setting, mixing or not, so a typo never waits for
     /// the day mixing is switched on.
     pub fn validate(&self) -> Result<()> {
@@ -297,8 +344,20 @@ impl MixSpec {
         if r.unit() >= self.prob {
             return MixParams::NONE;
         }
-        let p = r.below(samples - 1);
-        let partner = if p >= sample { p + 1 } else { p } as u32;
+        // The pool a partner comes from: every sample, or the sample's own
+        // chunk (unless that chunk is a last chunk of one sample).
+        let (base, pool) = match self.partners {
+            Partners::Chunk if self.chunk >= 2 => {
+                let base = sample / self.chunk * self.chunk;
+                match self.chunk.min(samples - base) {
+                    n if n >= 2 => (base, n),
+                    _ => (0, samples),
+                }
+            }
+            _ => (0, samples),
+        };
+        let p = r.below(pool - 1);
+        let partner = (base + if p >= sample - base { p + 1 } else { p }) as u32;
         let kind = match self.mode {
             MixMode::Mixup => MixKind::Mixup,
             MixMode::Cutmix => MixKind::Cutmix,
@@ -398,7 +457,54 @@ mod tests {
     const HW: [usize; 2] = [28, 28];
 
     fn spec(mode: MixMode, prob: f64, alpha: f64) -> MixSpec {
-        MixSpec { mode, prob, alpha }
+        MixSpec {
+            mode,
+            prob,
+            alpha,
+            ..MixSpec::default()
+        }
+    }
+
+    #[test]
+    fn chunk_partners_stay_in_their_chunk_and_change_nothing_else() {
+        let any = spec(MixMode::MixupCutmix, 1.0, 1.0);
+        let chunk = MixSpec {
+            partners: Partners::Chunk,
+            ..any
+        }
+        .in_chunks_of(64);
+        let n = 1000u64;
+        let mut spread = std::collections::BTreeSet::new();
+        for s in 0..n {
+            for v in 1..4 {
+                let (a, c) = (any.draw(7, s, v, n, HW), chunk.draw(7, s, v, n, HW));
+                assert!(c.is_mixed());
+                assert_ne!(c.partner as u64, s, "not itself");
+                if s < 960 {
+                    // Chunks of 64; the last, 40 samples, is its own too.
+                    assert_eq!(c.partner as u64 / 64, s / 64, "sample {s}");
+                } else {
+                    assert!((960..n).contains(&(c.partner as u64)));
+                }
+                spread.insert(c.partner as u64 % 64);
+                // The rest of the draw is the any-partner rule's.
+                assert_eq!(
+                    (a.kind, a.lam_q, a.y0, a.x0, a.h, a.w),
+                    (c.kind, c.lam_q, c.y0, c.x0, c.h, c.w)
+                );
+            }
+        }
+        assert_eq!(spread.len(), 64, "every position of a chunk is drawn");
+        // A last chunk of one sample takes a partner from anywhere.
+        let c = chunk.draw(7, 1000, 1, 1001, HW);
+        assert!(c.is_mixed() && c.partner < 1000);
+        // The recorded spec says "chunk" only when it is.
+        assert!(!serde_json::to_string(&any).unwrap().contains("partners"));
+        assert!(
+            serde_json::to_string(&chunk)
+                .unwrap()
+                .contains(r#""partners":"chunk""#)
+        );
     }
 
     #[test]

@@ -31,6 +31,9 @@ use std::path::Path;
 use tch::Device;
 use tch::nn::VarStore;
 
+/// The trained weights in a teacher or student artifact (safetensors).
+pub const WEIGHTS: &str = "weights.safetensors";
+
 /// What a stage did.
 #[derive(Debug)]
 pub enum Outcome {

@@ -43,6 +43,12 @@ pub struct Folds {
 }
 
 impl Folds {
+    /// How many folds a cross-fitted teacher may have: at least two (one
+    /// fold model alone would have seen nothing held out), at most 64 (each
+    /// fold is another full training run; the store's uint8 fold index
+    /// would allow 256).
+    pub const RANGE: std::ops::RangeInclusive<usize> = 2..=64;
+
     pub fn k(&self) -> usize {
         self.checkpoint_hashes.len()
     }

@@ -56,6 +56,12 @@ impl Split {
         self.images.range(start, n, self.image_len())
     }
 
+    /// Samples per chunk of this split as `dataset.zarr` stores it (what
+    /// `Partners::Chunk` mixing draws within, in memory or not).
+    pub fn stored_chunk(&self) -> usize {
+        crate::pixels::chunk_images(self.image_len(), self.len())
+    }
+
     /// The training order this split needs: a full shuffle in memory;
     /// read by chunk, blocks of its chunks in windows of half the chunks
     /// the data cache holds (the other half serves evaluation and the

@@ -31,7 +31,7 @@
 use crate::error::{CacheError, Result, store_err};
 use kd_core::manifest::InputRef;
 use kd_core::zarr::{self, Layout, Store, ZArray, data_type};
-use kd_core::{Crop, CropRange, MixMode, MixParams, MixSpec, ViewSpec};
+use kd_core::{Crop, CropRange, MixMode, MixParams, MixSpec, Partners, ViewSpec};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 use std::path::{Path, PathBuf};
@@ -64,19 +64,6 @@ impl Dtype {
         match self {
             Dtype::F16 => 2,
             Dtype::F32 => 4,
-        }
-    }
-}
-
-impl std::str::FromStr for Dtype {
-    type Err = CacheError;
-    fn from_str(s: &str) -> Result<Self> {
-        match s.to_ascii_lowercase().as_str() {
-            "f16" | "float16" => Ok(Dtype::F16),
-            "f32" | "float32" => Ok(Dtype::F32),
-            _ => Err(CacheError::Invalid(format!(
-                "dtype '{s}': expected f16 or f32"
-            ))),
         }
     }
 }
@@ -170,6 +157,10 @@ pub struct CacheConfig {
     pub mix_prob: f64,
     /// lambda ~ Beta(mix_alpha, mix_alpha).
     pub mix_alpha: f64,
+    /// Where a mixed view's partner comes from: `any` training sample, or
+    /// one of the same stored `chunk` of the dataset (for datasets larger
+    /// than the data cache, where a partner from anywhere decodes a chunk).
+    pub mix_partners: Partners,
 }
 
 impl Default for CacheConfig {
@@ -192,6 +183,7 @@ impl Default for CacheConfig {
             mix: MixMode::None,
             mix_prob: MixSpec::default().prob,
             mix_alpha: MixSpec::default().alpha,
+            mix_partners: Partners::Any,
         }
     }
 }
@@ -219,6 +211,8 @@ impl CacheConfig {
             mode: self.mix,
             prob: self.mix_prob,
             alpha: self.mix_alpha,
+            partners: self.mix_partners,
+            chunk: 0,
         }
     }
 

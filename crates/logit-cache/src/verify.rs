@@ -179,7 +179,10 @@ pub fn verify(
     let hw = [train.chw[1], train.chw[2]];
     let drawn = ViewBatch::draw(
         &spec,
-        &meta.mix.unwrap_or_default(),
+        &meta
+            .mix
+            .unwrap_or_default()
+            .in_chunks_of(train.stored_chunk()),
         meta.seed,
         meta.samples,
         hw,

@@ -950,3 +950,55 @@ fn most_disputed_views_are_the_brute_force_ones_with_the_teachers_pixels() {
     }
     assert!(picks.windows(2).all(|w| w[0].distance >= w[1].distance));
 }
+
+/// `mix_partners = "chunk"`: every partner is of its sample's own stored
+/// chunk of the dataset (4096 samples of 1x8x8, then the rest), the store
+/// records the rule, and verify redraws it.
+#[test]
+fn chunk_partners_stay_in_the_stored_chunk_and_verify() {
+    let tmp = tempfile::tempdir().unwrap();
+    let n = 4200;
+    let dataset = synthetic_dataset(&tmp.path().join("data"), n, CLASSES, CHW, 5);
+    let hash = manifest_hash(&dataset).unwrap();
+    let live = || -> Vec<Box<dyn Teacher>> {
+        vec![Box::new(ConvTeacher::new(
+            "cnn",
+            1,
+            1,
+            6,
+            CLASSES,
+            &hash,
+            Device::Cpu,
+        ))]
+    };
+    let ts: Vec<TeacherInput> = live()
+        .into_iter()
+        .map(|t| TeacherInput {
+            dir: teacher_artifact(&tmp.path().join("cnn"), "cnn", 1, &hash),
+            teacher: t,
+        })
+        .collect();
+    let c = CacheConfig {
+        views: 2,
+        shard_samples: 1024,
+        chunk_samples: 128,
+        batch_size: 512,
+        mix_prob: 1.0,
+        mix_partners: kd_core::Partners::Chunk,
+        ..cfg(MixMode::MixupCutmix)
+    };
+    let out = tmp.path().join("m");
+    build(&dataset, &ts, &out, &c, &BuildOptions::default(), &Silent).unwrap();
+    assert!(verify(&out, &live(), 200, 1, &Silent).unwrap().ok);
+    let s = LogitStore::open(&out).unwrap();
+    assert_eq!(s.mix_spec().unwrap().partners, kd_core::Partners::Chunk);
+    let mut across_first_chunk = false;
+    for i in 0..n {
+        let m = s.mix_params(i, 1).unwrap();
+        assert!(m.is_mixed());
+        let p = m.partner as usize;
+        assert_eq!(p / 4096, i / 4096, "sample {i}: partner {p}");
+        across_first_chunk |= i < 4096 && p >= 2048 && i < 2048;
+    }
+    assert!(across_first_chunk, "partners spread over the whole chunk");
+}

@@ -34,8 +34,7 @@ use std::path::Path;
 use tch::nn::VarStore;
 
 pub const STAGE: &str = "student";
-/// The trained weights in a student artifact.
-pub const WEIGHTS: &str = "weights.safetensors";
+pub use kd_core::stage::WEIGHTS;
 
 /// Train a student into `out` unless an identical one is already there.
 pub fn train_stage(

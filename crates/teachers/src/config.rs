@@ -77,10 +77,13 @@ impl TeacherConfig {
             ));
         }
         if let Some(k) = c.folds
-            && !(2..=64).contains(&k)
+            && !kd_core::Folds::RANGE.contains(&k)
         {
+            let r = kd_core::Folds::RANGE;
             return Err(TeacherError::Invalid(format!(
-                "folds {k}: cross-fitting needs 2 to 64 folds"
+                "folds {k}: cross-fitting needs {} to {} folds",
+                r.start(),
+                r.end()
             )));
         }
         if !(0.0..1.0).contains(&c.label_smoothing) {

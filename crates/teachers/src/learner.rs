@@ -65,7 +65,8 @@ impl TeacherFeed<'_> {
             return Ok(TeacherBatch { x, y, soft: None });
         }
         let pairs: Vec<(usize, usize)> = idx.iter().map(|&i| (i, view)).collect();
-        let b = ViewBatch::draw(spec, &self.cfg.mix, seed, self.train.len(), hw, &pairs);
+        let mix = self.cfg.mix.in_chunks_of(self.train.stored_chunk());
+        let b = ViewBatch::draw(spec, &mix, seed, self.train.len(), hw, &pairs);
         let x = batch_tensor_mixed(
             self.train,
             idx,

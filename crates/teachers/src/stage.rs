@@ -38,7 +38,7 @@ use tch::nn::{ModuleT, VarStore};
 use tch::{Kind, Tensor};
 
 pub const STAGE: &str = "teacher";
-pub const WEIGHTS: &str = "weights.safetensors";
+pub use kd_core::stage::WEIGHTS;
 pub const CONFIG: &str = "config.json";
 pub const METRICS: &str = "metrics.json";
 pub const FOLDS: &str = "folds.json";

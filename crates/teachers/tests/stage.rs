@@ -466,6 +466,7 @@ fn mixed_views_recorded_replayed_and_ensemble_evaluated() {
         mode: kd_core::MixMode::MixupCutmix,
         prob: 0.8,
         alpha: 1.0,
+        ..Default::default()
     };
     let run = |cfg: &TeacherConfig, dir: &str| {
         let d = t.path().join(dir);
@@ -537,6 +538,7 @@ fn prefetched_batches_train_exactly_as_inline() {
         mode: kd_core::MixMode::MixupCutmix,
         prob: 0.8,
         alpha: 1.0,
+        ..Default::default()
     };
     let run = |inline: bool| {
         let d = t.path().join(format!("inline-{inline}"));

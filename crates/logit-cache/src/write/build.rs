@@ -53,7 +53,7 @@ pub fn build(
     cfg.validate(ds.num_classes())?;
     let cfg = &cfg.resolved(ds.num_classes());
     let train = ds.split("train")?;
-    let mix = cfg.mix_spec();
+    let mix = cfg.mix_spec().in_chunks_of(train.stored_chunk());
     if !mix.is_none() && !(2..=u32::MAX as usize).contains(&train.len()) {
         return Err(CacheError::Invalid(format!(
             "mix '{}': needs 2..=2^32-1 training samples to draw partners from, {} has {}",

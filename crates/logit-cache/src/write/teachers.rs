@@ -39,9 +39,12 @@ fn check_folds(t: &dyn Teacher, m: &Path, samples: usize) -> Result<Option<Folds
     };
     let bad = |msg: String| Err(store_err(m, format!("teacher '{}' {msg}", t.name())));
     let k = f.k();
-    if !(2..=u8::MAX as usize + 1).contains(&k) {
+    let range = kd_core::Folds::RANGE;
+    if !range.contains(&k) {
         return bad(format!(
-            "is cross-fitted with {k} fold checkpoints: need 2..=256"
+            "is cross-fitted with {k} fold checkpoints: need {} to {}",
+            range.start(),
+            range.end()
         ));
     }
     if f.assignment.len() != samples {
