@@ -391,6 +391,16 @@ impl ChunkedImages {
         )?)
     }
 
+    /// Every image in one buffer, read a chunk at a time (so the peak is
+    /// the dataset plus one chunk, not twice the dataset).
+    pub fn read_whole(&self) -> Result<Vec<u8>> {
+        let mut out = Vec::with_capacity(self.len * self.image_len);
+        for start in (0..self.len).step_by(self.chunk.max(1)) {
+            out.extend_from_slice(&self.read(start, self.chunk.min(self.len - start))?);
+        }
+        Ok(out)
+    }
+
     /// The image of sample `i` (through the cache).
     pub fn image(&self, i: usize) -> Result<Vec<u8>> {
         let c = self.chunk(i / self.chunk)?;

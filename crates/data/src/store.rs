@@ -285,11 +285,12 @@ impl Dataset {
         let mut splits = BTreeMap::new();
         for (name, images, labels) in arrays {
             let shape = images.shape().to_vec();
+            let path = dir.join(STORE).join(name).join("images");
+            let reader = ChunkedImages::new(images, path, budget)?;
             let pixels = if chunked {
-                let path = dir.join(STORE).join(name).join("images");
-                Pixels::Chunked(Arc::new(ChunkedImages::new(images, path, budget)?))
+                Pixels::Chunked(Arc::new(reader))
             } else {
-                Pixels::Memory(zarr::read_all::<u8>(&images)?)
+                Pixels::Memory(reader.read_whole()?)
             };
             let split = Split {
                 images: pixels,
