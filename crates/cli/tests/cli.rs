@@ -303,3 +303,147 @@ fn bench_data_reads_in_memory_and_by_chunk() {
         stderr(&missing)
     );
 }
+
+/// Every stage on a dataset read by chunk (a data cache of a few KB over
+/// 4500 8x8 images: two stored chunks): the teacher and the student train,
+/// and the store their teacher writes is byte for byte the store built from
+/// the same dataset in memory (the cache stage reads in sample order).
+#[test]
+fn every_stage_runs_on_a_dataset_read_by_chunk() {
+    let t = tempfile::tempdir().unwrap();
+    let src = t.path().join("src");
+    std::fs::create_dir_all(&src).unwrap();
+    let mut r = kd_core::Rng::new(9);
+    for (p, n) in [("train", 4500usize), ("t10k", 200)] {
+        let labels: Vec<u8> = (0..n).map(|i| (i % 10) as u8).collect();
+        // Class c is brighter in row c % 8: learnable, not constant.
+        let images: Vec<u8> = (0..n * 64)
+            .map(|k| {
+                let (i, px) = (k / 64, k % 64);
+                let bright = px / 8 == labels[i] as usize % 8;
+                (if bright { 150 } else { 40 }) + r.below(60) as u8
+            })
+            .collect();
+        let enc = kd_data::idx::encode_idx;
+        std::fs::write(
+            src.join(format!("{p}-images-idx3-ubyte")),
+            enc(&[n, 8, 8], &images),
+        )
+        .unwrap();
+        std::fs::write(
+            src.join(format!("{p}-labels-idx1-ubyte")),
+            enc(&[n], &labels),
+        )
+        .unwrap();
+    }
+    let path = |name: &str| t.path().join(name).to_str().unwrap().to_string();
+    let (ds, teacher) = (path("ds"), path("cnn"));
+    let run = |cache: &str, args: &[&str]| {
+        let o = Command::new(env!("CARGO_BIN_EXE_kd"))
+            .args(args)
+            .env("RUST_LOG", "info")
+            .env("KD_DATA_CACHE", cache)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{args:?}: {}", stderr(&o));
+        stderr(&o)
+    };
+    run(
+        "1G",
+        &[
+            "data",
+            "import",
+            "--format",
+            "idx",
+            "--src",
+            src.to_str().unwrap(),
+            "--out",
+            &ds,
+        ],
+    );
+    let small = "8K";
+    let log = run(
+        small,
+        &[
+            "teacher",
+            "train",
+            "--arch",
+            "cnn",
+            "--preset",
+            "cnn-tiny",
+            "--dataset",
+            &ds,
+            "--out",
+            &teacher,
+            "--epochs",
+            "1",
+            "--batch-size",
+            "128",
+            "--device",
+            "cpu",
+        ],
+    );
+    assert!(log.contains("reading by chunk"), "{log}");
+    let store = |cache: &str, out: &str| {
+        run(
+            cache,
+            &[
+                "cache",
+                "build",
+                "--dataset",
+                &ds,
+                "--teacher",
+                &teacher,
+                "--out",
+                out,
+                "--views",
+                "3",
+                "--device",
+                "cpu",
+            ],
+        )
+    };
+    store("1G", &path("mem"));
+    assert!(store(small, &path("chunked")).contains("reading by chunk"));
+    let zarr = |d: &str| t.path().join(d).join("logits.zarr");
+    for f in [
+        "teachers/cnn/logits/c/0/0/0",
+        "teachers/cnn/logits/c/4/0/0",
+        "views/params/c/0/0/0",
+    ] {
+        assert_eq!(
+            std::fs::read(zarr("mem").join(f)).unwrap(),
+            std::fs::read(zarr("chunked").join(f)).unwrap(),
+            "{f}"
+        );
+    }
+    let log = run(
+        small,
+        &[
+            "student",
+            "train",
+            "--dataset",
+            &ds,
+            "--teachers",
+            &format!("cache:{}", path("chunked")),
+            "--preset",
+            "vit-test",
+            "--epochs",
+            "1",
+            "--batch-size",
+            "128",
+            "--device",
+            "cpu",
+            "--out",
+            &path("student"),
+        ],
+    );
+    assert!(log.contains("reading by chunk"), "{log}");
+    let m: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(t.path().join("student/metrics.json")).unwrap())
+            .unwrap();
+    assert!(
+        (0.0..=1.0).contains(&m["test_accuracy"].as_f64().unwrap()),
+        "{m}"
+    );
+}
