@@ -67,17 +67,6 @@ impl ChannelStats {
     }
 }
 
-/// Per-channel mean and standard deviation of pixel values in [0, 1].
-pub fn channel_stats(s: &Split) -> Result<(Vec<f32>, Vec<f32>)> {
-    let mut stats = ChannelStats::new(s.chw[0]);
-    let per = crate::pixels::chunk_images(s.image_len(), s.len());
-    for start in (0..s.len()).step_by(per.max(1)) {
-        let n = per.min(s.len() - start);
-        stats.add(&s.range(start, n)?, s.chw);
-    }
-    Ok(stats.mean_std())
-}
-
 /// Write the splits to `out/dataset.zarr` without origins (synthetic data
 /// sets, which have no source to trace back to); returns the group
 /// attributes (the caller writes the manifest).
@@ -162,6 +151,7 @@ fn write(
         // Chunk by chunk: an import holds one chunk of decoded images.
         let mut st = ChannelStats::new(s.chw[0]);
         let total = s.len();
+        let tenth = total.div_ceil(10).max(1);
         for start in (0..total).step_by(chunk as usize) {
             let k = (chunk as usize).min(total - start);
             let block = s.range(start, k)?;
@@ -176,7 +166,6 @@ fn write(
             )?;
             // A tenth of a large split at a time: an import of many files
             // takes minutes, and says how far it is.
-            let tenth = total.div_ceil(10).max(1);
             if total > chunk as usize && (start + k) / tenth > start / tenth {
                 tracing::info!(split = name, done = start + k, total, "images written");
             }

@@ -20,12 +20,10 @@ use tch::{Device, Kind, Reduction, Tensor};
 pub(crate) struct TeacherLearner<'a> {
     vs: VarStore,
     net: Net,
-    train: &'a Split,
+    /// The split, normalisation and policy of its batches (shared with
+    /// the prefetch thread).
+    feed: &'a TeacherFeed<'a>,
     test: &'a Split,
-    lut: Vec<[f32; 256]>,
-    cfg: &'a TeacherConfig,
-    classes: usize,
-    device: Device,
     progress: &'a dyn Progress,
 }
 
@@ -101,9 +99,9 @@ impl TeacherLearner<'_> {
                 None,
                 Reduction::Mean,
                 -100,
-                self.cfg.label_smoothing,
+                self.feed.cfg.label_smoothing,
             ),
-            Some(soft) => mixed_cross_entropy(&logits, soft, self.cfg.label_smoothing),
+            Some(soft) => mixed_cross_entropy(&logits, soft, self.feed.cfg.label_smoothing),
         };
         let acc = logits
             .argmax(1, false)
@@ -121,11 +119,11 @@ impl Learner for TeacherLearner<'_> {
     }
 
     fn train_len(&self) -> usize {
-        self.train.len()
+        self.feed.train.len()
     }
 
     fn shuffle(&self) -> kd_core::sampler::Shuffle {
-        self.train.shuffle()
+        self.feed.train.shuffle()
     }
 
     fn train_batch(
@@ -133,14 +131,7 @@ impl Learner for TeacherLearner<'_> {
         idx: &[usize],
         epoch: usize,
     ) -> kd_core::Result<(Tensor, Vec<(String, Tensor)>)> {
-        let feed = TeacherFeed {
-            train: self.train,
-            lut: &self.lut,
-            cfg: self.cfg,
-            classes: self.classes,
-            device: self.device,
-        };
-        let batch = feed.batch(idx, epoch)?;
+        let batch = self.feed.batch(idx, epoch)?;
         self.step(batch)
     }
 
@@ -157,11 +148,11 @@ impl Learner for TeacherLearner<'_> {
         let s = eval_split(
             &self.net,
             self.test,
-            &self.cfg.view,
-            &self.lut,
-            self.classes,
-            self.cfg.eval_batch_size,
-            self.device,
+            &self.feed.cfg.view,
+            self.feed.lut,
+            self.feed.classes,
+            self.feed.cfg.eval_batch_size,
+            self.feed.device,
             self.progress,
         )?;
         let mut m = Map::new();
@@ -243,12 +234,8 @@ impl FitJob<'_> {
         let mut learner = TeacherLearner {
             vs,
             net,
-            train,
+            feed: &feed,
             test: self.test,
-            lut: self.lut.to_vec(),
-            cfg: self.cfg,
-            classes: self.classes,
-            device: self.device,
             progress: self.progress,
         };
         let history = fit(
