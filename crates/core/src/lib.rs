@@ -14,6 +14,7 @@ pub mod device;
 pub mod error;
 pub mod figures;
 pub mod fit;
+pub mod layout;
 pub mod malloc;
 pub mod manifest;
 pub mod metrics;

@@ -13,6 +13,7 @@
 mod common;
 
 use common::{env, median, set_threads_from_env};
+use kd_core::layout;
 use kd_core::optim::{AdamW, AdamWConfig};
 use kd_student::stem::{ConvStem, InvolutionStem};
 use kd_student::{Config, Stem, TokenStem, Vit};
@@ -36,9 +37,22 @@ fn time(reps: usize, mut f: impl FnMut()) -> f64 {
     )
 }
 
-/// (forward ms, forward + backward ms) of `f` on a fresh input each call.
-fn part(reps: usize, shape: &[i64], f: &dyn Fn(&Tensor) -> Tensor) -> (f64, f64) {
-    let x = Tensor::randn(shape, (Kind::Float, Device::Cpu)).set_requires_grad(true);
+/// (forward ms, forward + backward ms) of `f` on a fresh input each call,
+/// channels-last as the stems run (see `kd_core::layout`) or planar as the
+/// plain student's patch embedding does.
+fn part(
+    reps: usize,
+    shape: &[i64],
+    channels_last: bool,
+    f: &dyn Fn(&Tensor) -> Tensor,
+) -> (f64, f64) {
+    let x = Tensor::randn(shape, (Kind::Float, Device::Cpu));
+    let x = if channels_last {
+        layout::channels_last(&x)
+    } else {
+        x
+    }
+    .set_requires_grad(true);
     let fwd = time(reps, || {
         let _g = tch::no_grad_guard();
         let _ = f(&x);
@@ -81,7 +95,7 @@ fn main() {
     row(
         "conv stem: conv 3x3 1->24 + BN + ReLU (28 px)",
         "24x28x28",
-        part(reps, &[BATCH, 1, 28, 28], &|x| {
+        part(reps, &[BATCH, 1, 28, 28], true, &|x| {
             x.apply(&c1).apply_t(&b1, true).relu()
         }),
     );
@@ -90,7 +104,7 @@ fn main() {
     row(
         "conv stem: conv 3x3/2 24->48 + BN + ReLU",
         "48x14x14",
-        part(reps, &[BATCH, 24, 28, 28], &|x| {
+        part(reps, &[BATCH, 24, 28, 28], true, &|x| {
             x.apply(&c2).apply_t(&b2, true).relu()
         }),
     );
@@ -107,14 +121,14 @@ fn main() {
     row(
         "conv stem: projection 2x2/2 48->96",
         "96x7x7",
-        part(reps, &[BATCH, 48, 14, 14], &|x| x.apply(&pr)),
+        part(reps, &[BATCH, 48, 14, 14], true, &|x| x.apply(&pr)),
     );
     let i1 = nn::conv2d(&p / "i1", 1, 32, 3, cfg(1, 1));
     let ib1 = bn(&p / "ib1", 32);
     row(
         "inv stem: conv 3x3 1->32 + BN + ReLU (28 px)",
         "32x28x28",
-        part(reps, &[BATCH, 1, 28, 28], &|x| {
+        part(reps, &[BATCH, 1, 28, 28], true, &|x| {
             x.apply(&i1).apply_t(&ib1, true).relu()
         }),
     );
@@ -122,13 +136,15 @@ fn main() {
     row(
         "inv stem: involution 5x5/2 (kernel generator + op)",
         "32x14x14",
-        part(reps, &[BATCH, 32, 28, 28], &|x| inv.forward_t(x, true)),
+        part(reps, &[BATCH, 32, 28, 28], true, &|x| {
+            inv.forward_t(x, true)
+        }),
     );
     let ib2 = bn(&p / "ib2", 32);
     row(
         "inv stem: BN + ReLU",
         "32x14x14",
-        part(reps, &[BATCH, 32, 14, 14], &|x| {
+        part(reps, &[BATCH, 32, 14, 14], true, &|x| {
             x.apply_t(&ib2, true).relu()
         }),
     );
@@ -145,19 +161,19 @@ fn main() {
     row(
         "inv stem: projection 2x2/2 32->96",
         "96x7x7",
-        part(reps, &[BATCH, 32, 14, 14], &|x| x.apply(&ipr)),
+        part(reps, &[BATCH, 32, 14, 14], true, &|x| x.apply(&ipr)),
     );
     let cs = ConvStem::new(&p / "cs", 1, 4, 96);
     row(
         "conv stem, whole",
         "49x96",
-        part(reps, &[BATCH, 1, 28, 28], &|x| cs.forward_t(x, true)),
+        part(reps, &[BATCH, 1, 28, 28], true, &|x| cs.forward_t(x, true)),
     );
     let is = InvolutionStem::new(&p / "is", 1, 4, 96);
     row(
         "inv stem, whole",
         "49x96",
-        part(reps, &[BATCH, 1, 28, 28], &|x| is.forward_t(x, true)),
+        part(reps, &[BATCH, 1, 28, 28], true, &|x| is.forward_t(x, true)),
     );
     let pe = nn::conv2d(
         &p / "pe",
@@ -172,7 +188,7 @@ fn main() {
     row(
         "plain: patch embedding 4x4/4 1->96",
         "96x7x7",
-        part(reps, &[BATCH, 1, 28, 28], &|x| x.apply(&pe)),
+        part(reps, &[BATCH, 1, 28, 28], false, &|x| x.apply(&pe)),
     );
 
     println!("\n| whole step (fwd + CE on every head + bwd + AdamW) | ms | images/s |");

@@ -20,6 +20,7 @@
 //! `inv_stem.inv.conv2.conv.*` (the involution's kernel generator, named as
 //! in the teachers' RedNet), `inv_stem.{bn2,proj}.*`.
 
+use kd_core::layout;
 use kd_teachers::rednet::Involution;
 use serde::{Deserialize, Serialize};
 use tch::Tensor;
@@ -207,8 +208,11 @@ impl CivtStems {
     }
 
     pub fn forward_t(&self, x: &Tensor, tokens: &[TokenStem], train: bool) -> StemTokens {
-        let c = self.conv.forward_t(x, train);
-        let i = self.inv.forward_t(x, train);
+        // On the CPU both stems run channels-last (see kd_core::layout);
+        // their tokens then come out contiguous.
+        let x = layout::for_convolutions(x);
+        let c = self.conv.forward_t(&x, train);
+        let i = self.inv.forward_t(&x, train);
         let patches = &c + &i;
         let dist = tokens
             .iter()

@@ -66,6 +66,19 @@ Dims dims_of(const at::Tensor& x, int64_t k, int64_t s, int64_t g) {
   return d;
 }
 
+// Element strides of a [B, G, K*K, H', W'] kernel (or kernel-gradient)
+// tensor. The kernel generator's convolution hands the op planar kernels
+// after a planar input and pixel-major ones ([B, H', W', G, K*K] in memory)
+// after a channels-last input; the loops read either in place rather than
+// paying a relayout, and write the gradient in the kernel's own layout.
+struct KernelStrides {
+  int64_t b, g, t, y, x;
+  explicit KernelStrides(const at::Tensor& w)
+      : b(w.stride(0)), g(w.stride(1)), t(w.stride(2)), y(w.stride(3)), x(w.stride(4)) {}
+  int64_t block(int64_t bg, int64_t groups) const { return (bg / groups) * b + (bg % groups) * g; }
+  int64_t pixel(int64_t yy, int64_t xx) const { return yy * y + xx * x; }
+};
+
 // Grain of the parallel loops, in (image, group) pairs: each is tens of
 // thousands of multiply-adds at the smallest sizes, so one pair per task is
 // already worth a task.
@@ -99,6 +112,9 @@ inline f4 splat4(float x) { return f4{x, x, x, x}; }
 template <typename T, int64_t CG>
 struct GroupLoops {
   const Dims& d;
+  // The kernel's and the kernel gradient's strides (the same layout unless
+  // libtorch chose otherwise for the gradient).
+  KernelStrides ws, gs;
   int64_t cg() const { return CG > 0 ? CG : d.cg; }
   int64_t hp() const { return d.h + 2 * d.p; }
   int64_t wp() const { return d.w + 2 * d.p; }
@@ -108,17 +124,17 @@ struct GroupLoops {
   // escapes, so it lives in registers for all K*K taps; through a pointer it
   // would be a load and a store per tap, a chain through memory.
   void forward(const T* __restrict xcl, const T* __restrict wbg, T* __restrict ocl) const {
-    const int64_t n = cg(), W = wp(), plane = d.ho * d.wo;
+    const int64_t n = cg(), W = wp(), tap = ws.t;
     for (int64_t y = 0; y < d.ho; ++y) {
       for (int64_t x = 0; x < d.wo; ++x) {
         T* out = ocl + (y * d.wo + x) * n;
-        const T* wq = wbg + y * d.wo + x;
+        const T* wq = wbg + ws.pixel(y, x);
         if constexpr (std::is_same_v<T, float> && CG == 16) {
           f4 a0 = splat4(0.f), a1 = a0, a2 = a0, a3 = a0;
           for (int64_t i = 0; i < d.k; ++i) {
             const float* row = xcl + ((y * d.s + i) * W + x * d.s) * 16;
             for (int64_t j = 0; j < d.k; ++j) {
-              const f4 wt = splat4(wq[(i * d.k + j) * plane]);
+              const f4 wt = splat4(wq[(i * d.k + j) * tap]);
               const float* src = row + j * 16;
               a0 += wt * load4(src);
               a1 += wt * load4(src + 4);
@@ -136,7 +152,7 @@ struct GroupLoops {
           for (int64_t i = 0; i < d.k; ++i) {
             const T* row = xcl + ((y * d.s + i) * W + x * d.s) * CG;
             for (int64_t j = 0; j < d.k; ++j) {
-              const T wt = wq[(i * d.k + j) * plane];
+              const T wt = wq[(i * d.k + j) * tap];
               const T* src = row + j * CG;
               for (int64_t c = 0; c < CG; ++c) acc[c] += wt * src[c];
             }
@@ -147,7 +163,7 @@ struct GroupLoops {
           for (int64_t i = 0; i < d.k; ++i) {
             const T* row = xcl + ((y * d.s + i) * W + x * d.s) * n;
             for (int64_t j = 0; j < d.k; ++j) {
-              const T wt = wq[(i * d.k + j) * plane];
+              const T wt = wq[(i * d.k + j) * tap];
               const T* src = row + j * n;
               for (int64_t c = 0; c < n; ++c) out[c] += wt * src[c];
             }
@@ -164,11 +180,13 @@ struct GroupLoops {
   // compiler from vectorising it.
   void backward(const T* __restrict gocl, const T* __restrict xcl, const T* __restrict wbg,
                 T* __restrict gxcl, T* __restrict gwbg) const {
-    const int64_t n = cg(), W = wp(), plane = d.ho * d.wo;
+    const int64_t n = cg(), W = wp();
     std::vector<T> buf(CG > 0 ? 0 : 2 * n);
     for (int64_t y = 0; y < d.ho; ++y) {
       for (int64_t x = 0; x < d.wo; ++x) {
         const int64_t q = y * d.wo + x;
+        const T* wq = wbg + ws.pixel(y, x);
+        T* gwq = gwbg + gs.pixel(y, x);
         if constexpr (std::is_same_v<T, float> && CG == 16) {
           const float* gq = gocl + q * 16;
           const f4 g0 = load4(gq), g1 = load4(gq + 4), g2 = load4(gq + 8), g3 = load4(gq + 12);
@@ -178,14 +196,14 @@ struct GroupLoops {
               const int64_t t = i * d.k + j;
               const float* src = xcl + base + j * 16;
               float* dst = gxcl + base + j * 16;
-              const f4 wt = splat4(wbg[t * plane + q]);
+              const f4 wt = splat4(wq[t * ws.t]);
               store4(dst, load4(dst) + wt * g0);
               store4(dst + 4, load4(dst + 4) + wt * g1);
               store4(dst + 8, load4(dst + 8) + wt * g2);
               store4(dst + 12, load4(dst + 12) + wt * g3);
               const f4 p = (g0 * load4(src) + g1 * load4(src + 4)) +
                            (g2 * load4(src + 8) + g3 * load4(src + 12));
-              gwbg[t * plane + q] = (p[0] + p[1]) + (p[2] + p[3]);
+              gwq[t * gs.t] = (p[0] + p[1]) + (p[2] + p[3]);
             }
           }
         } else if constexpr (CG > 0) {
@@ -197,7 +215,7 @@ struct GroupLoops {
               const int64_t t = i * d.k + j;
               const T* src = xcl + base + j * CG;
               T* dst = gxcl + base + j * CG;
-              const T wt = wbg[t * plane + q];
+              const T wt = wq[t * ws.t];
               T prod[CG];
               for (int64_t c = 0; c < CG; ++c) {
                 prod[c] = g[c] * src[c];
@@ -205,7 +223,7 @@ struct GroupLoops {
               }
               for (int64_t h = CG / 2; h > 0; h /= 2)
                 for (int64_t c = 0; c < h; ++c) prod[c] += prod[c + h];
-              gwbg[t * plane + q] = prod[0];
+              gwq[t * gs.t] = prod[0];
             }
           }
         } else {
@@ -217,12 +235,12 @@ struct GroupLoops {
               const int64_t t = i * d.k + j;
               const T* src = xcl + base + j * n;
               T* dst = gxcl + base + j * n;
-              const T wt = wbg[t * plane + q];
+              const T wt = wq[t * ws.t];
               for (int64_t c = 0; c < n; ++c) {
                 prod[c] = g[c] * src[c];
                 dst[c] += wt * g[c];
               }
-              gwbg[t * plane + q] = tree_sum(prod, n);
+              gwq[t * gs.t] = tree_sum(prod, n);
             }
           }
         }
@@ -243,18 +261,35 @@ struct GroupLoops {
   }
 };
 
-// [B,C,H,W] -> zero-padded [B,G,Hp,Wp,Cg].
+// A channels-last input ([B,H,W,C] in memory, what libtorch's convolutions
+// run fastest on at CPU) gets a channels-last output and input gradient, so
+// the op does not force the layers around it back to the planar layout.
+bool is_channels_last(const at::Tensor& x) {
+  return !x.is_contiguous() && x.is_contiguous(at::MemoryFormat::ChannelsLast);
+}
+
+// [B,C,H,W] (either layout) -> zero-padded [B,G,Hp,Wp,Cg].
 at::Tensor padded_channels_last(const at::Tensor& x, const Dims& d) {
   return at::constant_pad_nd(x, {d.p, d.p, d.p, d.p})
-      .view({d.b, d.g, d.cg, d.h + 2 * d.p, d.w + 2 * d.p})
+      .reshape({d.b, d.g, d.cg, d.h + 2 * d.p, d.w + 2 * d.p})
       .permute({0, 1, 3, 4, 2})
       .contiguous();
 }
 
+// [B,G,H,W,Cg] -> [B,C,H,W] in the layout `like` has: for a channels-last
+// one a copy to [B,H,W,G,Cg] (none at all when G is 1 and `t` is dense).
+at::Tensor from_group_major(const at::Tensor& t, const Dims& d, int64_t h, int64_t w,
+                            bool channels_last) {
+  if (channels_last)
+    return t.permute({0, 2, 3, 1, 4}).reshape({d.b, h, w, d.c}).contiguous().permute({0, 3, 1, 2});
+  return t.permute({0, 1, 4, 2, 3}).reshape({d.b, d.c, h, w});
+}
+
 template <typename T, int64_t CG>
 at::Tensor forward_loops(const at::Tensor& x, const at::Tensor& w, const Dims& d) {
-  const int64_t kk = d.k * d.k, plane = d.ho * d.wo;
-  const GroupLoops<T, CG> L{d};
+  const int64_t plane = d.ho * d.wo;
+  const KernelStrides ws(w);
+  const GroupLoops<T, CG> L{d, ws, ws};
   const auto xcl = padded_channels_last(x, d);
   auto ocl = at::empty({d.b, d.g, d.ho, d.wo, d.cg}, x.options());
   const T* xp = xcl.const_data_ptr<T>();
@@ -263,9 +298,9 @@ at::Tensor forward_loops(const at::Tensor& x, const at::Tensor& w, const Dims& d
   const int64_t in_block = L.hp() * L.wp() * d.cg, out_block = plane * d.cg;
   at::parallel_for(0, d.b * d.g, kGrain, [&](int64_t begin, int64_t end) {
     for (int64_t bg = begin; bg < end; ++bg)
-      L.forward(xp + bg * in_block, wp + bg * kk * plane, op + bg * out_block);
+      L.forward(xp + bg * in_block, wp + ws.block(bg, d.g), op + bg * out_block);
   });
-  return ocl.permute({0, 1, 4, 2, 3}).reshape({d.b, d.c, d.ho, d.wo});
+  return from_group_major(ocl, d, d.ho, d.wo, is_channels_last(x));
 }
 
 // Every task owns its (image, group)'s input-gradient block and its
@@ -273,13 +308,15 @@ at::Tensor forward_loops(const at::Tensor& x, const at::Tensor& w, const Dims& d
 template <typename T, int64_t CG>
 std::tuple<at::Tensor, at::Tensor> backward_loops(const at::Tensor& go, const at::Tensor& x,
                                                   const at::Tensor& w, const Dims& d) {
-  const int64_t kk = d.k * d.k, plane = d.ho * d.wo;
-  const GroupLoops<T, CG> L{d};
+  const int64_t plane = d.ho * d.wo;
   const auto xcl = padded_channels_last(x, d);
   const auto gocl =
       go.reshape({d.b, d.g, d.cg, d.ho, d.wo}).permute({0, 1, 3, 4, 2}).contiguous();
   auto gxcl = at::zeros_like(xcl);
-  auto gw = at::empty_like(w, at::MemoryFormat::Contiguous);
+  // The kernel's layout when it is dense (preserve_format), planar otherwise.
+  auto gw = at::empty_like(w);
+  const KernelStrides ws(w), gs(gw);
+  const GroupLoops<T, CG> L{d, ws, gs};
   const T* xp = xcl.const_data_ptr<T>();
   const T* gp = gocl.const_data_ptr<T>();
   const T* wp = w.const_data_ptr<T>();
@@ -288,13 +325,11 @@ std::tuple<at::Tensor, at::Tensor> backward_loops(const at::Tensor& go, const at
   const int64_t in_block = L.hp() * L.wp() * d.cg, out_block = plane * d.cg;
   at::parallel_for(0, d.b * d.g, kGrain, [&](int64_t begin, int64_t end) {
     for (int64_t bg = begin; bg < end; ++bg)
-      L.backward(gp + bg * out_block, xp + bg * in_block, wp + bg * kk * plane,
-                 gxp + bg * in_block, gwp + bg * kk * plane);
+      L.backward(gp + bg * out_block, xp + bg * in_block, wp + ws.block(bg, d.g),
+                 gxp + bg * in_block, gwp + gs.block(bg, d.g));
   });
-  auto gx = gxcl.permute({0, 1, 4, 2, 3})
-                .slice(3, d.p, d.p + d.h)
-                .slice(4, d.p, d.p + d.w)
-                .reshape({d.b, d.c, d.h, d.w});
+  auto gx = from_group_major(
+      gxcl.slice(2, d.p, d.p + d.h).slice(3, d.p, d.p + d.w), d, d.h, d.w, is_channels_last(x));
   return {gx, gw};
 }
 
@@ -398,8 +433,14 @@ int32_t kd_involution(const at::Tensor* x, const at::Tensor* w, int64_t k, int64
   *out = nullptr;
   return kd_shim::guarded(err, err_len, [&] {
     const auto t = at::result_type(*x, *w);
-    auto xc = x->to(t).contiguous();
-    auto wc = w->to(t).contiguous();
+    auto xc = x->to(t);
+    auto wc = w->to(t);
+    // The loops read any strides (see KernelStrides and
+    // padded_channels_last); the ops path wants dense planar tensors.
+    if (!use_loops(xc, force_ops)) {
+      xc = xc.contiguous();
+      wc = wc.contiguous();
+    }
     *out = new at::Tensor(Involution::apply(xc, wc, k, s, g, force_ops));
   });
 }

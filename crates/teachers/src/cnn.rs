@@ -13,6 +13,7 @@
 //! `layer1.0.conv1.weight`, `layer2.0.downsample.0.weight`,
 //! `layer2.0.downsample.1.*`, `fc.weight`, `fc.bias`.
 
+use kd_core::layout;
 use serde::{Deserialize, Serialize};
 use tch::nn::{self, ModuleT};
 use tch::{Kind, Tensor};
@@ -103,7 +104,12 @@ impl ImageStem {
 
 impl ModuleT for ImageStem {
     fn forward_t(&self, x: &Tensor, train: bool) -> Tensor {
-        let y = x.apply(&self.conv1).apply_t(&self.bn1, train).relu();
+        // On the CPU the whole network runs channels-last from here (see
+        // kd_core::layout).
+        let y = layout::for_convolutions(x)
+            .apply(&self.conv1)
+            .apply_t(&self.bn1, train)
+            .relu();
         if self.max_pool {
             y.max_pool2d([3, 3], [2, 2], [1, 1], [1, 1], false)
         } else {

@@ -195,3 +195,83 @@ fn bf16_inputs_take_the_ops_path() {
     let scale = f64::try_from(want.abs().max()).unwrap();
     assert!(d < 0.02 * scale, "bf16 differs by {d} (scale {scale})");
 }
+
+/// Strides of a dense channels-last `[B, C, H, W]` tensor.
+fn channels_last_strides(t: &Tensor) -> Vec<i64> {
+    let (_, c, h, w) = t.size4().unwrap();
+    vec![c * h * w, 1, w * c, c]
+}
+
+/// A channels-last input with pixel-major kernels (what a channels-last
+/// kernel generator hands over) gives the planar run's values and gradients
+/// exactly, and keeps the channels-last layout in its output and input
+/// gradient, with the kernel gradient in the kernel's layout.
+#[test]
+fn channels_last_inputs_keep_their_layout_and_agree_exactly() {
+    let _rng = kd_core::torch_rng_lock();
+    for (seed, &(c, h, k, s, g, kind)) in [
+        (16, 9, 7, 1, 1, Kind::Float),
+        (32, 14, 5, 2, 2, Kind::Float),
+        (64, 7, 7, 1, 4, Kind::Float),
+        (8, 8, 3, 1, 2, Kind::Double),
+        (12, 7, 3, 2, 3, Kind::Float),
+    ]
+    .iter()
+    .enumerate()
+    {
+        tch::manual_seed(20 + seed as i64);
+        let b = 3;
+        let ho = out_size(h, k, s);
+        let opts = (kind, Device::Cpu);
+        let x0 = Tensor::randn([b, c, h, h], opts);
+        let w0 = Tensor::randn([b, g, k * k, ho, ho], opts);
+        let up = Tensor::randn([b, c, ho, ho], opts);
+        let at = format!("c={c} h={h} k={k} s={s} g={g} {kind:?}");
+        let run = |channels_last: bool| {
+            // Leaves in the layout under test; the op sees [B,C,H,W] views.
+            let (lx, lw) = if channels_last {
+                (
+                    x0.permute([0, 2, 3, 1])
+                        .contiguous()
+                        .set_requires_grad(true),
+                    w0.permute([0, 3, 4, 1, 2])
+                        .contiguous()
+                        .set_requires_grad(true),
+                )
+            } else {
+                (
+                    x0.copy().set_requires_grad(true),
+                    w0.copy().set_requires_grad(true),
+                )
+            };
+            let (x, w) = if channels_last {
+                (lx.permute([0, 3, 1, 2]), lw.permute([0, 3, 4, 1, 2]))
+            } else {
+                (lx.shallow_clone(), lw.shallow_clone())
+            };
+            let y = involution(&x, &w, k, s, g);
+            let gr = Tensor::run_backward(&[(&y * &up).sum(kind)], &[&x, &w], true, false);
+            (y, gr[0].shallow_clone(), gr[1].shallow_clone(), w)
+        };
+        let (y_p, gx_p, gw_p, _) = run(false);
+        let (y_c, gx_c, gw_c, w_c) = run(true);
+        assert_eq!(
+            y_c.stride(),
+            channels_last_strides(&y_c),
+            "{at}: output layout"
+        );
+        assert_eq!(
+            gx_c.stride(),
+            channels_last_strides(&gx_c),
+            "{at}: input gradient layout"
+        );
+        assert_eq!(gw_c.stride(), w_c.stride(), "{at}: kernel gradient layout");
+        for (what, a, r) in [
+            ("output", &y_c, &y_p),
+            ("input gradient", &gx_c, &gx_p),
+            ("kernel gradient", &gw_c, &gw_p),
+        ] {
+            assert!(a.equal(r), "{at}: {what} differs from the planar run");
+        }
+    }
+}
