@@ -1,4 +1,4 @@
-//! Issue 13, colour end to end: every stage (data import, both teachers,
+//! Colour end to end: every stage (data import, both teachers,
 //! cache build, verify, inspect, student, report) from the command line on
 //! 32x32x3 images in CIFAR's binary form and as an image folder, and on
 //! 64x64x3 folder images with resized-crop views. Synthetic images whose

@@ -1,4 +1,4 @@
-//! Issue 12 from the command line: damaged artifacts, a wrong `--out`,
+//! Nothing silently wrong, from the command line: damaged artifacts, a wrong `--out`,
 //! another working directory, a misspelt profile section, two builds into
 //! one store, a folder import's long config. Every refusal exits non-zero
 //! with one `error:` line naming the file or the setting, and writes no
