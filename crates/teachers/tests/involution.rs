@@ -1,4 +1,5 @@
-//! Every involution (the shim's op on both of its kernel paths, the
+//! Every involution (the shim's op on each of its kernel paths: the loops
+//! with this CPU's widest kernels, the portable loops, libtorch ops; the
 //! libtorch-ops slices) equals the im2col reference and the per-pixel
 //! definition, in values and gradients.
 
@@ -14,6 +15,10 @@ type Op = Box<dyn Fn(&Tensor, &Tensor, i64, i64, i64) -> Tensor>;
 fn implementations() -> Vec<(&'static str, Op)> {
     vec![
         ("shim loops", Box::new(involution)),
+        (
+            "shim portable loops",
+            Box::new(|x, w, k, s, g| involution_with(x, w, k, s, g, Kernels::Portable)),
+        ),
         (
             "shim ops",
             Box::new(|x, w, k, s, g| involution_with(x, w, k, s, g, Kernels::Ops)),

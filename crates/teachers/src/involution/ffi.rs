@@ -18,7 +18,7 @@ unsafe extern "C" {
         k: i64,
         stride: i64,
         groups: i64,
-        force_ops: bool,
+        kernels: i32,
         out: *mut *mut C_tensor,
         err: *mut c_char,
         err_len: usize,
@@ -34,7 +34,7 @@ pub(super) fn involution(
     k: i64,
     stride: i64,
     groups: i64,
-    force_ops: bool,
+    kernels: i32,
 ) -> Result<Tensor, String> {
     let mut err = vec![0u8; ERR_LEN];
     let mut out: *mut C_tensor = std::ptr::null_mut();
@@ -49,7 +49,7 @@ pub(super) fn involution(
             k,
             stride,
             groups,
-            force_ops,
+            kernels,
             &mut out,
             err.as_mut_ptr().cast(),
             ERR_LEN,

@@ -87,12 +87,28 @@ impl Implementation {
 /// Which kernels the shim's involution runs.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum Kernels {
-    /// Direct loops for float / double CPU tensors, libtorch ops otherwise.
+    /// Direct loops for float / double CPU tensors, with AVX2 + FMA kernels
+    /// for float groups of 16 channels where the CPU has them; libtorch ops
+    /// otherwise.
     #[default]
     Auto,
     /// libtorch ops on every device (what CUDA and bf16 tensors get; tests
     /// pick it on the CPU to check it there).
     Ops,
+    /// The direct loops in portable SIMD only (what a CPU without AVX2
+    /// runs; tests pick it to check it on one that has AVX2).
+    Portable,
+}
+
+impl Kernels {
+    /// The shim's code for it.
+    fn code(self) -> i32 {
+        match self {
+            Kernels::Auto => 0,
+            Kernels::Ops => 1,
+            Kernels::Portable => 2,
+        }
+    }
 }
 
 /// Involution as one autograd node with a single-buffer backward.
@@ -113,7 +129,7 @@ pub fn involution_with(
     kernels: Kernels,
 ) -> Tensor {
     check(x, w, k, stride, groups);
-    ffi::involution(x, w, k, stride, groups, kernels == Kernels::Ops)
+    ffi::involution(x, w, k, stride, groups, kernels.code())
         .unwrap_or_else(|e| panic!("involution (k={k}, stride={stride}, groups={groups}): {e}"))
 }
 
