@@ -1,7 +1,7 @@
 //! The student stage end to end on tiny synthetic data: cached vs live
 //! fidelity, resume, outputs, idempotence and refusals.
 
-use kd_core::fit::FitOptions;
+use kd_core::fit::{FitOptions, Prefetch};
 use kd_core::manifest::Manifest;
 use kd_core::optim::{AdamW, AdamWConfig};
 use kd_core::{Silent, Teacher};
@@ -403,7 +403,11 @@ fn prefetched_batches_train_exactly_as_inline() {
         let run = |inline: bool| {
             let out = t.path().join(format!("{name}-{inline}"));
             let opts = FitOptions {
-                inline,
+                prefetch: if inline {
+                    Prefetch::Never
+                } else {
+                    Prefetch::Always
+                },
                 ..Default::default()
             };
             let o = train_stage(

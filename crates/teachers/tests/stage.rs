@@ -4,7 +4,7 @@
 mod common;
 
 use kd_core::Silent;
-use kd_core::fit::FitOptions;
+use kd_core::fit::{FitOptions, Prefetch};
 use kd_core::manifest::{hash_file, manifest_hash};
 use kd_teachers::{Arch, Outcome, RunOptions, TeacherConfig, evaluate, load, train_stage};
 use serde_json::Value;
@@ -543,7 +543,11 @@ fn prefetched_batches_train_exactly_as_inline() {
     let run = |inline: bool| {
         let d = t.path().join(format!("inline-{inline}"));
         let fit = FitOptions {
-            inline,
+            prefetch: if inline {
+                Prefetch::Never
+            } else {
+                Prefetch::Always
+            },
             ..Default::default()
         };
         let o = train_stage(

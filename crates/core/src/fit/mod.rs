@@ -133,9 +133,37 @@ pub struct FitOptions {
     /// the step named. Data-parallel ranks read every step (the all-reduce
     /// needs the loss on the host).
     pub sync_every: usize,
-    /// Assemble every batch on the training thread even when the learner
-    /// has a [`Feed`] (the same batches, without the overlap).
-    pub inline: bool,
+    /// When a learner's [`Feed`] assembles batches on a second thread
+    /// (the batches are the same either way).
+    pub prefetch: Prefetch,
+}
+
+/// When the next batch is assembled on a second thread while the step
+/// before runs.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Prefetch {
+    /// When the model trains on a GPU, whose steps leave the CPU idle. On
+    /// the CPU the assembling thread would compete for the cores
+    /// libtorch's own threads compute on, and it made training 13-18%
+    /// slower on 2 cores (`cargo bench -p kd-student --bench student`);
+    /// inline assembly there costs a small share of a step.
+    #[default]
+    Auto,
+    /// Always, the CPU included.
+    Always,
+    /// Never: every batch on the training thread.
+    Never,
+}
+
+impl Prefetch {
+    /// Whether batches are prefetched for a model on `device`.
+    pub fn applies(self, device: tch::Device) -> bool {
+        match self {
+            Prefetch::Auto => device != tch::Device::Cpu,
+            Prefetch::Always => true,
+            Prefetch::Never => false,
+        }
+    }
 }
 
 impl FitOptions {
@@ -157,7 +185,7 @@ impl FitOptions {
 
 /// Train `learner` for `cfg.epochs`, resuming from `out/ckpt` if present;
 /// with a `feed`, each batch's inputs are assembled while the step before
-/// runs ([`Feed`]; `opts.inline` turns that off).
+/// runs, as `opts.prefetch` says ([`Feed`]).
 ///
 /// `identity` names what is trained (architecture, config, data); a checkpoint
 /// made under another identity is refused rather than silently mixed in.
@@ -278,7 +306,7 @@ pub fn fit(
                 None => idx,
             })
             .collect();
-        let feed = feed.filter(|_| !opts.inline);
+        let feed = feed.filter(|_| opts.prefetch.applies(device));
         std::thread::scope(|scope| -> Result<()> {
             let (tx, rx) =
                 std::sync::mpsc::sync_channel::<Result<Option<Prepared>>>(PREFETCH_DEPTH);

@@ -96,7 +96,11 @@ fn a_feed_trains_exactly_as_inline() {
     let run = |inline: bool, dir: &str| {
         let mut l = Lin::new();
         let opts = FitOptions {
-            inline,
+            prefetch: if inline {
+                Prefetch::Never
+            } else {
+                Prefetch::Always
+            },
             ..Default::default()
         };
         let h = fit(
@@ -381,4 +385,16 @@ fn resume_equals_uninterrupted() {
     .unwrap_err()
     .to_string();
     assert!(e.contains("another model"), "{e}");
+}
+
+#[test]
+fn prefetch_by_default_on_a_gpu_only() {
+    use tch::Device;
+    assert!(!Prefetch::Auto.applies(Device::Cpu));
+    assert!(Prefetch::Auto.applies(Device::Cuda(0)));
+    assert_eq!(FitOptions::default().prefetch, Prefetch::Auto);
+    for d in [Device::Cpu, Device::Cuda(1)] {
+        assert!(Prefetch::Always.applies(d));
+        assert!(!Prefetch::Never.applies(d));
+    }
 }
