@@ -109,7 +109,7 @@ impl ModuleT for ImageStem {
         let y = layout::for_convolutions(x)
             .apply(&self.conv1)
             .apply_t(&self.bn1, train)
-            .relu();
+            .relu_();
         if self.max_pool {
             y.max_pool2d([3, 3], [2, 2], [1, 1], [1, 1], false)
         } else {
@@ -143,15 +143,18 @@ impl BasicBlock {
     }
 }
 
+// ReLUs run in place: BatchNorm's backward needs its input, not its
+// output, and a sum's backward needs neither, so one activation buffer per
+// layer is spared.
 impl ModuleT for BasicBlock {
     fn forward_t(&self, x: &Tensor, train: bool) -> Tensor {
-        let y = x.apply(&self.conv1).apply_t(&self.bn1, train).relu();
+        let y = x.apply(&self.conv1).apply_t(&self.bn1, train).relu_();
         let y = y.apply(&self.conv2).apply_t(&self.bn2, train);
         let short = match &self.downsample {
             Some((c, b)) => x.apply(c).apply_t(b, train),
             None => x.shallow_clone(),
         };
-        (y + short).relu()
+        (y + short).relu_()
     }
 }
 

@@ -152,7 +152,7 @@ impl ModuleT for Involution {
         let w = src
             .apply(&self.reduce)
             .apply_t(&self.reduce_bn, train)
-            .relu()
+            .relu_()
             .apply(&self.span);
         let (b, _, ho, wo) = w.size4().expect("4-d kernel");
         let w = w.view([b, self.groups, self.kernel * self.kernel, ho, wo]);
@@ -217,14 +217,17 @@ impl Bottleneck {
     }
 }
 
+// ReLUs run in place: BatchNorm's backward needs its input, not its
+// output, and a sum's backward needs neither, so one activation buffer per
+// layer is spared.
 impl ModuleT for Bottleneck {
     fn forward_t(&self, x: &Tensor, train: bool) -> Tensor {
-        let y = x.apply(&self.conv1).apply_t(&self.bn1, train).relu();
+        let y = x.apply(&self.conv1).apply_t(&self.bn1, train).relu_();
         let y = self
             .conv2
             .forward_t(&y, train)
             .apply_t(&self.bn2, train)
-            .relu();
+            .relu_();
         let y = y.apply(&self.conv3).apply_t(&self.bn3, train);
         let short = match &self.downsample {
             Some((c, b)) => {
@@ -238,7 +241,7 @@ impl ModuleT for Bottleneck {
             }
             None => x.shallow_clone(),
         };
-        (y + short).relu()
+        (y + short).relu_()
     }
 }
 
