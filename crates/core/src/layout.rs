@@ -15,13 +15,13 @@
 use tch::Tensor;
 
 /// Strides of a dense channels-last tensor of this `[B, C, H, W]` shape.
-pub fn channels_last_strides(size: &[i64]) -> [i64; 4] {
+fn channels_last_strides(size: &[i64]) -> [i64; 4] {
     let [_, c, h, w] = [size[0], size[1], size[2], size[3]];
     [c * h * w, 1, w * c, c]
 }
 
 /// `x` (4-d) in the layout convolutional layers run fastest on, on its
-/// device: channels-last on the CPU, as it is elsewhere.
+/// device: channels-last on the CPU, unchanged elsewhere.
 pub fn for_convolutions(x: &Tensor) -> Tensor {
     if x.device() == tch::Device::Cpu {
         channels_last(x)
