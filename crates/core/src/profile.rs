@@ -81,6 +81,24 @@ impl Profile {
 pub struct Overlay(toml::Table);
 
 impl Overlay {
+    /// The overlay of a command's setting flags: a struct of `Option`
+    /// fields (clap's `Args` and serde's `Serialize`), each serialised under
+    /// its profile key (the field's name, or `#[serde(rename = "fit.epochs")]`
+    /// for a nested table). A flag not given serialises as nothing, so it
+    /// leaves the profile's value. The flag and its key are one definition:
+    /// a new setting flag is one field.
+    pub fn of(flags: &impl Serialize) -> Overlay {
+        let mut o = Overlay::default();
+        let value = toml::Value::try_from(flags).expect("setting flags are plain TOML values");
+        let toml::Value::Table(t) = value else {
+            panic!("setting flags serialise as a struct");
+        };
+        for (key, v) in t {
+            o.set(&key, Some(v));
+        }
+        o
+    }
+
     /// Set `key` when the flag was given (`Some`).
     pub fn set<T: Serialize>(&mut self, key: &str, value: Option<T>) -> &mut Self {
         if let Some(v) = value {

@@ -98,6 +98,7 @@ pub struct StageRun<'a> {
     out: &'a Path,
     config: Value,
     inputs: Vec<InputRef>,
+    work_files: &'static [&'static str],
 }
 
 impl<'a> StageRun<'a> {
@@ -107,7 +108,16 @@ impl<'a> StageRun<'a> {
             out,
             config,
             inputs,
+            work_files: &[],
         }
+    }
+
+    /// The files an unfinished run of this stage leaves in `out` (a trailing
+    /// `*` matches a prefix). Runs of kd versions that wrote no stage marker
+    /// left only these, so a directory holding them is taken as this stage's
+    /// work in progress rather than refused as foreign files.
+    pub fn leaves(self, work_files: &'static [&'static str]) -> Self {
+        StageRun { work_files, ..self }
     }
 
     pub fn config(&self) -> &Value {
@@ -135,7 +145,14 @@ impl<'a> StageRun<'a> {
         on_force: impl FnOnce(&Path) -> std::result::Result<(), E>,
     ) -> std::result::Result<bool, E> {
         crate::data_parallel::leader_decides(fit.group(), || {
-            match claim_out_dir(self.out, self.stage, &self.config, &self.inputs, force)? {
+            match claim_out_dir(
+                self.out,
+                self.stage,
+                &self.config,
+                &self.inputs,
+                self.work_files,
+                force,
+            )? {
                 Claim::UpToDate => Ok(false),
                 Claim::Claimed => {
                     if force {

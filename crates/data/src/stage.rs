@@ -99,7 +99,7 @@ pub fn import_stage(cfg: &ImportConfig, out: &Path, force: bool) -> Result<Outco
         })
         .collect::<Result<_>>()?;
     let config = json!({ "import": cfg, "source_blake3": hashes });
-    let stage = StageRun::new(STAGE, out, config, vec![]);
+    let stage = StageRun::new(STAGE, out, config, vec![]).leaves(&[STORE]);
     if !stage.claim(force)? {
         return Ok(Outcome::UpToDate);
     }

@@ -15,6 +15,7 @@
 //! image) and cross-fitted teachers (each sample answered by the fold model
 //! that never saw it, the fold recorded per sample).
 
+pub mod config;
 pub mod disagreement;
 pub mod error;
 pub mod inspect;
@@ -25,9 +26,10 @@ pub mod testing;
 pub mod verify;
 pub mod write;
 
+pub use config::CacheConfig;
 pub use error::{CacheError, Result};
 pub use inspect::{InspectReport, inspect};
-pub use layout::{CacheConfig, Dtype, FoldsMeta, STAGE, STORE, SizeModel, StoreMeta, TeacherMeta};
+pub use layout::{Dtype, FoldsMeta, STAGE, STORE, SizeModel, StoreMeta, TeacherMeta};
 pub use store::LogitStore;
 pub use verify::{VerifyReport, verify};
 pub use write::{BuildOptions, BuildStats, Outcome, TeacherInput, build, finalize, parse_shard};

@@ -34,6 +34,8 @@ use std::path::Path;
 use tch::nn::VarStore;
 
 pub const STAGE: &str = "student";
+/// What an unfinished student run leaves: its checkpoint.
+pub const WORK_FILES: &[&str] = &[kd_core::fit::CHECKPOINT, kd_core::fit::CHECKPOINT_OLD];
 pub use kd_core::stage::WEIGHTS;
 
 /// Train a student into `out` unless an identical one is already there.
@@ -128,7 +130,7 @@ pub fn train_stage(
         // one process's result up to float rounding, and the hash stays.)
         config["data_parallel_ranks"] = json!(world);
     }
-    let stage = StageRun::new(STAGE, out, config, inputs);
+    let stage = StageRun::new(STAGE, out, config, inputs).leaves(WORK_FILES);
     if !stage.claim_in_group(run.force, opts, |_| Ok::<(), CoreError>(()))? {
         return Ok(Outcome::UpToDate);
     }

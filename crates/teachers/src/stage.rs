@@ -38,6 +38,12 @@ use tch::nn::{ModuleT, VarStore};
 use tch::{Kind, Tensor};
 
 pub const STAGE: &str = "teacher";
+/// What an unfinished teacher run leaves: its checkpoint, or its folds' ones.
+pub const WORK_FILES: &[&str] = &[
+    kd_core::fit::CHECKPOINT,
+    kd_core::fit::CHECKPOINT_OLD,
+    "fold-*",
+];
 pub use kd_core::stage::WEIGHTS;
 pub const CONFIG: &str = "config.json";
 pub const METRICS: &str = "metrics.json";
@@ -61,7 +67,7 @@ pub fn train_stage(
         // another training than one process's, so another artifact.
         config["data_parallel_ranks"] = json!(world);
     }
-    let stage = StageRun::new(STAGE, out, config, vec![input]);
+    let stage = StageRun::new(STAGE, out, config, vec![input]).leaves(WORK_FILES);
     if !stage.claim_in_group(run.force, opts, remove_folds)? {
         return Ok(Outcome::UpToDate);
     }

@@ -19,7 +19,7 @@
 
 use crate::error::{Result, TeacherError};
 use crate::eval::{EvalStats, eval_split_with};
-use crate::stage::{METRICS, STAGE};
+use crate::stage::{METRICS, STAGE, WORK_FILES};
 use kd_core::ViewSpec;
 use kd_core::manifest::{InputRef, Manifest, OutputRef, hash_file, read_json, write_json};
 use kd_core::stage::{Outcome, RunOptions, StageRun};
@@ -243,7 +243,7 @@ pub fn import_stage(
     let input = InputRef::of("dataset", dataset, kd_data::store::STAGE)?;
     let module_hash = hash_file(module)?;
     let config = json!({"torchscript": cfg, "module_blake3": module_hash});
-    let stage = StageRun::new(STAGE, out, config, vec![input]);
+    let stage = StageRun::new(STAGE, out, config, vec![input]).leaves(WORK_FILES);
     if !stage.claim(run.force)? {
         return Ok(Outcome::UpToDate);
     }

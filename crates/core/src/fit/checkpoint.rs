@@ -27,8 +27,17 @@ fn one() -> usize {
     1
 }
 
+/// The checkpoint directory in a training stage's `--out`.
+pub const CHECKPOINT: &str = "ckpt";
+/// The previous checkpoint, between the two renames of a save.
+pub const CHECKPOINT_OLD: &str = "ckpt.old";
+
 fn ckpt_paths(out: &Path) -> (PathBuf, PathBuf, PathBuf) {
-    (out.join("ckpt"), out.join("ckpt.tmp"), out.join("ckpt.old"))
+    (
+        out.join(CHECKPOINT),
+        out.join("ckpt.tmp"),
+        out.join(CHECKPOINT_OLD),
+    )
 }
 
 /// Remove a finished run's checkpoint (weights are in the artifact by then).

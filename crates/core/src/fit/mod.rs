@@ -18,7 +18,7 @@ mod summary;
 #[cfg(test)]
 mod tests;
 
-pub use checkpoint::remove_checkpoint;
+pub use checkpoint::{CHECKPOINT, CHECKPOINT_OLD, remove_checkpoint};
 pub use learner::{Feed, Learner, Prepared, unpack};
 pub use summary::epoch_summary;
 

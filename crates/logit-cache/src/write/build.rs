@@ -12,8 +12,9 @@ use super::infer::run_teacher;
 use super::teachers::check_teachers;
 use super::writer::{ShardData, open_for_write, write_shard};
 use super::{BuildOptions, BuildStats, Outcome, TeacherInput};
+use crate::config::CacheConfig;
 use crate::error::{CacheError, Result, io_err};
-use crate::layout::{CacheConfig, STAGE, StoreMeta, marker_path, store_dir, store_key};
+use crate::layout::{MARKERS, STAGE, StoreMeta, marker_path, store_dir, store_key};
 use kd_core::manifest::{InputRef, Manifest};
 use kd_core::stage::StageRun;
 use kd_core::zarr::{self, ZArray};
@@ -116,7 +117,10 @@ pub fn build(
             Err(e) => return Err(e),
         }
     }
-    if !StageRun::new(STAGE, out, cfg.identity(), inputs.clone()).claim(opts.force)? {
+    if !StageRun::new(STAGE, out, cfg.identity(), inputs.clone())
+        .leaves(&[MARKERS])
+        .claim(opts.force)?
+    {
         return Ok(Outcome::UpToDate);
     }
     // Before anything is removed: a second build into the same directory

@@ -200,7 +200,11 @@ pub fn write_report(cfg: &ReportConfig) -> Result<Outcome> {
         inputs.push(InputRef::of(&format!("student:{n}"), p, "student")?);
     }
     let config = json!({ "run": run });
-    let stage = StageRun::new(STAGE, &cfg.out, config, inputs);
+    let stage = StageRun::new(STAGE, &cfg.out, config, inputs).leaves(&[
+        MARKDOWN,
+        ACCURACY_CHART,
+        LOSS_CHART,
+    ]);
     if !stage.claim(cfg.force)? {
         tracing::info!(out = %cfg.out.display(), "report up to date");
         return Ok(Outcome::UpToDate);

@@ -2,16 +2,19 @@
 //! subcommands. Flags are laid over the profile's `[cache]` section
 //! (`kd_core::profile::layered`), then the library does the work.
 
+mod inspect;
+mod verify;
+
+pub use inspect::InspectArgs;
+pub use verify::VerifyArgs;
+
 use crate::data_parallel::visible_gpus;
 use crate::ui::{Bars, bytes, out};
-use anyhow::{Context, bail};
-use kd_core::manifest::Manifest;
+use anyhow::Context;
 use kd_core::parse_device;
 use kd_core::profile::{Layered, Overlay, Profile, layered, parse_setting};
 use kd_core::{Crop, MixMode, Partners};
-use kd_logit_cache::{
-    BuildOptions, CacheConfig, Dtype, Outcome, SizeModel, StoreMeta, TeacherInput, parse_shard,
-};
+use kd_logit_cache::{BuildOptions, CacheConfig, Dtype, Outcome, TeacherInput, parse_shard};
 use std::path::PathBuf;
 
 #[derive(clap::Subcommand)]
@@ -147,39 +150,12 @@ pub struct FinalizeArgs {
     out: PathBuf,
 }
 
-#[derive(clap::Args)]
-pub struct InspectArgs {
-    /// The store's artifact directory.
-    dir: PathBuf,
-    /// Print the report as JSON.
-    #[arg(long)]
-    json: bool,
-}
-
-#[derive(clap::Args)]
-pub struct VerifyArgs {
-    /// The store's artifact directory.
-    dir: PathBuf,
-    /// (sample, view) pairs to recompute.
-    #[arg(long, default_value_t = 256)]
-    samples: usize,
-    /// Seed choosing the pairs.
-    #[arg(long, default_value_t = 0)]
-    seed: u64,
-    /// auto, cpu, cuda or cuda:N.
-    #[arg(long, default_value = "auto")]
-    device: String,
-    /// Print the report as JSON.
-    #[arg(long)]
-    json: bool,
-}
-
 pub fn run(cmd: Cmd) -> anyhow::Result<()> {
     match cmd {
         Cmd::Build(a) => build(*a),
         Cmd::Finalize(a) => finalize(a),
-        Cmd::Inspect(a) => inspect(a),
-        Cmd::Verify(a) => verify(a),
+        Cmd::Inspect(a) => inspect::inspect(a),
+        Cmd::Verify(a) => verify::verify(a),
         Cmd::Gallery(a) => crate::cmd_gallery::gallery(a),
     }
 }
@@ -311,182 +287,5 @@ fn finalize(a: FinalizeArgs) -> anyhow::Result<()> {
         m.metrics["shards"],
         bytes(m.metrics["stored_bytes"].as_u64().unwrap_or(0))
     ));
-    Ok(())
-}
-
-fn pct(x: Option<f64>) -> String {
-    x.map(|v| format!("{:.2}%", v * 100.0))
-        .unwrap_or_else(|| "-".into())
-}
-
-fn inspect(a: InspectArgs) -> anyhow::Result<()> {
-    let r = kd_logit_cache::inspect(&a.dir)
-        .with_context(|| format!("cache inspect {}", a.dir.display()))?;
-    if a.json {
-        out(serde_json::to_string_pretty(&r)?);
-        return Ok(());
-    }
-    out(format!(
-        "{}: {} samples x {} views x {} classes, {:?}{}, {} shards, seed {}, dataset {}",
-        r.dir,
-        r.samples,
-        r.views,
-        r.classes,
-        r.dtype,
-        r.top_k.map(|k| format!(" top-{k}")).unwrap_or_default(),
-        r.shards,
-        r.seed,
-        &r.dataset_hash[..r.dataset_hash.len().min(12)]
-    ));
-    out(format!(
-        "stored {} of {} raw (ratio {:.2})",
-        bytes(r.stored_bytes),
-        bytes(r.raw_bytes),
-        r.ratio
-    ));
-    let z = &r.size;
-    out(format!(
-        "raw size = N x K x (T x {} + {}) + N x {} bytes (N images, K views, T teachers; {} B per (sample, view, teacher) row, {} B of view parameters per view, {} B of folds per image)",
-        z.row, z.view, z.folds, z.row, z.view, z.folds
-    ));
-    let row = |dtype, top_k| SizeModel::row_bytes(r.classes, dtype, top_k);
-    let k = r.top_k.unwrap_or(r.classes.min(10));
-    out(format!(
-        "row bytes for {} classes: f32 {}, f16 {}, top-{k} f32 {}, top-{k} f16 {} (top-k rows add uint16 class indices)",
-        r.classes,
-        row(Dtype::F32, None),
-        row(Dtype::F16, None),
-        row(Dtype::F32, Some(k)),
-        row(Dtype::F16, Some(k)),
-    ));
-    match &r.mix {
-        None => out("mix: none (no mixed views)"),
-        Some(m) => out(format!(
-            "mix: {} (prob {}, alpha {}): {} of views mixed (mixup {}, cutmix {}); accuracies count unmixed views only",
-            m.mode,
-            m.prob,
-            m.alpha,
-            pct(Some(r.mixed_share)),
-            pct(Some(r.mixup_share)),
-            pct(Some(r.cutmix_share))
-        )),
-    }
-    out(
-        "array                          shape            dtype    chunk          shard          codecs                                stored      ratio  files",
-    );
-    for x in &r.arrays {
-        out(format!(
-            "{:<30} {:<16} {:<8} {:<14} {:<14} {:<37} {:>10} {:>6.2} {:>6}",
-            x.path,
-            format!("{:?}", x.shape),
-            x.dtype,
-            format!("{:?}", x.chunk),
-            x.shard
-                .as_ref()
-                .map(|s| format!("{s:?}"))
-                .unwrap_or_else(|| "-".into()),
-            x.codecs.join(", "),
-            bytes(x.stored_bytes),
-            x.ratio,
-            x.files
-        ));
-    }
-    if let Some(why) = &r.no_labels {
-        out(format!(
-            "no accuracies (they need the dataset's labels): {why}"
-        ));
-    }
-    out(
-        "teacher        arch                  acc view0  acc all   entropy  bytes/sample  bytes/view",
-    );
-    for t in &r.teachers {
-        out(format!(
-            "{:<14} {:<21} {:>9} {:>8} {:>9.4} {:>13.1} {:>11.1}{}",
-            t.name,
-            t.arch,
-            pct(t.acc_view0),
-            pct(t.acc_all_views),
-            t.mean_entropy,
-            t.bytes_per_sample,
-            t.bytes_per_view,
-            t.folds
-                .map(|k| format!("  cross-fitted, {k} folds (held-out accuracy)"))
-                .unwrap_or_default()
-        ));
-    }
-    for g in &r.agreement {
-        out(format!(
-            "agreement {} vs {}: {} on view 0, {} over all views; KL({a}||{b}) {:.4}, KL({b}||{a}) {:.4} nats; right where the other is wrong: {a} {}, {b} {}",
-            g.a,
-            g.b,
-            pct(Some(g.view0)),
-            pct(Some(g.all_views)),
-            g.kl_ab,
-            g.kl_ba,
-            pct(g.only_a_right),
-            pct(g.only_b_right),
-            a = g.a,
-            b = g.b,
-        ));
-    }
-    if let Some(acc) = r.averaged_acc_all_views {
-        out(format!(
-            "averaged teachers (mean of softmaxes): {} over all {}views",
-            pct(Some(acc)),
-            if r.mix.is_some() { "unmixed " } else { "" }
-        ));
-    }
-    Ok(())
-}
-
-fn verify(a: VerifyArgs) -> anyhow::Result<()> {
-    // The recomputation is the reference: full float32, as the build.
-    kd_core::device::set_tf32(false)?;
-    let device = parse_device(&a.device)?;
-    let ctx = || format!("cache verify {}", a.dir.display());
-    StoreMeta::read(&a.dir.join(kd_logit_cache::STORE)).with_context(ctx)?;
-    let manifest = Manifest::read_stage(&a.dir, kd_logit_cache::STAGE).with_context(ctx)?;
-    let mut teachers = vec![];
-    for i in manifest
-        .inputs
-        .iter()
-        .filter(|i| i.role.starts_with("teacher:"))
-    {
-        // Recorded as typed where the store was built; found from here.
-        let dir = i.locate(&a.dir).with_context(ctx)?;
-        teachers.push(
-            kd_teachers::load(&dir, device).with_context(|| {
-                format!("loading teacher {} recorded in the store", dir.display())
-            })?,
-        );
-    }
-    let r = kd_logit_cache::verify(&a.dir, &teachers, a.samples, a.seed, &Bars::default())
-        .with_context(|| format!("cache verify {}", a.dir.display()))?;
-    if a.json {
-        out(serde_json::to_string_pretty(&r)?);
-    } else {
-        out(format!(
-            "{}: {} shards decoded, {} (sample, view) pairs recomputed",
-            a.dir.display(),
-            r.shards_decoded,
-            r.pairs
-        ));
-        for t in &r.teachers {
-            out(format!(
-                "{:<14} max |diff| {:.3e}  (max |logit| {:.2}, tolerance {:.3e})  {}",
-                t.name,
-                t.max_abs_diff,
-                t.max_abs_logit,
-                t.tolerance,
-                if t.ok { "ok" } else { "MISMATCH" }
-            ));
-        }
-    }
-    if !r.ok {
-        bail!(
-            "{}: cached logits differ from the live teachers beyond the tolerance",
-            a.dir.display()
-        );
-    }
     Ok(())
 }
