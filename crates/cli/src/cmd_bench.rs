@@ -6,9 +6,9 @@
 
 use crate::cmd_cache::parse_range;
 use crate::cmd_plan::probe::vm_hwm;
+use crate::setting_flag::setting;
 use crate::ui::out;
 use anyhow::Context;
-use kd_core::profile::parse_setting;
 use kd_core::sampler::epoch_order;
 use kd_core::{Crop, CropRange, MixMode, MixParams, MixSpec, ViewParams, ViewSpec};
 use kd_data::Dataset;
@@ -35,7 +35,7 @@ pub struct DataArgs {
     split: String,
     /// How each view's box is drawn: resized-crop (default here: torchvision's
     /// RandomResizedCrop) or pad-crop.
-    #[arg(long, value_name = "pad-crop|resized-crop", value_parser = parse_setting::<Crop>, default_value = "resized-crop")]
+    #[arg(long, value_parser = setting::<Crop>(), default_value = "resized-crop")]
     crop: Crop,
     /// Resized-crop: area fraction range LOW,HIGH.
     #[arg(long, value_name = "LOW,HIGH", value_parser = parse_range, default_value = "0.08,1")]
@@ -48,7 +48,7 @@ pub struct DataArgs {
     no_flip: bool,
     /// Mix each view with another of its batch: none, mixup, cutmix or
     /// mixup-cutmix (as torchvision's MixUp / CutMix on a batch).
-    #[arg(long, value_parser = parse_setting::<MixMode>, default_value = "none")]
+    #[arg(long, value_parser = setting::<MixMode>().named(&MixMode::NAMES), default_value = "none")]
     mix: MixMode,
     /// Images per batch.
     #[arg(long, default_value_t = 256)]

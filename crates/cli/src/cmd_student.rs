@@ -5,13 +5,14 @@
 
 use crate::data_parallel::{DistArgs, place};
 use crate::gpu_args::GpuArgs;
+use crate::setting_flag::setting;
 use crate::ui::{Bars, out, outcome};
 use anyhow::{Context, bail};
 use kd_core::amp::Precision;
 use kd_core::fit::FitOptions;
 use kd_core::manifest::{Manifest, write_json};
 use kd_core::metrics::StudentEval;
-use kd_core::profile::{DEFAULT_DEVICE, Layered, Overlay, Profile, layered, parse_setting};
+use kd_core::profile::{DEFAULT_DEVICE, Layered, Overlay, Profile, layered};
 use kd_core::stage::RunOptions;
 use kd_logit_cache::LogitStore;
 use kd_student::{Distill, Source, Stem, StudentConfig, TokenMode, Weighting, train_stage};
@@ -71,9 +72,6 @@ pub struct TrainArgs {
     /// Default: the profile section's `teachers`.
     #[arg(long)]
     teachers: Option<String>,
-    /// Architecture preset.
-    #[arg(long, value_parser = clap::builder::PossibleValuesParser::new(kd_student::vit::PRESETS))]
-    preset: Option<String>,
     /// Output artifact directory.
     #[arg(long)]
     out: PathBuf,
@@ -86,10 +84,33 @@ pub struct TrainArgs {
     /// Section of the profile: none, cnn, involution, ensemble, ...
     #[arg(long, requires = "profile")]
     variant: Option<String>,
+    #[command(flatten)]
+    settings: StudentSettings,
+    /// Rerun from scratch even if the artifact is up to date or a checkpoint exists.
+    #[arg(long)]
+    force: bool,
+    #[command(flatten)]
+    dist: DistArgs,
+    #[command(flatten)]
+    gpu: GpuArgs,
+}
+
+/// The `[students.<variant>]` settings as flags: each one given replaces
+/// the profile's key of the same name.
+#[derive(clap::Args, serde::Serialize)]
+// `--alpha -0.1` reaches the range check and its message.
+#[command(allow_negative_numbers = true)]
+struct StudentSettings {
+    /// Architecture preset.
+    #[arg(long, value_parser = clap::builder::PossibleValuesParser::new(kd_student::vit::PRESETS))]
+    preset: Option<String>,
+    /// Training epochs.
     #[arg(long)]
     epochs: Option<usize>,
+    /// Training batch size.
     #[arg(long)]
     batch_size: Option<usize>,
+    /// Peak learning rate (AdamW, warmup then cosine).
     #[arg(long)]
     lr: Option<f64>,
     /// Weight of the teachers against the labels (0..1).
@@ -99,22 +120,22 @@ pub struct TrainArgs {
     #[arg(long)]
     tau: Option<f64>,
     /// soft (KL at temperature tau) or hard (teacher argmax).
-    #[arg(long, value_parser = parse_setting::<Distill>)]
+    #[arg(long, value_parser = setting::<Distill>())]
     distill: Option<Distill>,
     /// per-teacher (one token each) or averaged (one token, mean teacher logits).
-    #[arg(long, value_parser = parse_setting::<TokenMode>)]
+    #[arg(long, value_parser = setting::<TokenMode>())]
     tokens: Option<TokenMode>,
     /// Patch embedding: patch (DeiT: one strided conv, free distillation
     /// tokens) or conv-involution (CivT: patch tokens are the sum of a
     /// convolution stem and an involution stem; each teacher's distillation
     /// token is the mean of the stem matching its arch).
-    #[arg(long, value_parser = parse_setting::<Stem>)]
+    #[arg(long, value_parser = setting::<Stem>())]
     stem: Option<Stem>,
     /// How each view's distillation weight is shared among the teachers:
     /// uniform (1/T each), confidence (softmax over teachers of minus their
     /// cross-entropy on the label) or correct (only the teachers whose argmax
     /// is the label, renormalised; a view none gets right keeps only the label loss).
-    #[arg(long, value_parser = parse_setting::<Weighting>)]
+    #[arg(long, value_parser = setting::<Weighting>())]
     weighting: Option<Weighting>,
     /// Evaluate every N epochs (and after the last); evaluation on a large
     /// test split can cost more than short epochs.
@@ -123,19 +144,13 @@ pub struct TrainArgs {
     /// Expected distillation token count (refused if the teachers imply another).
     #[arg(long)]
     dist_tokens: Option<usize>,
+    /// Seed of the initialisation, the views and the batch order.
     #[arg(long)]
     seed: Option<u64>,
     /// Training forward precision: f32, or bf16 (autocast compute over f32
     /// master weights; for GPUs with bf16 tensor cores).
-    #[arg(long, value_parser = parse_setting::<Precision>)]
+    #[arg(long, value_parser = setting::<Precision>())]
     precision: Option<Precision>,
-    /// Rerun from scratch even if the artifact is up to date or a checkpoint exists.
-    #[arg(long)]
-    force: bool,
-    #[command(flatten)]
-    dist: DistArgs,
-    #[command(flatten)]
-    gpu: GpuArgs,
 }
 
 pub fn run(cmd: Cmd) -> anyhow::Result<()> {
@@ -319,22 +334,7 @@ fn train(a: TrainArgs) -> anyhow::Result<()> {
     {
         bail!("{}: no [{section}] section", p.path.display());
     }
-    let mut flags = Overlay::default();
-    flags
-        .set("preset", a.preset.clone())
-        .set("epochs", a.epochs)
-        .set("batch_size", a.batch_size)
-        .set("lr", a.lr)
-        .set("alpha", a.alpha)
-        .set("tau", a.tau)
-        .set("distill", a.distill)
-        .set("tokens", a.tokens)
-        .set("stem", a.stem)
-        .set("weighting", a.weighting)
-        .set("eval_every", a.eval_every)
-        .set("dist_tokens", a.dist_tokens)
-        .set("seed", a.seed)
-        .set("precision", a.precision);
+    let flags = Overlay::of(&a.settings);
     // `teachers` says where the logits come from, not what is trained: the
     // source's own identity (store hash, checkpoints) enters the config.
     let Layered {

@@ -4,6 +4,7 @@
 
 use crate::data_parallel::{DistArgs, place};
 use crate::gpu_args::GpuArgs;
+use crate::setting_flag::setting;
 use crate::ui::{Bars, out, outcome};
 use anyhow::Context;
 use kd_core::amp::Precision;
@@ -68,15 +69,6 @@ pub struct ImportArgs {
 // `--lr -0.01` reaches the range check and its message.
 #[command(allow_negative_numbers = true)]
 pub struct TrainArgs {
-    /// Architecture: cnn or involution (default: the profile section's
-    /// `arch`, else the section's name).
-    #[arg(long, value_parser = parse_setting::<Arch>)]
-    arch: Option<Arch>,
-    /// Preset (of --arch's kind: cnn-* for cnn, rednet-* for involution).
-    #[arg(long, value_parser = clap::builder::PossibleValuesParser::new(
-        kd_teachers::Arch::Cnn.presets().iter().chain(kd_teachers::Arch::Involution.presets())
-    ))]
-    preset: Option<String>,
     /// Dataset artifact directory (from `kd data import`).
     #[arg(long)]
     dataset: PathBuf,
@@ -92,17 +84,52 @@ pub struct TrainArgs {
     /// Teacher name (profile section and name in stores; default: the architecture).
     #[arg(long)]
     name: Option<String>,
+    #[command(flatten)]
+    settings: TeacherSettings,
+    /// Retrain even if the artifact is up to date (discards any checkpoint).
     #[arg(long)]
+    force: bool,
+    #[command(flatten)]
+    dist: DistArgs,
+    #[command(flatten)]
+    gpu: GpuArgs,
+}
+
+/// The `[teachers.<name>]` settings as flags: each one given replaces the
+/// profile's key of the same name (`fit.*` and `mix.*` in their tables).
+#[derive(clap::Args, serde::Serialize)]
+// `--lr -0.01` reaches the range check and its message.
+#[command(allow_negative_numbers = true)]
+struct TeacherSettings {
+    /// Architecture (default: the profile section's
+    /// `arch`, else the section's name).
+    #[arg(long, value_parser = setting::<Arch>())]
+    arch: Option<Arch>,
+    /// Preset (of --arch's kind: cnn-* for cnn, rednet-* for involution).
+    #[arg(long, value_parser = clap::builder::PossibleValuesParser::new(
+        kd_teachers::Arch::Cnn.presets().iter().chain(kd_teachers::Arch::Involution.presets())
+    ))]
+    preset: Option<String>,
+    /// Training epochs.
+    #[arg(long)]
+    #[serde(rename = "fit.epochs")]
     epochs: Option<usize>,
+    /// Training batch size.
     #[arg(long)]
+    #[serde(rename = "fit.batch_size")]
     batch_size: Option<usize>,
+    /// Peak learning rate (AdamW, warmup then cosine).
     #[arg(long)]
+    #[serde(rename = "fit.lr")]
     lr: Option<f64>,
+    /// Seed of the initialisation, the views and the batch order.
     #[arg(long)]
+    #[serde(rename = "fit.seed")]
     seed: Option<u64>,
     /// Training forward precision: f32, or bf16 (autocast compute over f32
     /// master weights; for GPUs with bf16 tensor cores).
-    #[arg(long, value_parser = parse_setting::<Precision>)]
+    #[arg(long, value_parser = setting::<Precision>())]
+    #[serde(rename = "fit.precision")]
     precision: Option<Precision>,
     /// Cross-fit: train K fold models, each on all but one of K stratified
     /// folds of the training split; the logit cache then labels every
@@ -111,28 +138,26 @@ pub struct TrainArgs {
     folds: Option<usize>,
     /// Evaluate on the test split every N epochs (and after the last).
     #[arg(long)]
+    #[serde(rename = "fit.eval_every")]
     eval_every: Option<usize>,
     /// Mix training views with a random partner's, as `kd cache build --mix`
     /// does (trained on the mixed soft labels).
-    #[arg(long, value_parser = parse_setting::<MixMode>)]
+    #[arg(long, value_parser = setting::<MixMode>().named(&MixMode::NAMES))]
+    #[serde(rename = "mix.mode")]
     mix: Option<MixMode>,
     /// Probability that a training view is mixed.
     #[arg(long)]
+    #[serde(rename = "mix.prob")]
     mix_prob: Option<f64>,
     /// lambda ~ Beta(mix_alpha, mix_alpha).
     #[arg(long)]
+    #[serde(rename = "mix.alpha")]
     mix_alpha: Option<f64>,
     /// Where a partner comes from: any (default) or chunk (one of the same
     /// stored chunk of the dataset: for datasets larger than the data cache).
-    #[arg(long, value_name = "any|chunk", value_parser = parse_setting::<Partners>)]
+    #[arg(long, value_parser = setting::<Partners>())]
+    #[serde(rename = "mix.partners")]
     mix_partners: Option<Partners>,
-    /// Retrain even if the artifact is up to date (discards any checkpoint).
-    #[arg(long)]
-    force: bool,
-    #[command(flatten)]
-    dist: DistArgs,
-    #[command(flatten)]
-    gpu: GpuArgs,
 }
 
 #[derive(clap::Args)]
@@ -196,7 +221,7 @@ fn train(a: TrainArgs) -> anyhow::Result<()> {
     let name = a
         .name
         .clone()
-        .or_else(|| a.arch.map(|x| x.name().to_string()));
+        .or_else(|| a.settings.arch.map(|x| x.name().to_string()));
     let prof = a.profile.as_deref().map(Profile::load).transpose()?;
     let section = match (&prof, &name) {
         (Some(p), Some(n)) => {
@@ -216,26 +241,12 @@ fn train(a: TrainArgs) -> anyhow::Result<()> {
         (None, Some(n)) => format!("teachers.{n}"),
     };
     // A section named after an architecture needs no `arch` key.
-    let arch_known = a.arch.is_some()
+    let arch_known = a.settings.arch.is_some()
         || prof
             .as_ref()
             .and_then(|p| p.table_at(&section))
             .is_some_and(|t| t.contains_key("arch"));
-    let mut flags = Overlay::default();
-    flags
-        .set("arch", a.arch)
-        .set("preset", a.preset.clone())
-        .set("folds", a.folds)
-        .set("fit.epochs", a.epochs)
-        .set("fit.batch_size", a.batch_size)
-        .set("fit.lr", a.lr)
-        .set("fit.seed", a.seed)
-        .set("fit.precision", a.precision)
-        .set("fit.eval_every", a.eval_every)
-        .set("mix.mode", a.mix)
-        .set("mix.prob", a.mix_prob)
-        .set("mix.alpha", a.mix_alpha)
-        .set("mix.partners", a.mix_partners);
+    let flags = Overlay::of(&a.settings);
     let Layered {
         config: mut cfg,
         device: device_spec,

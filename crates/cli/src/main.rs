@@ -18,6 +18,7 @@ mod cmd_study;
 mod cmd_teacher;
 mod data_parallel;
 mod gpu_args;
+mod setting_flag;
 mod ui;
 
 use clap::{Parser, Subcommand};

@@ -197,6 +197,44 @@ pub fn parse_setting<T: DeserializeOwned>(s: &str) -> std::result::Result<T, Str
     T::deserialize(toml::Value::String(s.trim().to_string())).map_err(|e| e.message().to_string())
 }
 
+/// The values a setting enum takes, as its profile key spells them (serde's
+/// names after `rename_all`, in declaration order), read from the type's own
+/// `Deserialize`: the command line lists them without a hand-typed copy.
+/// `None` for a type that deserialises from a string (`try_from`).
+pub fn setting_names<T: DeserializeOwned>() -> Option<&'static [&'static str]> {
+    use serde::de::{self, Visitor};
+
+    /// A deserializer that answers nothing but records the variants an
+    /// enum asks for.
+    struct Probe(Option<&'static [&'static str]>);
+    impl<'de> de::Deserializer<'de> for &mut Probe {
+        type Error = de::value::Error;
+        fn deserialize_any<V: Visitor<'de>>(
+            self,
+            _: V,
+        ) -> std::result::Result<V::Value, Self::Error> {
+            Err(de::Error::custom("not an enum"))
+        }
+        fn deserialize_enum<V: Visitor<'de>>(
+            self,
+            _: &'static str,
+            variants: &'static [&'static str],
+            _: V,
+        ) -> std::result::Result<V::Value, Self::Error> {
+            self.0 = Some(variants);
+            Err(de::Error::custom("names read"))
+        }
+        serde::forward_to_deserialize_any! {
+            bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string
+            bytes byte_buf option unit unit_struct newtype_struct seq tuple
+            tuple_struct map struct identifier ignored_any
+        }
+    }
+    let mut p = Probe(None);
+    let _ = T::deserialize(&mut p);
+    p.0
+}
+
 /// Refuse top-level keys other than [`SECTIONS`], sections that are not
 /// tables, and entries of `[teachers]` / `[students]` that are not named
 /// sub-tables.
@@ -359,5 +397,50 @@ mod tests {
         assert_eq!(parse_setting::<Mode>(" per-teacher "), Ok(Mode::PerTeacher));
         let e = parse_setting::<Mode>("avg").unwrap_err();
         assert!(e.contains("per-teacher") && e.contains("averaged"), "{e}");
+    }
+
+    #[test]
+    fn setting_names_are_the_profile_spellings() {
+        assert_eq!(
+            setting_names::<Mode>(),
+            Some(&["per-teacher", "averaged"][..])
+        );
+        for name in setting_names::<Mode>().unwrap() {
+            assert!(parse_setting::<Mode>(name).is_ok(), "{name}");
+        }
+        // Not an enum, or one that parses from a string: no list.
+        assert_eq!(setting_names::<u32>(), None);
+        assert_eq!(setting_names::<crate::MixMode>(), None);
+    }
+
+    #[test]
+    fn overlay_of_a_flags_struct_sets_the_given_flags_only() {
+        #[derive(serde::Serialize)]
+        struct Flags {
+            mode: Option<Mode>,
+            #[serde(rename = "fit.epochs")]
+            epochs: Option<usize>,
+            #[serde(rename = "fit.lr")]
+            lr: Option<f64>,
+        }
+        let given = Flags {
+            mode: Some(Mode::Averaged),
+            epochs: Some(7),
+            lr: None,
+        };
+        let mut base = toml::Table::new();
+        base.insert("mode".into(), "per-teacher".into());
+        let mut fit = toml::Table::new();
+        fit.insert("lr".into(), 0.5.into());
+        fit.insert("epochs".into(), 3.into());
+        base.insert("fit".into(), fit.into());
+        Overlay::of(&given).lay_over(&mut base);
+        assert_eq!(base["mode"].as_str(), Some("averaged"));
+        assert_eq!(base["fit"]["epochs"].as_integer(), Some(7));
+        assert_eq!(
+            base["fit"]["lr"].as_float(),
+            Some(0.5),
+            "a flag not given leaves the key"
+        );
     }
 }

@@ -9,10 +9,11 @@ pub use inspect::InspectArgs;
 pub use verify::VerifyArgs;
 
 use crate::data_parallel::visible_gpus;
+use crate::setting_flag::setting;
 use crate::ui::{Bars, bytes, out};
 use anyhow::Context;
 use kd_core::parse_device;
-use kd_core::profile::{Layered, Overlay, Profile, layered, parse_setting};
+use kd_core::profile::{Layered, Overlay, Profile, layered};
 use kd_core::{Crop, MixMode, Partners};
 use kd_logit_cache::{BuildOptions, CacheConfig, Dtype, Outcome, TeacherInput, parse_shard};
 use std::path::PathBuf;
@@ -55,67 +56,11 @@ pub struct BuildArgs {
     /// Profile TOML whose [cache] section gives defaults for every option.
     #[arg(long)]
     profile: Option<PathBuf>,
-    /// Views per sample (view 0 is the plain image).
-    #[arg(long)]
-    views: Option<usize>,
-    /// Stored dtype: f16 (default) or f32.
-    #[arg(long, value_parser = parse_setting::<Dtype>)]
-    dtype: Option<Dtype>,
-    /// Store only the k largest logits per view (values + uint16 indices);
-    /// 0 stores every logit. Default: every logit below 100 classes, the
-    /// 10 largest from 100 classes on.
-    #[arg(long)]
-    top_k: Option<usize>,
+    #[command(flatten)]
+    settings: CacheSettings,
     /// auto, cpu, cuda or cuda:N (default: the [cache] section's `device`, else auto).
     #[arg(long)]
     device: Option<String>,
-    /// Views per teacher forward pass.
-    #[arg(long)]
-    batch_size: Option<usize>,
-    /// Seed of the view generator.
-    #[arg(long)]
-    seed: Option<u64>,
-    /// How each view's box is drawn: pad-crop (default: pad with zeros,
-    /// an image-sized box at a random offset; for 28-32 px images) or
-    /// resized-crop (a random box of --crop-scale of the area and
-    /// --crop-ratio aspect, resized bilinearly to the image size; for larger
-    /// images). The box and flip are stored in views/params either way.
-    #[arg(long, value_name = "pad-crop|resized-crop", value_parser = parse_setting::<Crop>)]
-    crop: Option<Crop>,
-    /// Resized-crop: area fraction range LOW,HIGH (default 0.08,1).
-    #[arg(long, value_name = "LOW,HIGH", value_parser = parse_range)]
-    crop_scale: Option<[f64; 2]>,
-    /// Resized-crop: width/height range LOW,HIGH (default 0.75,1.3333).
-    #[arg(long, value_name = "LOW,HIGH", value_parser = parse_range)]
-    crop_ratio: Option<[f64; 2]>,
-    /// Pad-crop: zero padding before the random crop.
-    #[arg(long)]
-    pad: Option<u8>,
-    /// No horizontal flips in the views.
-    #[arg(long)]
-    no_flip: bool,
-    /// Mixed views (function matching): none, mixup, cutmix or mixup-cutmix
-    /// (one of the two per mixed view). The teachers' logits are those of
-    /// the mixed image; the student rebuilds it from the store.
-    #[arg(long, value_parser = parse_setting::<MixMode>)]
-    mix: Option<MixMode>,
-    /// Probability that a view 1..K-1 is mixed (view 0 never is).
-    #[arg(long)]
-    mix_prob: Option<f64>,
-    /// Beta(alpha, alpha) parameter of the mixing weight.
-    #[arg(long)]
-    mix_alpha: Option<f64>,
-    /// Where a mixed view's partner comes from: any (default: any other
-    /// training sample) or chunk (one of the same stored chunk of the
-    /// dataset: for datasets larger than the data cache, KD_DATA_CACHE).
-    #[arg(long, value_name = "any|chunk", value_parser = parse_setting::<Partners>)]
-    mix_partners: Option<Partners>,
-    /// Samples per shard file.
-    #[arg(long)]
-    shard_samples: Option<usize>,
-    /// Samples per inner (compressed) chunk.
-    #[arg(long)]
-    chunk_samples: Option<usize>,
     /// Fill only shards s with s % n == i (i/n); then `kd cache finalize`.
     /// `auto` takes i/n from the scheduler: a Slurm job array
     /// (SLURM_ARRAY_TASK_ID, _MIN, _STEP, _COUNT) or a Kubernetes Indexed
@@ -141,6 +86,82 @@ pub struct BuildArgs {
     /// Stop after writing this many shards, as if killed (tests).
     #[arg(long, hide = true)]
     stop_after_shards: Option<usize>,
+}
+
+/// The `[cache]` settings as flags: each one given replaces the profile's
+/// key of the same name.
+#[derive(clap::Args, serde::Serialize)]
+// `--mix-prob -0.5` reaches the range check and its message.
+#[command(allow_negative_numbers = true)]
+struct CacheSettings {
+    /// Views per sample (view 0 is the plain image).
+    #[arg(long)]
+    views: Option<usize>,
+    /// Stored dtype: f16 (default) or f32.
+    #[arg(long, value_parser = setting::<Dtype>())]
+    dtype: Option<Dtype>,
+    /// Store only the k largest logits per view (values + uint16 indices);
+    /// 0 stores every logit. Default: every logit below 100 classes, the
+    /// 10 largest from 100 classes on.
+    #[arg(long)]
+    top_k: Option<usize>,
+    /// Views per teacher forward pass.
+    #[arg(long)]
+    batch_size: Option<usize>,
+    /// Seed of the view generator.
+    #[arg(long)]
+    seed: Option<u64>,
+    /// How each view's box is drawn: pad-crop (default: pad with zeros,
+    /// an image-sized box at a random offset; for 28-32 px images) or
+    /// resized-crop (a random box of --crop-scale of the area and
+    /// --crop-ratio aspect, resized bilinearly to the image size; for larger
+    /// images). The box and flip are stored in views/params either way.
+    #[arg(long, value_parser = setting::<Crop>())]
+    crop: Option<Crop>,
+    /// Resized-crop: area fraction range LOW,HIGH (default 0.08,1).
+    #[arg(long, value_name = "LOW,HIGH", value_parser = parse_range)]
+    crop_scale: Option<[f64; 2]>,
+    /// Resized-crop: width/height range LOW,HIGH (default 0.75,1.3333).
+    #[arg(long, value_name = "LOW,HIGH", value_parser = parse_range)]
+    crop_ratio: Option<[f64; 2]>,
+    /// Pad-crop: zero padding before the random crop.
+    #[arg(long)]
+    pad: Option<u8>,
+    /// No horizontal flips in the views.
+    #[arg(long)]
+    #[serde(
+        rename = "flip",
+        skip_serializing_if = "std::ops::Not::not",
+        serialize_with = "flip_off"
+    )]
+    no_flip: bool,
+    /// Mixed views (function matching): none, mixup, cutmix or mixup-cutmix
+    /// (one of the two per mixed view). The teachers' logits are those of
+    /// the mixed image; the student rebuilds it from the store.
+    #[arg(long, value_parser = setting::<MixMode>().named(&MixMode::NAMES))]
+    mix: Option<MixMode>,
+    /// Probability that a view 1..K-1 is mixed (view 0 never is).
+    #[arg(long)]
+    mix_prob: Option<f64>,
+    /// Beta(alpha, alpha) parameter of the mixing weight.
+    #[arg(long)]
+    mix_alpha: Option<f64>,
+    /// Where a mixed view's partner comes from: any (default: any other
+    /// training sample) or chunk (one of the same stored chunk of the
+    /// dataset: for datasets larger than the data cache, KD_DATA_CACHE).
+    #[arg(long, value_parser = setting::<Partners>())]
+    mix_partners: Option<Partners>,
+    /// Samples per shard file.
+    #[arg(long)]
+    shard_samples: Option<usize>,
+    /// Samples per inner (compressed) chunk.
+    #[arg(long)]
+    chunk_samples: Option<usize>,
+}
+
+/// `--no-flip` is the profile's `flip = false`.
+fn flip_off<S: serde::Serializer>(no_flip: &bool, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_bool(!no_flip)
 }
 
 #[derive(clap::Args)]
@@ -171,24 +192,7 @@ pub(crate) fn parse_range(s: &str) -> Result<[f64; 2], String> {
 
 fn build(a: BuildArgs) -> anyhow::Result<()> {
     let prof = a.profile.as_deref().map(Profile::load).transpose()?;
-    let mut flags = Overlay::default();
-    flags
-        .set("views", a.views)
-        .set("dtype", a.dtype)
-        .set("top_k", a.top_k)
-        .set("batch_size", a.batch_size)
-        .set("seed", a.seed)
-        .set("crop", a.crop)
-        .set("crop_scale", a.crop_scale)
-        .set("crop_ratio", a.crop_ratio)
-        .set("pad", a.pad)
-        .set("flip", a.no_flip.then_some(false))
-        .set("mix", a.mix)
-        .set("mix_prob", a.mix_prob)
-        .set("mix_alpha", a.mix_alpha)
-        .set("mix_partners", a.mix_partners)
-        .set("shard_samples", a.shard_samples)
-        .set("chunk_samples", a.chunk_samples);
+    let flags = Overlay::of(&a.settings);
     let Layered {
         config: mut cfg,
         device,
