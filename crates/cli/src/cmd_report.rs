@@ -2,7 +2,9 @@
 //! (markdown, charts, manifest) is made by the kd-report library.
 
 use crate::ui::out;
-use kd_report::{Outcome, ReportConfig};
+use anyhow::Context;
+use kd_core::Outcome;
+use kd_report::ReportConfig;
 use std::path::PathBuf;
 
 #[derive(clap::Args)]
@@ -26,7 +28,11 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     cfg.force = a.force;
     match kd_report::write_report(&cfg)? {
         Outcome::UpToDate => out(format!("{}: up to date", cfg.out.display())),
-        Outcome::Wrote { markdown } => out(markdown),
+        Outcome::Wrote(_) => {
+            let md = cfg.out.join(kd_report::report::MARKDOWN);
+            out(std::fs::read_to_string(&md).with_context(|| md.display().to_string())?)
+        }
+        Outcome::Stopped { .. } | Outcome::Follower { .. } => {}
     }
     Ok(())
 }

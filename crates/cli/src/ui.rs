@@ -137,8 +137,8 @@ pub fn outcome(
     out(match o {
         kd_core::Outcome::UpToDate => format!("{d}: up to date"),
         kd_core::Outcome::Wrote(m) => format!("{d}: {}", wrote(m)),
-        kd_core::Outcome::Stopped { epochs_done } => {
-            format!("{d}: stopped after {epochs_done} epochs")
+        kd_core::Outcome::Stopped { done } => {
+            format!("{d}: stopped after {done} epochs")
         }
         kd_core::Outcome::Follower { rank } => {
             format!("{d}: rank {rank} trained its share; rank 0 wrote the artifact")

@@ -80,6 +80,13 @@ pub enum CoreError {
     OutOccupied { dir: PathBuf, msg: String },
     #[error("device {0}")]
     Device(String),
+    /// A setting (flag or profile key, the same name) out of its range.
+    #[error("setting {setting} = {value}: must be {want}")]
+    Setting {
+        setting: String,
+        value: String,
+        want: String,
+    },
     #[error("{0}")]
     Invalid(String),
     /// A collective of data-parallel training failed (a peer died or

@@ -35,15 +35,18 @@ use tch::nn::VarStore;
 pub const WEIGHTS: &str = "weights.safetensors";
 
 /// What a stage did.
-#[derive(Debug)]
+#[derive(Debug, PartialEq)]
 pub enum Outcome {
     /// A finished artifact with the same config and inputs is already there.
     UpToDate,
     /// The artifact was written; its manifest.
     Wrote(Box<Manifest>),
-    /// `FitOptions::stop_after` ended training early (tests); the
-    /// checkpoint is kept and no artifact is written.
-    Stopped { epochs_done: usize },
+    /// The run ended before the artifact was complete and wrote no
+    /// manifest; what it did is kept for the next run. Training stopped by
+    /// `FitOptions::stop_after` (tests; `done` epochs), or a store build's
+    /// worker whose shards are written (`--shard`, or a stop; `done`
+    /// shards), to be finished by `kd cache finalize`.
+    Stopped { done: usize },
     /// A data-parallel rank other than 0 trained its share of every batch;
     /// rank 0 wrote the artifact.
     Follower { rank: usize },

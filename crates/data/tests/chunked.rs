@@ -22,7 +22,8 @@ fn dataset(dir: &Path) {
     let names: Vec<String> = (0..10).map(|c| c.to_string()).collect();
     let splits = vec![("train".to_string(), train), ("test".to_string(), test)];
     kd_data::write_dataset(dir, &splits, &names, "synthetic").unwrap();
-    let stage = kd_core::StageRun::new(kd_data::store::STAGE, dir, serde_json::json!({}), vec![]);
+    let stage = kd_core::StageRun::new(kd_data::store::STAGE, dir, serde_json::json!({}), vec![])
+        .leaves(&[kd_data::store::STORE]);
     assert!(stage.claim(false).unwrap());
     stage
         .seal(

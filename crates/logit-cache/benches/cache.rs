@@ -11,11 +11,12 @@
 //! `KD_BENCH_QUICK=1` runs fewer repetitions.
 #![allow(clippy::print_stdout)]
 
+use kd_core::Outcome;
 use kd_core::{Silent, ViewBatch};
 use kd_data::Dataset;
 use kd_data::augment::{batch_tensor_mixed, lut};
 use kd_logit_cache::testing::{ConvTeacher, synthetic_dataset, teacher_artifact};
-use kd_logit_cache::{BuildOptions, CacheConfig, LogitStore, Outcome, TeacherInput, build};
+use kd_logit_cache::{BuildOptions, CacheConfig, LogitStore, TeacherInput, build};
 use std::path::Path;
 use std::time::Instant;
 use tch::{Device, Kind};
@@ -127,8 +128,8 @@ fn main() {
         )
         .unwrap();
         t_build.push(t.elapsed().as_secs_f64());
-        if let Outcome::Finished { stats, .. } = o {
-            all_stats.push(stats);
+        if let Outcome::Wrote(_) = o.outcome {
+            all_stats.push(o.stats);
         }
     }
     let (ti, tb) = (median(t_inf), median(t_build));

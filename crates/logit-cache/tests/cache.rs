@@ -2,13 +2,14 @@
 //! refuse bad input, on a tiny synthetic dataset with seeded conv teachers.
 
 use half::f16;
+use kd_core::Outcome;
 use kd_core::manifest::{Manifest, manifest_hash};
 use kd_core::{Crop, Silent, Teacher, ViewParams};
 use kd_data::Dataset;
 use kd_data::augment::{batch_tensor, lut};
 use kd_logit_cache::testing::{ConvTeacher, synthetic_dataset, teacher_artifact};
 use kd_logit_cache::{
-    BuildOptions, CacheConfig, Dtype, LogitStore, Outcome, TeacherInput, build, finalize, inspect,
+    BuildOptions, Built, CacheConfig, Dtype, LogitStore, TeacherInput, build, finalize, inspect,
     verify,
 };
 use std::collections::BTreeMap;
@@ -78,7 +79,7 @@ fn run(
     out: &Path,
     c: &CacheConfig,
     opts: &BuildOptions,
-) -> kd_logit_cache::Result<Outcome> {
+) -> kd_logit_cache::Result<Built> {
     build(&f.dataset, &teachers(f), out, c, opts, &Silent)
 }
 
@@ -198,12 +199,8 @@ fn write_then_read_back_bit_exact_in_every_form() {
         let o = run(&f, &out, &c, &BuildOptions::default()).unwrap();
         assert!(
             matches!(
-                o,
-                Outcome::Finished {
-                    written: 4,
-                    skipped: 0,
-                    ..
-                }
+                (&o.outcome, o.written, o.skipped),
+                (Outcome::Wrote(_), 4, 0)
             ),
             "{o:?}"
         );
@@ -296,12 +293,8 @@ fn killed_and_resumed_build_is_byte_identical() {
     let o = run(&f, &resumed, &c, &stop).unwrap();
     assert!(
         matches!(
-            o,
-            Outcome::Partial {
-                written: 2,
-                skipped: 0,
-                ..
-            }
+            (&o.outcome, o.written, o.skipped),
+            (Outcome::Stopped { .. }, 2, 0)
         ),
         "{o:?}"
     );
@@ -317,12 +310,8 @@ fn killed_and_resumed_build_is_byte_identical() {
     let o = run(&f, &resumed, &c, &BuildOptions::default()).unwrap();
     assert!(
         matches!(
-            o,
-            Outcome::Finished {
-                written: 2,
-                skipped: 2,
-                ..
-            }
+            (&o.outcome, o.written, o.skipped),
+            (Outcome::Wrote(_), 2, 2)
         ),
         "{o:?}"
     );
@@ -338,7 +327,9 @@ fn killed_and_resumed_build_is_byte_identical() {
     assert_eq!(manifest_sans_time(&whole), manifest_sans_time(&resumed));
     // Rerun: nothing to do.
     assert!(matches!(
-        run(&f, &resumed, &c, &BuildOptions::default()).unwrap(),
+        run(&f, &resumed, &c, &BuildOptions::default())
+            .unwrap()
+            .outcome,
         Outcome::UpToDate
     ));
 }
@@ -368,12 +359,8 @@ fn shard_worker_process() {
     let o = run(&f, Path::new(parts[3]), &cfg(Dtype::F16, Some(3)), &opts).unwrap();
     assert!(
         matches!(
-            o,
-            Outcome::Partial {
-                written: 2,
-                skipped: 0,
-                ..
-            }
+            (&o.outcome, o.written, o.skipped),
+            (Outcome::Stopped { .. }, 2, 0)
         ),
         "{o:?}"
     );
@@ -827,12 +814,8 @@ fn bad_inputs_are_refused_with_one_clear_line() {
     .unwrap();
     assert!(
         matches!(
-            o,
-            Outcome::Finished {
-                written: 4,
-                skipped: 0,
-                ..
-            }
+            (&o.outcome, o.written, o.skipped),
+            (Outcome::Wrote(_), 4, 0)
         ),
         "{o:?}"
     );
@@ -846,12 +829,8 @@ fn bad_inputs_are_refused_with_one_clear_line() {
     let o = run(&f, &out, &c, &BuildOptions::default()).unwrap();
     assert!(
         matches!(
-            o,
-            Outcome::Finished {
-                written: 4,
-                skipped: 0,
-                ..
-            }
+            (&o.outcome, o.written, o.skipped),
+            (Outcome::Wrote(_), 4, 0)
         ),
         "{o:?}"
     );

@@ -17,5 +17,5 @@ pub mod report;
 pub mod study;
 
 pub use error::{ReportError, Result};
-pub use report::{Outcome, ReportConfig, write_report};
+pub use report::{ReportConfig, write_report};
 pub use study::{StudyConfig, write_study};

@@ -170,7 +170,7 @@ pub fn train_stage(
     if history.len() < cfg.epochs {
         // Stopped early on purpose (tests): keep the checkpoint, write no artifact.
         return Ok(Outcome::Stopped {
-            epochs_done: history.len(),
+            done: history.len(),
         });
     }
     if let Some(g) = opts.group().filter(|g| !g.is_leader()) {

@@ -457,7 +457,7 @@ fn resume_after_interruption_equals_straight_run() {
         &RunOptions::new(CPU, &Silent).fit(stop.clone()),
     )
     .unwrap();
-    assert!(matches!(o, Outcome::Stopped { epochs_done: 1 }), "{o:?}");
+    assert!(matches!(o, Outcome::Stopped { done: 1 }), "{o:?}");
     assert!(!b.join("manifest.json").exists());
     // A different config must not resume from this checkpoint.
     let other = StudentConfig {

@@ -121,7 +121,7 @@ pub fn train_stage(
     let mut fold_metrics = vec![];
     let (models, history, folds) = match cfg.folds {
         None => match job.train_one(train, out, &identity)? {
-            Err(epochs_done) => return Ok(Outcome::Stopped { epochs_done }),
+            Err(epochs_done) => return Ok(Outcome::Stopped { done: epochs_done }),
             Ok(_) if !opts.is_leader() => return Ok(follower(opts)),
             Ok((vs, net, history)) => {
                 vs.save(out.join(WEIGHTS))?;
@@ -139,7 +139,7 @@ pub fn train_stage(
                 tracing::info!(%name, fold = f, of = k, train = keep.len(), "training fold model");
                 let fold_id = json!({"teacher": identity, "fold": f, "folds": k});
                 let (vs, net, h) = match job.train_fold(&train.select(&keep), &dir, &fold_id)? {
-                    Err(epochs_done) => return Ok(Outcome::Stopped { epochs_done }),
+                    Err(epochs_done) => return Ok(Outcome::Stopped { done: epochs_done }),
                     Ok(m) => m,
                 };
                 if !opts.is_leader() {

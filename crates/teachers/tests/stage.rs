@@ -104,7 +104,7 @@ fn train_resume_load_and_evaluate() {
         &RunOptions::new(Device::Cpu, &Silent).fit(stop.clone()),
     )
     .unwrap();
-    assert!(matches!(r, Outcome::Stopped { epochs_done: 1 }), "{r:?}");
+    assert!(matches!(r, Outcome::Stopped { done: 1 }), "{r:?}");
     assert!(!b.join("manifest.json").exists());
     assert!(b.join("ckpt/state.json").is_file());
     let r = train_stage(
@@ -114,7 +114,7 @@ fn train_resume_load_and_evaluate() {
         &RunOptions::new(Device::Cpu, &Silent).fit(stop.clone()),
     )
     .unwrap();
-    assert!(matches!(r, Outcome::Stopped { epochs_done: 2 }), "{r:?}");
+    assert!(matches!(r, Outcome::Stopped { done: 2 }), "{r:?}");
     assert!(matches!(
         train_stage(&cfg, &data, &b, &RunOptions::new(Device::Cpu, &Silent)).unwrap(),
         Outcome::Wrote(_)
@@ -252,7 +252,7 @@ fn bad_input_is_refused_without_a_manifest() {
             &RunOptions::new(Device::Cpu, &Silent).fit(stop.clone())
         )
         .unwrap(),
-        Outcome::Stopped { epochs_done: 1 }
+        Outcome::Stopped { done: 1 }
     ));
     let mut other = cfg.clone();
     other.fit.lr = 1e-3;

@@ -12,10 +12,11 @@ use crate::data_parallel::visible_gpus;
 use crate::setting_flag::setting;
 use crate::ui::{Bars, bytes, out};
 use anyhow::Context;
+use kd_core::Outcome;
 use kd_core::parse_device;
 use kd_core::profile::{Layered, Overlay, Profile, layered};
 use kd_core::{Crop, MixMode, Partners};
-use kd_logit_cache::{BuildOptions, CacheConfig, Dtype, Outcome, TeacherInput, parse_shard};
+use kd_logit_cache::{BuildOptions, CacheConfig, Dtype, TeacherInput, parse_shard};
 use std::path::PathBuf;
 
 #[derive(clap::Subcommand)]
@@ -243,11 +244,10 @@ fn build(a: BuildArgs) -> anyhow::Result<()> {
     let o = kd_logit_cache::build(&a.dataset, &teachers, &a.out, &cfg, &opts, &Bars::default())
         .with_context(|| format!("cache build into {}", a.out.display()))?;
     let secs = t0.elapsed().as_secs_f64();
-    match o {
+    let (written, skipped, stats) = (o.written, o.skipped, o.stats);
+    match o.outcome {
         Outcome::UpToDate => out(format!("{}: up to date", a.out.display())),
-        Outcome::Partial {
-            written, skipped, ..
-        } => out(format!(
+        Outcome::Stopped { .. } => out(format!(
             "{}: {written} shards written, {skipped} already done, {:.1}s{}",
             a.out.display(),
             secs,
@@ -257,12 +257,7 @@ fn build(a: BuildArgs) -> anyhow::Result<()> {
                 " (stopped early)"
             }
         )),
-        Outcome::Finished {
-            written,
-            skipped,
-            manifest,
-            stats,
-        } => {
+        Outcome::Wrote(manifest) => {
             let m = &manifest.metrics;
             out(format!(
                 "{}: {} samples x {} views, {} shards ({written} written, {skipped} already done), {} stored, {:.1}s \
@@ -278,6 +273,7 @@ fn build(a: BuildArgs) -> anyhow::Result<()> {
                 stats.send_wait + stats.drain
             ))
         }
+        Outcome::Follower { .. } => {}
     }
     Ok(())
 }

@@ -4,7 +4,11 @@
 use crate::error::{CoreError, Result};
 
 fn bad(name: &str, v: impl std::fmt::Display, want: &str) -> CoreError {
-    CoreError::Invalid(format!("setting {name} = {v}: must be {want}"))
+    CoreError::Setting {
+        setting: name.into(),
+        value: v.to_string(),
+        want: want.into(),
+    }
 }
 
 /// Finite and > 0.
@@ -45,5 +49,26 @@ pub fn count(name: &str, v: usize) -> Result<()> {
         Ok(())
     } else {
         Err(bad(name, v, "at least 1"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_setting_out_of_range_is_one_typed_error_naming_it() {
+        let e = within("alpha", 2.0, 0.0, 1.0, false).unwrap_err();
+        assert!(
+            matches!(&e, CoreError::Setting { setting, value, .. } if setting == "alpha" && value == "2"),
+            "{e:?}"
+        );
+        assert_eq!(e.to_string(), "setting alpha = 2: must be in [0, 1]");
+        assert!(matches!(
+            positive("lr", f64::NAN),
+            Err(CoreError::Setting { .. })
+        ));
+        assert!(matches!(count("epochs", 0), Err(CoreError::Setting { .. })));
+        assert!(non_negative("tau", 0.0).is_ok() && count("epochs", 1).is_ok());
     }
 }

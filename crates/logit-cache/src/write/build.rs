@@ -11,10 +11,11 @@ use super::finalize::finalize_inner;
 use super::infer::run_teacher;
 use super::teachers::check_teachers;
 use super::writer::{ShardData, open_for_write, write_shard};
-use super::{BuildOptions, BuildStats, Outcome, TeacherInput};
+use super::{BuildOptions, BuildStats, Built, TeacherInput};
 use crate::config::CacheConfig;
 use crate::error::{CacheError, Result, io_err};
 use crate::layout::{MARKERS, STAGE, StoreMeta, marker_path, store_dir, store_key};
+use kd_core::Outcome;
 use kd_core::manifest::{InputRef, Manifest};
 use kd_core::stage::StageRun;
 use kd_core::zarr::{self, ZArray};
@@ -34,7 +35,7 @@ pub fn build(
     cfg: &CacheConfig,
     opts: &BuildOptions,
     progress: &dyn Progress,
-) -> Result<Outcome> {
+) -> Result<Built> {
     if let Some((i, n)) = opts.shard {
         if n == 0 || i >= n {
             return Err(CacheError::Invalid(format!(
@@ -121,7 +122,12 @@ pub fn build(
         .leaves(&[MARKERS])
         .claim(opts.force)?
     {
-        return Ok(Outcome::UpToDate);
+        return Ok(Built {
+            outcome: Outcome::UpToDate,
+            written: 0,
+            skipped: 0,
+            stats: BuildStats::default(),
+        });
     }
     // Before anything is removed: a second build into the same directory
     // stops here instead of computing every shard again.
@@ -320,7 +326,8 @@ pub fn build(
     if opts.shard.is_some() || stopped {
         stats.total = t_start.elapsed().as_secs_f64();
         tracing::info!(written, skipped, stopped, ?stats, "shards done");
-        return Ok(Outcome::Partial {
+        return Ok(Built {
+            outcome: Outcome::Stopped { done: written },
             written,
             skipped,
             stats,
@@ -332,10 +339,10 @@ pub fn build(
     stats.finalize = t_fin.elapsed().as_secs_f64();
     stats.total = t_start.elapsed().as_secs_f64();
     tracing::debug!(?stats, "build timings");
-    Ok(Outcome::Finished {
+    Ok(Built {
+        outcome: Outcome::Wrote(Box::new(manifest)),
         written,
         skipped,
-        manifest: Box::new(manifest),
         stats,
     })
 }

@@ -29,7 +29,7 @@ pub use finalize::{check_shards, finalize};
 pub use shard_arg::{parse_shard, shard_from_env};
 pub use teachers::TeacherInput;
 
-use kd_core::manifest::Manifest;
+use kd_core::Outcome;
 
 /// How this process takes part in a build (none of it changes the store's bytes).
 #[derive(Clone, Debug, Default)]
@@ -42,23 +42,17 @@ pub struct BuildOptions {
     pub stop_after_shards: Option<usize>,
 }
 
+/// What a store build did: the stage's [`Outcome`] (`UpToDate`; `Wrote`
+/// once every shard is present and the manifest is written; `Stopped` for a
+/// worker whose shards are done, `--shard` or a stop) and its work.
 #[derive(Debug)]
-pub enum Outcome {
-    /// A finished store with the same config and inputs is already there.
-    UpToDate,
-    /// This worker's shards are all done (`--shard`, or a stop); no manifest.
-    Partial {
-        written: usize,
-        skipped: usize,
-        stats: BuildStats,
-    },
-    /// All shards present; the manifest is written.
-    Finished {
-        written: usize,
-        skipped: usize,
-        manifest: Box<Manifest>,
-        stats: BuildStats,
-    },
+pub struct Built {
+    pub outcome: Outcome,
+    /// Shards this run wrote.
+    pub written: usize,
+    /// Shards an earlier run had already written.
+    pub skipped: usize,
+    pub stats: BuildStats,
 }
 
 /// Where a build's time went (seconds). `send_wait` is the time inference

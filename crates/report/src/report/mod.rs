@@ -11,6 +11,7 @@ use crate::error::{ReportError, Result, io_at};
 use crate::naming::{self, LIVE};
 use crate::numbers::{bytes, mean_sd, pct};
 use crate::plot::{Chart, Series};
+use kd_core::Outcome;
 use kd_core::manifest::{InputRef, Manifest, OutputRef, read_json};
 use kd_core::metrics::{DatasetMetrics, StudentMetrics, TeacherMetrics};
 use kd_core::stage::StageRun;
@@ -56,14 +57,6 @@ impl ReportConfig {
             force: false,
         }
     }
-}
-
-#[derive(Clone, Debug, PartialEq)]
-pub enum Outcome {
-    /// Nothing the report summarises changed since it was written.
-    UpToDate,
-    /// `report.md` (its text here), the charts and the manifest were written.
-    Wrote { markdown: String },
 }
 
 /// The distillation settings of a student, from its manifest's
@@ -279,7 +272,7 @@ pub fn write_report(cfg: &ReportConfig) -> Result<Outcome> {
             outputs.push(OutputRef::of(&cfg.out, f, false)?);
         }
     }
-    stage.seal(&[], outputs, serde_json::Value::Null)?;
+    let m = stage.seal(&[], outputs, serde_json::Value::Null)?;
     tracing::info!(out = %cfg.out.display(), "report written");
-    Ok(Outcome::Wrote { markdown: md })
+    Ok(Outcome::Wrote(Box::new(m)))
 }
