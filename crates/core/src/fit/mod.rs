@@ -14,173 +14,35 @@
 pub mod check;
 mod checkpoint;
 mod learner;
+mod options;
 mod summary;
 #[cfg(test)]
 mod tests;
 
 pub use checkpoint::{CHECKPOINT, CHECKPOINT_OLD, remove_checkpoint};
 pub use learner::{Feed, Learner, Prepared, unpack};
+pub use options::{EpochRecord, FitConfig, FitOptions, Prefetch};
 pub use summary::epoch_summary;
 
-use crate::amp::{Precision, autocast};
+use crate::amp::autocast;
 use crate::data_parallel;
 use crate::error::{CoreError, Result};
 use crate::figures::{DEFAULT_SYNC_EVERY, Figures, check_loss};
-use crate::optim::{AdamW, AdamWConfig, cosine_lr};
+use crate::optim::{AdamW, cosine_lr};
 use crate::progress::{Progress, Silent};
 use crate::rng::key;
 use crate::sampler::epoch_order;
 use checkpoint::{CkptState, resume, save_checkpoint};
 use learner::PREFETCH_DEPTH;
-use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::rc::Rc;
 use std::time::Instant;
 use summary::running_means;
 use tch::{Tensor, nn::VarStore};
 
 fn is_one(n: &usize) -> bool {
     *n == 1
-}
-
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct FitConfig {
-    pub epochs: usize,
-    pub batch_size: usize,
-    pub lr: f64,
-    pub min_lr: f64,
-    pub warmup_epochs: f64,
-    pub seed: u64,
-    pub adamw: AdamWConfig,
-    /// Precision of the training forward pass (see [`crate::amp`]); absent
-    /// from the serialised config when f32, so older artifacts stay current.
-    #[serde(skip_serializing_if = "Precision::is_f32")]
-    pub precision: Precision,
-    /// Evaluate after every n-th epoch and after the last (evaluating a
-    /// 10000-image test split after each of 100 short epochs would cost more
-    /// than the training). Absent from the serialised config when 1.
-    #[serde(skip_serializing_if = "is_one")]
-    pub eval_every: usize,
-}
-
-impl FitConfig {
-    /// Refuse settings that cannot train, before any work.
-    pub fn validate(&self) -> Result<()> {
-        check::count("epochs", self.epochs)?;
-        check::count("batch_size", self.batch_size)?;
-        check::count("eval_every", self.eval_every)?;
-        check::positive("lr", self.lr)?;
-        check::non_negative("min_lr", self.min_lr)?;
-        if self.min_lr > self.lr {
-            return Err(CoreError::Invalid(format!(
-                "setting min_lr = {} is above lr = {}",
-                self.min_lr, self.lr
-            )));
-        }
-        check::non_negative("warmup_epochs", self.warmup_epochs)?;
-        check::non_negative("weight_decay", self.adamw.weight_decay)?;
-        check::within("beta1", self.adamw.beta1, 0.0, 1.0, true)?;
-        check::within("beta2", self.adamw.beta2, 0.0, 1.0, true)?;
-        check::positive("eps", self.adamw.eps)
-    }
-}
-
-impl Default for FitConfig {
-    fn default() -> Self {
-        FitConfig {
-            epochs: 10,
-            batch_size: 128,
-            lr: 2e-3,
-            min_lr: 1e-5,
-            warmup_epochs: 1.0,
-            seed: 0,
-            adamw: AdamWConfig::default(),
-            precision: Precision::F32,
-            eval_every: 1,
-        }
-    }
-}
-
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct EpochRecord {
-    pub epoch: usize,
-    pub lr: f64,
-    pub train: BTreeMap<String, f64>,
-    pub eval: Map<String, Value>,
-    pub train_seconds: f64,
-    pub images_per_sec: f64,
-    /// Data-parallel runs: seconds of `train_seconds` this rank spent in the
-    /// gradient all-reduce (waiting for the slowest rank included). Absent
-    /// in one process, so its metrics read as before the field existed.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub allreduce_seconds: Option<f64>,
-}
-
-/// Options that do not change the result (beyond float summation order).
-#[derive(Clone, Debug, Default)]
-pub struct FitOptions {
-    /// Stop (as if killed) after this many epochs in this process; for tests.
-    pub stop_after: Option<usize>,
-    /// The data-parallel group this process trains in; `None` (or a group of
-    /// one) trains alone, exactly as without the option.
-    pub dist: Option<Rc<kd_dist::Group>>,
-    /// Steps between two reads of the training figures from the device (0:
-    /// [`DEFAULT_SYNC_EVERY`]). The loss's finiteness is checked at each
-    /// read, so a diverging run stops at most this many steps late, with
-    /// the step named. Data-parallel ranks read every step (the all-reduce
-    /// needs the loss on the host).
-    pub sync_every: usize,
-    /// When a learner's [`Feed`] assembles batches on a second thread
-    /// (the batches are the same either way).
-    pub prefetch: Prefetch,
-}
-
-/// When the next batch is assembled on a second thread while the step
-/// before runs.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub enum Prefetch {
-    /// When the model trains on a GPU, whose steps leave the CPU idle. On
-    /// the CPU the assembling thread would compete for the cores
-    /// libtorch's own threads compute on, and it made training 13-18%
-    /// slower on 2 cores (`cargo bench -p kd-student --bench student`);
-    /// inline assembly there costs a small share of a step.
-    #[default]
-    Auto,
-    /// Always, the CPU included.
-    Always,
-    /// Never: every batch on the training thread.
-    Never,
-}
-
-impl Prefetch {
-    /// Whether batches are prefetched for a model on `device`.
-    pub fn applies(self, device: tch::Device) -> bool {
-        match self {
-            Prefetch::Auto => device != tch::Device::Cpu,
-            Prefetch::Always => true,
-            Prefetch::Never => false,
-        }
-    }
-}
-
-impl FitOptions {
-    /// The data-parallel group, if there is more than one rank.
-    pub fn group(&self) -> Option<&kd_dist::Group> {
-        self.dist.as_deref().filter(|g| g.size() > 1)
-    }
-
-    /// Whether this process writes artifacts: rank 0, or the only process.
-    pub fn is_leader(&self) -> bool {
-        self.group().is_none_or(kd_dist::Group::is_leader)
-    }
-
-    /// Number of data-parallel ranks (1 alone).
-    pub fn world_size(&self) -> usize {
-        self.group().map_or(1, kd_dist::Group::size)
-    }
 }
 
 /// Train `learner` for `cfg.epochs`, resuming from `out/ckpt` if present;

@@ -3,6 +3,7 @@
 //! feed that trains exactly as inline.
 
 use super::*;
+use crate::amp::Precision;
 use crate::progress::Silent;
 use serde_json::json;
 use tch::{Device, Kind, nn, nn::Module};
