@@ -9,6 +9,12 @@
 # Debian's libgloo-dev .deb, unpacked without root: the shim only names Gloo
 # types through pointers, so an older Gloo's headers serve (checked against
 # torch 2.11 and Debian 12's 0.0~git20220518).
+#
+# With a CUDA build of torch it also installs the two small header wheels
+# (CUDA's C runtime headers and CCCL, ~3 MB) that torch's
+# ProcessGroupNCCL.hpp includes and the runtime wheel lacks, at the CUDA
+# version torch runs on, so that kd-dist compiles NCCL in. Without them (no
+# CUDA torch, or pip cannot reach them) kd builds with Gloo alone.
 set -euo pipefail
 TORCH_VERSION="${TORCH_VERSION:-2.11.0}"
 VENV="${KD_TORCH_VENV:-${XDG_CACHE_HOME:-$HOME/.cache}/kd/torch-$TORCH_VERSION}"
@@ -37,8 +43,33 @@ fetch_gloo() {
   touch "$gloo/.kd-ready"
 }
 
+fetch_cuda_headers() {
+  [ -f "$VENV/.kd-cuda-headers" ] && return 0
+  # The CUDA runtime wheel torch depends on names the version to match.
+  local rt
+  rt=$("$VENV/bin/pip" list --disable-pip-version-check 2>/dev/null |
+    awk '$1 ~ /^nvidia-cuda-runtime(-cu1[0-9])?$/ {print $1, $2; exit}')
+  [ -n "$rt" ] || return 0
+  local name=${rt% *} version=${rt#* }
+  local mm
+  mm=$(echo "$version" | cut -d. -f1,2)
+  local pkgs
+  case "$name" in
+    nvidia-cuda-runtime) pkgs="nvidia-cuda-crt==$mm.* nvidia-cuda-cccl==$mm.*" ;;
+    *) local sfx=${name##*-}; pkgs="nvidia-cuda-nvcc-$sfx==$mm.* nvidia-cuda-cccl-$sfx==$mm.*" ;;
+  esac
+  echo "setup-libtorch: CUDA $mm headers for NCCL ($pkgs)" >&2
+  # shellcheck disable=SC2086
+  if "$VENV/bin/pip" install --quiet --disable-pip-version-check --no-deps $pkgs >&2; then
+    touch "$VENV/.kd-cuda-headers"
+  else
+    echo "setup-libtorch: could not install $pkgs; kd will build without NCCL (Gloo only)" >&2
+  fi
+}
+
 if [ -f "$stamp" ] && [ -x "$VENV/bin/python" ]; then
   fetch_gloo
+  fetch_cuda_headers
   echo "$VENV"
   exit 0
 fi
@@ -49,4 +80,5 @@ python3 -m venv "$VENV"
 "$VENV/bin/python" -c "import torch, zarr, safetensors; assert torch.__version__.startswith('$TORCH_VERSION'), torch.__version__" >&2
 touch "$stamp"
 fetch_gloo
+fetch_cuda_headers
 echo "$VENV"

@@ -5,6 +5,7 @@ use crate::setting_flag::setting;
 use crate::ui::outcome;
 use anyhow::Context;
 use kd_core::profile::{Overlay, Profile, layered};
+use kd_core::stage::RunOptions;
 use kd_data::folder::Resize;
 use kd_data::stage::{Format, ImportConfig, import_stage};
 use std::path::PathBuf;
@@ -84,7 +85,7 @@ fn import(a: ImportArgs) -> anyhow::Result<()> {
     let prof = a.profile.as_deref().map(Profile::load).transpose()?;
     let flags = Overlay::of(&a.settings);
     let cfg: ImportConfig = layered(prof.as_ref(), "data", &flags, &[], None)?.config;
-    let o = import_stage(&cfg, &a.out, a.force)
+    let o = import_stage(&cfg, &a.out, &RunOptions::default().force(a.force))
         .with_context(|| format!("data import into {}", a.out.display()))?;
     outcome(&a.out, &o, |m| format!("{} ", m.metrics["samples"]));
     Ok(())

@@ -3,7 +3,7 @@
 
 use crate::ui::out;
 use anyhow::Context;
-use kd_core::Outcome;
+use kd_core::{Outcome, RunOptions};
 use kd_report::ReportConfig;
 use std::path::PathBuf;
 
@@ -25,8 +25,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     if let Some(o) = a.out {
         cfg.out = o;
     }
-    cfg.force = a.force;
-    match kd_report::write_report(&cfg)? {
+    match kd_report::write_report(&cfg, &RunOptions::default().force(a.force))? {
         Outcome::UpToDate => out(format!("{}: up to date", cfg.out.display())),
         Outcome::Wrote(_) => {
             let md = cfg.out.join(kd_report::report::MARKDOWN);

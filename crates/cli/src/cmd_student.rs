@@ -351,12 +351,9 @@ fn train(a: TrainArgs) -> anyhow::Result<()> {
     // Nonsense settings stop here, before any data loads.
     cfg.validate()?;
     let sync_every = a.gpu.apply()?;
-    let dist = a.dist.join()?;
-    let device = place(
-        kd_core::parse_device(&device_spec)?,
-        &device_spec,
-        dist.as_deref(),
-    )?;
+    let asked = kd_core::parse_device(&device_spec)?;
+    let dist = a.dist.join(asked)?;
+    let device = place(asked, &device_spec, dist.as_deref())?;
     // A source string, or (from `make`'s profiles) a list of teacher names.
     let given = run.remove("teachers").map(|v| v.as_str().map(String::from));
     let spec = match (a.teachers, given) {

@@ -263,12 +263,9 @@ fn train(a: TrainArgs) -> anyhow::Result<()> {
         })?;
     }
     let sync_every = a.gpu.apply()?;
-    let dist = a.dist.join()?;
-    let device = place(
-        kd_core::parse_device(&device_spec)?,
-        &device_spec,
-        dist.as_deref(),
-    )?;
+    let asked = kd_core::parse_device(&device_spec)?;
+    let dist = a.dist.join(asked)?;
+    let device = place(asked, &device_spec, dist.as_deref())?;
     let bars = Bars::default();
     let opts = FitOptions {
         dist,

@@ -2,7 +2,7 @@
 //! srun's environment describes, and put each rank on its own GPU.
 
 use kd_core::fit::check;
-use kd_dist::Group;
+use kd_dist::{Backend, BackendChoice, Group};
 use std::rc::Rc;
 use std::time::Duration;
 use tch::Device;
@@ -22,11 +22,24 @@ pub struct DistArgs {
         value_name = "SECS"
     )]
     pub dist_timeout: f64,
+    /// Data-parallel training: the collectives' library. auto: NCCL (GPU to
+    /// GPU) for CUDA devices where this kd was built with it, Gloo
+    /// otherwise; gloo: Gloo for any device (CUDA tensors go through the
+    /// host); nccl: NCCL, or an error on the CPU or in a build without it.
+    #[arg(
+        long,
+        env = "KD_DIST_BACKEND",
+        default_value = "auto",
+        value_parser = clap::builder::PossibleValuesParser::new(BackendChoice::NAMES),
+        value_name = "BACKEND"
+    )]
+    pub dist_backend: String,
 }
 
 impl DistArgs {
-    /// The group of this process, or `None` when it trains alone.
-    pub fn join(&self) -> anyhow::Result<Option<Rc<Group>>> {
+    /// The group of this process, or `None` when it trains alone; `device`
+    /// is the one asked for (before each rank is put on its own GPU).
+    pub fn join(&self, device: Device) -> anyhow::Result<Option<Rc<Group>>> {
         check::positive("dist_timeout", self.dist_timeout)?;
         if self.dist_timeout > 1e9 {
             anyhow::bail!(
@@ -35,7 +48,12 @@ impl DistArgs {
             );
         }
         let timeout = Duration::from_secs_f64(self.dist_timeout);
-        Ok(Group::from_env(timeout)?.map(Rc::new))
+        let Some(launch) = kd_dist::Launch::from_env()? else {
+            return Ok(None);
+        };
+        // Refused before the rendezvous, so every rank stops at once.
+        let backend = Backend::resolve(self.dist_backend.parse()?, device)?;
+        Ok(Some(Rc::new(Group::join(&launch, timeout, backend)?)))
     }
 }
 

@@ -370,3 +370,33 @@ fn two_ranks_train_a_k_fold_batchnorm_teacher_and_rank_0_decides_what_runs() {
     assert!(String::from_utf8_lossy(&o0.stdout).contains("up to date"));
     assert!(String::from_utf8_lossy(&o1.stdout).contains("up to date"));
 }
+
+/// NCCL asked for on the CPU: one line naming the setting, before any rank
+/// waits for the others (so a lone rank does not hang in the rendezvous).
+#[test]
+fn nccl_on_the_cpu_is_one_error_line_before_the_rendezvous() {
+    let t = tempfile::tempdir().unwrap();
+    let ds = dataset(t.path(), 20, 8);
+    let out = t.path().join("s");
+    let mut args = student_args(&ds, &out, 1);
+    args.extend(["--dist-backend".into(), "nccl".into()]);
+    let t0 = Instant::now();
+    let o = rank(&args, 0, free_port()).wait_with_output().unwrap();
+    let e = stderr(&o);
+    let errors: Vec<&str> = e.lines().filter(|l| l.starts_with("error:")).collect();
+    assert!(!o.status.success(), "{e}");
+    assert_eq!(errors.len(), 1, "{e}");
+    assert!(
+        errors[0].contains("dist_backend = nccl") && errors[0].contains("device is cpu"),
+        "{e}"
+    );
+    assert!(t0.elapsed() < Duration::from_secs(15), "waited for peers");
+    assert!(!out.join("manifest.json").exists());
+    // A name that is no backend: clap's one line, exit 2.
+    let o = Command::new(KD)
+        .args(["student", "train", "--dist-backend", "mpi"])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains("--dist-backend"), "{}", stderr(&o));
+}

@@ -62,11 +62,11 @@ pub fn leader_decides<E: From<CoreError>>(
 
 /// What the other ranks report when rank 0 refused to start.
 pub(crate) fn stopped(g: &Group) -> CoreError {
-    CoreError::DataParallel(format!(
-        "rank 0 of {} stopped before training (its error says why); rank {} stops too",
-        g.size(),
-        g.rank()
-    ))
+    kd_dist::Error::LeaderStopped {
+        rank: g.rank(),
+        size: g.size(),
+    }
+    .into()
 }
 
 /// Make every rank's `tensors` rank 0's (in place, in the given order).
@@ -164,11 +164,13 @@ pub(crate) fn all_reduce_stats(
     g.broadcast(&count, 0)?;
     let k = i64::try_from(&count)? as usize;
     if !sums.is_empty() && sums.len() != k {
-        return Err(CoreError::DataParallel(format!(
-            "rank {} reports {} training statistics, rank 0 reports {k}",
-            g.rank(),
-            sums.len()
-        )));
+        return Err(kd_dist::Error::Disagree {
+            rank: g.rank(),
+            what: "training statistics",
+            mine: sums.len(),
+            leader: k,
+        }
+        .into());
     }
     let vals: Vec<f64> = if sums.is_empty() {
         vec![0.0; k]

@@ -103,10 +103,11 @@ pub(crate) fn check_loss(loss: f64, epoch: usize, step: usize) -> Result<()> {
     if loss.is_finite() {
         Ok(())
     } else {
-        Err(CoreError::Invalid(format!(
-            "loss became {loss} at epoch {} step {step}: lower the learning rate",
-            epoch + 1
-        )))
+        Err(CoreError::Diverged {
+            loss,
+            epoch: epoch + 1,
+            step,
+        })
     }
 }
 

@@ -51,6 +51,8 @@ mod tests {
 
     #[test]
     fn same_values_channels_last_strides_and_gradients_flow() {
+        // Its draw would shift another test's seeded sequence.
+        let _rng = crate::torch_rng_lock();
         let x = Tensor::randn([2, 3, 4, 5], (Kind::Float, Device::Cpu)).set_requires_grad(true);
         let y = channels_last(&x);
         assert_eq!(y.stride(), [60, 1, 15, 3]);

@@ -32,7 +32,7 @@ pub mod view;
 pub mod zarr;
 
 pub use device::parse_device;
-pub use error::{CoreError, Result};
+pub use error::{CheckpointError, CoreError, InputError, Result, SettingError};
 pub use manifest::{InputRef, Manifest, OutputRef};
 pub use mix::{MixKind, MixMode, MixParams, MixSpec, Partners, ViewBatch};
 pub use progress::{Progress, Silent};

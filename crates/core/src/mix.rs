@@ -19,7 +19,7 @@ mod beta;
 pub use batch::ViewBatch;
 use beta::beta_sym;
 
-use crate::error::{CoreError, Result};
+use crate::error::{CoreError, Result, SettingError};
 use crate::rng::Rng;
 use serde::{Deserialize, Serialize};
 
@@ -62,10 +62,7 @@ impl std::str::FromStr for MixMode {
             "mixup" => Ok(MixMode::Mixup),
             "cutmix" => Ok(MixMode::Cutmix),
             "mixup-cutmix" | "mixup_cutmix" => Ok(MixMode::MixupCutmix),
-            _ => Err(CoreError::Invalid(format!(
-                "mix '{s}': expected one of {}",
-                Self::NAMES.join(", ")
-            ))),
+            _ => Err(SettingError::unknown("mix", s, Self::NAMES).into()),
         }
     }
 }
@@ -274,19 +271,8 @@ impl MixSpec {
     /// Checked for every setting, mixing or not, so a typo never waits for
     /// the day mixing is switched on.
     pub fn validate(&self) -> Result<()> {
-        if !(0.0..=1.0).contains(&self.prob) {
-            return Err(CoreError::Invalid(format!(
-                "mix_prob {}: must be in [0, 1]",
-                self.prob
-            )));
-        }
-        if !(self.alpha.is_finite() && self.alpha > 0.0) {
-            return Err(CoreError::Invalid(format!(
-                "mix_alpha {}: must be a finite number > 0",
-                self.alpha
-            )));
-        }
-        Ok(())
+        crate::fit::check::within("mix_prob", self.prob, 0.0, 1.0, false)?;
+        crate::fit::check::positive("mix_alpha", self.alpha)
     }
 
     /// The mixing of view `view` of `sample` among `samples` training

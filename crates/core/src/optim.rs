@@ -11,7 +11,7 @@
 //! per step instead of about ten per parameter tensor, which is what bounds
 //! a small ViT on a GPU.
 
-use crate::error::{CoreError, Result};
+use crate::error::{CoreError, InputError, Result};
 use crate::shim::{self, AdamWStep};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
@@ -163,7 +163,10 @@ impl AdamW {
     /// Restore moments saved by [`AdamW::save`] for the same parameters.
     pub fn load(&mut self, path: &Path) -> Result<()> {
         let saved: HashMap<String, Tensor> = Tensor::read_safetensors(path)?.into_iter().collect();
-        let bad = |what: String| CoreError::Invalid(format!("{}: {what}", path.display()));
+        let bad = |what: String| InputError::Malformed {
+            at: path.to_path_buf(),
+            what,
+        };
         let steps = saved
             .get("steps")
             .ok_or_else(|| bad("no 'steps' entry in optimiser state".into()))?;
@@ -179,7 +182,8 @@ impl AdamW {
                         "optimiser state '{key}' has shape {:?}, model needs {:?}",
                         src.size(),
                         dst.size()
-                    )));
+                    ))
+                    .into());
                 }
                 dst.copy_(src);
             }

@@ -74,6 +74,14 @@ impl std::fmt::Debug for RunOptions<'_> {
     }
 }
 
+/// On the CPU, silent, one process, no `force`: what a stage that runs no
+/// network (the import, the report) or a test needs.
+impl Default for RunOptions<'static> {
+    fn default() -> Self {
+        RunOptions::new(Device::Cpu, &crate::progress::Silent)
+    }
+}
+
 impl<'a> RunOptions<'a> {
     /// One process, no early stop, no `force`.
     pub fn new(device: Device, progress: &'a dyn Progress) -> RunOptions<'a> {

@@ -17,6 +17,7 @@
 //! (mixup, cutmix): see [`crate::mix`], whose draws come from a separate
 //! stream so the boxes here never depend on whether mixing is on.
 
+use crate::error::{CoreError, InputError, SettingError};
 use crate::rng::Rng;
 use serde::{Deserialize, Serialize};
 
@@ -59,17 +60,21 @@ impl Default for CropRange {
 
 impl CropRange {
     /// `Err` names the setting that is out of range.
-    pub fn check(&self) -> Result<(), String> {
+    pub fn check(&self) -> Result<(), SettingError> {
         let [s0, s1] = self.scale;
         let [r0, r1] = self.ratio;
         if !(s0 > 0.0 && s0 <= s1 && s1 <= 1.0) {
-            return Err(format!(
-                "setting crop_scale = [{s0}, {s1}]: need 0 < low <= high <= 1"
+            return Err(SettingError::out_of_range(
+                "crop_scale",
+                format!("[{s0}, {s1}]"),
+                "[low, high] with 0 < low <= high <= 1",
             ));
         }
         if !(r0 > 0.0 && r0 <= r1 && r1.is_finite()) {
-            return Err(format!(
-                "setting crop_ratio = [{r0}, {r1}]: need 0 < low <= high (width / height)"
+            return Err(SettingError::out_of_range(
+                "crop_ratio",
+                format!("[{r0}, {r1}]"),
+                "[low, high] with 0 < low <= high (width / height)",
             ));
         }
         Ok(())
@@ -193,20 +198,21 @@ impl ViewSpec {
     }
 
     /// `Err` names the setting that cannot work for `hw` images.
-    pub fn check(&self, hw: [usize; 2]) -> Result<(), String> {
+    pub fn check(&self, hw: [usize; 2]) -> Result<(), CoreError> {
         if hw[0] > u16::MAX as usize || hw[1] > u16::MAX as usize {
-            return Err(format!(
-                "images of {}x{} pixels: views need sides below 65536",
-                hw[0], hw[1]
-            ));
+            return Err(InputError::Unsupported {
+                what: format!("images of {}x{} pixels", hw[0], hw[1]),
+                limit: "views need sides below 65536".into(),
+            }
+            .into());
         }
-        self.validate()
+        Ok(self.validate()?)
     }
 
     /// `Err` names the setting out of range, whatever the images.
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), SettingError> {
         if self.pad > 127 {
-            return Err(format!("setting pad = {}: at most 127", self.pad));
+            return Err(SettingError::out_of_range("pad", self.pad, "at most 127"));
         }
         if let Some(r) = &self.resized_crop {
             r.check()?;
@@ -382,7 +388,7 @@ mod tests {
             ([0.1, 1.0], [2.0, 1.0]),
         ] {
             let e = CropRange { scale, ratio }.check().unwrap_err();
-            assert!(e.starts_with("setting crop_"), "{e}");
+            assert!(e.setting().starts_with("crop_"), "{e}");
         }
         assert!(ViewSpec::default().check([70000, 3]).is_err());
     }

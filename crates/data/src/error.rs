@@ -13,8 +13,6 @@ pub enum DataError {
         #[source]
         source: std::io::Error,
     },
-    #[error("{0}")]
-    Invalid(String),
     /// An image folder whose top-level split folders are none of the
     /// layouts the importer reads.
     #[error(
@@ -45,13 +43,6 @@ pub enum DataError {
         /// The first image and its size, when `path` is not that one.
         first: Option<(PathBuf, u32, u32)>,
     },
-    /// A setting's value outside its set of values.
-    #[error("setting {setting}: '{value}' is not one of {expected}")]
-    Setting {
-        setting: &'static str,
-        value: String,
-        expected: &'static str,
-    },
     /// A split of a dataset artifact written before origins were recorded.
     #[error(
         "{}: split '{split}' records no sample origins (imported before they were recorded): re-import the dataset with --force",
@@ -78,6 +69,18 @@ fn unlike(first: &Option<(PathBuf, u32, u32)>) -> String {
     match first {
         Some((p, w, h)) => format!(" while {} is {w}x{h}", p.display()),
         None => ", not square".into(),
+    }
+}
+
+kd_core::from_core_concerns!(DataError);
+
+impl DataError {
+    /// The shared error inside, for matching on its concern.
+    pub fn core(&self) -> Option<&kd_core::CoreError> {
+        match self {
+            DataError::Core(e) => Some(e),
+            _ => None,
+        }
     }
 }
 

@@ -37,6 +37,7 @@ use crate::pixels::{Loader, Pixels};
 use crate::split::{Imported, Split, Traced, stratified_pick};
 use image::DynamicImage;
 use image::imageops::FilterType;
+use kd_core::{InputError, SettingError};
 use layout::{Image, Parts};
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
@@ -71,11 +72,7 @@ impl std::str::FromStr for Resize {
         match s.trim() {
             "crop" => Ok(Resize::Crop),
             "squash" => Ok(Resize::Squash),
-            other => Err(DataError::Setting {
-                setting: "resize",
-                value: other.into(),
-                expected: "crop, squash",
-            }),
+            other => Err(SettingError::unknown("resize", other, ["crop", "squash"]).into()),
         }
     }
 }
@@ -165,7 +162,10 @@ fn common_size(images: &[&Image]) -> Result<u32> {
         })
         .collect::<Result<_>>()?;
     let Some(&(w, h)) = dims.first() else {
-        return Err(DataError::Invalid("image folder without images".into()));
+        return Err(InputError::Empty {
+            what: "the image folder".into(),
+        }
+        .into());
     };
     if w != h {
         return Err(DataError::SizeNeeded {
@@ -224,11 +224,11 @@ pub fn import(src: &Path, opts: &Options) -> Result<Imported> {
         return Err(format_err(src, "no such directory"));
     }
     let channels = opts.channels;
-    if !(channels == 1 || channels == 3) || opts.size == Some(0) {
-        return Err(DataError::Invalid(format!(
-            "folder import needs channels 1 or 3 and size > 0 (got {channels}, {})",
-            opts.size.map_or("none".into(), |s| s.to_string())
-        )));
+    if !(channels == 1 || channels == 3) {
+        return Err(SettingError::out_of_range("channels", channels, "1 or 3").into());
+    }
+    if opts.size == Some(0) {
+        return Err(SettingError::out_of_range("size", 0, "at least 1").into());
     }
     let found = layout::discover(src)?;
     if let Parts::Split { val: Some(_), .. } = &found.parts

@@ -16,6 +16,7 @@
 
 use crate::error::{DataError, Result, format_err};
 use crate::store::{STAGE, STORE};
+use kd_core::InputError;
 use kd_core::manifest::Manifest;
 use kd_core::zarr::{self, Layout, Store, data_type};
 use serde::{Deserialize, Serialize};
@@ -81,11 +82,7 @@ fn open(dir: &Path, split: &str) -> Result<zarr::ZArray> {
         .and_then(|v| serde_json::from_value(v.clone()).ok())
         .ok_or_else(|| format_err(&root, "dataset attribute 'splits' missing or malformed"))?;
     let Some(&len) = counts.get(split) else {
-        return Err(DataError::Invalid(format!(
-            "{}: no '{split}' split (has: {})",
-            root.display(),
-            counts.keys().cloned().collect::<Vec<_>>().join(", ")
-        )));
+        return Err(InputError::not_found(root, "split", split, counts.keys()).into());
     };
     if !root.join(split).join("origin").join("zarr.json").is_file() {
         return Err(DataError::NoOrigin {

@@ -12,7 +12,8 @@ mod chunked;
 
 pub use chunked::ChunkedImages;
 
-use crate::error::{DataError, Result};
+use crate::error::Result;
+use kd_core::SettingError;
 use rayon::prelude::*;
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -57,10 +58,9 @@ pub fn cache_budget() -> Result<u64> {
 pub fn cache_setting(value: Option<&str>) -> Result<u64> {
     match value {
         None => Ok(DEFAULT_CACHE),
-        Some(v) => parse_size(v).ok_or_else(|| DataError::Setting {
-            setting: CACHE_ENV,
-            value: v.into(),
-            expected: "a size in bytes, e.g. 2G, 512M or 1073741824",
+        Some(v) => parse_size(v).ok_or_else(|| {
+            SettingError::out_of_range(CACHE_ENV, v, "a size in bytes, e.g. 2G, 512M or 1073741824")
+                .into()
         }),
     }
 }

@@ -4,6 +4,7 @@
 use crate::error::{DataError, Result};
 use crate::origin::OriginKind;
 use crate::pixels::{Gathered, Pixels};
+use kd_core::InputError;
 use kd_core::Rng;
 use kd_core::sampler::Shuffle;
 use serde::{Deserialize, Serialize};
@@ -212,12 +213,7 @@ impl Default for SplitConfig {
 /// each sample still carrying its origin.
 pub fn cut(imp: &Imported, cfg: &SplitConfig) -> Result<Vec<(String, Traced)>> {
     let k = imp.class_names.len();
-    if !(0.0..1.0).contains(&cfg.val_fraction) {
-        return Err(DataError::Invalid(format!(
-            "val fraction {} must be in [0, 1)",
-            cfg.val_fraction
-        )));
-    }
+    kd_core::fit::check::within("val_fraction", cfg.val_fraction, 0.0, 1.0, true)?;
     if imp.val.is_some() && cfg.val_fraction > 0.0 {
         return Err(DataError::ValTwice {
             path: imp.source.clone(),
@@ -250,7 +246,10 @@ pub fn cut(imp: &Imported, cfg: &SplitConfig) -> Result<Vec<(String, Traced)>> {
     out.push(("test".to_string(), test));
     for (name, s) in &out {
         if s.is_empty() {
-            return Err(DataError::Invalid(format!("split '{name}' would be empty")));
+            return Err(InputError::Empty {
+                what: format!("split '{name}'"),
+            }
+            .into());
         }
     }
     Ok(out)

@@ -1,12 +1,13 @@
 //! The `data` stage: import a source into a dataset artifact, idempotently.
 
-use crate::error::{DataError, Result};
+use crate::error::Result;
 use crate::folder::Resize;
 use crate::split::{SplitConfig, cut};
 use crate::store::{STAGE, STORE, write_traced};
 use crate::{cifar, folder, idx};
+use kd_core::SettingError;
 use kd_core::manifest::{OutputRef, hash_file};
-use kd_core::stage::{Outcome, StageRun};
+use kd_core::stage::{Outcome, RunOptions, StageRun};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use std::path::{Path, PathBuf};
@@ -71,16 +72,19 @@ fn source_files(src: &Path, recursive: bool, out: &mut Vec<PathBuf>) -> Result<(
 }
 
 /// Run the import into `out` unless an identical artifact is already there.
-pub fn import_stage(cfg: &ImportConfig, out: &Path, force: bool) -> Result<Outcome> {
-    let format = cfg.format.ok_or_else(|| {
-        DataError::Invalid(
-            "setting format: not given (idx, cifar or folder; [data] format or --format)".into(),
-        )
+pub fn import_stage(cfg: &ImportConfig, out: &Path, run: &RunOptions) -> Result<Outcome> {
+    let format = cfg.format.ok_or_else(|| SettingError::Missing {
+        setting: "format".into(),
+        hint: format!(
+            "one of {}; [data] format or --format",
+            kd_core::profile::setting_names::<Format>()
+                .unwrap_or_default()
+                .join(", ")
+        ),
     })?;
-    let src = cfg.src.clone().ok_or_else(|| {
-        DataError::Invalid(
-            "setting src: not given (the source directory; [data] src or --src)".into(),
-        )
+    let src = cfg.src.clone().ok_or_else(|| SettingError::Missing {
+        setting: "src".into(),
+        hint: "the source directory; [data] src or --src".into(),
     })?;
     if !src.is_dir() {
         return Err(crate::error::format_err(&src, "no such directory"));
@@ -100,7 +104,7 @@ pub fn import_stage(cfg: &ImportConfig, out: &Path, force: bool) -> Result<Outco
         .collect::<Result<_>>()?;
     let config = json!({ "import": cfg, "source_blake3": hashes });
     let stage = StageRun::new(STAGE, out, config, vec![]).leaves(&[STORE]);
-    if !stage.claim(force)? {
+    if !stage.claim(run.force)? {
         return Ok(Outcome::UpToDate);
     }
     tracing::info!(src = %src.display(), ?format, "importing");

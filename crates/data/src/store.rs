@@ -11,6 +11,7 @@ use crate::error::{DataError, Result};
 use crate::origin::OriginKind;
 use crate::pixels::{ChunkedImages, Pixels};
 use crate::split::{Split, Traced};
+use kd_core::InputError;
 use kd_core::manifest::{Manifest, manifest_hash};
 use kd_core::zarr::{self, Layout, data_type};
 use serde_json::{Map, Value, json};
@@ -109,11 +110,14 @@ fn write(
         if let Some((o, _)) = origin
             && o.len() != s.len()
         {
-            return Err(DataError::Invalid(format!(
-                "split '{name}': {} origins for {} samples",
+            return Err(InputError::mismatch(
+                out.join(STORE),
+                format!("split '{name}' samples"),
+                s.len(),
+                "its origins",
                 o.len(),
-                s.len()
-            )));
+            )
+            .into());
         }
     }
     let root = out.join(STORE);
@@ -122,7 +126,9 @@ fn write(
     }
     std::fs::create_dir_all(&root).map_err(crate::error::io_err(&root))?;
     if !splits.iter().any(|(n, _, _)| *n == "train") {
-        return Err(DataError::Invalid("no train split".into()));
+        return Err(
+            InputError::not_found(&root, "split", "train", splits.iter().map(|p| p.0)).into(),
+        );
     }
     let store = zarr::open_store(&root)?;
     // The group's attributes need the train split's statistics, gathered
@@ -193,7 +199,7 @@ fn write(
         }
     }
     let Some(((mean, std), chw)) = stats else {
-        return Err(DataError::Invalid("no train split".into()));
+        unreachable!("the train split is checked before any is written");
     };
     let counts: BTreeMap<&str, usize> = splits.iter().map(|(n, s, _)| (*n, s.len())).collect();
     let attrs = json!({
@@ -237,10 +243,10 @@ impl Dataset {
         let store = zarr::open_store(&dir.join(STORE))?;
         let attrs = zarr::group_attrs(&store, "/")?;
         let bad = |what: &str| {
-            DataError::Invalid(format!(
-                "{}: dataset attribute '{what}' missing or malformed",
-                dir.join(STORE).display()
-            ))
+            DataError::from(InputError::Malformed {
+                at: dir.join(STORE),
+                what: format!("dataset attribute '{what}' missing or malformed"),
+            })
         };
         let get = |k: &str| attrs.get(k).cloned().ok_or_else(|| bad(k));
         let class_names: Vec<String> =
@@ -304,11 +310,7 @@ impl Dataset {
 
     pub fn split(&self, name: &str) -> Result<&Split> {
         self.splits.get(name).ok_or_else(|| {
-            DataError::Invalid(format!(
-                "{}: no '{name}' split (has: {})",
-                self.dir.display(),
-                self.splits.keys().cloned().collect::<Vec<_>>().join(", ")
-            ))
+            InputError::not_found(&self.dir, "split", name, self.splits.keys()).into()
         })
     }
 

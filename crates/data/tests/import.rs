@@ -2,8 +2,8 @@
 //! input gives a one-line error naming the file, and no manifest.
 
 use flate2::{Compression, write::GzEncoder};
-use kd_core::Outcome;
 use kd_core::manifest::{MANIFEST, Manifest};
+use kd_core::{Outcome, RunOptions};
 use kd_core::{ViewParams, ViewSpec};
 use kd_data::augment::{assemble, lut};
 use kd_data::idx::encode_idx;
@@ -60,7 +60,7 @@ fn idx_raw_and_gz_read_back_equal_source() {
         write_idx_dir(&src, 40, 20, gzipped);
         let out = t.path().join("ds");
         assert!(matches!(
-            import_stage(&cfg(Format::Idx, &src), &out, false).unwrap(),
+            import_stage(&cfg(Format::Idx, &src), &out, &RunOptions::default()).unwrap(),
             Outcome::Wrote(_)
         ));
         let ds = Dataset::open(&out).unwrap();
@@ -89,14 +89,14 @@ fn limits_and_validation_split_are_stratified_and_seeded() {
     c.split.limit_test = Some(50);
     c.split.val_fraction = 0.2;
     let out = t.path().join("ds");
-    import_stage(&c, &out, false).unwrap();
+    import_stage(&c, &out, &RunOptions::default()).unwrap();
     let ds = Dataset::open(&out).unwrap();
     let counts = |s: &Split| s.class_counts(10);
     assert_eq!(counts(ds.split("train").unwrap()), vec![8; 10]);
     assert_eq!(counts(ds.split("val").unwrap()), vec![2; 10]);
     assert_eq!(counts(ds.split("test").unwrap()), vec![5; 10]);
     let again = t.path().join("ds2");
-    import_stage(&c, &again, false).unwrap();
+    import_stage(&c, &again, &RunOptions::default()).unwrap();
     assert_eq!(Dataset::open(&again).unwrap().splits, ds.splits);
 }
 
@@ -107,22 +107,22 @@ fn second_run_does_nothing_and_force_reruns() {
     write_idx_dir(&src, 30, 10, false);
     let out = t.path().join("ds");
     let c = cfg(Format::Idx, &src);
-    let Outcome::Wrote(m1) = import_stage(&c, &out, false).unwrap() else {
+    let Outcome::Wrote(m1) = import_stage(&c, &out, &RunOptions::default()).unwrap() else {
         panic!("first run must write")
     };
     assert!(matches!(
-        import_stage(&c, &out, false).unwrap(),
+        import_stage(&c, &out, &RunOptions::default()).unwrap(),
         Outcome::UpToDate
     ));
     assert_eq!(Manifest::read(&out).unwrap(), *m1);
     assert!(matches!(
-        import_stage(&c, &out, true).unwrap(),
+        import_stage(&c, &out, &RunOptions::default().force(true)).unwrap(),
         Outcome::Wrote(_)
     ));
     // Changed source data: the stage reruns on its own.
     write_idx_dir(&src, 31, 10, false);
     assert!(matches!(
-        import_stage(&c, &out, false).unwrap(),
+        import_stage(&c, &out, &RunOptions::default()).unwrap(),
         Outcome::Wrote(_)
     ));
     assert_eq!(
@@ -155,7 +155,7 @@ fn cifar10_and_cifar100_read_back() {
     )
     .unwrap();
     let out = t.path().join("ds10");
-    import_stage(&cfg(Format::Cifar, &c10), &out, false).unwrap();
+    import_stage(&cfg(Format::Cifar, &c10), &out, &RunOptions::default()).unwrap();
     let ds = Dataset::open(&out).unwrap();
     let train = ds.split("train").unwrap();
     assert_eq!((train.len(), train.chw), (15, [3, 32, 32]));
@@ -172,7 +172,7 @@ fn cifar10_and_cifar100_read_back() {
     .unwrap();
     std::fs::write(c100.join("test.bin"), cifar_record(&[3, 0], 3)).unwrap();
     let out = t.path().join("ds100");
-    import_stage(&cfg(Format::Cifar, &c100), &out, false).unwrap();
+    import_stage(&cfg(Format::Cifar, &c100), &out, &RunOptions::default()).unwrap();
     let ds = Dataset::open(&out).unwrap();
     assert_eq!(ds.num_classes(), 100);
     assert_eq!(ds.split("train").unwrap().labels, vec![57, 99]);
@@ -201,7 +201,7 @@ fn image_folder_reads_classes_and_pixels() {
     c.channels = 1;
     c.test_fraction = 0.2;
     let out = t.path().join("ds");
-    import_stage(&c, &out, false).unwrap();
+    import_stage(&c, &out, &RunOptions::default()).unwrap();
     let ds = Dataset::open(&out).unwrap();
     assert_eq!(ds.class_names, vec!["cat", "dog"]);
     let (train, test) = (ds.split("train").unwrap(), ds.split("test").unwrap());
@@ -228,7 +228,7 @@ fn image_folder_reads_classes_and_pixels() {
     let mut c = cfg(Format::Folder, &src2);
     c.size = Some(4);
     let out = t.path().join("ds2");
-    import_stage(&c, &out, false).unwrap();
+    import_stage(&c, &out, &RunOptions::default()).unwrap();
     let ds = Dataset::open(&out).unwrap();
     let s = ds.split("train").unwrap();
     assert_eq!((s.len(), s.chw), (2, [3, 4, 4]));
@@ -242,7 +242,7 @@ fn image_folder_reads_classes_and_pixels() {
 fn expect_err(c: &ImportConfig, file: &str, what: &str) {
     let t = tempfile::tempdir().unwrap();
     let out = t.path().join("ds");
-    let e = import_stage(c, &out, false).unwrap_err();
+    let e = import_stage(c, &out, &RunOptions::default()).unwrap_err();
     let msg = format!("{e}");
     assert!(
         msg.contains(file) && msg.contains(what),
@@ -382,7 +382,7 @@ fn deleted_dataset_chunks_are_refused_naming_the_file() {
         let src = t.path().join("src");
         write_idx_dir(&src, 10, 5, false);
         let out = t.path().join("ds");
-        import_stage(&cfg(Format::Idx, &src), &out, false).unwrap();
+        import_stage(&cfg(Format::Idx, &src), &out, &RunOptions::default()).unwrap();
         Dataset::open(&out).unwrap();
         let chunk = out.join("dataset.zarr/train").join(array);
         assert!(chunk.is_file(), "{}", chunk.display());
@@ -455,7 +455,7 @@ fn folder_import_refuses_what_it_would_drop() {
             "a/.hidden/x.png",
         ],
     );
-    import_stage(&c, &t.path().join("ok-ds"), false).unwrap();
+    import_stage(&c, &t.path().join("ok-ds"), &RunOptions::default()).unwrap();
 
     let (_, c) = folder("empty-class", &["a/1.png", "a/2.png", "b/"]);
     expect_err(
@@ -519,7 +519,7 @@ fn folder_train_and_val_is_imagenets_layout_val_becomes_test() {
     let k = grey_classes(&src.join("train"), &["n01", "n02"], 3, 0);
     grey_classes(&src.join("val"), &["n01", "n02"], 2, k);
     let out = t.path().join("ds");
-    import_stage(&folder_cfg(&src), &out, false).unwrap();
+    import_stage(&folder_cfg(&src), &out, &RunOptions::default()).unwrap();
     let ds = Dataset::open(&out).unwrap();
     assert_eq!(ds.class_names, vec!["n01", "n02"]);
     assert_eq!(
@@ -537,7 +537,7 @@ fn folder_train_and_val_is_imagenets_layout_val_becomes_test() {
     let mut c = folder_cfg(&src);
     c.split.val_fraction = 0.34;
     let out = t.path().join("ds-val");
-    import_stage(&c, &out, false).unwrap();
+    import_stage(&c, &out, &RunOptions::default()).unwrap();
     let ds = Dataset::open(&out).unwrap();
     assert_eq!(ds.split("val").unwrap().class_counts(2), vec![1, 1]);
     assert_eq!(ds.split("test").unwrap().len(), 4);
@@ -557,7 +557,7 @@ fn folder_train_val_test_gives_three_splits_and_refuses_a_val_fraction() {
     k = grey_classes(&src.join("val"), &["a", "b", "c"], 2, k);
     grey_classes(&src.join("test"), &["a", "b", "c"], 1, k);
     let out = t.path().join("ds");
-    import_stage(&folder_cfg(&src), &out, false).unwrap();
+    import_stage(&folder_cfg(&src), &out, &RunOptions::default()).unwrap();
     let ds = Dataset::open(&out).unwrap();
     for (split, n, prefix) in [
         ("train", 4, "train/"),
@@ -634,7 +634,7 @@ fn folder_crop_keeps_the_centre_and_squash_keeps_the_whole_image() {
             c.resize = r.parse().unwrap();
         }
         let out = t.path().join(name);
-        import_stage(&c, &out, false).unwrap();
+        import_stage(&c, &out, &RunOptions::default()).unwrap();
         Dataset::open(&out)
             .unwrap()
             .split("train")
@@ -666,12 +666,12 @@ fn folder_crop_keeps_the_centre_and_squash_keeps_the_whole_image() {
     (c.size, c.test_fraction) = (Some(20), 0.5);
     let out = t.path().join("crop20");
     assert!(matches!(
-        import_stage(&c, &out, false).unwrap(),
+        import_stage(&c, &out, &RunOptions::default()).unwrap(),
         Outcome::UpToDate
     ));
     c.resize = "squash".parse().unwrap();
     assert!(matches!(
-        import_stage(&c, &out, false).unwrap(),
+        import_stage(&c, &out, &RunOptions::default()).unwrap(),
         Outcome::Wrote(_)
     ));
 }
@@ -682,7 +682,7 @@ fn folder_without_size_keeps_one_square_size_or_names_the_image_that_differs() {
     let src = t.path().join("square");
     grey_classes(&src, &["a", "b"], 3, 0);
     let out = t.path().join("ds");
-    import_stage(&folder_cfg(&src), &out, false).unwrap();
+    import_stage(&folder_cfg(&src), &out, &RunOptions::default()).unwrap();
     let ds = Dataset::open(&out).unwrap();
     assert_eq!(ds.chw(), [1, 5, 5]);
     // Kept as they are: every row equals its file's pixels.
@@ -716,7 +716,7 @@ fn folder_origins_name_the_file_of_every_row_after_subsets_and_carves() {
     c.split.limit_test = Some(6);
     c.split.val_fraction = 0.25;
     let out = t.path().join("ds");
-    import_stage(&c, &out, false).unwrap();
+    import_stage(&c, &out, &RunOptions::default()).unwrap();
     let ds = Dataset::open(&out).unwrap();
     for (split, n) in [("train", 9), ("val", 3), ("test", 6)] {
         let s = ds.split(split).unwrap();
@@ -734,8 +734,12 @@ fn folder_origins_name_the_file_of_every_row_after_subsets_and_carves() {
 
     let e = kd_data::origin(&out, "train", 9).unwrap_err().to_string();
     assert!(e.contains("has 9 samples, no sample 9"), "{e}");
-    let e = kd_data::origin(&out, "extra", 0).unwrap_err().to_string();
-    assert!(e.contains("no 'extra' split"), "{e}");
+    let e = kd_data::origin(&out, "extra", 0).unwrap_err();
+    assert!(
+        matches!(e.core().and_then(kd_core::CoreError::as_input), Some(kd_core::InputError::NotFound { what, name, .. })
+            if what == "split" && name == "extra"),
+        "{e}"
+    );
 
     // A dataset from before origins were recorded still opens; asking for
     // an origin says why there is none.
@@ -760,7 +764,7 @@ fn idx_and_cifar_origins_are_indices_in_the_source_files() {
     c.split.limit_test = Some(20);
     c.split.val_fraction = 0.2;
     let out = t.path().join("ds");
-    import_stage(&c, &out, false).unwrap();
+    import_stage(&c, &out, &RunOptions::default()).unwrap();
     let ds = Dataset::open(&out).unwrap();
     let (train_src, _) = synth(200, 6, 5);
     let (test_src, _) = synth(100, 6, 5);
@@ -796,7 +800,7 @@ fn idx_and_cifar_origins_are_indices_in_the_source_files() {
     }
     std::fs::write(c10.join("test_batch.bin"), cifar_record(&[9], 99)).unwrap();
     let out = t.path().join("ds10");
-    import_stage(&cfg(Format::Cifar, &c10), &out, false).unwrap();
+    import_stage(&cfg(Format::Cifar, &c10), &out, &RunOptions::default()).unwrap();
     let want: Vec<String> = (0..10).map(|i| i.to_string()).collect();
     assert_eq!(kd_data::origins(&out, "train").unwrap(), want);
     assert_eq!(kd_data::origins(&out, "test").unwrap(), vec!["0"]);
@@ -821,7 +825,7 @@ fn zarr_python_reads_the_origins() {
     let k = grey_classes(&src.join("train"), &["a", "b"], 3, 0);
     grey_classes(&src.join("test"), &["a", "b"], 1, k);
     let out = t.path().join("ds");
-    import_stage(&folder_cfg(&src), &out, false).unwrap();
+    import_stage(&folder_cfg(&src), &out, &RunOptions::default()).unwrap();
     let script = r#"
 import json, sys, zarr
 g = zarr.open_group(sys.argv[1], mode="r")

@@ -4,12 +4,17 @@
 //
 // Rendezvous is torch's own: a TCPStore on MASTER_ADDR:MASTER_PORT (served by
 // rank 0, or by torchrun's agent), a prefix so that keys of another user of
-// that store cannot collide, and a ProcessGroupGloo, whose collectives take
-// CPU and CUDA tensors alike.
+// that store cannot collide, and a process group: Gloo, whose collectives
+// take CPU and CUDA tensors alike, or NCCL (CUDA tensors, GPU to GPU), which
+// is compiled in only where the libtorch is a CUDA build with NCCL's and
+// CUDA's headers beside it (build.rs defines KD_WITH_NCCL then).
 #include <ATen/ATen.h>
 #include <torch/csrc/distributed/c10d/PrefixStore.hpp>
 #include <torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>
 #include <torch/csrc/distributed/c10d/TCPStore.hpp>
+#ifdef KD_WITH_NCCL
+#include <torch/csrc/distributed/c10d/ProcessGroupNCCL.hpp>
+#endif
 
 #include "kd_guarded.h"
 
@@ -21,18 +26,30 @@
 
 struct kd_dist_group {
   c10::intrusive_ptr<c10d::Store> store;
-  c10::intrusive_ptr<c10d::ProcessGroupGloo> pg;
+  c10::intrusive_ptr<c10d::Backend> pg;
 };
+
+// The backends, as the Rust side numbers them.
+enum : int32_t { KD_GLOO = 0, KD_NCCL = 1 };
 
 using kd_shim::guarded;
 
 extern "C" {
 
+// Whether this build can make an NCCL group.
+bool kd_dist_has_nccl() {
+#ifdef KD_WITH_NCCL
+  return true;
+#else
+  return false;
+#endif
+}
+
 // Join the group; blocks until all `size` ranks have joined or `timeout_ms`
 // passed. Returns null and fills `err` on failure.
 kd_dist_group* kd_dist_new(const char* host, uint16_t port, int32_t rank, int32_t size,
                            bool serve_store, const char* prefix, int64_t timeout_ms,
-                           char* err, size_t err_len) {
+                           int32_t backend, char* err, size_t err_len) {
   kd_dist_group* out = nullptr;
   guarded(err, err_len, [&] {
     const std::chrono::milliseconds timeout(timeout_ms);
@@ -43,11 +60,24 @@ kd_dist_group* kd_dist_new(const char* host, uint16_t port, int32_t rank, int32_
     so.timeout = timeout;
     auto tcp = c10::make_intrusive<c10d::TCPStore>(std::string(host), so);
     auto store = c10::make_intrusive<c10d::PrefixStore>(std::string(prefix), tcp);
-    // create_default picks the transport device as torch.distributed does
-    // (GLOO_SOCKET_IFNAME, else this host's name, else loopback); the timeout
-    // bounds every collective, so a dead or stuck peer ends in an error.
-    auto opts = c10d::ProcessGroupGloo::Options::create_default(timeout);
-    auto pg = c10::make_intrusive<c10d::ProcessGroupGloo>(store, rank, size, opts);
+    c10::intrusive_ptr<c10d::Backend> pg;
+    if (backend == KD_NCCL) {
+#ifdef KD_WITH_NCCL
+      // NCCL's own watchdog enforces the timeout on every collective.
+      auto opts = c10d::ProcessGroupNCCL::Options::create();
+      opts->timeout = timeout;
+      pg = c10::make_intrusive<c10d::ProcessGroupNCCL>(store, rank, size, opts);
+#else
+      throw std::runtime_error("NCCL is not compiled into this build");
+#endif
+    } else {
+      // create_default picks the transport device as torch.distributed does
+      // (GLOO_SOCKET_IFNAME, else this host's name, else loopback); the
+      // timeout bounds every collective, so a dead or stuck peer ends in an
+      // error.
+      auto opts = c10d::ProcessGroupGloo::Options::create_default(timeout);
+      pg = c10::make_intrusive<c10d::ProcessGroupGloo>(store, rank, size, opts);
+    }
     out = new kd_dist_group{tcp, pg};
   });
   return out;

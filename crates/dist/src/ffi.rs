@@ -25,9 +25,11 @@ unsafe extern "C" {
         serve_store: bool,
         prefix: *const c_char,
         timeout_ms: i64,
+        backend: i32,
         err: *mut c_char,
         err_len: usize,
     ) -> *mut RawGroup;
+    fn kd_dist_has_nccl() -> bool;
     fn kd_dist_all_reduce_sum(
         g: *mut RawGroup,
         t: *const C_tensor,
@@ -56,7 +58,13 @@ fn cstring(what: &str, s: &str) -> Result<CString, String> {
     CString::new(s).map_err(|_| format!("{what} '{s}' contains a NUL byte"))
 }
 
-/// An owned c10d process group (Gloo) with its store.
+/// Whether the shim was compiled with NCCL.
+pub(crate) fn has_nccl() -> bool {
+    // SAFETY: no arguments, no state.
+    unsafe { kd_dist_has_nccl() }
+}
+
+/// An owned c10d process group (Gloo or NCCL) with its store.
 pub(crate) struct Handle {
     ptr: *mut RawGroup,
     /// After a failed collective the group's state is unknown (a Gloo
@@ -77,6 +85,7 @@ impl Handle {
         serve_store: bool,
         prefix: &str,
         timeout_ms: i64,
+        backend: crate::Backend,
     ) -> Result<Handle, String> {
         let host = cstring("MASTER_ADDR", host)?;
         let prefix = cstring("store prefix", prefix)?;
@@ -92,6 +101,7 @@ impl Handle {
                 serve_store,
                 prefix.as_ptr(),
                 timeout_ms,
+                backend as i32,
                 err.as_mut_ptr().cast(),
                 ERR_LEN,
             )

@@ -2,7 +2,7 @@
 //! collectives compute what they should, and a peer that goes away makes
 //! the survivor's next collective fail promptly instead of hanging.
 
-use kd_dist::{Group, Launch};
+use kd_dist::{Backend, Group, Launch};
 use std::net::TcpListener;
 use std::time::{Duration, Instant};
 use tch::{Kind, Tensor};
@@ -33,7 +33,8 @@ fn all_reduce_broadcast_and_barrier_on_two_ranks() {
     let ranks: Vec<_> = (0..2)
         .map(|r| {
             std::thread::spawn(move || {
-                let g = Group::join(&launch(r, port), Duration::from_secs(30)).unwrap();
+                let g =
+                    Group::join(&launch(r, port), Duration::from_secs(30), Backend::Gloo).unwrap();
                 assert_eq!((g.rank(), g.size(), g.is_leader()), (r, 2, r == 0));
                 let t = Tensor::from_slice(&[1.0f32, 2.0, 3.0]) * (r as f64 + 1.0);
                 g.all_reduce_sum(&t).unwrap();
@@ -61,12 +62,12 @@ fn a_peer_that_leaves_fails_the_next_collective_within_the_timeout() {
     let port = free_port();
     let timeout = Duration::from_secs(20);
     let leaver = std::thread::spawn(move || {
-        let g = Group::join(&launch(1, port), timeout).unwrap();
+        let g = Group::join(&launch(1, port), timeout, Backend::Gloo).unwrap();
         g.barrier().unwrap();
         // Dropping the group closes its connections, as a killed process would.
         drop(g);
     });
-    let g = Group::join(&launch(0, port), timeout).unwrap();
+    let g = Group::join(&launch(0, port), timeout, Backend::Gloo).unwrap();
     g.barrier().unwrap();
     leaver.join().unwrap();
     let t0 = Instant::now();
@@ -84,9 +85,13 @@ fn a_peer_that_leaves_fails_the_next_collective_within_the_timeout() {
 #[test]
 fn a_rank_whose_peers_never_come_fails_the_rendezvous() {
     let t0 = Instant::now();
-    let e = Group::join(&launch(0, free_port()), Duration::from_secs(2))
-        .unwrap_err()
-        .to_string();
+    let e = Group::join(
+        &launch(0, free_port()),
+        Duration::from_secs(2),
+        Backend::Gloo,
+    )
+    .unwrap_err()
+    .to_string();
     assert!(
         t0.elapsed() < Duration::from_secs(30),
         "took {:?}",
@@ -101,12 +106,12 @@ fn a_peer_that_stalls_fails_the_collective_after_the_timeout() {
     let timeout = Duration::from_secs(2);
     let (tx, rx) = std::sync::mpsc::channel::<()>();
     let staller = std::thread::spawn(move || {
-        let g = Group::join(&launch(1, port), timeout).unwrap();
+        let g = Group::join(&launch(1, port), timeout, Backend::Gloo).unwrap();
         // Alive but never joining the all-reduce (a hung rank), until told.
         rx.recv().unwrap();
         drop(g);
     });
-    let g = Group::join(&launch(0, port), timeout).unwrap();
+    let g = Group::join(&launch(0, port), timeout, Backend::Gloo).unwrap();
     let t0 = Instant::now();
     let t = Tensor::ones([8], (Kind::Float, tch::Device::Cpu));
     let e = g.all_reduce_sum(&t).unwrap_err().to_string();

@@ -12,7 +12,8 @@
 #![allow(clippy::print_stdout)]
 
 use kd_core::Outcome;
-use kd_core::{Silent, ViewBatch};
+use kd_core::RunOptions;
+use kd_core::ViewBatch;
 use kd_data::Dataset;
 use kd_data::augment::{batch_tensor_mixed, lut};
 use kd_logit_cache::testing::{ConvTeacher, synthetic_dataset, teacher_artifact};
@@ -121,10 +122,9 @@ fn main() {
             &out,
             &cfg,
             &BuildOptions {
-                force: true,
                 ..Default::default()
             },
-            &Silent,
+            &RunOptions::default().force(true),
         )
         .unwrap();
         t_build.push(t.elapsed().as_secs_f64());

@@ -1,8 +1,8 @@
 //! The `[cache]` section: every knob of a store, its defaults and checks.
 
-use crate::error::{CacheError, Result};
+use crate::error::Result;
 use crate::layout::Dtype;
-use kd_core::{Crop, CropRange, MixMode, MixSpec, Partners, ViewSpec};
+use kd_core::{Crop, CropRange, MixMode, MixSpec, Partners, SettingError, ViewSpec};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
@@ -149,40 +149,40 @@ impl CacheConfig {
     }
 
     pub fn validate(&self, classes: usize) -> Result<()> {
-        let bad = |m: String| Err(CacheError::Invalid(m));
-        if self.views == 0 {
-            return bad(format!(
-                "setting views = {}: must be at least 1 (view 0 is the plain image)",
-                self.views
-            ));
-        }
-        if self.batch_size == 0 {
-            return bad("setting batch_size = 0: must be at least 1".into());
-        }
-        if self.chunk_samples == 0
-            || self.shard_samples == 0
-            || !self.shard_samples.is_multiple_of(self.chunk_samples)
-        {
-            return bad(format!(
-                "settings shard_samples = {} and chunk_samples = {}: shard_samples must be a positive multiple of chunk_samples",
-                self.shard_samples, self.chunk_samples
+        use kd_core::fit::check;
+        let bad = |e: SettingError| Err(e.into());
+        check::count("views", self.views)?;
+        check::count("batch_size", self.batch_size)?;
+        check::count("chunk_samples", self.chunk_samples)?;
+        if self.shard_samples == 0 || !self.shard_samples.is_multiple_of(self.chunk_samples) {
+            return bad(SettingError::out_of_range(
+                "shard_samples",
+                self.shard_samples,
+                format!(
+                    "a positive multiple of chunk_samples = {}",
+                    self.chunk_samples
+                ),
             ));
         }
         if let Some(k) = self.top_k {
             if k > classes {
-                return bad(format!(
-                    "setting top_k = {k}: must be in 1..={classes} (the number of classes), or 0 for every logit"
+                return bad(SettingError::out_of_range(
+                    "top_k",
+                    k,
+                    format!("in 1..={classes} (the number of classes), or 0 for every logit"),
                 ));
             }
             if classes > u16::MAX as usize + 1 {
-                return bad(format!(
-                    "setting top_k: {classes} classes do not fit uint16 indices"
+                return bad(SettingError::rejected(
+                    "top_k",
+                    k,
+                    format!("{classes} classes do not fit uint16 indices"),
                 ));
             }
         }
         self.mix_spec().validate()?;
         if let Some(r) = &self.view_spec().resized_crop {
-            r.check().map_err(CacheError::Invalid)?;
+            r.check()?;
         }
         Ok(())
     }

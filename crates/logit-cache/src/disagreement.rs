@@ -8,9 +8,9 @@
 //! one most disputed view, so the picks are distinct images. The store is
 //! read one chunk of samples at a time.
 
-use crate::error::{CacheError, Result};
+use crate::error::Result;
 use crate::store::LogitStore;
-use kd_core::MixKind;
+use kd_core::{InputError, MixKind};
 use kd_data::Split;
 use kd_data::augment::{assemble_mixed, lut};
 
@@ -45,12 +45,14 @@ pub fn most_disputed(
     count: usize,
 ) -> Result<Vec<Disputed>> {
     if train.len() != store.num_samples() {
-        return Err(CacheError::Invalid(format!(
-            "{}: {} samples, the dataset's training split has {}",
-            store.dir().display(),
+        return Err(InputError::mismatch(
+            store.dir(),
+            "samples",
             store.num_samples(),
-            train.len()
-        )));
+            "the dataset's training split",
+            train.len(),
+        )
+        .into());
     }
     let (n, k, c) = (store.num_samples(), store.views(), store.num_classes());
     // Per sample: (distance, view) of its most disputed view.

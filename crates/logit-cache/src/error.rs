@@ -10,9 +10,8 @@ pub enum CacheError {
     Core(#[from] kd_core::CoreError),
     #[error(transparent)]
     Data(#[from] kd_data::DataError),
-    /// A bad option or a bad combination of inputs.
-    #[error("{0}")]
-    Invalid(String),
+    #[error(transparent)]
+    Shard(#[from] crate::write::ShardError),
     /// A store on disk that is not what it should be (incomplete, corrupt, other config).
     #[error("{}: {msg}", path.display())]
     Store { path: PathBuf, msg: String },
@@ -24,6 +23,19 @@ pub enum CacheError {
     },
     #[error("libtorch")]
     Torch(#[from] tch::TchError),
+}
+
+kd_core::from_core_concerns!(CacheError);
+
+impl CacheError {
+    /// The shared error inside, for matching on its concern.
+    pub fn core(&self) -> Option<&kd_core::CoreError> {
+        match self {
+            CacheError::Core(e) => Some(e),
+            CacheError::Data(e) => e.core(),
+            _ => None,
+        }
+    }
 }
 
 pub type Result<T, E = CacheError> = std::result::Result<T, E>;

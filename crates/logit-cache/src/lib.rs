@@ -32,4 +32,6 @@ pub use inspect::{InspectReport, inspect};
 pub use layout::{Dtype, FoldsMeta, STAGE, STORE, SizeModel, StoreMeta, TeacherMeta};
 pub use store::LogitStore;
 pub use verify::{VerifyReport, verify};
-pub use write::{BuildOptions, BuildStats, Built, TeacherInput, build, finalize, parse_shard};
+pub use write::{
+    BuildOptions, BuildStats, Built, ShardError, TeacherInput, build, finalize, parse_shard,
+};

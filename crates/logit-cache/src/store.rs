@@ -15,11 +15,11 @@ mod open;
 
 use open::{check_arrays, locate_inputs, read_floats, read_params};
 
-use crate::error::{CacheError, Result, store_err};
+use crate::error::{Result, store_err};
 use crate::layout::{Dtype, STAGE, StoreMeta, TOPK_FILL, store_dir};
 use kd_core::manifest::{Manifest, manifest_hash};
 use kd_core::zarr::{self, ZArray};
-use kd_core::{MixParams, MixSpec, ViewBatch, ViewParams, ViewSpec};
+use kd_core::{InputError, MixParams, MixSpec, ViewBatch, ViewParams, ViewSpec};
 use std::collections::{HashMap, VecDeque};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -353,13 +353,7 @@ impl LogitStore {
             .names
             .iter()
             .position(|n| n == teacher)
-            .ok_or_else(|| {
-                CacheError::Invalid(format!(
-                    "{}: no teacher '{teacher}' in this store (has: {})",
-                    self.dir.display(),
-                    self.names.join(", ")
-                ))
-            })?;
+            .ok_or_else(|| InputError::not_found(&self.dir, "teacher", teacher, &self.names))?;
         let (c, k, w) = (
             self.meta.num_classes,
             self.meta.views,

@@ -5,12 +5,12 @@
 //! asked per sample (`logits_for`), and must still be the fold models and
 //! the fold assignment the store recorded.
 
-use crate::error::{CacheError, Result, store_err};
+use crate::error::{Result, store_err};
 use crate::layout::{Dtype, StoreMeta, store_dir};
 use crate::store::LogitStore;
 use crate::write::check_shards;
 use kd_core::manifest::{MANIFEST, Manifest};
-use kd_core::{Progress, Rng, Teacher, ViewBatch};
+use kd_core::{InputError, Progress, Rng, Teacher, ViewBatch};
 use kd_data::Dataset;
 use kd_data::augment::{batch_tensor_mixed, lut};
 use serde::Serialize;
@@ -146,11 +146,12 @@ pub fn verify(
             .iter()
             .find(|x| x.name() == t.name)
             .ok_or_else(|| {
-                CacheError::Invalid(format!(
-                    "{}: no live teacher named '{}' given",
-                    dir.display(),
-                    t.name
-                ))
+                InputError::not_found(
+                    dir,
+                    "live teacher",
+                    &t.name,
+                    teachers.iter().map(|x| x.name()),
+                )
             })?;
         if live.checkpoint_hash() != t.checkpoint_hash {
             return Err(store_err(

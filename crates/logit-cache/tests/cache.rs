@@ -3,6 +3,7 @@
 
 use half::f16;
 use kd_core::Outcome;
+use kd_core::RunOptions;
 use kd_core::manifest::{Manifest, manifest_hash};
 use kd_core::{Crop, Silent, Teacher, ViewParams};
 use kd_data::Dataset;
@@ -80,7 +81,14 @@ fn run(
     c: &CacheConfig,
     opts: &BuildOptions,
 ) -> kd_logit_cache::Result<Built> {
-    build(&f.dataset, &teachers(f), out, c, opts, &Silent)
+    build(
+        &f.dataset,
+        &teachers(f),
+        out,
+        c,
+        opts,
+        &RunOptions::default(),
+    )
 }
 
 /// The error a `--shard i/n` worker build fails with.
@@ -603,7 +611,15 @@ fn inspect_reports_layout_and_content() {
         teacher(&f, "twin", 1),
         teacher(&f, "inv", 2),
     ];
-    build(&f.dataset, &ts, &out, &c, &BuildOptions::default(), &Silent).unwrap();
+    build(
+        &f.dataset,
+        &ts,
+        &out,
+        &c,
+        &BuildOptions::default(),
+        &RunOptions::default(),
+    )
+    .unwrap();
     let r = inspect(&out).unwrap();
     assert_eq!(
         (r.samples, r.views, r.classes, r.shards),
@@ -724,9 +740,16 @@ fn bad_inputs_are_refused_with_one_clear_line() {
         dir: other.clone(),
         teacher: Box::new(ConvTeacher::new("x", 3, 1, 6, CLASSES, "0123", Device::Cpu)),
     }];
-    let e = build(&f.dataset, &ts, &out, &c, &BuildOptions::default(), &Silent)
-        .unwrap_err()
-        .to_string();
+    let e = build(
+        &f.dataset,
+        &ts,
+        &out,
+        &c,
+        &BuildOptions::default(),
+        &RunOptions::default(),
+    )
+    .unwrap_err()
+    .to_string();
     assert!(
         e.contains("trained on dataset 0123") && e.contains("teachers/x/manifest.json"),
         "{e}"
@@ -749,9 +772,16 @@ fn bad_inputs_are_refused_with_one_clear_line() {
             )),
         },
     ];
-    let e = build(&f.dataset, &ts, &out, &c, &BuildOptions::default(), &Silent)
-        .unwrap_err()
-        .to_string();
+    let e = build(
+        &f.dataset,
+        &ts,
+        &out,
+        &c,
+        &BuildOptions::default(),
+        &RunOptions::default(),
+    )
+    .unwrap_err()
+    .to_string();
     assert!(e.contains("has 5 classes") && e.contains("has 4"), "{e}");
     no_manifest(&out);
     assert!(
@@ -802,14 +832,13 @@ fn bad_inputs_are_refused_with_one_clear_line() {
         "{e}"
     );
     assert_eq!(before, files(&out));
-    let o = run(
-        &f,
+    let o = build(
+        &f.dataset,
+        &teachers(&f),
         &out,
         &other_cfg,
-        &BuildOptions {
-            force: true,
-            ..Default::default()
-        },
+        &BuildOptions::default(),
+        &RunOptions::default().force(true),
     )
     .unwrap();
     assert!(
@@ -836,19 +865,25 @@ fn bad_inputs_are_refused_with_one_clear_line() {
     );
     assert_eq!(LogitStore::open(&out).unwrap().views(), 3);
     // --force with --shard is refused (it would delete the other workers' shards).
-    let e = run(
-        &f,
+    let e = build(
+        &f.dataset,
+        &teachers(&f),
         &out,
         &c,
         &BuildOptions {
             shard: Some((0, 2)),
-            force: true,
             ..Default::default()
         },
+        &RunOptions::default().force(true),
     )
-    .unwrap_err()
-    .to_string();
-    assert!(e.contains("--force with --shard"), "{e}");
+    .unwrap_err();
+    assert!(
+        matches!(
+            e,
+            kd_logit_cache::CacheError::Shard(kd_logit_cache::ShardError::Force)
+        ),
+        "{e}"
+    );
     // Bad options.
     assert!(
         run(

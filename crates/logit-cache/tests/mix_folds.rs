@@ -3,6 +3,7 @@
 //! parameters, each cross-fitted sample is answered by the fold model that
 //! never saw it, and stores without either keep their old metadata.
 
+use kd_core::RunOptions;
 use kd_core::manifest::manifest_hash;
 use kd_core::profile::Profile;
 use kd_core::{Folds, MixKind, MixMode, MixParams, Rng, Silent, Teacher, ViewBatch, ViewSpec};
@@ -221,7 +222,15 @@ fn mixed_views_are_stored_exactly_and_rebuilt_bit_for_bit() {
         input(&f, Box::new(conv(&f, "inv", 2))),
     ];
     let out = f.root.join("mixed");
-    build(&f.dataset, &ts, &out, &c, &BuildOptions::default(), &Silent).unwrap();
+    build(
+        &f.dataset,
+        &ts,
+        &out,
+        &c,
+        &BuildOptions::default(),
+        &RunOptions::default(),
+    )
+    .unwrap();
     let s = LogitStore::open(&out).unwrap();
     assert_eq!(s.mix_spec(), Some(c.mix_spec()));
     let pairs = all_pairs();
@@ -322,7 +331,7 @@ fn mixed_views_are_stored_exactly_and_rebuilt_bit_for_bit() {
         &plain_out,
         &cfg(MixMode::None),
         &BuildOptions::default(),
-        &Silent,
+        &RunOptions::default(),
     )
     .unwrap();
     let p = LogitStore::open(&plain_out).unwrap();
@@ -376,7 +385,7 @@ fn stores_without_mixing_or_folds_keep_their_identity_and_attributes() {
         &out,
         &cfg(MixMode::None),
         &BuildOptions::default(),
-        &Silent,
+        &RunOptions::default(),
     )
     .unwrap();
     let attrs = root_attrs(&out);
@@ -405,7 +414,7 @@ fn bad_mix_settings_and_mix_arrays_are_refused_with_one_clear_line() {
             &out,
             &c,
             &BuildOptions::default(),
-            &Silent,
+            &RunOptions::default(),
         )
         .unwrap_err()
         .to_string()
@@ -440,7 +449,7 @@ fn bad_mix_settings_and_mix_arrays_are_refused_with_one_clear_line() {
     assert!(
         e.contains("p.toml")
             && e.contains("[cache]")
-            && e.contains("mix 'mixupp'")
+            && e.contains("setting mix: 'mixupp'")
             && e.contains("mixup-cutmix"),
         "{e}"
     );
@@ -473,11 +482,14 @@ fn bad_mix_settings_and_mix_arrays_are_refused_with_one_clear_line() {
         &f.root.join("one-out"),
         &cfg(MixMode::Mixup),
         &BuildOptions::default(),
-        &Silent,
+        &RunOptions::default(),
     )
-    .unwrap_err()
-    .to_string();
-    assert!(e.contains("mix 'mixup'") && e.contains("has 1"), "{e}");
+    .unwrap_err();
+    assert!(
+        matches!(e.core().and_then(kd_core::CoreError::as_input), Some(kd_core::InputError::Unsupported { what, limit })
+            if what.contains("1 training samples") && limit.contains("mix 'mixup'")),
+        "{e}"
+    );
 
     // A views/mix row naming a partner outside the store (valid checksum,
     // wrong content) is refused on open, before anyone indexes with it.
@@ -488,7 +500,7 @@ fn bad_mix_settings_and_mix_arrays_are_refused_with_one_clear_line() {
         &out,
         &cfg(MixMode::Mixup),
         &BuildOptions::default(),
-        &Silent,
+        &RunOptions::default(),
     )
     .unwrap();
     let store = kd_core::zarr::open_store(&out.join("logits.zarr")).unwrap();
@@ -513,7 +525,15 @@ fn mixed_store_verifies_inspects_and_catches_tampered_mixing() {
         vec![Box::new(conv(&f, "cnn", 1)), Box::new(conv(&f, "inv", 2))]
     };
     let ts: Vec<TeacherInput> = live().into_iter().map(|t| input(&f, t)).collect();
-    build(&f.dataset, &ts, &out, &c, &BuildOptions::default(), &Silent).unwrap();
+    build(
+        &f.dataset,
+        &ts,
+        &out,
+        &c,
+        &BuildOptions::default(),
+        &RunOptions::default(),
+    )
+    .unwrap();
     let r = verify(&out, &live(), 300, 1, &Silent).unwrap();
     assert!(r.ok, "{r:?}");
 
@@ -602,7 +622,15 @@ fn cross_fitted_teacher_answers_each_sample_with_its_held_out_fold() {
         .into_iter()
         .map(|t| input(&f, t))
         .collect();
-    build(&f.dataset, &ts, &out, &c, &BuildOptions::default(), &Silent).unwrap();
+    build(
+        &f.dataset,
+        &ts,
+        &out,
+        &c,
+        &BuildOptions::default(),
+        &RunOptions::default(),
+    )
+    .unwrap();
 
     let s = LogitStore::open(&out).unwrap();
     let meta = s.meta();
@@ -730,7 +758,7 @@ fn cross_fitted_teacher_answers_each_sample_with_its_held_out_fold() {
         &f.root.join("short"),
         &c,
         &BuildOptions::default(),
-        &Silent,
+        &RunOptions::default(),
     )
     .unwrap_err()
     .to_string();
@@ -748,7 +776,7 @@ fn cross_fitted_teacher_answers_each_sample_with_its_held_out_fold() {
         &f.root.join("bad"),
         &c,
         &BuildOptions::default(),
-        &Silent,
+        &RunOptions::default(),
     )
     .unwrap_err()
     .to_string();
@@ -773,7 +801,7 @@ fn zarr_python_reads_the_mix_and_fold_arrays() {
         &out,
         &cfg(MixMode::MixupCutmix),
         &BuildOptions::default(),
-        &Silent,
+        &RunOptions::default(),
     )
     .unwrap();
     let script = r#"
@@ -856,7 +884,7 @@ fn killed_and_resumed_mixed_cross_fitted_build_is_byte_identical() {
         &whole,
         &c,
         &BuildOptions::default(),
-        &Silent,
+        &RunOptions::default(),
     )
     .unwrap();
     let resumed = f.root.join("resumed");
@@ -864,14 +892,22 @@ fn killed_and_resumed_mixed_cross_fitted_build_is_byte_identical() {
         stop_after_shards: Some(1),
         ..Default::default()
     };
-    build(&f.dataset, &ts(), &resumed, &c, &stop, &Silent).unwrap();
+    build(
+        &f.dataset,
+        &ts(),
+        &resumed,
+        &c,
+        &stop,
+        &RunOptions::default(),
+    )
+    .unwrap();
     build(
         &f.dataset,
         &ts(),
         &resumed,
         &c,
         &BuildOptions::default(),
-        &Silent,
+        &RunOptions::default(),
     )
     .unwrap();
     let (a, b) = (
@@ -896,7 +932,15 @@ fn most_disputed_views_are_the_brute_force_ones_with_the_teachers_pixels() {
         .into_iter()
         .map(|t| input(&f, Box::new(t)))
         .collect();
-    build(&f.dataset, &ts, &out, &c, &BuildOptions::default(), &Silent).unwrap();
+    build(
+        &f.dataset,
+        &ts,
+        &out,
+        &c,
+        &BuildOptions::default(),
+        &RunOptions::default(),
+    )
+    .unwrap();
     let s = LogitStore::open(&out).unwrap();
     let ds = Dataset::open(&f.dataset).unwrap();
     let train = ds.split("train").unwrap();
@@ -988,7 +1032,15 @@ fn chunk_partners_stay_in_the_stored_chunk_and_verify() {
         ..cfg(MixMode::MixupCutmix)
     };
     let out = tmp.path().join("m");
-    build(&dataset, &ts, &out, &c, &BuildOptions::default(), &Silent).unwrap();
+    build(
+        &dataset,
+        &ts,
+        &out,
+        &c,
+        &BuildOptions::default(),
+        &RunOptions::default(),
+    )
+    .unwrap();
     assert!(verify(&out, &live(), 200, 1, &Silent).unwrap().ok);
     let s = LogitStore::open(&out).unwrap();
     assert_eq!(s.mix_spec().unwrap().partners, kd_core::Partners::Chunk);

@@ -6,6 +6,7 @@
 //! they are gone.
 
 use kd_core::Outcome;
+use kd_core::RunOptions;
 use kd_core::Silent;
 use kd_core::manifest::{MANIFEST, Manifest, manifest_hash};
 use kd_core::zarr;
@@ -88,13 +89,23 @@ fn build_into(
     c: &CacheConfig,
     opts: &BuildOptions,
 ) -> kd_logit_cache::Result<Built> {
+    build_run(r, out, c, opts, &RunOptions::default())
+}
+
+fn build_run(
+    r: &Run,
+    out: &Path,
+    c: &CacheConfig,
+    opts: &BuildOptions,
+    run: &RunOptions,
+) -> kd_logit_cache::Result<Built> {
     build(
         &r.run.join("dataset"),
         &teachers(&r.run, &r.hash),
         out,
         c,
         opts,
-        &Silent,
+        run,
     )
 }
 
@@ -242,15 +253,14 @@ fn out_holding_another_artifact_is_refused_unless_force() {
         .unwrap_err()
         .to_string();
     assert!(e.contains("not a kd artifact (notes.txt)"), "{e}");
-    let force = BuildOptions {
-        force: true,
-        ..Default::default()
-    };
-    build_into(&r, &junk, &c, &force).unwrap();
+    let force = RunOptions::default().force(true);
+    build_run(&r, &junk, &c, &BuildOptions::default(), &force).unwrap();
     assert!(!junk.join("notes.txt").exists());
     assert_eq!(Manifest::read(&junk).unwrap().stage, "cache");
     // Never a directory with artifacts below it, even with --force.
-    let e = build_into(&r, &r.run, &c, &force).unwrap_err().to_string();
+    let e = build_run(&r, &r.run, &c, &BuildOptions::default(), &force)
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("holds other artifacts"), "{e}");
 }
 

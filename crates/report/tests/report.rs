@@ -4,7 +4,7 @@
 //! became this library; the markdown changes only when a section is added
 //! on purpose (the patience table and its chart came later).
 
-use kd_core::Outcome;
+use kd_core::{Outcome, RunOptions};
 use kd_report::study::StudyConfig;
 use kd_report::{ReportConfig, ReportError};
 use std::error::Error;
@@ -45,7 +45,7 @@ fn report_markdown_is_unchanged_and_charts_are_drawn() {
     let tmp = tempfile::tempdir().unwrap();
     let mut cfg = ReportConfig::new(RUN);
     cfg.out = tmp.path().join("report");
-    let Outcome::Wrote(m) = kd_report::write_report(&cfg).unwrap() else {
+    let Outcome::Wrote(m) = kd_report::write_report(&cfg, &RunOptions::default()).unwrap() else {
         panic!("a fresh report directory is written");
     };
     assert_eq!(m.stage, "report");
@@ -58,10 +58,12 @@ fn report_markdown_is_unchanged_and_charts_are_drawn() {
         assert_chart(&cfg.out.join(chart), (960, 540));
     }
     // Nothing changed: nothing to do, unless forced.
-    assert_eq!(kd_report::write_report(&cfg).unwrap(), Outcome::UpToDate);
-    cfg.force = true;
+    assert_eq!(
+        kd_report::write_report(&cfg, &RunOptions::default()).unwrap(),
+        Outcome::UpToDate
+    );
     assert!(matches!(
-        kd_report::write_report(&cfg).unwrap(),
+        kd_report::write_report(&cfg, &RunOptions::default().force(true)).unwrap(),
         Outcome::Wrote(_)
     ));
 }
@@ -104,7 +106,8 @@ fn study_markdown_and_json_are_unchanged() {
 #[test]
 fn errors_name_the_file_at_fault() {
     let tmp = tempfile::tempdir().unwrap();
-    let err = kd_report::write_report(&ReportConfig::new(tmp.path())).unwrap_err();
+    let err = kd_report::write_report(&ReportConfig::new(tmp.path()), &RunOptions::default())
+        .unwrap_err();
     assert!(matches!(err, ReportError::NothingToReport { .. }), "{err}");
     assert!(err.to_string().contains(&tmp.path().display().to_string()));
 
@@ -120,7 +123,7 @@ fn errors_name_the_file_at_fault() {
     std::fs::write(student.join("metrics.json"), r#"{"source": "none"}"#).unwrap();
     let mut cfg = ReportConfig::new(&run);
     cfg.out = tmp.path().join("out");
-    let err = kd_report::write_report(&cfg).unwrap_err();
+    let err = kd_report::write_report(&cfg, &RunOptions::default()).unwrap_err();
     let msg = err.to_string();
     assert!(
         msg.contains("student/none/metrics.json") && msg.contains("student metrics.json"),

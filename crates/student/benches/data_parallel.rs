@@ -41,7 +41,7 @@ fn child(role: &str) {
         .strip_prefix("threads:")
         .map_or(1, |n| n.parse().expect("threads:N"));
     tch::set_num_threads(threads);
-    let dist = kd_dist::Group::from_env(Duration::from_secs(300))
+    let dist = kd_dist::Group::from_env(Duration::from_secs(300), kd_dist::Backend::Gloo)
         .expect("join the group")
         .map(Rc::new);
     let opts = FitOptions {

@@ -154,7 +154,7 @@ fn main() {
         &store_dir,
         &cache_cfg,
         &BuildOptions::default(),
-        &Silent,
+        &RunOptions::default(),
     )
     .expect("cache build");
     let build_s = t0.elapsed().as_secs_f64();

@@ -2,7 +2,7 @@
 //! ([`StudentConfig`]), its checks, and the view settings it takes from the
 //! store.
 
-use crate::error::{Result, StudentError};
+use crate::error::Result;
 use crate::loss::{Distill, LossConfig, Weighting};
 use crate::source::Source;
 use crate::stem::Stem;
@@ -10,7 +10,7 @@ use crate::vit::ModelOverrides;
 use kd_core::amp::Precision;
 use kd_core::fit::FitConfig;
 use kd_core::optim::AdamWConfig;
-use kd_core::{CropRange, ViewSpec};
+use kd_core::{CropRange, InputError, SettingError, ViewSpec};
 use serde::{Deserialize, Serialize};
 
 /// How teachers map onto distillation tokens.
@@ -141,10 +141,6 @@ impl StudentConfig {
     }
 }
 
-pub(crate) fn invalid(msg: impl Into<String>) -> StudentError {
-    StudentError::Invalid(msg.into())
-}
-
 impl StudentConfig {
     /// Fill the view settings from the store (cache mode) or defaults,
     /// refusing explicit values the store contradicts and zero views.
@@ -180,12 +176,14 @@ fn resolve_views(cfg: &mut StudentConfig, source: &Source) -> Result<()> {
     let dflt = ViewSpec::default();
     if let Source::Cache { store, .. } = source {
         let spec = store.view_spec();
-        let at = store.dir().display().to_string();
         let check = |what: &str, mine: Option<String>, theirs: String| -> Result<()> {
             match mine {
-                Some(m) if m != theirs => Err(invalid(format!(
-                    "{at}: store has {what} {theirs} but the student config asks for {m}"
-                ))),
+                Some(m) if m != theirs => {
+                    Err(
+                        InputError::mismatch(store.dir(), what, theirs, "the student config", m)
+                            .into(),
+                    )
+                }
                 _ => Ok(()),
             }
         };
@@ -226,13 +224,14 @@ fn resolve_views(cfg: &mut StudentConfig, source: &Source) -> Result<()> {
         cfg.view_flip = Some(cfg.view_flip.unwrap_or(dflt.flip));
     }
     if cfg.views == Some(0) {
-        let whose = match source {
-            Source::Cache { store, .. } => format!("{}: store", store.dir().display()),
-            _ => "student config".into(),
-        };
-        return Err(invalid(format!(
-            "{whose} has 0 views per sample; need at least 1"
-        )));
+        return Err(match source {
+            Source::Cache { store, .. } => InputError::Malformed {
+                at: store.dir().to_path_buf(),
+                what: "0 views per sample".into(),
+            }
+            .into(),
+            _ => SettingError::out_of_range("views", 0, "at least 1").into(),
+        });
     }
     Ok(())
 }

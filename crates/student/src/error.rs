@@ -2,8 +2,6 @@
 
 #[derive(Debug, thiserror::Error)]
 pub enum StudentError {
-    #[error("{0}")]
-    Invalid(String),
     #[error(transparent)]
     Core(#[from] kd_core::CoreError),
     #[error(transparent)]
@@ -20,8 +18,31 @@ pub enum StudentError {
         #[source]
         source: tch::TchError,
     },
+    /// A teacher a store was built from, changed since: the store's
+    /// logits are no longer that teacher's.
+    #[error("{}: teacher '{teacher}' changed after the store was built; rebuild the cache", store.display())]
+    TeacherChanged {
+        store: std::path::PathBuf,
+        teacher: String,
+        #[source]
+        source: kd_core::CoreError,
+    },
     #[error("libtorch")]
     Torch(#[from] tch::TchError),
+}
+
+kd_core::from_core_concerns!(StudentError);
+
+impl StudentError {
+    /// The shared error inside, for matching on its concern.
+    pub fn core(&self) -> Option<&kd_core::CoreError> {
+        match self {
+            StudentError::Core(e) => Some(e),
+            StudentError::Data(e) => e.core(),
+            StudentError::Cache(e) => e.core(),
+            _ => None,
+        }
+    }
 }
 
 pub type Result<T, E = StudentError> = std::result::Result<T, E>;

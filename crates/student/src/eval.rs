@@ -8,14 +8,14 @@
 //! (the store holds no test logits), so the question is asked after the
 //! fact, of the weights, with the teachers loaded once.
 
-use crate::config::{StudentConfig, invalid};
+use crate::artifact::{CONFIG, STAGE, WEIGHTS};
+use crate::config::StudentConfig;
 use crate::error::{Result, StudentError};
 use crate::learner::argmax_vec;
-use crate::stage::{STAGE, WEIGHTS};
 use crate::vit::{Config, Vit};
 use kd_core::manifest::{Manifest, read_json};
 use kd_core::metrics::{HeadEval, StudentEval, TeacherEval};
-use kd_core::{Progress, Teacher, ViewParams, ViewSpec};
+use kd_core::{InputError, Progress, SettingError, Teacher, ViewParams, ViewSpec};
 use kd_data::Dataset;
 use kd_data::augment::{batch_tensor, lut};
 use serde::Deserialize;
@@ -49,16 +49,19 @@ pub struct LoadedStudent {
 /// against the hash its manifest recorded.
 pub fn load_student(dir: &Path, device: Device) -> Result<LoadedStudent> {
     let man = Manifest::read_stage(dir, STAGE)?;
-    let file: StudentFile = read_json(&dir.join("config.json"))?;
+    let file: StudentFile = read_json(&dir.join(CONFIG))?;
     man.checked_output(dir, WEIGHTS)?;
     let dataset_hash = man.input_hash(dir, "dataset")?;
     if file.heads.len() != file.model.dist_tokens {
-        return Err(invalid(format!(
-            "{}: {} distillation token(s) but {} head name(s)",
-            dir.join("config.json").display(),
-            file.model.dist_tokens,
-            file.heads.len()
-        )));
+        return Err(InputError::Malformed {
+            at: dir.join(CONFIG),
+            what: format!(
+                "{} distillation token(s) but {} head name(s)",
+                file.model.dist_tokens,
+                file.heads.len()
+            ),
+        }
+        .into());
     }
     let mut vs = VarStore::new(device);
     let model = Vit::new(&vs.root(), &file.model);
@@ -92,37 +95,45 @@ pub fn evaluate(
     let s = ds.split(split)?;
     let cfg = &student.model.cfg;
     let [c, h, w] = s.chw;
-    let at = dataset_dir.display();
+    let whose = format!("student {}", dir.display());
     if (c, h, w) != (cfg.in_chans, cfg.image_size, cfg.image_size) {
-        return Err(invalid(format!(
-            "{at}: images are {c}x{h}x{w}, student {} expects {}x{}x{}",
-            dir.display(),
-            cfg.in_chans,
-            cfg.image_size,
-            cfg.image_size
-        )));
+        return Err(InputError::mismatch(
+            dataset_dir,
+            "image shape",
+            format!("{c}x{h}x{w}"),
+            &whose,
+            format!("{}x{}x{}", cfg.in_chans, cfg.image_size, cfg.image_size),
+        )
+        .into());
     }
     if ds.num_classes() != cfg.num_classes {
-        return Err(invalid(format!(
-            "{at}: {} classes, student {} has {}",
+        return Err(InputError::mismatch(
+            dataset_dir,
+            "classes",
             ds.num_classes(),
-            dir.display(),
-            cfg.num_classes
-        )));
+            &whose,
+            cfg.num_classes,
+        )
+        .into());
     }
     let mut names: Vec<&str> = vec![];
     for t in teachers {
         if t.num_classes() != cfg.num_classes {
-            return Err(invalid(format!(
-                "teacher '{}' has {} classes, student {} has {}",
-                t.name(),
+            return Err(InputError::mismatch(
+                format!("teacher '{}'", t.name()),
+                "classes",
                 t.num_classes(),
-                dir.display(),
-                cfg.num_classes
-            )));
+                &whose,
+                cfg.num_classes,
+            )
+            .into());
         }
         if names.contains(&t.name()) {
-            return Err(invalid(format!("teacher '{}' given twice", t.name())));
+            return Err(SettingError::Repeated {
+                setting: "teacher".into(),
+                name: t.name().into(),
+            }
+            .into());
         }
         names.push(t.name());
     }

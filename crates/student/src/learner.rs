@@ -171,7 +171,7 @@ impl Learner for StudentLearner<'_> {
         idx: &[usize],
         _epoch: usize,
     ) -> kd_core::Result<(Tensor, Vec<(String, Tensor)>)> {
-        self.step(kd_core::fit::unpack::<Prepared>(prepared)?, idx)
+        self.step(kd_core::fit::unpack::<Prepared>(prepared), idx)
     }
 
     fn evaluate(&mut self, _epoch: usize) -> kd_core::Result<Map<String, Value>> {

@@ -1,7 +1,8 @@
 //! kd-student: a ViT with one distillation token per teacher, its losses and
 //! its trainer.
 //!
-//! Modules by job: [`config`] (the profile section and its checks),
+//! Modules by job: [`artifact`] (the files of a student artifact),
+//! [`config`] (the profile section and its checks),
 //! [`source`] (stored, live or no teacher logits), [`batch`] (indices to
 //! pixels and logits), `learner` (one step and the evaluation), [`stage`]
 //! (the `student` stage: inputs, model, outputs), [`vit`] and [`stem`] (the
@@ -14,6 +15,7 @@
 //! trainer with different token counts, sharing `kd_core::fit` (optimiser,
 //! schedule, checkpoint and resume) with the teachers.
 
+pub mod artifact;
 pub mod batch;
 pub mod config;
 pub mod error;
@@ -25,6 +27,7 @@ pub mod stage;
 pub mod stem;
 pub mod vit;
 
+pub use artifact::STAGE;
 pub use batch::{Batcher, epoch_view};
 pub use config::{StudentConfig, TokenMode};
 pub use error::{Result, StudentError};
@@ -32,6 +35,6 @@ pub use eval::{evaluate, load_student};
 pub use kd_core::stage::{Outcome, RunOptions};
 pub use loss::{Distill, LossConfig, Weighting};
 pub use source::Source;
-pub use stage::{STAGE, train_stage};
+pub use stage::train_stage;
 pub use stem::{Stem, TokenStem};
 pub use vit::{Config, Vit, VitOutput};

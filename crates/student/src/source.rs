@@ -1,9 +1,8 @@
 //! Where the teachers' logits come from ([`Source`]) and the checks that
 //! the source fits the dataset the student trains on.
 
-use crate::config::invalid;
-use crate::error::Result;
-use kd_core::Teacher;
+use crate::error::{Result, StudentError};
+use kd_core::{InputError, SettingError, Teacher};
 use kd_data::{Dataset, Split};
 use kd_logit_cache::LogitStore;
 use serde_json::{Value, json};
@@ -71,74 +70,100 @@ impl Source {
 /// Check the source against the dataset; return a description for the config.
 pub(crate) fn check_source(source: &Source, ds: &Dataset, train: &Split) -> Result<Value> {
     let names = source.teacher_names();
-    let unique: BTreeSet<&String> = names.iter().collect();
-    if unique.len() != names.len() {
-        return Err(invalid(format!(
-            "teacher names repeat: {}",
-            names.join(",")
-        )));
+    let mut seen = BTreeSet::new();
+    if let Some(twice) = names.iter().find(|n| !seen.insert(*n)) {
+        return Err(SettingError::Repeated {
+            setting: "teacher".into(),
+            name: twice.clone(),
+        }
+        .into());
     }
     let classes = ds.num_classes();
     match source {
         Source::None => Ok(json!({"kind": "none"})),
         Source::Cache { store, teachers } => {
-            let at = store.dir().display();
+            let at = store.dir();
+            let dataset = ds.dir.display().to_string();
             if store.dataset_hash() != ds.manifest_hash {
-                return Err(invalid(format!(
-                    "{at}: logit store was made from dataset {} but {} has hash {} (rebuild the cache)",
+                return Err(InputError::mismatch(
+                    at,
+                    "dataset hash",
                     store.dataset_hash(),
-                    ds.dir.display(),
-                    ds.manifest_hash
-                )));
+                    dataset,
+                    &ds.manifest_hash,
+                )
+                .fix("rebuild the cache")
+                .into());
             }
             if teachers.is_empty() {
-                return Err(invalid(format!("{at}: no teachers chosen from the store")));
+                return Err(SettingError::Missing {
+                    setting: "teacher".into(),
+                    hint: format!(
+                        "the store's teachers to learn from, of {}",
+                        store.teachers().join(", ")
+                    ),
+                }
+                .into());
             }
             for t in teachers {
                 if !store.teachers().contains(t) {
-                    return Err(invalid(format!(
-                        "{at}: no teacher '{t}' in the store (has: {})",
-                        store.teachers().join(", ")
-                    )));
+                    return Err(InputError::not_found(at, "teacher", t, store.teachers()).into());
                 }
             }
             if store.num_classes() != classes {
-                return Err(invalid(format!(
-                    "{at}: store has {} classes, dataset {classes}",
-                    store.num_classes()
-                )));
+                return Err(InputError::mismatch(
+                    at,
+                    "classes",
+                    store.num_classes(),
+                    dataset,
+                    classes,
+                )
+                .into());
             }
             check_store_teachers(store, teachers)?;
             if store.num_samples() != train.len() {
-                return Err(invalid(format!(
-                    "{at}: store has {} samples, the train split {}",
+                return Err(InputError::mismatch(
+                    at,
+                    "samples",
                     store.num_samples(),
-                    train.len()
-                )));
+                    format!("the train split of {dataset}"),
+                    train.len(),
+                )
+                .into());
             }
             Ok(json!({"kind": "cache", "teachers": teachers, "store": store.manifest_hash()}))
         }
         Source::Live(ts) => {
             if ts.is_empty() {
-                return Err(invalid("live source without teachers"));
+                return Err(SettingError::Missing {
+                    setting: "teacher".into(),
+                    hint: "a live source needs its teachers".into(),
+                }
+                .into());
             }
             let mut desc = vec![];
             for t in ts {
+                let teacher = format!("teacher '{}'", t.name());
+                let dataset = ds.dir.display().to_string();
                 if t.dataset_hash() != ds.manifest_hash {
-                    return Err(invalid(format!(
-                        "teacher '{}' was trained on dataset {} but {} has hash {}",
-                        t.name(),
+                    return Err(InputError::mismatch(
+                        teacher,
+                        "training dataset hash",
                         t.dataset_hash(),
-                        ds.dir.display(),
-                        ds.manifest_hash
-                    )));
+                        dataset,
+                        &ds.manifest_hash,
+                    )
+                    .into());
                 }
                 if t.num_classes() != classes {
-                    return Err(invalid(format!(
-                        "teacher '{}' has {} classes, dataset {classes}",
-                        t.name(),
-                        t.num_classes()
-                    )));
+                    return Err(InputError::mismatch(
+                        teacher,
+                        "classes",
+                        t.num_classes(),
+                        dataset,
+                        classes,
+                    )
+                    .into());
                 }
                 desc.push(
                     json!({"name": t.name(), "arch": t.arch(), "checkpoint": t.checkpoint_hash()}),
@@ -163,11 +188,12 @@ fn check_store_teachers(store: &LogitStore, used: &[String]) -> Result<()> {
                 "the teacher directory the store was built from is not there; cannot check it is unchanged");
             continue;
         }
-        if let Err(e) = pin.verify() {
-            return Err(invalid(format!(
-                "{}: teacher '{t}' changed after the store was built ({e}); rebuild the cache",
-                store.dir().display()
-            )));
+        if let Err(source) = pin.verify() {
+            return Err(StudentError::TeacherChanged {
+                store: store.dir().to_path_buf(),
+                teacher: t.clone(),
+                source,
+            });
         }
     }
     Ok(())

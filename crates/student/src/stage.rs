@@ -14,29 +14,25 @@
 //! shared with the teachers; this file holds what is the student's own:
 //! which inputs pin it, the model it builds, and the files it writes.
 
+use crate::artifact::{CONFIG, CURVES_CSV, CURVES_PNG, METRICS, STAGE, WEIGHTS, WORK_FILES};
 use crate::batch::Batcher;
-use crate::config::{StudentConfig, TokenMode, invalid};
+use crate::config::{StudentConfig, TokenMode};
 use crate::error::Result;
 use crate::learner::StudentLearner;
 use crate::source::{Source, check_source};
 use crate::stem::{Stem, TokenStem};
 use crate::vit::{Config, PRESETS, Vit};
-use kd_core::CoreError;
 use kd_core::fit::{EpochRecord, fit};
 use kd_core::manifest::{InputRef, Manifest, OutputRef, write_json};
 use kd_core::metrics::{LastEpoch, StudentMetrics, StudentSummary};
 use kd_core::stage::{Outcome, RunOptions, StageRun, mean_images_per_sec, param_count};
+use kd_core::{CoreError, InputError, SettingError};
 use kd_data::Dataset;
 use serde_json::{Value, json};
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 use std::path::Path;
 use tch::nn::VarStore;
-
-pub const STAGE: &str = "student";
-/// What an unfinished student run leaves: its checkpoint.
-pub const WORK_FILES: &[&str] = &[kd_core::fit::CHECKPOINT, kd_core::fit::CHECKPOINT_OLD];
-pub use kd_core::stage::WEIGHTS;
 
 /// Train a student into `out` unless an identical one is already there.
 pub fn train_stage(
@@ -62,32 +58,32 @@ pub fn train_stage(
     if let Some(n) = cfg.dist_tokens
         && n != heads.len()
     {
-        return Err(invalid(format!(
-            "preset asks for {n} distillation token(s) but the source '{}' gives {} teacher target(s) ({})",
-            source.kind(),
-            heads.len(),
-            if names.is_empty() {
-                "none".to_string()
-            } else {
-                names.join(",")
-            }
-        )));
+        return Err(SettingError::rejected(
+            "preset",
+            &cfg.preset,
+            format!(
+                "asks for {n} distillation token(s) but the source '{}' gives {} teacher target(s) ({})",
+                source.kind(),
+                heads.len(),
+                if names.is_empty() {
+                    "none".to_string()
+                } else {
+                    names.join(",")
+                }
+            ),
+        )
+        .into());
     }
     let [c, h, w] = train.chw;
     if h != w {
-        return Err(invalid(format!(
-            "{}: images are {h}x{w}; the ViT needs square images",
-            ds.dir.display()
-        )));
+        return Err(InputError::Unsupported {
+            what: format!("{}: images are {h}x{w}", ds.dir.display()),
+            limit: "the ViT needs square images".into(),
+        }
+        .into());
     }
     let mut model_cfg = Config::preset(&cfg.preset, h, c, ds.num_classes(), heads.len())
-        .ok_or_else(|| {
-            invalid(format!(
-                "unknown student preset '{}' (have: {})",
-                cfg.preset,
-                PRESETS.join(", ")
-            ))
-        })?;
+        .ok_or_else(|| SettingError::unknown("preset", &cfg.preset, PRESETS))?;
     cfg.model.apply(&mut model_cfg);
     if let Some(dp) = cfg.drop_path {
         model_cfg.drop_path = dp;
@@ -102,22 +98,26 @@ pub fn train_stage(
         } else {
             " with the [model] overrides"
         };
-        invalid(format!(
-            "student model (preset '{}'{with}) on {h}x{w} images: {e}",
-            cfg.preset
-        ))
+        SettingError::rejected(
+            "preset",
+            format!("{}{with}", cfg.preset),
+            format!("on {h}x{w} images: {e}"),
+        )
     })?;
     let mut inputs = vec![ds_input];
     if let Source::Cache { store, .. } = source {
         let store_stage = Manifest::read(store.dir())?.stage;
         let pin = InputRef::of("logits", store.dir(), &store_stage)?;
         if pin.manifest_hash != store.manifest_hash() {
-            return Err(invalid(format!(
-                "{}: store changed while opening it (manifest {} vs {})",
-                store.dir().display(),
+            return Err(InputError::mismatch(
+                store.dir(),
+                "manifest hash",
                 store.manifest_hash(),
-                pin.manifest_hash
-            )));
+                "the store as first opened",
+                &pin.manifest_hash,
+            )
+            .fix("it changed while being opened")
+            .into());
         }
         inputs.push(pin);
     }
@@ -180,7 +180,7 @@ pub fn train_stage(
     let weights = out.join(WEIGHTS);
     learner.vs.save(&weights)?;
     write_json(
-        &out.join("config.json"),
+        &out.join(CONFIG),
         &json!({"model": model_cfg, "student": cfg, "heads": heads, "inference": "mean of all heads' logits"}),
     )?;
     let last = history.last();
@@ -209,11 +209,11 @@ pub fn train_stage(
         data_parallel_ranks: Some(world),
         epochs: history.clone(),
     };
-    write_json(&out.join("metrics.json"), &metrics)?;
+    write_json(&out.join(METRICS), &metrics)?;
     write_curves(out, &history)?;
 
     let mut outputs = vec![OutputRef::of(out, WEIGHTS, true)?];
-    for f in ["config.json", "metrics.json", "curves.csv", "curves.png"] {
+    for f in [CONFIG, METRICS, CURVES_CSV, CURVES_PNG] {
         outputs.push(OutputRef::of(out, f, false)?);
     }
     let seeds = [
@@ -241,9 +241,12 @@ fn token_stems(source: &Source, tokens: TokenMode, heads: usize) -> Result<Vec<T
         .zip(source.teacher_archs())
         .map(|(name, arch)| {
             TokenStem::for_arch(&arch).ok_or_else(|| {
-                invalid(format!(
-                    "stem conv-involution: teacher '{name}' has arch '{arch}', but a stem token needs a cnn or involution teacher (set stem = patch)"
-                ))
+                SettingError::rejected(
+                    "stem",
+                    "conv-involution",
+                    format!("teacher '{name}' has arch '{arch}', but a stem token needs a cnn or involution teacher (set stem = patch)"),
+                )
+                .into()
             })
         })
         .collect()
@@ -284,7 +287,7 @@ fn write_curves(out: &Path, history: &[EpochRecord]) -> Result<()> {
         }
         let _ = writeln!(csv, ",{}", r.images_per_sec);
     }
-    let p = out.join("curves.csv");
+    let p = out.join(CURVES_CSV);
     std::fs::write(&p, csv).map_err(|source| CoreError::Io { path: p, source })?;
     let mut series: BTreeMap<String, Vec<(f64, f64)>> = BTreeMap::new();
     for r in history {
@@ -308,6 +311,6 @@ fn write_curves(out: &Path, history: &[EpochRecord]) -> Result<()> {
         "Fraction",
         &series,
     )
-    .write_png(&out.join("curves.png"))?;
+    .write_png(&out.join(CURVES_PNG))?;
     Ok(())
 }

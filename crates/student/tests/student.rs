@@ -4,14 +4,16 @@
 use kd_core::fit::{FitOptions, Prefetch};
 use kd_core::manifest::Manifest;
 use kd_core::optim::{AdamW, AdamWConfig};
-use kd_core::{Silent, Teacher};
+use kd_core::{CoreError, InputError, SettingError, Silent, Teacher};
 use kd_data::Dataset;
 use kd_logit_cache::testing::{ConvTeacher, synthetic_dataset, teacher_artifact};
 use kd_logit_cache::{BuildOptions, CacheConfig, LogitStore, TeacherInput};
 use kd_student::Distill;
 use kd_student::loss::{LossConfig, student_loss};
 use kd_student::vit::{Config, Vit};
-use kd_student::{Batcher, Outcome, RunOptions, Source, StudentConfig, TokenMode, train_stage};
+use kd_student::{
+    Batcher, Outcome, RunOptions, Source, StudentConfig, StudentError, TokenMode, train_stage,
+};
 use std::path::{Path, PathBuf};
 use tch::{Device, Kind, Tensor, nn};
 
@@ -55,7 +57,7 @@ fn fixture_with(root: &Path, mix: kd_core::MixMode) -> (PathBuf, PathBuf) {
         &store,
         &cfg,
         &BuildOptions::default(),
-        &Silent,
+        &RunOptions::default(),
     )
     .unwrap();
     (ds, store)
@@ -190,15 +192,17 @@ fn stems_and_weighting_from_the_store() {
         ..small_cfg(1)
     };
     // The fixture's teachers are `test-conv/...`: no stem shares their bias.
-    let e = err_of(train_stage(
+    let e = train_stage(
         &cfg,
         &ds,
         &cache(&store, &["cnn"]),
         &t.path().join("x"),
         &RunOptions::new(CPU, &Silent),
-    ));
+    )
+    .unwrap_err();
     assert!(
-        e.contains("stem conv-involution") && e.contains("test-conv"),
+        matches!(e.core().and_then(CoreError::as_setting), Some(SettingError::Rejected { setting, value, why })
+            if setting == "stem" && value == "conv-involution" && why.contains("test-conv")),
         "{e}"
     );
     // With averaged tokens the one token is the mean of both stems: no arch needed.
@@ -621,26 +625,31 @@ fn refuses_bad_inputs() {
     let t = tempfile::tempdir().unwrap();
     let (ds, store) = fixture(t.path());
     let out = t.path().join("s");
-    let run = |cfg: &StudentConfig, ds: &Path, src: &Source| {
-        err_of(train_stage(
-            cfg,
-            ds,
-            src,
-            &out,
-            &RunOptions::new(CPU, &Silent),
-        ))
+    let fail = |cfg: &StudentConfig, ds: &Path, src: &Source| match train_stage(
+        cfg,
+        ds,
+        src,
+        &out,
+        &RunOptions::new(CPU, &Silent),
+    ) {
+        Ok(o) => panic!("expected an error, got {o:?}"),
+        Err(e) => e,
     };
+    // The shared concern an error is about, with its fields.
+    let input = |e: &StudentError| e.core().and_then(CoreError::as_input).cloned();
+    let setting = |e: &StudentError| e.core().and_then(CoreError::as_setting).cloned();
 
     let other_ds = synthetic_dataset(&t.path().join("ds2"), 48, 3, [1, 8, 8], 8);
-    let e = run(&small_cfg(1), &other_ds, &cache(&store, &["cnn"]));
+    let e = fail(&small_cfg(1), &other_ds, &cache(&store, &["cnn"]));
     assert!(
-        e.contains("logit store was made from dataset") && e.contains("logits"),
+        matches!(input(&e), Some(InputError::Mismatch { ref what, ref at, .. }) if what == "dataset hash" && at.ends_with("logits")),
         "{e}"
     );
+    assert!(e.to_string().contains("rebuild the cache"), "{e}");
 
-    let e = run(&small_cfg(1), &ds, &cache(&store, &["cnn", "resnet"]));
+    let e = fail(&small_cfg(1), &ds, &cache(&store, &["cnn", "resnet"]));
     assert!(
-        e.contains("no teacher 'resnet'") && e.contains("cnn, involution"),
+        matches!(input(&e), Some(InputError::NotFound { ref name, ref has, .. }) if name == "resnet" && has == &["cnn", "involution"]),
         "{e}"
     );
 
@@ -648,83 +657,105 @@ fn refuses_bad_inputs() {
         views: Some(0),
         ..small_cfg(1)
     };
-    let e = run(&cfg, &ds, &Source::None);
-    assert!(e.contains("views = 0"), "{e}");
-    for (cfg, want) in [
+    let e = fail(&cfg, &ds, &Source::None);
+    assert!(
+        matches!(setting(&e), Some(SettingError::OutOfRange { ref setting, ref value, .. }) if setting == "views" && value == "0"),
+        "{e}"
+    );
+    for (cfg, name, want) in [
         (
             StudentConfig {
                 lr: -0.01,
                 ..small_cfg(1)
             },
-            "lr = -0.01",
+            "lr",
+            "-0.01",
         ),
         (
             StudentConfig {
                 lr: 0.0,
                 ..small_cfg(1)
             },
-            "lr = 0",
+            "lr",
+            "0",
         ),
         (
             StudentConfig {
                 lr: f64::NAN,
                 ..small_cfg(1)
             },
-            "lr = NaN",
+            "lr",
+            "NaN",
         ),
         (
             StudentConfig {
                 alpha: 2.0,
                 ..small_cfg(1)
             },
-            "alpha = 2",
+            "alpha",
+            "2",
         ),
         (
             StudentConfig {
                 alpha: -1.0,
                 ..small_cfg(1)
             },
-            "alpha = -1",
+            "alpha",
+            "-1",
         ),
         (
             StudentConfig {
                 tau: -1.0,
                 ..small_cfg(1)
             },
-            "tau = -1",
+            "tau",
+            "-1",
         ),
         (
             StudentConfig {
                 tau: 0.0,
                 ..small_cfg(1)
             },
-            "tau = 0",
+            "tau",
+            "0",
         ),
         (
             StudentConfig {
                 epochs: 0,
                 ..small_cfg(1)
             },
-            "epochs = 0",
+            "epochs",
+            "0",
         ),
     ] {
-        let e = run(&cfg, &ds, &cache(&store, &["cnn"]));
-        assert!(e.contains(want), "{e} (wanted {want})");
+        let e = fail(&cfg, &ds, &cache(&store, &["cnn"]));
+        assert!(
+            matches!(setting(&e), Some(SettingError::OutOfRange { ref setting, ref value, .. }) if setting == name && value == want),
+            "{e} (wanted {name} = {want})"
+        );
+        // The message is the user interface: one line naming the setting.
+        assert!(
+            e.to_string().contains(&format!("setting {name} = {want}")),
+            "{e}"
+        );
     }
     let cfg = StudentConfig {
         views: Some(5),
         ..small_cfg(1)
     };
-    let e = run(&cfg, &ds, &cache(&store, &["cnn"]));
-    assert!(e.contains("store has views 3"), "{e}");
+    let e = fail(&cfg, &ds, &cache(&store, &["cnn"]));
+    assert!(
+        matches!(input(&e), Some(InputError::Mismatch { ref what, ref found, ref expected, .. }) if what == "views" && found == "3" && expected == "5"),
+        "{e}"
+    );
 
     let cfg = StudentConfig {
         dist_tokens: Some(2),
         ..small_cfg(1)
     };
-    let e = run(&cfg, &ds, &cache(&store, &["cnn"]));
+    let e = fail(&cfg, &ds, &cache(&store, &["cnn"]));
     assert!(
-        e.contains("2 distillation token(s)") && e.contains("1 teacher"),
+        matches!(setting(&e), Some(SettingError::Rejected { ref setting, ref why, .. }) if setting == "preset" && why.contains("2 distillation token(s)") && why.contains("1 teacher")),
         "{e}"
     );
 
@@ -732,11 +763,18 @@ fn refuses_bad_inputs() {
         preset: "vit-huge".into(),
         ..small_cfg(1)
     };
-    assert!(run(&cfg, &ds, &Source::None).contains("unknown student preset 'vit-huge'"));
+    let e = fail(&cfg, &ds, &Source::None);
+    assert!(
+        matches!(setting(&e), Some(SettingError::Unknown { ref value, ref known, .. }) if value == "vit-huge" && known.iter().any(|k| k == "vit-tiny")),
+        "{e}"
+    );
 
     let wrong = Source::Live(vec![teacher("cnn", 1, "not-this-dataset")]);
-    let e = run(&small_cfg(1), &ds, &wrong);
-    assert!(e.contains("trained on dataset not-this-dataset"), "{e}");
+    let e = fail(&small_cfg(1), &ds, &wrong);
+    assert!(
+        matches!(input(&e), Some(InputError::Mismatch { ref what, ref found, .. }) if what == "training dataset hash" && found == "not-this-dataset"),
+        "{e}"
+    );
 
     // A teacher retrained (`--force`) after the store was built: its
     // manifest is not the one the store pinned.
@@ -744,9 +782,9 @@ fn refuses_bad_inputs() {
     std::fs::remove_file(cnn.join("manifest.json")).unwrap();
     let hash = Dataset::open(&ds).unwrap().manifest_hash;
     teacher_artifact(&cnn, "cnn", 99, &hash);
-    let e = run(&small_cfg(1), &ds, &cache(&store, &["cnn"]));
+    let e = fail(&small_cfg(1), &ds, &cache(&store, &["cnn"]));
     assert!(
-        e.contains("teacher 'cnn' changed after the store was built"),
+        matches!(&e, StudentError::TeacherChanged { teacher, .. } if teacher == "cnn"),
         "{e}"
     );
     // The other teacher is unchanged, so a student of it alone still trains.
@@ -807,10 +845,12 @@ fn eval_reproduces_the_training_figures() {
 
     // Another dataset shape: one line naming it.
     let other = synthetic_dataset(&t.path().join("ds5"), 24, 5, [1, 8, 8], 3);
-    let err = kd_student::evaluate(&out, &other, "test", &[], CPU, &Silent)
-        .unwrap_err()
-        .to_string();
-    assert!(err.contains("ds5") && err.contains("5 classes"), "{err}");
+    let err = kd_student::evaluate(&out, &other, "test", &[], CPU, &Silent).unwrap_err();
+    assert!(
+        matches!(err.core().and_then(CoreError::as_input), Some(InputError::Mismatch { at, what, found, expected, .. })
+            if at.ends_with("ds5") && what == "classes" && found == "5" && expected == "3"),
+        "{err}"
+    );
     // Damaged weights: refused by the hash the manifest recorded.
     let w = out.join("weights.safetensors");
     let mut bytes = std::fs::read(&w).unwrap();

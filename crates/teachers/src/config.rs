@@ -2,8 +2,9 @@
 //! ([`TeacherConfig`]) and `config.json` ([`TeacherFile`]), everything
 //! needed to rebuild a trained network.
 
-use crate::error::{Result, TeacherError};
+use crate::error::Result;
 use crate::model::{Arch, ModelConfig, ModelOverrides};
+use kd_core::SettingError;
 use kd_core::fit::FitConfig;
 use kd_core::{MixSpec, ViewSpec};
 use serde::{Deserialize, Serialize};
@@ -66,32 +67,22 @@ impl TeacherConfig {
             .get_or_insert_with(|| self.arch.default_preset().to_string());
         let mut model = ModelConfig::preset(self.arch, preset)?;
         self.model.apply(&mut model)?;
-        c.view.validate().map_err(TeacherError::Invalid)?;
-        c.mix
-            .validate()
-            .map_err(|e| TeacherError::Invalid(e.to_string()))?;
+        c.view.validate()?;
+        c.mix.validate()?;
         c.fit.validate()?;
-        if c.eval_batch_size == 0 {
-            return Err(TeacherError::Invalid(
-                "setting eval_batch_size = 0: must be at least 1".into(),
-            ));
-        }
+        kd_core::fit::check::count("eval_batch_size", c.eval_batch_size)?;
         if let Some(k) = c.folds
             && !kd_core::Folds::RANGE.contains(&k)
         {
             let r = kd_core::Folds::RANGE;
-            return Err(TeacherError::Invalid(format!(
-                "folds {k}: cross-fitting needs {} to {} folds",
-                r.start(),
-                r.end()
-            )));
+            return Err(SettingError::out_of_range(
+                "folds",
+                k,
+                format!("{} to {} (cross-fitting)", r.start(), r.end()),
+            )
+            .into());
         }
-        if !(0.0..1.0).contains(&c.label_smoothing) {
-            return Err(TeacherError::Invalid(format!(
-                "setting label_smoothing = {}: must be in [0, 1)",
-                c.label_smoothing
-            )));
-        }
+        kd_core::fit::check::within("label_smoothing", c.label_smoothing, 0.0, 1.0, true)?;
         Ok((c, model))
     }
 }

@@ -21,8 +21,19 @@ pub enum TeacherError {
         #[source]
         source: tch::TchError,
     },
-    #[error("{0}")]
-    Invalid(String),
+}
+
+kd_core::from_core_concerns!(TeacherError);
+
+impl TeacherError {
+    /// The shared error inside, for matching on its concern.
+    pub fn core(&self) -> Option<&kd_core::CoreError> {
+        match self {
+            TeacherError::Core(e) => Some(e),
+            TeacherError::Data(e) => e.core(),
+            _ => None,
+        }
+    }
 }
 
 pub type Result<T, E = TeacherError> = std::result::Result<T, E>;

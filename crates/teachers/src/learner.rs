@@ -2,11 +2,11 @@
 //! (plain cross-entropy on the teacher's own random views), and the jobs
 //! that train a single model or one fold of a cross-fitted teacher.
 
+use crate::artifact::WEIGHTS;
 use crate::config::TeacherConfig;
 use crate::error::{Result, TeacherError};
-use crate::eval::{EvalStats, eval_split, eval_split_with};
 use crate::model::{ModelConfig, Net};
-use crate::stage::WEIGHTS;
+use crate::scoring::{EvalStats, eval_split, eval_split_with};
 use kd_core::fit::{EpochRecord, FitOptions, Learner, fit, remove_checkpoint};
 use kd_core::manifest::{read_json, write_json};
 use kd_core::{Progress, ViewBatch, ViewParams};
@@ -141,7 +141,7 @@ impl Learner for TeacherLearner<'_> {
         _idx: &[usize],
         _epoch: usize,
     ) -> kd_core::Result<(Tensor, Vec<(String, Tensor)>)> {
-        self.step(kd_core::fit::unpack::<TeacherBatch>(prepared)?)
+        self.step(kd_core::fit::unpack::<TeacherBatch>(prepared))
     }
 
     fn evaluate(&mut self, _epoch: usize) -> kd_core::Result<Map<String, Value>> {

@@ -2,10 +2,10 @@
 //! or k fold models, every file checked against the hashes its manifest
 //! recorded.
 
+use crate::artifact::{CONFIG, FOLDS, STAGE, WEIGHTS, fold_dir};
 use crate::config::TeacherFile;
 use crate::error::{Result, TeacherError};
-use crate::model::Net;
-use crate::stage::{CONFIG, FOLDS, STAGE, WEIGHTS, fold_dir, mean_logits};
+use crate::model::{Net, mean_logits};
 use kd_core::manifest::{Manifest, read_json};
 use std::path::Path;
 use tch::nn::{ModuleT, VarStore};

@@ -1,8 +1,9 @@
 //! One type over the two teacher architectures, chosen by name.
 
 use crate::cnn::{Cnn, CnnConfig};
-use crate::error::{Result, TeacherError};
+use crate::error::Result;
 use crate::rednet::{RedNet, RedNetConfig};
+use kd_core::SettingError;
 use serde::{Deserialize, Serialize};
 use tch::Tensor;
 use tch::nn::{self, ModuleT};
@@ -54,13 +55,7 @@ impl ModelConfig {
             Arch::Cnn => CnnConfig::preset(name).map(ModelConfig::Cnn),
             Arch::Involution => RedNetConfig::preset(name).map(ModelConfig::Involution),
         };
-        found.ok_or_else(|| {
-            TeacherError::Invalid(format!(
-                "unknown preset '{name}' for architecture {} (known: {})",
-                arch.name(),
-                arch.presets().join(", ")
-            ))
-        })
+        found.ok_or_else(|| SettingError::unknown("preset", name, arch.presets()).into())
     }
 
     pub fn arch(&self) -> Arch {
@@ -102,10 +97,11 @@ impl ModelOverrides {
         let arch = model.arch();
         let foreign = |name: &str, set: bool| -> Result<()> {
             if set {
-                return Err(TeacherError::Invalid(format!(
-                    "setting model.{name}: not a knob of the {} architecture",
-                    arch.name()
-                )));
+                return Err(SettingError::NotApplicable {
+                    setting: format!("model.{name}"),
+                    why: format!("not a knob of the {} architecture", arch.name()),
+                }
+                .into());
             }
             Ok(())
         };
@@ -155,36 +151,36 @@ impl ModelOverrides {
 impl ModelConfig {
     /// Refuse an architecture that cannot be built, naming the setting.
     pub fn validate(&self) -> Result<()> {
-        let bad = |name: &str, why: String| {
-            Err(TeacherError::Invalid(format!(
-                "setting model.{name}: {why}"
-            )))
+        let bad = |name: &str, value: String, why: String| {
+            Err(SettingError::rejected(format!("model.{name}"), value, why).into())
         };
         let (stem, stages, blocks, what) = match self {
             ModelConfig::Cnn(m) => (m.stem_width, &m.widths, &m.blocks, "widths"),
             ModelConfig::Involution(m) => (m.stem_width, &m.mids, &m.blocks, "mids"),
         };
         if stem < 1 {
-            return bad("stem_width", format!("{stem}: must be at least 1"));
+            return bad("stem_width", stem.to_string(), "must be at least 1".into());
         }
         if stages.is_empty() || stages.iter().any(|&w| w < 1) {
             return bad(
                 what,
-                format!("{stages:?}: need one or more stages, each at least 1 channel"),
+                format!("{stages:?}"),
+                "need one or more stages, each at least 1 channel".into(),
             );
         }
         if blocks.len() != stages.len() || blocks.contains(&0) {
             return bad(
                 "blocks",
+                format!("{blocks:?}"),
                 format!(
-                    "{blocks:?}: need one count of at least 1 per stage ({} stages in {what})",
+                    "need one count of at least 1 per stage ({} stages in {what})",
                     stages.len()
                 ),
             );
         }
         if let ModelConfig::Involution(m) = self {
             if m.kernel < 1 || m.kernel % 2 == 0 {
-                return bad("kernel", format!("{}: must be odd", m.kernel));
+                return bad("kernel", m.kernel.to_string(), "must be odd".into());
             }
             for (name, v) in [
                 ("expansion", m.expansion),
@@ -192,7 +188,7 @@ impl ModelConfig {
                 ("reduction", m.reduction),
             ] {
                 if v < 1 {
-                    return bad(name, format!("{v}: must be at least 1"));
+                    return bad(name, v.to_string(), "must be at least 1".into());
                 }
             }
             for &mid in &m.mids {
@@ -200,10 +196,8 @@ impl ModelConfig {
                 if mid % groups != 0 {
                     return bad(
                         "group_channels",
-                        format!(
-                            "{}: a stage of {mid} channels does not split into groups of it",
-                            m.group_channels
-                        ),
+                        m.group_channels.to_string(),
+                        format!("a stage of {mid} channels does not split into groups of it"),
                     );
                 }
             }
@@ -242,4 +236,17 @@ impl ModuleT for Net {
             Net::RedNet(m) => m.forward_t(x, train),
         }
     }
+}
+
+/// A cross-fitted teacher's logits off its training data: its fold models'
+/// mean (one model: its own logits).
+pub(crate) fn mean_logits(models: &[(nn::VarStore, Net)], x: &Tensor) -> Tensor {
+    let all: Vec<Tensor> = models
+        .iter()
+        .map(|(_, net)| net.forward_t(x, false).to_kind(tch::Kind::Float))
+        .collect();
+    if all.len() == 1 {
+        return all.into_iter().next().expect("one model");
+    }
+    Tensor::stack(&all, 0).mean_dim(0, false, tch::Kind::Float)
 }

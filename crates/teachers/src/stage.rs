@@ -1,13 +1,7 @@
 //! The `teacher` stage: train one teacher (or k fold models) on a dataset
-//! artifact and evaluate it. The lifecycle (claim `--out`, train, seal with
-//! a manifest after the input is re-checked) is `kd_core::stage`'s, shared
-//! with the student.
-//!
-//! Artifact layout (`<out>/`): `weights.safetensors` (PyTorch key names),
-//! `config.json` ([`TeacherFile`]: everything needed to rebuild the network),
-//! `metrics.json` (per-epoch history, `test_accuracy` in [0,1], confusion
-//! matrix, images/s), `manifest.json` last. While training, `<out>/ckpt/`
-//! holds the checkpoint the same command resumes from.
+//! artifact and evaluate it, into the layout [`crate::artifact`] describes.
+//! The lifecycle (claim `--out`, train, seal with a manifest after the
+//! input is re-checked) is `kd_core::stage`'s, shared with the student.
 //!
 //! A *cross-fitted* teacher (`folds = k`) is k models instead of one: the
 //! training split is cut into k stratified folds and model `f` is trained on
@@ -15,16 +9,14 @@
 //! Its logits on training images come from that model ([`kd_core::Teacher::
 //! logits_for`]), so a student distilled from them learns the teacher's
 //! behaviour off its training data rather than its memory of the labels;
-//! on other images the k models' logits are averaged. Layout:
-//! `fold-<f>/weights.safetensors` (and `fold-<f>/ckpt/` while training),
-//! `folds.json` (each sample's fold and each fold's weights hash, the file
-//! whose hash is the teacher's checkpoint hash), `config.json`,
-//! `metrics.json`, `manifest.json`.
+//! on other images the k models' logits are averaged.
 
+use crate::artifact::{CONFIG, FOLDS, METRICS, STAGE, WEIGHTS, WORK_FILES, fold_dir};
 use crate::config::{TeacherConfig, TeacherFile};
-use crate::error::{Result, TeacherError};
+use crate::error::Result;
 use crate::learner::FitJob;
-use crate::model::Net;
+use crate::model::mean_logits;
+use kd_core::InputError;
 use kd_core::InputRef;
 use kd_core::fit::FitOptions;
 use kd_core::manifest::{OutputRef, hash_file, write_json};
@@ -34,20 +26,8 @@ use kd_data::Dataset;
 use kd_data::augment::lut;
 use serde_json::{Value, json};
 use std::path::Path;
-use tch::nn::{ModuleT, VarStore};
-use tch::{Kind, Tensor};
-
-pub const STAGE: &str = "teacher";
-/// What an unfinished teacher run leaves: its checkpoint, or its folds' ones.
-pub const WORK_FILES: &[&str] = &[
-    kd_core::fit::CHECKPOINT,
-    kd_core::fit::CHECKPOINT_OLD,
-    "fold-*",
-];
-pub use kd_core::stage::WEIGHTS;
-pub const CONFIG: &str = "config.json";
-pub const METRICS: &str = "metrics.json";
-pub const FOLDS: &str = "folds.json";
+use tch::Tensor;
+use tch::nn::ModuleT;
 
 /// Train a teacher into `out` unless an identical one is already there.
 pub fn train_stage(
@@ -76,10 +56,14 @@ pub fn train_stage(
     if let Some(k) = cfg.num_classes
         && k != classes
     {
-        return Err(TeacherError::Invalid(format!(
-            "{}: dataset has {classes} classes, the teacher config asks for {k}",
-            dataset.join(kd_data::store::STORE).display()
-        )));
+        return Err(InputError::mismatch(
+            dataset.join(kd_data::store::STORE),
+            "classes",
+            classes,
+            "the teacher config (num_classes)",
+            k,
+        )
+        .into());
     }
     let train = ds.split("train")?;
     let test = ds.split("test")?;
@@ -89,10 +73,11 @@ pub fn train_stage(
         .chain(&test.labels)
         .find(|&&l| l as usize >= classes)
     {
-        return Err(TeacherError::Invalid(format!(
-            "{}: label {bad} but only {classes} class names",
-            dataset.display()
-        )));
+        return Err(InputError::Malformed {
+            at: dataset.join(kd_data::store::STORE),
+            what: format!("label {bad} but only {classes} class names"),
+        }
+        .into());
     }
     let chw = ds.chw();
     let name = cfg.name.clone().unwrap_or_default();
@@ -270,10 +255,6 @@ fn remove_folds(out: &Path) -> Result<()> {
     Ok(())
 }
 
-pub(crate) fn fold_dir(f: usize) -> String {
-    format!("fold-{f}")
-}
-
 /// The stratified fold of every training sample: each class's samples, in a
 /// seeded order, are dealt round-robin to the k folds, so every fold model
 /// trains on (k-1)/k of every class.
@@ -289,15 +270,4 @@ pub fn fold_assignment(labels: &[u16], classes: usize, k: usize, seed: u64) -> V
         }
     }
     fold
-}
-
-pub(crate) fn mean_logits(models: &[(VarStore, Net)], x: &Tensor) -> Tensor {
-    let all: Vec<Tensor> = models
-        .iter()
-        .map(|(_, net)| net.forward_t(x, false).to_kind(Kind::Float))
-        .collect();
-    if all.len() == 1 {
-        return all.into_iter().next().expect("one model");
-    }
-    Tensor::stack(&all, 0).mean_dim(0, false, Kind::Float)
 }

@@ -17,9 +17,10 @@
 //! custom CUDA kernels (RedNet's CuPy involution) must be exported with a
 //! pure-PyTorch implementation of its op.
 
+use crate::artifact::{CONFIG, METRICS, MODULE, STAGE, WORK_FILES};
 use crate::error::{Result, TeacherError};
-use crate::eval::{EvalStats, eval_split_with};
-use crate::stage::{METRICS, STAGE, WORK_FILES};
+use crate::scoring::{EvalStats, eval_split_with};
+use kd_core::SettingError;
 use kd_core::ViewSpec;
 use kd_core::manifest::{InputRef, Manifest, OutputRef, hash_file, read_json, write_json};
 use kd_core::stage::{Outcome, RunOptions, StageRun};
@@ -31,8 +32,6 @@ use std::path::{Path, PathBuf};
 use tch::{CModule, Device, Kind, Tensor};
 
 /// The module file inside the artifact.
-pub const MODULE: &str = "model.pt";
-pub const CONFIG: &str = "config.json";
 
 /// `config.json` of an imported teacher.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -202,20 +201,20 @@ fn stats(
 ) -> Result<Vec<f32>> {
     let v = given.cloned().unwrap_or_else(|| dataset.to_vec());
     if v.len() != channels {
-        return Err(TeacherError::Invalid(format!(
-            "setting {what}: {} values for {channels} channel(s)",
-            v.len()
-        )));
+        return Err(SettingError::rejected(
+            what,
+            format!("{v:?}"),
+            format!("{} values for {channels} channel(s)", v.len()),
+        )
+        .into());
     }
     if what == "std" && v.iter().any(|s| !(s.is_finite() && *s > 0.0)) {
-        return Err(TeacherError::Invalid(format!(
-            "setting std = {v:?}: every value must be > 0"
-        )));
+        return Err(
+            SettingError::out_of_range("std", format!("{v:?}"), "> 0 in every channel").into(),
+        );
     }
     if v.iter().any(|s| !s.is_finite()) {
-        return Err(TeacherError::Invalid(format!(
-            "setting {what} = {v:?}: not finite"
-        )));
+        return Err(SettingError::out_of_range(what, format!("{v:?}"), "finite").into());
     }
     Ok(v)
 }
@@ -235,11 +234,7 @@ pub fn import_stage(
             msg: "no such file".into(),
         });
     }
-    if cfg.eval_batch_size == 0 {
-        return Err(TeacherError::Invalid(
-            "setting eval_batch_size = 0: must be at least 1".into(),
-        ));
-    }
+    kd_core::fit::check::count("eval_batch_size", cfg.eval_batch_size)?;
     let input = InputRef::of("dataset", dataset, kd_data::store::STAGE)?;
     let module_hash = hash_file(module)?;
     let config = json!({"torchscript": cfg, "module_blake3": module_hash});

@@ -354,7 +354,7 @@ fn model_knobs_apply_over_presets_and_impossible_ones_are_refused() {
                 kernel: Some(4),
                 ..Default::default()
             },
-            "model.kernel: 4: must be odd",
+            "model.kernel = 4: must be odd",
         ),
         (
             Arch::Involution,
@@ -375,7 +375,16 @@ fn model_knobs_apply_over_presets_and_impossible_ones_are_refused() {
             "model.reduction",
         ),
     ] {
-        let e = build(arch, preset, &o).unwrap_err().to_string();
+        let err = build(arch, preset, &o).unwrap_err();
+        let setting = err
+            .core()
+            .and_then(kd_core::CoreError::as_setting)
+            .map(|s| s.setting().to_string());
+        let e = err.to_string();
+        assert!(
+            setting.is_some_and(|s| needle.starts_with(&s)),
+            "{needle:?}: {err:?}"
+        );
         assert!(e.contains(needle), "{needle:?} not in {e}");
         assert_eq!(e.lines().count(), 1, "{e}");
     }

@@ -3,10 +3,12 @@
 
 mod common;
 
-use kd_core::Silent;
 use kd_core::fit::{FitOptions, Prefetch};
 use kd_core::manifest::{hash_file, manifest_hash};
-use kd_teachers::{Arch, Outcome, RunOptions, TeacherConfig, evaluate, load, train_stage};
+use kd_core::{CoreError, InputError, SettingError, Silent};
+use kd_teachers::{
+    Arch, Outcome, RunOptions, TeacherConfig, TeacherError, evaluate, load, train_stage,
+};
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -220,11 +222,10 @@ fn bad_input_is_refused_without_a_manifest() {
     let mut cfg = tiny(Arch::Cnn, 1);
     cfg.num_classes = Some(10);
     let out = t.path().join("o2");
-    let e = train_stage(&cfg, &data, &out, &RunOptions::new(Device::Cpu, &Silent))
-        .unwrap_err()
-        .to_string();
+    let e = train_stage(&cfg, &data, &out, &RunOptions::new(Device::Cpu, &Silent)).unwrap_err();
     assert!(
-        e.contains("dataset.zarr") && e.contains("3 classes") && e.contains("10"),
+        matches!(input(&e), Some(InputError::Mismatch { at, what, found, expected, .. })
+            if at.ends_with("dataset.zarr") && what == "classes" && found == "3" && expected == "10"),
         "{e}"
     );
     assert!(!out.join("manifest.json").exists());
@@ -232,10 +233,12 @@ fn bad_input_is_refused_without_a_manifest() {
     // Unknown preset for the architecture.
     let mut cfg = tiny(Arch::Cnn, 1);
     cfg.preset = Some("rednet-tiny".into());
-    let e = train_stage(&cfg, &data, &out, &RunOptions::new(Device::Cpu, &Silent))
-        .unwrap_err()
-        .to_string();
-    assert!(e.contains("unknown preset 'rednet-tiny'"), "{e}");
+    let e = train_stage(&cfg, &data, &out, &RunOptions::new(Device::Cpu, &Silent)).unwrap_err();
+    assert!(
+        matches!(setting(&e), Some(SettingError::Unknown { setting, value, known })
+            if setting == "preset" && value == "rednet-tiny" && known.iter().any(|k| k == "cnn-small")),
+        "{e}"
+    );
 
     // A checkpoint from another config (and from another architecture) on resume.
     let out = t.path().join("o3");
@@ -285,11 +288,10 @@ fn bad_input_is_refused_without_a_manifest() {
     // Evaluating on a dataset with another class count.
     let data5 = t.path().join("data5");
     common::dataset(&data5, 5, 20, 10, 3);
-    let e = evaluate(&out, &data5, "test", Device::Cpu, &Silent)
-        .unwrap_err()
-        .to_string();
+    let e = evaluate(&out, &data5, "test", Device::Cpu, &Silent).unwrap_err();
     assert!(
-        e.contains("data5") && e.contains("5 classes") && e.contains("trained on 3"),
+        matches!(input(&e), Some(InputError::Mismatch { at, what, found, expected, .. })
+            if at.starts_with(&data5) && what == "classes" && found == "5" && expected == "3"),
         "{e}"
     );
     // Loading an unfinished teacher.
@@ -302,10 +304,12 @@ fn bad_input_is_refused_without_a_manifest() {
     let e = load(&data, Device::Cpu).err().unwrap().to_string();
     assert!(e.contains("expected 'teacher'"), "{e}");
     // A missing split.
-    let e = evaluate(&out, &data, "val", Device::Cpu, &Silent)
-        .unwrap_err()
-        .to_string();
-    assert!(e.contains("no 'val' split"), "{e}");
+    let e = evaluate(&out, &data, "val", Device::Cpu, &Silent).unwrap_err();
+    assert!(
+        matches!(input(&e), Some(InputError::NotFound { what, name, has, .. })
+            if what == "split" && name == "val" && has == &["test", "train"]),
+        "{e}"
+    );
 }
 
 #[test]
@@ -445,9 +449,11 @@ fn cross_fitted_teacher_answers_each_sample_with_the_model_that_never_saw_it() {
         &t.path().join("bad"),
         &RunOptions::new(Device::Cpu, &Silent),
     )
-    .unwrap_err()
-    .to_string();
-    assert!(e.contains("folds 1"), "{e}");
+    .unwrap_err();
+    assert!(
+        matches!(setting(&e), Some(SettingError::OutOfRange { setting, value, .. }) if setting == "folds" && value == "1"),
+        "{e}"
+    );
 }
 
 /// A teacher trained on mixed views records the mixing in its config (and
@@ -502,7 +508,10 @@ fn mixed_views_recorded_replayed_and_ensemble_evaluated() {
         &Silent,
     );
     // Both are named "cnn": the report needs distinct names.
-    assert!(rep.unwrap_err().to_string().contains("given twice"));
+    assert!(matches!(
+        setting(&rep.unwrap_err()),
+        Some(SettingError::Repeated { name, .. }) if name == "cnn"
+    ));
     let mut named = mixed.clone();
     named.name = Some("cnn-mixed".into());
     let m3 = run(&named, "m3");
@@ -563,4 +572,13 @@ fn prefetched_batches_train_exactly_as_inline() {
         run(false) == run(true),
         "prefetched weights differ from inline"
     );
+}
+
+/// The shared concern a teacher error is about, with its fields.
+fn input(e: &TeacherError) -> Option<&InputError> {
+    e.core().and_then(CoreError::as_input)
+}
+
+fn setting(e: &TeacherError) -> Option<&SettingError> {
+    e.core().and_then(CoreError::as_setting)
 }

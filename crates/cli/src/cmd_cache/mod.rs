@@ -12,10 +12,10 @@ use crate::data_parallel::visible_gpus;
 use crate::setting_flag::setting;
 use crate::ui::{Bars, bytes, out};
 use anyhow::Context;
-use kd_core::Outcome;
 use kd_core::parse_device;
 use kd_core::profile::{Layered, Overlay, Profile, layered};
 use kd_core::{Crop, MixMode, Partners};
+use kd_core::{Outcome, RunOptions};
 use kd_logit_cache::{BuildOptions, CacheConfig, Dtype, TeacherInput, parse_shard};
 use std::path::PathBuf;
 
@@ -237,11 +237,12 @@ fn build(a: BuildArgs) -> anyhow::Result<()> {
     }
     let opts = BuildOptions {
         shard,
-        force: a.force,
         stop_after_shards: a.stop_after_shards,
     };
+    let bars = Bars::default();
+    let run = RunOptions::new(device, &bars).force(a.force);
     let t0 = std::time::Instant::now();
-    let o = kd_logit_cache::build(&a.dataset, &teachers, &a.out, &cfg, &opts, &Bars::default())
+    let o = kd_logit_cache::build(&a.dataset, &teachers, &a.out, &cfg, &opts, &run)
         .with_context(|| format!("cache build into {}", a.out.display()))?;
     let secs = t0.elapsed().as_secs_f64();
     let (written, skipped, stats) = (o.written, o.skipped, o.stats);

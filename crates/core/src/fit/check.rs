@@ -1,14 +1,10 @@
 //! Checks of numeric settings before any work, one message each naming the
 //! setting (the same name as the flag and the profile key).
 
-use crate::error::{CoreError, Result};
+use crate::error::{CoreError, Result, SettingError};
 
 fn bad(name: &str, v: impl std::fmt::Display, want: &str) -> CoreError {
-    CoreError::Setting {
-        setting: name.into(),
-        value: v.to_string(),
-        want: want.into(),
-    }
+    SettingError::out_of_range(name, v, want).into()
 }
 
 /// Finite and > 0.
@@ -60,15 +56,13 @@ mod tests {
     fn a_setting_out_of_range_is_one_typed_error_naming_it() {
         let e = within("alpha", 2.0, 0.0, 1.0, false).unwrap_err();
         assert!(
-            matches!(&e, CoreError::Setting { setting, value, .. } if setting == "alpha" && value == "2"),
+            matches!(&e, CoreError::Setting(SettingError::OutOfRange { setting, value, .. }) if setting == "alpha" && value == "2"),
             "{e:?}"
         );
         assert_eq!(e.to_string(), "setting alpha = 2: must be in [0, 1]");
-        assert!(matches!(
-            positive("lr", f64::NAN),
-            Err(CoreError::Setting { .. })
-        ));
-        assert!(matches!(count("epochs", 0), Err(CoreError::Setting { .. })));
+        let setting = |r: Result<()>| r.unwrap_err().as_setting().map(|s| s.setting().to_string());
+        assert_eq!(setting(positive("lr", f64::NAN)).as_deref(), Some("lr"));
+        assert_eq!(setting(count("epochs", 0)).as_deref(), Some("epochs"));
         assert!(non_negative("tau", 0.0).is_ok() && count("epochs", 1).is_ok());
     }
 }

@@ -3,7 +3,7 @@
 //! complete checkpoint (`ckpt`, or `ckpt.old` between two renames).
 
 use super::{EpochRecord, Learner};
-use crate::error::{CoreError, IoContext, Result};
+use crate::error::{CheckpointError, IoContext, Result};
 use crate::manifest::{read_json, write_json};
 use crate::optim::AdamW;
 use serde::{Deserialize, Serialize};
@@ -98,27 +98,22 @@ pub(super) fn resume(
     };
     let saved: CkptState = read_json(&dir.join("state.json"))?;
     if &saved.identity != identity {
-        return Err(CoreError::Invalid(format!(
-            "{}: checkpoint was made with another model, config or dataset; delete it or rerun with --force",
-            dir.display()
-        )));
+        return Err(CheckpointError::Foreign { dir }.into());
     }
     if saved.world_size != world {
-        return Err(CoreError::Invalid(format!(
-            "{}: checkpoint was made by {} data-parallel rank(s), this run has {world}; resume with WORLD_SIZE={} or rerun with --force",
-            dir.display(),
-            saved.world_size,
-            saved.world_size
-        )));
+        return Err(CheckpointError::WorldSize {
+            dir,
+            saved: saved.world_size,
+            now: world,
+        }
+        .into());
     }
     learner
         .var_store()
         .load(dir.join(crate::stage::WEIGHTS))
-        .map_err(|e| {
-            CoreError::Invalid(format!(
-                "{}: cannot load checkpoint weights: {e}",
-                dir.display()
-            ))
+        .map_err(|source| CheckpointError::Weights {
+            dir: dir.clone(),
+            source,
         })?;
     opt.load(&dir.join("optim.safetensors"))?;
     tracing::info!(epochs_done = saved.epochs_done, world_size = world, dir = %dir.display(), "resuming from checkpoint");

@@ -2,7 +2,7 @@
 //! an evaluation) and, optionally, the [`Feed`] that assembles the next
 //! batch's inputs on a second thread.
 
-use crate::error::{CoreError, Result};
+use crate::error::Result;
 use crate::sampler::Shuffle;
 use serde_json::{Map, Value};
 use tch::{Tensor, nn::VarStore};
@@ -45,11 +45,12 @@ pub trait Learner {
 pub type Prepared = Box<dyn std::any::Any + Send>;
 
 /// The `T` a learner's own feed prepared.
-pub fn unpack<T: 'static>(prepared: Prepared) -> Result<T> {
-    prepared
+/// A learner is only ever fed by its own feed, so another type is a bug
+/// in the learner, not a condition of the run.
+pub fn unpack<T: 'static>(prepared: Prepared) -> T {
+    *prepared
         .downcast::<T>()
-        .map(|b| *b)
-        .map_err(|_| CoreError::Invalid("a prefetched batch of another learner's feed".into()))
+        .expect("a learner's feed prepares that learner's batch type")
 }
 
 /// The part of a learner that turns a batch's indices into its inputs

@@ -26,7 +26,7 @@ pub use summary::epoch_summary;
 
 use crate::amp::autocast;
 use crate::data_parallel;
-use crate::error::{CoreError, Result};
+use crate::error::{CoreError, InputError, Result};
 use crate::figures::{DEFAULT_SYNC_EVERY, Figures, check_loss};
 use crate::optim::{AdamW, cosine_lr};
 use crate::progress::{Progress, Silent};
@@ -63,9 +63,10 @@ pub fn fit(
     let n = learner.train_len();
     let shuffle = learner.shuffle();
     if n == 0 || cfg.batch_size == 0 {
-        return Err(CoreError::Invalid(
-            "nothing to train: empty split or batch size 0".into(),
-        ));
+        return Err(InputError::Empty {
+            what: "the training split".into(),
+        }
+        .into());
     }
     let dist = opts.group();
     let leader = opts.is_leader();
@@ -193,8 +194,7 @@ pub fn fit(
                 if feed.is_none() {
                     return Ok(None);
                 }
-                rx.recv()
-                    .map_err(|_| CoreError::Invalid("the batch prefetch thread stopped".into()))?
+                rx.recv().map_err(|_| CoreError::Worker("batch prefetch"))?
             };
             for (b, idx) in order.chunks(cfg.batch_size).enumerate() {
                 let step = epoch * steps_per_epoch + b;

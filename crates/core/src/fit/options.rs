@@ -4,7 +4,7 @@
 
 use super::{check, is_one};
 use crate::amp::Precision;
-use crate::error::{CoreError, Result};
+use crate::error::{Result, SettingError};
 use crate::optim::AdamWConfig;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -41,10 +41,12 @@ impl FitConfig {
         check::positive("lr", self.lr)?;
         check::non_negative("min_lr", self.min_lr)?;
         if self.min_lr > self.lr {
-            return Err(CoreError::Invalid(format!(
-                "setting min_lr = {} is above lr = {}",
-                self.min_lr, self.lr
-            )));
+            return Err(SettingError::out_of_range(
+                "min_lr",
+                self.min_lr,
+                format!("at most lr = {}", self.lr),
+            )
+            .into());
         }
         check::non_negative("warmup_epochs", self.warmup_epochs)?;
         check::non_negative("weight_decay", self.adamw.weight_decay)?;

@@ -9,17 +9,18 @@
 use super::claim::{check_same_store, create_store, lock_out, remove_if_exists};
 use super::finalize::finalize_inner;
 use super::infer::run_teacher;
+use super::shard_arg::{ShardError, shard};
 use super::teachers::check_teachers;
 use super::writer::{ShardData, open_for_write, write_shard};
 use super::{BuildOptions, BuildStats, Built, TeacherInput};
 use crate::config::CacheConfig;
-use crate::error::{CacheError, Result, io_err};
+use crate::error::{Result, io_err};
 use crate::layout::{MARKERS, STAGE, StoreMeta, marker_path, store_dir, store_key};
-use kd_core::Outcome;
+use kd_core::ViewBatch;
 use kd_core::manifest::{InputRef, Manifest};
-use kd_core::stage::StageRun;
+use kd_core::stage::{RunOptions, StageRun};
 use kd_core::zarr::{self, ZArray};
-use kd_core::{Progress, ViewBatch};
+use kd_core::{CoreError, InputError, Outcome};
 use kd_data::Dataset;
 use kd_data::augment::{batch_tensor_mixed, lut};
 use std::collections::HashSet;
@@ -34,18 +35,13 @@ pub fn build(
     out: &Path,
     cfg: &CacheConfig,
     opts: &BuildOptions,
-    progress: &dyn Progress,
+    run: &RunOptions,
 ) -> Result<Built> {
+    let progress = run.progress;
     if let Some((i, n)) = opts.shard {
-        if n == 0 || i >= n {
-            return Err(CacheError::Invalid(format!(
-                "--shard {i}/{n}: out of range (need 0 <= i < n)"
-            )));
-        }
-        if opts.force {
-            return Err(CacheError::Invalid(
-                "--force with --shard would let one worker delete the others' shards: remove the store, then start the workers".into(),
-            ));
+        shard(i, n)?;
+        if run.force {
+            return Err(ShardError::Force.into());
         }
     }
     let t_start = std::time::Instant::now();
@@ -57,15 +53,14 @@ pub fn build(
     let train = ds.split("train")?;
     let mix = cfg.mix_spec().in_chunks_of(train.stored_chunk());
     if !mix.is_none() && !(2..=u32::MAX as usize).contains(&train.len()) {
-        return Err(CacheError::Invalid(format!(
-            "mix '{}': needs 2..=2^32-1 training samples to draw partners from, {} has {}",
-            mix.mode,
-            dataset.display(),
-            train.len()
-        )));
+        return Err(InputError::Unsupported {
+            what: format!("{}: {} training samples", dataset.display(), train.len()),
+            limit: format!("mix '{}' needs 2..=2^32-1 to draw partners from", mix.mode),
+        }
+        .into());
     }
     let hw = [train.chw[1], train.chw[2]];
-    cfg.view_spec().check(hw).map_err(CacheError::Invalid)?;
+    cfg.view_spec().check(hw)?;
     let mut inputs = vec![InputRef::of("dataset", dataset, kd_data::store::STAGE)?];
     for ti in teachers {
         inputs.push(InputRef::of(
@@ -104,7 +99,7 @@ pub fn build(
     };
     let root = store_dir(out);
     let mut replace = false;
-    if root.exists() && !opts.force {
+    if root.exists() && !run.force {
         // A finished store of other inputs or config is simply out of date
         // (Make reruns this stage after a teacher changed): rebuild it. An
         // unfinished one may be another build's work in progress: refuse.
@@ -120,7 +115,7 @@ pub fn build(
     }
     if !StageRun::new(STAGE, out, cfg.identity(), inputs.clone())
         .leaves(&[MARKERS])
-        .claim(opts.force)?
+        .claim(run.force)?
     {
         return Ok(Built {
             outcome: Outcome::UpToDate,
@@ -132,7 +127,7 @@ pub fn build(
     // Before anything is removed: a second build into the same directory
     // stops here instead of computing every shard again.
     let _lock = lock_out(out, opts.shard.is_some())?;
-    if opts.force || replace {
+    if run.force || replace {
         remove_if_exists(&root)?;
         remove_if_exists(&out.join(crate::layout::MARKERS))?;
     }
@@ -274,9 +269,9 @@ pub fn build(
                     }
                 });
                 for &(start, end) in batches {
-                    let x = brx.recv().map_err(|_| {
-                        CacheError::Invalid("the batch assembly thread stopped".into())
-                    })??;
+                    let x = brx
+                        .recv()
+                        .map_err(|_| CoreError::Worker("batch assembly"))??;
                     let idx = idx_of(start, end);
                     for (ti, t) in teachers.iter().enumerate() {
                         match run_teacher(t.teacher.as_ref(), &idx, &x, meta.num_classes, cfg.top_k)
@@ -313,7 +308,7 @@ pub fn build(
         let t_drain = std::time::Instant::now();
         let (n, busy) = writer
             .join()
-            .map_err(|_| CacheError::Invalid("the writer thread panicked".into()))??;
+            .map_err(|_| CoreError::Worker("store writer"))??;
         stats.drain = t_drain.elapsed().as_secs_f64();
         stats.writer_busy = busy;
         if let Some(e) = infer_err {

@@ -4,8 +4,8 @@
 //! train indices, so a cross-fitted teacher answers each sample with the
 //! fold model that never saw it.
 
-use crate::error::{CacheError, Result};
-use kd_core::Teacher;
+use crate::error::Result;
+use kd_core::{InputError, Teacher};
 use tch::{Device, Kind, Tensor};
 
 /// One teacher on one batch of train samples `idx`: `[B, classes]` rows, or
@@ -23,11 +23,14 @@ pub(super) fn run_teacher(
         .logits_for(idx, &x.to_device(t.device()))
         .to_kind(Kind::Float);
     if y.size() != [b as i64, classes as i64] {
-        return Err(CacheError::Invalid(format!(
-            "teacher '{}' returned logits of shape {:?}, expected [{b}, {classes}]",
-            t.name(),
-            y.size()
-        )));
+        return Err(InputError::mismatch(
+            format!("teacher '{}'", t.name()),
+            "logits' shape",
+            format!("{:?}", y.size()),
+            "the batch and dataset",
+            format!("[{b}, {classes}]"),
+        )
+        .into());
     }
     match top_k {
         None => Ok((

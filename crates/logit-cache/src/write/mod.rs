@@ -26,18 +26,18 @@ mod writer;
 
 pub use build::build;
 pub use finalize::{check_shards, finalize};
-pub use shard_arg::{parse_shard, shard_from_env};
+pub use shard_arg::{ShardError, parse_shard, shard, shard_from_env};
 pub use teachers::TeacherInput;
 
 use kd_core::Outcome;
 
-/// How this process takes part in a build (none of it changes the store's bytes).
+/// How this process takes part in a build (none of it changes the store's
+/// bytes); how any stage runs (`force`, progress) is the [`RunOptions`]
+/// beside it.
 #[derive(Clone, Debug, Default)]
 pub struct BuildOptions {
     /// `(i, n)`: fill only shards with index % n == i, write no manifest.
     pub shard: Option<(usize, usize)>,
-    /// Replace whatever is in `out` (refused together with `shard`).
-    pub force: bool,
     /// Stop after writing this many shards, as if killed (tests).
     pub stop_after_shards: Option<usize>,
 }

@@ -1,9 +1,9 @@
 //! The teachers a store is built from, checked against the dataset and
 //! each other before anything is written.
 
-use crate::error::{CacheError, Result, store_err};
+use crate::error::{Result, store_err};
 use crate::layout::{FoldsMeta, TeacherMeta};
-use kd_core::Teacher;
+use kd_core::{SettingError, Teacher};
 use kd_data::Dataset;
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
@@ -70,7 +70,11 @@ fn check_folds(t: &dyn Teacher, m: &Path, samples: usize) -> Result<Option<Folds
 /// Check teachers against the dataset and each other; returns their store metadata.
 pub(super) fn check_teachers(ds: &Dataset, teachers: &[TeacherInput]) -> Result<Vec<TeacherMeta>> {
     if teachers.is_empty() {
-        return Err(CacheError::Invalid("no --teacher given".into()));
+        return Err(SettingError::Missing {
+            setting: "teacher".into(),
+            hint: "one --teacher per teacher artifact".into(),
+        }
+        .into());
     }
     let samples = ds.split("train")?.len();
     let mut seen = HashSet::new();

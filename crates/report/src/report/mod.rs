@@ -14,7 +14,7 @@ use crate::plot::{Chart, Series};
 use kd_core::Outcome;
 use kd_core::manifest::{InputRef, Manifest, OutputRef, read_json};
 use kd_core::metrics::{DatasetMetrics, StudentMetrics, TeacherMetrics};
-use kd_core::stage::StageRun;
+use kd_core::stage::{RunOptions, StageRun};
 use serde::Deserialize;
 use serde_json::json;
 use std::collections::BTreeMap;
@@ -43,8 +43,6 @@ pub struct ReportConfig {
     /// logits/, student/.
     pub run: PathBuf,
     pub out: PathBuf,
-    /// Rewrite even if up to date.
-    pub force: bool,
 }
 
 impl ReportConfig {
@@ -54,7 +52,6 @@ impl ReportConfig {
         ReportConfig {
             out: run.join("report"),
             run,
-            force: false,
         }
     }
 }
@@ -173,7 +170,7 @@ pub fn dataset_metrics(dataset: &Manifest, dir: &Path) -> Result<DatasetMetrics>
 }
 
 /// Write the report of `cfg.run` unless it is up to date.
-pub fn write_report(cfg: &ReportConfig) -> Result<Outcome> {
+pub fn write_report(cfg: &ReportConfig, opts: &RunOptions) -> Result<Outcome> {
     let run = &cfg.run;
     let teachers = finished_artifacts(&run.join("teachers"), "teacher");
     let students = finished_artifacts(&run.join("student"), "student");
@@ -198,7 +195,7 @@ pub fn write_report(cfg: &ReportConfig) -> Result<Outcome> {
         ACCURACY_CHART,
         LOSS_CHART,
     ]);
-    if !stage.claim(cfg.force)? {
+    if !stage.claim(opts.force)? {
         tracing::info!(out = %cfg.out.display(), "report up to date");
         return Ok(Outcome::UpToDate);
     }
