@@ -48,7 +48,7 @@ fetch_cuda_headers() {
   # The CUDA runtime wheel torch depends on names the version to match.
   local rt
   rt=$("$VENV/bin/pip" list --disable-pip-version-check 2>/dev/null |
-    awk '$1 ~ /^nvidia-cuda-runtime(-cu1[0-9])?$/ {print $1, $2; exit}')
+    awk '$1 ~ /^nvidia-cuda-runtime(-cu1[0-9])?$/ && !n++ {print $1, $2}') || true
   [ -n "$rt" ] || return 0
   local name=${rt% *} version=${rt#* }
   local mm
