@@ -13,7 +13,7 @@ use crate::numbers::{bytes, mean_sd, pct};
 use crate::plot::{Chart, Series};
 use kd_core::Outcome;
 use kd_core::manifest::{InputRef, Manifest, OutputRef, read_json};
-use kd_core::metrics::{DatasetMetrics, StudentMetrics, TeacherMetrics};
+use kd_core::metrics::{DatasetMetrics, StudentMetrics, TeacherMetrics, TeacherSummary};
 use kd_core::stage::{RunOptions, StageRun};
 use serde::Deserialize;
 use serde_json::json;
@@ -148,6 +148,43 @@ pub fn read_teacher_metrics(dir: &Path) -> Result<TeacherMetrics> {
         what: "teacher metrics.json",
         source: Box::new(source),
     })
+}
+
+/// A teacher's architecture as a table shows it: `arch/preset`, followed by
+/// the model settings its profile set over the preset (`config.json`'s
+/// `teacher.model`; the top-level `model` is the resolved whole), such as
+/// `blocks [2, 2, 2], zero_init_residual`, since a preset name alone would
+/// claim a model the teacher is not. A teacher without them (an imported
+/// one) shows `arch/preset` alone.
+pub fn teacher_architecture(dir: &Path, t: &TeacherSummary) -> String {
+    let mut s = format!("{}/{}", t.arch, t.preset.as_deref().unwrap_or("?"));
+    let overrides = read_json::<serde_json::Value>(&dir.join("config.json"))
+        .ok()
+        .and_then(|c| {
+            c.pointer("/teacher/model")
+                .and_then(|m| m.as_object())
+                .cloned()
+        })
+        .unwrap_or_default();
+    let set: Vec<String> = overrides
+        .iter()
+        .filter(|(_, v)| !v.is_null() && *v != &serde_json::Value::Bool(false))
+        .map(|(k, v)| match v {
+            serde_json::Value::Bool(true) => k.clone(),
+            serde_json::Value::Array(a) => format!(
+                "{k} [{}]",
+                a.iter()
+                    .map(|x| x.to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+            v => format!("{k} {v}"),
+        })
+        .collect();
+    if !set.is_empty() {
+        write!(s, " + {}", set.join(", ")).ok();
+    }
+    s
 }
 
 /// A student artifact's `metrics.json`.

@@ -25,9 +25,8 @@ pub(super) fn teacher_section(md: &mut String, teachers: &[(String, PathBuf)]) -
         };
         writeln!(
             md,
-            "| {name} | {}/{} | {} | {} | {rate} | {epochs} |",
-            t.arch,
-            t.preset.as_deref().unwrap_or("?"),
+            "| {name} | {} | {} | {} | {rate} | {epochs} |",
+            teacher_architecture(p, &t),
             t.params,
             pct(t.test_accuracy),
         )

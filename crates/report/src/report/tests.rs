@@ -186,3 +186,41 @@ fn verdict_compares_seed_means() {
         "Ensemble student `ensemble-ep8`: +2.00 pts vs none-ep8, +1.00 pts vs cnn-ep8."
     );
 }
+
+#[test]
+fn a_teacher_names_the_model_settings_it_sets_over_its_preset() {
+    let t: TeacherSummary = serde_json::from_value(json!({
+        "name": "involution", "arch": "involution", "preset": "rednet-small",
+        "params": 136496, "epochs": 180, "test_accuracy": 0.871, "test_loss": 0.5,
+        "inference_images_per_sec": 300.0, "device": "cpu"
+    }))
+    .unwrap();
+    let d = tempfile::tempdir().unwrap();
+    // No config.json (an imported teacher, or one trained elsewhere): the preset alone.
+    assert_eq!(
+        teacher_architecture(d.path(), &t),
+        "involution/rednet-small"
+    );
+    // The resolved model beside the profile's settings must not be listed.
+    let model = json!({
+        "teacher": { "model": {
+            "stem_width": null, "blocks": [2, 2, 2], "kernel": 5,
+            "zero_init_residual": true, "widths": null
+        }},
+        "model": { "stem_width": 32, "blocks": [2, 2, 2], "kernel": 5 }
+    });
+    std::fs::write(d.path().join("config.json"), model.to_string()).unwrap();
+    assert_eq!(
+        teacher_architecture(d.path(), &t),
+        "involution/rednet-small + blocks [2, 2, 2], kernel 5, zero_init_residual"
+    );
+    let plain = json!({
+        "teacher": { "model": { "blocks": null, "zero_init_residual": false } },
+        "model": { "stem_width": 32 }
+    });
+    std::fs::write(d.path().join("config.json"), plain.to_string()).unwrap();
+    assert_eq!(
+        teacher_architecture(d.path(), &t),
+        "involution/rednet-small"
+    );
+}

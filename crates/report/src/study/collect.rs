@@ -7,6 +7,7 @@ use crate::naming::{self, LIVE};
 use crate::numbers::mean_sd;
 use crate::report::{
     dataset_metrics, finished_artifacts, read_student_metrics, read_teacher_metrics,
+    teacher_architecture,
 };
 use kd_core::manifest::{Manifest, read_json};
 use kd_core::metrics::{HeadEval, StudentEval, StudentMetrics};
@@ -65,7 +66,7 @@ fn teachers(run: &Path) -> Result<Vec<TeacherResult>> {
     for (name, p) in finished_artifacts(&run.join("teachers"), "teacher") {
         let t = read_teacher_metrics(&p)?.summary;
         v.push(TeacherResult {
-            arch: format!("{}/{}", t.arch, t.preset.as_deref().unwrap_or("?")),
+            arch: teacher_architecture(&p, &t),
             name,
             test_accuracy: t.test_accuracy,
             held_out_accuracy: t.held_out_accuracy,
