@@ -40,6 +40,10 @@ pub struct DataArgs {
     /// Resized-crop: area fraction range LOW,HIGH.
     #[arg(long, value_name = "LOW,HIGH", value_parser = parse_range, default_value = "0.08,1")]
     crop_scale: [f64; 2],
+    /// Resized-crop: side of every view in pixels (default: the stored
+    /// image's), e.g. 224 from images stored at 256.
+    #[arg(long, value_name = "PIXELS")]
+    view_size: Option<u16>,
     /// Pad-crop: zero padding.
     #[arg(long, default_value_t = 4)]
     pad: u8,
@@ -93,8 +97,12 @@ fn data(a: DataArgs) -> anyhow::Result<()> {
         Crop::PadCrop => ViewSpec {
             pad: a.pad,
             flip,
-            resized_crop: None,
+            ..ViewSpec::default()
         },
+    };
+    let spec = ViewSpec {
+        size: a.view_size,
+        ..spec
     };
     spec.check(hw).map_err(anyhow::Error::msg)?;
     let mix = MixSpec {
@@ -129,7 +137,7 @@ fn data(a: DataArgs) -> anyhow::Result<()> {
             // Partners within the batch, as torchvision mixes a batch.
             let mut mixes: Vec<MixParams> = idx
                 .iter()
-                .map(|&s| mix.draw(a.seed, s as u64, view, idx.len() as u64, hw))
+                .map(|&s| mix.draw(a.seed, s as u64, view, idx.len() as u64, spec.out_hw(hw)))
                 .collect();
             for m in mixes.iter_mut().filter(|m| m.is_mixed()) {
                 m.partner = idx[m.partner as usize] as u32;
@@ -162,6 +170,7 @@ fn data(a: DataArgs) -> anyhow::Result<()> {
         "threads": rayon::current_num_threads(),
         "batch": a.batch,
         "size": hw,
+        "view_size": spec.out_hw(hw),
         "crop": a.crop,
         "mix": a.mix,
         "peak_rss_bytes": vm_hwm(),
@@ -171,8 +180,10 @@ fn data(a: DataArgs) -> anyhow::Result<()> {
         out(report);
     } else {
         out(format!(
-            "{:.0} images/s ({images} images of {}x{} in {secs:.1} s, {} threads, batch {}); {:.0} bytes decoded per image{}; peak RSS {}",
+            "{:.0} images/s ({images} views of {}x{} from images of {}x{} in {secs:.1} s, {} threads, batch {}); {:.0} bytes decoded per image{}; peak RSS {}",
             images as f64 / secs.max(1e-9),
+            spec.out_hw(hw)[0],
+            spec.out_hw(hw)[1],
             hw[0],
             hw[1],
             rayon::current_num_threads(),

@@ -1,7 +1,8 @@
 //! Colour end to end: every stage (data import, both teachers,
 //! cache build, verify, inspect, student, report) from the command line on
 //! 32x32x3 images in CIFAR's binary form and as an image folder, and on
-//! 64x64x3 folder images with resized-crop views. Synthetic images whose
+//! 64x64x3 folder images with resized-crop views, and 40x40x3 ones with
+//! resized-crop views of 32 px (stored larger than trained on). Synthetic images whose
 //! class is in their colour, tiny models, one epoch: the point is that the
 //! shapes, the stored view boxes and the artifacts hold, not the accuracy.
 
@@ -206,5 +207,88 @@ fn image_folder_64px_with_resized_crop_views_runs_every_stage() {
         !o.status.success() && err.contains("--crop") && err.contains("'squash'"),
         "{err}"
     );
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+}
+
+#[test]
+fn images_stored_larger_than_their_views_train_at_the_view_size() {
+    let t = tempfile::tempdir().unwrap();
+    let root = t.path();
+    write_folder(&root.join("imgs"), 40);
+    ok(&kd(
+        root,
+        "data import --format folder --src imgs --size 40 --channels 3 --out run/dataset",
+    ));
+    assert_eq!(chw(root), [40, 3, 40, 40]);
+    // A teacher trained on 32 px views of its own (a profile's [view] size),
+    // and one trained on the stored 40 px images: both label 32 px views.
+    std::fs::write(
+        root.join("p.toml"),
+        "[teachers.cnn]\narch = \"cnn\"\npreset = \"cnn-tiny\"\n\
+         [teachers.cnn.view]\npad = 0\nflip = true\nsize = 32\n\
+         resized_crop = { scale = [0.25, 1.0], ratio = [0.75, 1.3333] }\n",
+    )
+    .unwrap();
+    ok(&kd(
+        root,
+        "teacher train --profile p.toml --name cnn --epochs 1 --batch-size 16 --device cpu \
+         --dataset run/dataset --out run/teachers/cnn",
+    ));
+    let cfg = std::fs::read_to_string(root.join("run/teachers/cnn/config.json")).unwrap();
+    let cfg: serde_json::Value = serde_json::from_str(&cfg).unwrap();
+    assert_eq!(cfg["chw"], serde_json::json!([3, 32, 32]), "{cfg}");
+    assert_eq!(cfg["teacher"]["view"]["size"], 32, "{cfg}");
+    ok(&kd(
+        root,
+        "teacher train --arch involution --preset rednet-tiny --epochs 1 --batch-size 16 \
+         --device cpu --dataset run/dataset --out run/teachers/involution",
+    ));
+    ok(&kd(
+        root,
+        "cache build --dataset run/dataset --teacher run/teachers/cnn \
+         --teacher run/teachers/involution --views 3 --crop resized-crop --view-size 32 \
+         --mix cutmix --mix-prob 1 --device cpu --out run/logits",
+    ));
+    let v = ok(&kd(
+        root,
+        "cache verify run/logits --samples 40 --device cpu --json",
+    ));
+    let v: serde_json::Value = serde_json::from_str(&v).unwrap();
+    assert_eq!(v["ok"], true, "{v}");
+    // The store records the views' size for its readers.
+    let meta: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(root.join("run/logits/logits.zarr/zarr.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(meta["attributes"]["view_spec"]["size"], 32, "{meta}");
+    ok(&kd(
+        root,
+        "student train --dataset run/dataset --teachers cache:run/logits --preset vit-test \
+         --epochs 1 --batch-size 16 --device cpu --out run/student/ensemble",
+    ));
+    let cfg = std::fs::read_to_string(root.join("run/student/ensemble/config.json")).unwrap();
+    assert!(cfg.contains("\"image_size\": 32"), "{cfg}");
+    assert!(cfg.contains("\"view_size\": 32"), "{cfg}");
+    let e = ok(&kd(
+        root,
+        "student eval --student run/student/ensemble --split test --device cpu --json",
+    ));
+    assert!(e.contains("agreement"), "{e}");
+    ok(&kd(
+        root,
+        "teacher eval --teacher run/teachers/cnn --dataset run/dataset --split test --device cpu",
+    ));
+    ok(&kd(
+        root,
+        "cache gallery run/logits --out run/gallery.png --count 4",
+    ));
+    // A size for pad-crop views is one clear line naming the setting.
+    let o = kd(
+        root,
+        "cache build --dataset run/dataset --teacher run/teachers/cnn --view-size 32 \
+         --device cpu --out run/logits-bad",
+    );
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success() && err.contains("view_size"), "{err}");
     assert_eq!(err.trim().lines().count(), 1, "{err}");
 }

@@ -1,7 +1,10 @@
 //! The augmentation contract between the logit cache and the student.
 //!
-//! A view of an image is a box in the (zero-padded) image, resized back to
-//! the image size if it is not already that size, and a horizontal flip.
+//! A view of an image is a box in the (zero-padded) image, resized to the
+//! view's size if it is not already that size, and a horizontal flip. The
+//! view's size is the image's unless a resized-crop spec names a smaller (or
+//! larger) one: store images at 256 px and train at 224 px, as ImageNet
+//! recipes do, so a crop keeps the stored resolution.
 //! Its parameters are a handful of small integers drawn from a generator
 //! keyed by (seed, sample, view), stored beside the teachers' logits, and the
 //! student rebuilds the very pixels the teachers saw from them. View 0 is
@@ -11,7 +14,10 @@
 //!   pixels, take an image-sized box at a random offset. No resize.
 //! - `resized-crop` (for larger images; torchvision's `RandomResizedCrop`): a
 //!   box of random area fraction (`scale`) and aspect ratio (`ratio`) inside
-//!   the unpadded image, resized bilinearly to the image size.
+//!   the unpadded image, resized bilinearly to the view's size. Its plain
+//!   view (view 0, and what evaluation sees) is the central box of the
+//!   view's size, torchvision's `CenterCrop`: the whole image when the sizes
+//!   agree.
 //!
 //! A view may also be mixed with a partner sample's view of the same index
 //! (mixup, cutmix): see [`crate::mix`], whose draws come from a separate
@@ -82,8 +88,10 @@ impl CropRange {
 }
 
 /// How views are drawn. `pad` and `flip` as always; `resized_crop` present
-/// means resized-crop views (then `pad` is 0). A pad-crop spec serialises as
-/// it did before resized crops existed, so older stores keep their identity.
+/// means resized-crop views (then `pad` is 0), and `size` the side of their
+/// square output when it is not the image's. A pad-crop spec serialises as
+/// it did before resized crops existed, and a spec without `size` as it did
+/// before sizes existed, so older stores keep their identity.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ViewSpec {
@@ -91,6 +99,8 @@ pub struct ViewSpec {
     pub flip: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resized_crop: Option<CropRange>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub size: Option<u16>,
 }
 
 impl Default for ViewSpec {
@@ -99,6 +109,7 @@ impl Default for ViewSpec {
             pad: 2,
             flip: true,
             resized_crop: None,
+            size: None,
         }
     }
 }
@@ -126,13 +137,6 @@ impl ViewParams {
         }
     }
 
-    /// The plain image under `spec` (for a resized-crop spec, the box of
-    /// the whole image is drawn as view 0: see [`ViewSpec::draw`]).
-    pub fn identity(spec: &ViewSpec) -> Self {
-        let p = spec.pad as u16;
-        ViewParams::shifted(p, p, 0)
-    }
-
     /// Whether the box has the image's size (no resize needed).
     pub fn is_shift(&self, hw: [usize; 2]) -> bool {
         self.size
@@ -148,12 +152,50 @@ impl ViewSpec {
         }
     }
 
-    /// A resized-crop spec.
+    /// A resized-crop spec whose views have the image's size.
     pub fn resized(range: CropRange, flip: bool) -> Self {
         ViewSpec {
             pad: 0,
             flip,
             resized_crop: Some(range),
+            size: None,
+        }
+    }
+
+    /// `[height, width]` of every view of an `hw` image.
+    pub fn out_hw(&self, hw: [usize; 2]) -> [usize; 2] {
+        self.size.map_or(hw, |s| [s as usize, s as usize])
+    }
+
+    /// `[channels, height, width]` of every view of a `chw` image.
+    pub fn out_chw(&self, chw: [usize; 3]) -> [usize; 3] {
+        let [h, w] = self.out_hw([chw[1], chw[2]]);
+        [chw[0], h, w]
+    }
+
+    /// The plain view of an `hw` image: view 0 of a store, and what
+    /// evaluation sees. Pad-crop: the image itself. Resized-crop: the central
+    /// box of the view's size (the whole image without a `size`), as
+    /// torchvision's `CenterCrop`, offsets rounded half to even as Python's
+    /// `round`; an image smaller than the view is taken whole and resized.
+    pub fn plain(&self, hw: [usize; 2]) -> ViewParams {
+        match self.crop() {
+            Crop::PadCrop => {
+                let p = self.pad as u16;
+                ViewParams::shifted(p, p, 0)
+            }
+            Crop::ResizedCrop => {
+                let [oh, ow] = self.out_hw(hw);
+                let (bh, bw) = (oh.min(hw[0]), ow.min(hw[1]));
+                let centre =
+                    |len: usize, b: usize| ((len - b) as f64 / 2.0).round_ties_even() as u16;
+                ViewParams {
+                    y: centre(hw[0], bh),
+                    x: centre(hw[1], bw),
+                    size: Some([bh as u16, bw as u16]),
+                    flip: 0,
+                }
+            }
         }
     }
 
@@ -214,6 +256,25 @@ impl ViewSpec {
         if self.pad > 127 {
             return Err(SettingError::out_of_range("pad", self.pad, "at most 127"));
         }
+        match (self.size, self.crop()) {
+            (Some(0), _) => {
+                return Err(SettingError::out_of_range(
+                    "view_size",
+                    0,
+                    "at least 1 pixel",
+                ));
+            }
+            (Some(_), Crop::PadCrop) => {
+                return Err(SettingError::NotApplicable {
+                    setting: "view_size".into(),
+                    why:
+                        "only resized-crop views have a size of their own; a pad-crop view is the \
+                          stored image's size (store the images at the size to train at)"
+                            .into(),
+                });
+            }
+            _ => {}
+        }
         if let Some(r) = &self.resized_crop {
             r.check()?;
         }
@@ -224,13 +285,7 @@ impl ViewSpec {
     /// Pure function of its arguments; view 0 is the plain image.
     pub fn draw(&self, hw: [usize; 2], seed: u64, sample: u64, view: u64) -> ViewParams {
         if view == 0 {
-            return match self.crop() {
-                Crop::PadCrop => ViewParams::identity(self),
-                Crop::ResizedCrop => ViewParams {
-                    size: Some([hw[0] as u16, hw[1] as u16]),
-                    ..ViewParams::shifted(0, 0, 0)
-                },
-            };
+            return self.plain(hw);
         }
         let mut r = Rng::keyed(seed, &[0x7669_6577, sample, view]);
         let mut p = match &self.resized_crop {
@@ -391,5 +446,48 @@ mod tests {
             assert!(e.setting().starts_with("crop_"), "{e}");
         }
         assert!(ViewSpec::default().check([70000, 3]).is_err());
+    }
+
+    #[test]
+    fn a_view_size_centres_the_plain_view_and_is_for_resized_crops_only() {
+        let sized = |s| ViewSpec {
+            size: Some(s),
+            ..ViewSpec::resized(CropRange::default(), true)
+        };
+        let s = sized(224);
+        assert_eq!(s.out_hw([256, 256]), [224, 224]);
+        assert_eq!(s.out_chw([3, 256, 256]), [3, 224, 224]);
+        let p = s.plain([256, 256]);
+        assert_eq!((p.y, p.x, p.size, p.flip), (16, 16, Some([224, 224]), 0));
+        assert_eq!(s.draw([256, 256], 0, 9, 0), p);
+        // Offsets rounded half to even, as torchvision's CenterCrop rounds.
+        assert_eq!(sized(24).plain([29, 29]).y, 2);
+        assert_eq!(sized(24).plain([31, 31]).y, 4);
+        // A view larger than the image takes it whole (and resizes it).
+        let up = sized(40).plain([32, 32]);
+        assert_eq!((up.y, up.x, up.size), (0, 0, Some([32, 32])));
+        for i in 0..500 {
+            assert!(s.admits([256, 256], &s.draw([256, 256], 1, i, 3)));
+        }
+        // Without a size nothing changes, serialised or drawn.
+        let plain = ViewSpec::resized(CropRange::default(), true);
+        assert_eq!(plain.out_hw([28, 28]), [28, 28]);
+        assert!(serde_json::to_value(plain).unwrap().get("size").is_none());
+        let back: ViewSpec = serde_json::from_value(serde_json::to_value(s).unwrap()).unwrap();
+        assert_eq!(back, s);
+        // A size means nothing to pad-crop views, and 0 pixels nothing at all.
+        let pad = ViewSpec {
+            size: Some(24),
+            ..ViewSpec::default()
+        };
+        assert!(matches!(
+            pad.validate(),
+            Err(SettingError::NotApplicable { ref setting, .. }) if setting == "view_size"
+        ));
+        assert!(matches!(
+            sized(0).validate(),
+            Err(SettingError::OutOfRange { ref setting, .. }) if setting == "view_size"
+        ));
+        assert!(s.validate().is_ok());
     }
 }

@@ -29,10 +29,11 @@ pub fn lut(mean: &[f32], std: &[f32]) -> Vec<[f32; 256]> {
         .collect()
 }
 
-/// Write one view of `img` (`[c,h,w]` uint8) into `out` (`[c,h,w]` f32).
-/// The padded border is zero pixels (normalised like any black pixel). A
-/// box of the image's size is a shift (pad-crop); any other box is resized
-/// to the image size by [`resize_box`].
+/// Write one view of `img` (`[c,h,w]` uint8) into `out` (`[c,oh,ow]` f32,
+/// `out_hw = [oh, ow]` the view's size). The padded border is zero pixels
+/// (normalised like any black pixel). A box of the image's size in a view
+/// of the image's size is a shift (pad-crop); any other box is resized to
+/// the view's size by [`resize_box`].
 pub fn apply_view(
     img: &[u8],
     chw: [usize; 3],
@@ -40,10 +41,11 @@ pub fn apply_view(
     v: ViewParams,
     lut: &[[f32; 256]],
     out: &mut [f32],
+    out_hw: [usize; 2],
 ) {
     let [c, h, w] = chw;
-    if !v.is_shift([h, w]) {
-        return resize_box(img, chw, pad, v, lut, out);
+    if out_hw != [h, w] || !v.is_shift([h, w]) {
+        return resize_box(img, chw, pad, v, lut, out, out_hw);
     }
     let (dy, dx) = (v.y as isize - pad as isize, v.x as isize - pad as isize);
     for ch in 0..c {
@@ -88,10 +90,11 @@ fn bilinear_taps(out_len: usize, in_len: usize) -> Vec<(usize, usize, f32, f32)>
         .collect()
 }
 
-/// The box `v` of the zero-padded `img`, resized bilinearly to the image
-/// size, flipped if `v.flip`. Interpolates the normalised values (the same
-/// as normalising interpolated pixels: normalisation is affine), so the
-/// cache writer and the student, both calling this, get identical floats.
+/// The box `v` of the zero-padded `img`, resized bilinearly to `out_hw`,
+/// flipped if `v.flip`. Interpolates the normalised values (the same as
+/// normalising interpolated pixels: normalisation is affine), so the cache
+/// writer and the student, both calling this, get identical floats. A box
+/// of the output's size is copied exactly (every tap weighs 1 and 0).
 pub fn resize_box(
     img: &[u8],
     chw: [usize; 3],
@@ -99,11 +102,13 @@ pub fn resize_box(
     v: ViewParams,
     lut: &[[f32; 256]],
     out: &mut [f32],
+    out_hw: [usize; 2],
 ) {
     let [c, h, w] = chw;
+    let [oh, ow] = out_hw;
     let [bh, bw] = v.size.map_or([h, w], |[a, b]| [a as usize, b as usize]);
-    let rows = bilinear_taps(h, bh);
-    let mut cols = bilinear_taps(w, bw);
+    let rows = bilinear_taps(oh, bh);
+    let mut cols = bilinear_taps(ow, bw);
     if v.flip != 0 {
         cols.reverse();
     }
@@ -117,7 +122,7 @@ pub fn resize_box(
         .collect();
     for ch in 0..c {
         let src = &img[ch * h * w..(ch + 1) * h * w];
-        let dst = &mut out[ch * h * w..(ch + 1) * h * w];
+        let dst = &mut out[ch * oh * ow..(ch + 1) * oh * ow];
         let t = &lut[ch];
         let px = |y: Option<usize>, x: Option<usize>| match (y, x) {
             (Some(y), Some(x)) => t[src[y * w + x] as usize],
@@ -126,15 +131,20 @@ pub fn resize_box(
         for (oy, &(y0, y1, ly0, ly1)) in rows.iter().enumerate() {
             let (y0, y1) = (at(v.y, y0, h), at(v.y, y1, h));
             for (ox, &(x0, x1, lx0, lx1)) in col_at.iter().enumerate() {
-                dst[oy * w + ox] = ly0 * (lx0 * px(y0, x0) + lx1 * px(y0, x1))
+                dst[oy * ow + ox] = ly0 * (lx0 * px(y0, x0) + lx1 * px(y0, x1))
                     + ly1 * (lx0 * px(y1, x0) + lx1 * px(y1, x1));
             }
         }
     }
 }
 
+/// `[C,H,W]` of the views `spec` makes of `split`'s images.
+pub fn view_chw(split: &Split, spec: &ViewSpec) -> [usize; 3] {
+    spec.out_chw(split.chw)
+}
+
 /// Assemble samples `idx` of `split` under `views` (one per sample) into a
-/// flat `[B,C,H,W]` buffer.
+/// flat `[B,C,H,W]` buffer, `[C,H,W]` the views' ([`view_chw`]).
 pub fn assemble(
     split: &Split,
     idx: &[usize],
@@ -143,12 +153,23 @@ pub fn assemble(
     lut: &[[f32; 256]],
 ) -> Result<Vec<f32>> {
     assert_eq!(idx.len(), views.len(), "one view per sample");
-    let n = split.image_len();
+    let [c, oh, ow] = view_chw(split, spec);
+    let n = c * oh * ow;
     let g = split.gather(idx)?;
     let mut out = vec![0f32; idx.len() * n];
     out.par_chunks_mut(n)
         .zip(idx.par_iter().zip(views.par_iter()))
-        .for_each(|(o, (&i, &v))| apply_view(g.image(i), split.chw, spec.pad as usize, v, lut, o));
+        .for_each(|(o, (&i, &v))| {
+            apply_view(
+                g.image(i),
+                split.chw,
+                spec.pad as usize,
+                v,
+                lut,
+                o,
+                [oh, ow],
+            )
+        });
     Ok(out)
 }
 
@@ -161,7 +182,7 @@ pub fn batch_tensor(
     lut: &[[f32; 256]],
     device: Device,
 ) -> Result<Tensor> {
-    let [c, h, w] = split.chw;
+    let [c, h, w] = view_chw(split, spec);
     let buf = assemble(split, idx, views, spec, lut)?;
     let t = Tensor::from_slice(&buf).view([idx.len() as i64, c as i64, h as i64, w as i64]);
     Ok(upload(t, device))
@@ -213,7 +234,9 @@ pub fn assemble_mixed(
         "one partner view per sample"
     );
     assert_eq!(idx.len(), mixes.len(), "one mix per sample");
-    let n = split.image_len();
+    let out_chw = view_chw(split, spec);
+    let [c, oh, ow] = out_chw;
+    let n = c * oh * ow;
     let pad = spec.pad as usize;
     let mut needed = idx.to_vec();
     needed.extend(
@@ -230,11 +253,11 @@ pub fn assemble_mixed(
         .for_each_init(
             || vec![0f32; n],
             |scratch, ((o, (&i, &v)), (&pv, m))| {
-                apply_view(g.image(i), split.chw, pad, v, lut, o);
+                apply_view(g.image(i), split.chw, pad, v, lut, o, [oh, ow]);
                 if m.is_mixed() {
                     let p = g.image(m.partner as usize);
-                    apply_view(p, split.chw, pad, pv, lut, scratch);
-                    mix_into(o, scratch, split.chw, m);
+                    apply_view(p, split.chw, pad, pv, lut, scratch, [oh, ow]);
+                    mix_into(o, scratch, out_chw, m);
                 }
             },
         );
@@ -255,24 +278,25 @@ pub fn batch_tensor_mixed(
     lut: &[[f32; 256]],
     device: Device,
 ) -> Result<Tensor> {
-    let [c, h, w] = split.chw;
+    let [c, h, w] = view_chw(split, spec);
     let buf = assemble_mixed(split, idx, views, partner_views, mixes, spec, lut)?;
     let t = Tensor::from_slice(&buf).view([idx.len() as i64, c as i64, h as i64, w as i64]);
     Ok(upload(t, device))
 }
 
 /// Soft targets `[B, classes]` (float32) of possibly mixed samples: the own
-/// label weighs `own_weight`, the partner's label the rest; a plain sample
-/// is its one-hot label.
+/// label weighs `own_weight` (of a cutmix box in a view of `view_hw`), the
+/// partner's label the rest; a plain sample is its one-hot label.
 pub fn mixed_label_tensor(
     split: &Split,
     idx: &[usize],
     mixes: &[MixParams],
+    view_hw: [usize; 2],
     classes: usize,
     device: Device,
 ) -> Tensor {
     assert_eq!(idx.len(), mixes.len(), "one mix per sample");
-    let [_, h, w] = split.chw;
+    let [h, w] = view_hw;
     let mut t = vec![0f32; idx.len() * classes];
     for (row, (&i, m)) in t.chunks_exact_mut(classes).zip(idx.iter().zip(mixes)) {
         let own = m.own_weight(h, w);

@@ -59,7 +59,7 @@ fn chunked_reads_equal_memory_under_the_budget() {
     let spec = ViewSpec {
         pad: 2,
         flip: true,
-        resized_crop: None,
+        ..ViewSpec::default()
     };
     let l = lut(&mem.mean, &mem.std);
     let mut r = kd_core::Rng::new(8);

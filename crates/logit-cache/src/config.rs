@@ -39,6 +39,10 @@ pub struct CacheConfig {
     pub crop_scale: [f64; 2],
     /// Width/height range of resized-crop boxes (torchvision's `ratio`).
     pub crop_ratio: [f64; 2],
+    /// Side of every resized-crop view in pixels, when it is not the stored
+    /// image's (store at 256, train at 224). Students of the store train at
+    /// it; their plain view is the central box of this size.
+    pub view_size: Option<u16>,
     pub shard_samples: usize,
     pub chunk_samples: usize,
     pub zstd_level: i32,
@@ -70,6 +74,7 @@ impl Default for CacheConfig {
             flip: true,
             crop_scale: CropRange::default().scale,
             crop_ratio: CropRange::default().ratio,
+            view_size: None,
             shard_samples: 1024,
             chunk_samples: 128,
             zstd_level: 3,
@@ -86,18 +91,23 @@ impl Default for CacheConfig {
 impl CacheConfig {
     pub fn view_spec(&self) -> ViewSpec {
         match self.crop {
+            // A size here is refused by the spec's validation, naming it.
             Crop::PadCrop => ViewSpec {
                 pad: self.pad,
                 flip: self.flip,
                 resized_crop: None,
+                size: self.view_size,
             },
-            Crop::ResizedCrop => ViewSpec::resized(
-                CropRange {
-                    scale: self.crop_scale,
-                    ratio: self.crop_ratio,
-                },
-                self.flip,
-            ),
+            Crop::ResizedCrop => ViewSpec {
+                size: self.view_size,
+                ..ViewSpec::resized(
+                    CropRange {
+                        scale: self.crop_scale,
+                        ratio: self.crop_ratio,
+                    },
+                    self.flip,
+                )
+            },
         }
     }
 

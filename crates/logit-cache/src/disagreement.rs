@@ -82,7 +82,8 @@ pub fn most_disputed(
     order.sort_by(|&x, &y| best[y].0.total_cmp(&best[x].0).then(x.cmp(&y)));
     order.truncate(count);
     let spec = store.view_spec();
-    let [ch, h, w] = train.chw;
+    let view_chw = spec.out_chw(train.chw);
+    let [ch, h, w] = view_chw;
     let raw = lut(&vec![0.0; ch], &vec![1.0; ch]);
     order
         .into_iter()
@@ -125,7 +126,7 @@ pub fn most_disputed(
                     .iter()
                     .map(|&x| (x * 255.0).round().clamp(0.0, 255.0) as u8)
                     .collect(),
-                chw: train.chw,
+                chw: view_chw,
             })
         })
         .collect()

@@ -79,14 +79,7 @@ impl<'a> Batcher<'a> {
             inputs: Inputs {
                 train,
                 lut: lut(&ds.mean, &ds.std),
-                spec: match cfg.view_crop {
-                    Some(range) => ViewSpec::resized(range, cfg.view_flip.unwrap_or_default()),
-                    None => ViewSpec {
-                        pad: cfg.view_pad.unwrap_or_default(),
-                        flip: cfg.view_flip.unwrap_or_default(),
-                        resized_crop: None,
-                    },
-                },
+                spec: cfg.view_spec(),
                 view_seed: cfg.view_seed.unwrap_or_default(),
                 views: cfg.views.unwrap_or(1).max(1),
                 seed: cfg.seed,
@@ -221,7 +214,7 @@ impl Inputs<'_> {
         let Some(b) = mix else {
             return Labels::plain(y);
         };
-        let [_, h, w] = self.train.chw;
+        let [h, w] = self.spec.out_hw([self.train.chw[1], self.train.chw[2]]);
         let partners: Vec<usize> = b
             .mixes
             .iter()

@@ -67,6 +67,10 @@ pub struct StudentConfig {
     /// Resized-crop views (`pad` unused then); absent: pad-crop.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub view_crop: Option<CropRange>,
+    /// Side of a resized-crop view when it is not the image's; taken from
+    /// the store in cache mode.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub view_size: Option<u16>,
     pub eval_batch_size: usize,
     /// Evaluate every n-th epoch (and after the last).
     #[serde(skip_serializing_if = "is_one")]
@@ -106,6 +110,7 @@ impl Default for StudentConfig {
             view_pad: None,
             view_flip: None,
             view_crop: None,
+            view_size: None,
             eval_batch_size: 500,
             eval_every: 1,
             precision: Precision::F32,
@@ -172,6 +177,27 @@ impl StudentConfig {
     }
 }
 
+impl StudentConfig {
+    /// The views this student trains on (and whose plain view it is
+    /// evaluated on), from its `view_*` settings: after
+    /// [`StudentConfig::resolved`], a store's own spec.
+    pub fn view_spec(&self) -> ViewSpec {
+        let flip = self.view_flip.unwrap_or(ViewSpec::default().flip);
+        let spec = match self.view_crop {
+            Some(range) => ViewSpec::resized(range, flip),
+            None => ViewSpec {
+                pad: self.view_pad.unwrap_or(ViewSpec::default().pad),
+                flip,
+                ..ViewSpec::default()
+            },
+        };
+        ViewSpec {
+            size: self.view_size,
+            ..spec
+        }
+    }
+}
+
 fn resolve_views(cfg: &mut StudentConfig, source: &Source) -> Result<()> {
     let dflt = ViewSpec::default();
     if let Source::Cache { store, .. } = source {
@@ -212,17 +238,24 @@ fn resolve_views(cfg: &mut StudentConfig, source: &Source) -> Result<()> {
             cfg.view_crop.map(|c| format!("{c:?}")),
             format!("{:?}", spec.resized_crop),
         )?;
+        check(
+            "view size",
+            cfg.view_size.map(|s| s.to_string()),
+            spec.size.map_or("the image's".into(), |s| s.to_string()),
+        )?;
         cfg.views = Some(store.views());
         cfg.view_seed = Some(store.seed());
         cfg.view_pad = Some(spec.pad);
         cfg.view_flip = Some(spec.flip);
         cfg.view_crop = spec.resized_crop;
+        cfg.view_size = spec.size;
     } else {
         cfg.views = Some(cfg.views.unwrap_or(8));
         cfg.view_seed = Some(cfg.view_seed.unwrap_or(0));
         cfg.view_pad = Some(cfg.view_pad.unwrap_or(dflt.pad));
         cfg.view_flip = Some(cfg.view_flip.unwrap_or(dflt.flip));
     }
+    cfg.view_spec().validate()?;
     if cfg.views == Some(0) {
         return Err(match source {
             Source::Cache { store, .. } => InputError::Malformed {

@@ -15,7 +15,7 @@ use crate::learner::argmax_vec;
 use crate::vit::{Config, Vit};
 use kd_core::manifest::{Manifest, read_json};
 use kd_core::metrics::{HeadEval, StudentEval, TeacherEval};
-use kd_core::{InputError, Progress, SettingError, Teacher, ViewParams, ViewSpec};
+use kd_core::{InputError, Progress, SettingError, Teacher};
 use kd_data::Dataset;
 use kd_data::augment::{batch_tensor, lut};
 use serde::Deserialize;
@@ -94,7 +94,10 @@ pub fn evaluate(
     let ds = Dataset::open(dataset_dir)?;
     let s = ds.split(split)?;
     let cfg = &student.model.cfg;
-    let [c, h, w] = s.chw;
+    // The plain view of the student's own views: the image, or its central
+    // box of the student's view size.
+    let spec = student.config.view_spec();
+    let [c, h, w] = spec.out_chw(s.chw);
     let whose = format!("student {}", dir.display());
     if (c, h, w) != (cfg.in_chans, cfg.image_size, cfg.image_size) {
         return Err(InputError::mismatch(
@@ -139,7 +142,6 @@ pub fn evaluate(
     }
 
     let _g = tch::no_grad_guard();
-    let spec = ViewSpec::default();
     let l = lut(&ds.mean, &ds.std);
     let head_names: Vec<String> = ["avg".to_string(), "cls".to_string()]
         .into_iter()
@@ -154,7 +156,7 @@ pub fn evaluate(
         let x = batch_tensor(
             s,
             idx,
-            &vec![ViewParams::identity(&spec); idx.len()],
+            &vec![spec.plain([s.chw[1], s.chw[2]]); idx.len()],
             &spec,
             &l,
             device,

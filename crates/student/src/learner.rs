@@ -9,7 +9,6 @@ use crate::loss::{
 };
 use crate::source::Source;
 use crate::vit::Vit;
-use kd_core::ViewParams;
 use kd_core::fit::Learner;
 use kd_data::Split;
 use kd_data::augment::{batch_tensor, label_tensor};
@@ -78,7 +77,7 @@ impl StudentLearner<'_> {
 
     fn plain_images(&self, split: &Split, idx: &[usize]) -> kd_core::Result<Tensor> {
         let b = &self.batcher;
-        let views = vec![ViewParams::identity(&b.spec); idx.len()];
+        let views = vec![b.spec.plain([split.chw[1], split.chw[2]]); idx.len()];
         Ok(batch_tensor(split, idx, &views, &b.spec, &b.lut, b.device)?)
     }
 

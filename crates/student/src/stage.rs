@@ -74,7 +74,7 @@ pub fn train_stage(
         )
         .into());
     }
-    let [c, h, w] = train.chw;
+    let [c, h, w] = cfg.view_spec().out_chw(train.chw);
     if h != w {
         return Err(InputError::Unsupported {
             what: format!("{}: images are {h}x{w}", ds.dir.display()),

@@ -5,7 +5,7 @@ use crate::error::Result;
 use crate::load::load_teacher;
 use crate::scoring::{EvalStats, eval_split_with};
 use kd_core::{InputError, SettingError};
-use kd_core::{Progress, ViewParams, ViewSpec};
+use kd_core::{Progress, ViewSpec};
 use kd_data::Dataset;
 use kd_data::augment::{batch_tensor, lut};
 use serde::{Deserialize, Serialize};
@@ -30,6 +30,9 @@ struct EvalTeacher {
     classes: usize,
     lut: Vec<[f32; 256]>,
     batch: usize,
+    /// Whose plain view it is shown: a trained teacher's own views (the
+    /// central box of its view size); an imported one sees the image.
+    spec: ViewSpec,
 }
 
 /// Load either kind of teacher and check it fits `ds` (`dataset` names it).
@@ -41,9 +44,10 @@ fn open_teacher(
 ) -> Result<EvalTeacher> {
     // What evaluation needs of either kind of teacher: its geometry, the
     // normalisation its logits() expects (part of the model), its batch.
-    let (teacher, chw, classes, mean, std, batch): (
+    let (teacher, chw, classes, mean, std, batch, spec): (
         Box<dyn kd_core::Teacher>,
         [usize; 3],
+        _,
         _,
         _,
         _,
@@ -58,12 +62,21 @@ fn open_teacher(
             f.data_mean,
             f.data_std,
             f.eval_batch_size,
+            ViewSpec::default(),
         )
     } else {
         let t = load_teacher(teacher_dir, device)?;
         let f = t.file.clone();
         let b = f.teacher.eval_batch_size;
-        (Box::new(t), f.chw, f.num_classes, f.mean, f.std, b)
+        (
+            Box::new(t),
+            f.chw,
+            f.num_classes,
+            f.mean,
+            f.std,
+            b,
+            f.teacher.view,
+        )
     };
     if ds.num_classes() != classes {
         return Err(InputError::mismatch(
@@ -90,6 +103,7 @@ fn open_teacher(
         classes,
         lut: lut(&mean, &std),
         batch,
+        spec,
     })
 }
 
@@ -106,14 +120,7 @@ pub fn evaluate(
     let s = ds.split(split)?;
     let logits = |x: &Tensor, _: &[usize]| t.teacher.logits(x);
     let stats = eval_split_with(
-        &logits,
-        s,
-        &ViewSpec::default(),
-        &t.lut,
-        t.classes,
-        t.batch,
-        device,
-        progress,
+        &logits, s, &t.spec, &t.lut, t.classes, t.batch, device, progress,
     )?;
     Ok(EvalReport {
         teacher: t.teacher.name().to_string(),
@@ -266,15 +273,14 @@ pub fn evaluate_ensemble(
     }
     let s = ds.split(split)?;
     let classes = ds.num_classes();
-    let ident = ViewParams::identity(&ViewSpec::default());
     let all: Vec<usize> = (0..s.len()).collect();
     let mut probs = vec![Vec::with_capacity(s.len() * classes); teachers.len()];
     let _g = tch::no_grad_guard();
     for (t, p) in teachers.iter().zip(&mut probs) {
         progress.start(&format!("eval {}", t.teacher.name()), s.len() as u64);
         for idx in all.chunks(t.batch.max(1)) {
-            let views = vec![ident; idx.len()];
-            let x = batch_tensor(s, idx, &views, &ViewSpec::default(), &t.lut, device)?;
+            let views = vec![t.spec.plain([s.chw[1], s.chw[2]]); idx.len()];
+            let x = batch_tensor(s, idx, &views, &t.spec, &t.lut, device)?;
             let sm = t
                 .teacher
                 .logits(&x)

@@ -75,7 +75,14 @@ impl TeacherFeed<'_> {
             self.lut,
             self.device,
         )?;
-        let soft = mixed_label_tensor(self.train, idx, &b.mixes, self.classes, self.device);
+        let soft = mixed_label_tensor(
+            self.train,
+            idx,
+            &b.mixes,
+            spec.out_hw(hw),
+            self.classes,
+            self.device,
+        );
         Ok(TeacherBatch {
             x,
             y,

@@ -3,7 +3,7 @@
 //! cross-fitted teacher's folds or a TorchScript module ([`eval_split_with`]).
 
 use crate::model::Net;
-use kd_core::{Progress, ViewParams, ViewSpec};
+use kd_core::{Progress, ViewSpec};
 use kd_data::Split;
 use kd_data::augment::{batch_tensor, label_tensor};
 use serde::{Deserialize, Serialize};
@@ -55,7 +55,7 @@ pub fn eval_split_with(
     let n = split.len();
     let mut confusion = vec![vec![0u64; classes]; classes];
     let (mut correct, mut loss_sum) = (0usize, 0f64);
-    let ident = ViewParams::identity(spec);
+    let ident = spec.plain([split.chw[1], split.chw[2]]);
     let t0 = Instant::now();
     progress.start("eval", n as u64);
     let all: Vec<usize> = (0..n).collect();

@@ -79,7 +79,9 @@ pub fn train_stage(
         }
         .into());
     }
-    let chw = ds.chw();
+    // The network sees views, of the view's size where that is not the
+    // image's (and records it, for every later user of the teacher).
+    let chw = cfg.view.out_chw(ds.chw());
     let name = cfg.name.clone().unwrap_or_default();
     tracing::info!(%name, preset = cfg.preset.as_deref().unwrap_or(""), ?device, train = train.len(), test = test.len(), "training teacher");
 

@@ -398,7 +398,7 @@ fn cross_fitted_teacher_answers_each_sample_with_the_model_that_never_saw_it() {
     // logits_for routes each sample to its own fold's model.
     let idx: Vec<usize> = (0..12).collect();
     let spec = kd_core::ViewSpec::default();
-    let views = vec![kd_core::ViewParams::identity(&spec); idx.len()];
+    let views = vec![spec.plain([train.chw[1], train.chw[2]]); idx.len()];
     let x = batch_tensor(
         train,
         &idx,

@@ -129,7 +129,7 @@ fn scripted_and_traced_modules_give_pytorchs_logits() {
         assert_eq!(teacher.arch(), format!("torchscript/{mode}"));
         let idx: Vec<usize> = (0..test.len()).collect();
         let spec = kd_core::ViewSpec::default();
-        let views = vec![kd_core::ViewParams::identity(&spec); idx.len()];
+        let views = vec![spec.plain([test.chw[1], test.chw[2]]); idx.len()];
         let x = batch_tensor(
             test,
             &idx,

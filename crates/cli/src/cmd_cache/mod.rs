@@ -115,7 +115,7 @@ struct CacheSettings {
     /// How each view's box is drawn: pad-crop (default: pad with zeros,
     /// an image-sized box at a random offset; for 28-32 px images) or
     /// resized-crop (a random box of --crop-scale of the area and
-    /// --crop-ratio aspect, resized bilinearly to the image size; for larger
+    /// --crop-ratio aspect, resized bilinearly to --view-size; for larger
     /// images). The box and flip are stored in views/params either way.
     #[arg(long, value_parser = setting::<Crop>())]
     crop: Option<Crop>,
@@ -125,6 +125,12 @@ struct CacheSettings {
     /// Resized-crop: width/height range LOW,HIGH (default 0.75,1.3333).
     #[arg(long, value_name = "LOW,HIGH", value_parser = parse_range)]
     crop_ratio: Option<[f64; 2]>,
+    /// Resized-crop: side of every view in pixels, when it is not the stored
+    /// image's (e.g. 224 from images imported at 256, as ImageNet recipes
+    /// train). The plain view (view 0, and what students are evaluated on)
+    /// is then the central box of this size.
+    #[arg(long, value_name = "PIXELS")]
+    view_size: Option<u16>,
     /// Pad-crop: zero padding before the random crop.
     #[arg(long)]
     pad: Option<u8>,

@@ -16,7 +16,7 @@ use kd_core::amp::{Precision, autocast};
 use kd_core::optim::{AdamW, AdamWConfig};
 use kd_core::profile::{Overlay, Profile, layered};
 use kd_core::profile_vars::{ProfilePlan, StudentTeachers, TeacherPlan};
-use kd_core::{CropRange, Manifest, MixParams, ViewParams, ViewSpec};
+use kd_core::{Manifest, MixParams, ViewParams, ViewSpec};
 use kd_data::Split;
 use kd_data::stage::{Format, ImportConfig};
 use kd_logit_cache::{CacheConfig, SizeModel};

@@ -50,7 +50,12 @@ impl Planner<'_> {
             (kd_student::TokenMode::PerTeacher, false) => names.len(),
             (kd_student::TokenMode::Averaged, false) => 1,
         };
-        let [c, h, _] = self.images.chw;
+        let view = if !live && !names.is_empty() {
+            cache.view_spec()
+        } else {
+            cfg.view_spec()
+        };
+        let [c, h, _] = view.out_chw(self.images.chw);
         let mut vit = kd_student::Config::preset(&cfg.preset, h, c, self.images.classes, heads)
             .ok_or_else(|| {
                 anyhow::anyhow!(
@@ -94,23 +99,6 @@ impl Planner<'_> {
                 .collect()
         } else {
             vec![]
-        };
-        let view = if !live && !names.is_empty() {
-            cache.view_spec()
-        } else if let Some(r) = &cfg.view_crop {
-            ViewSpec::resized(
-                CropRange {
-                    scale: r.scale,
-                    ratio: r.ratio,
-                },
-                cfg.view_flip.unwrap_or(true),
-            )
-        } else {
-            ViewSpec {
-                pad: cfg.view_pad.unwrap_or(ViewSpec::default().pad),
-                flip: cfg.view_flip.unwrap_or(true),
-                ..ViewSpec::default()
-            }
         };
         let bpe = self.images.train.div_ceil(cfg.batch_size);
         let m = self.probe(

@@ -15,7 +15,9 @@ pub struct ViewBatch {
 }
 
 impl ViewBatch {
-    /// From the generators, as the cache writer draws them.
+    /// From the generators, as the cache writer draws them, for images of
+    /// `hw` pixels: boxes in the image, cutmix boxes in the view (of the
+    /// view's size).
     pub fn draw(
         view: &ViewSpec,
         mix: &MixSpec,
@@ -27,7 +29,7 @@ impl ViewBatch {
         let mut b = ViewBatch::default();
         for &(s, v) in pairs {
             let own = view.draw(hw, seed, s as u64, v as u64);
-            let m = mix.draw(seed, s as u64, v as u64, samples as u64, hw);
+            let m = mix.draw(seed, s as u64, v as u64, samples as u64, view.out_hw(hw));
             b.views.push(own);
             b.partner_views.push(if m.is_mixed() {
                 view.draw(hw, seed, m.partner as u64, v as u64)

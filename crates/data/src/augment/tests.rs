@@ -15,6 +15,7 @@ fn crop_and_flip_by_hand() {
         ViewParams::shifted(0, 0, 0),
         &l,
         &mut out,
+        [3, 3],
     );
     assert_eq!(round(&out), vec![0., 0., 0., 0., 1., 2., 0., 4., 5.]);
     apply_view(
@@ -24,6 +25,7 @@ fn crop_and_flip_by_hand() {
         ViewParams::shifted(1, 1, 1),
         &l,
         &mut out,
+        [3, 3],
     );
     assert_eq!(round(&out), vec![3., 2., 1., 6., 5., 4., 9., 8., 7.]);
     apply_view(
@@ -33,6 +35,7 @@ fn crop_and_flip_by_hand() {
         ViewParams::shifted(2, 1, 0),
         &l,
         &mut out,
+        [3, 3],
     );
     assert_eq!(round(&out), vec![4., 5., 6., 7., 8., 9., 0., 0., 0.]);
 }
@@ -46,39 +49,54 @@ fn resized_boxes_agree_with_torch_bilinear_interpolate() {
     let l = lut(&[0.2, 0.4, 0.6], &[0.3, 0.2, 0.25]);
     let full = Tensor::from_slice(&{
         let mut o = vec![0f32; c * h * w];
-        apply_view(&img, [c, h, w], 0, ViewParams::shifted(0, 0, 0), &l, &mut o);
+        apply_view(
+            &img,
+            [c, h, w],
+            0,
+            ViewParams::shifted(0, 0, 0),
+            &l,
+            &mut o,
+            [h, w],
+        );
         o
     })
     .view([1, c as i64, h as i64, w as i64]);
-    for (y, x, bh, bw, flip) in [
-        (0, 0, 12, 5, 0),
-        (3, 2, 4, 7, 1),
-        (1, 1, 11, 9, 0),
-        (5, 6, 7, 4, 1),
-        (0, 9, 1, 1, 0),
-    ] {
-        let v = ViewParams {
-            y,
-            x,
-            size: Some([bh, bw]),
-            flip,
-        };
-        let mut out = vec![0f32; c * h * w];
-        apply_view(&img, [c, h, w], 0, v, &l, &mut out);
-        let crop = full
-            .narrow(2, y as i64, bh as i64)
-            .narrow(3, x as i64, bw as i64);
-        let mut want = crop.upsample_bilinear2d([h as i64, w as i64], false, None, None);
-        if flip == 1 {
-            want = want.flip([3]);
+    // Views of the image's size, and of sizes of their own (smaller, larger).
+    for (oh, ow) in [(h, w), (8, 8), (7, 5), (16, 16)] {
+        for (y, x, bh, bw, flip) in [
+            (0, 0, 12, 5, 0),
+            (3, 2, 4, 7, 1),
+            (1, 1, 11, 9, 0),
+            (5, 6, 7, 4, 1),
+            (0, 9, 1, 1, 0),
+            (2, 1, 8, 8, 1),
+        ] {
+            let v = ViewParams {
+                y,
+                x,
+                size: Some([bh, bw]),
+                flip,
+            };
+            let mut out = vec![0f32; c * oh * ow];
+            apply_view(&img, [c, h, w], 0, v, &l, &mut out, [oh, ow]);
+            let crop = full
+                .narrow(2, y as i64, bh as i64)
+                .narrow(3, x as i64, bw as i64);
+            let mut want = crop.upsample_bilinear2d([oh as i64, ow as i64], false, None, None);
+            if flip == 1 {
+                want = want.flip([3]);
+            }
+            let want = Vec::<f32>::try_from(&want.contiguous().view(-1)).unwrap();
+            let worst = out
+                .iter()
+                .zip(&want)
+                .map(|(a, b)| (a - b).abs())
+                .fold(0f32, f32::max);
+            assert!(
+                worst < 1e-5,
+                "box {v:?} to {oh}x{ow}: max difference {worst}"
+            );
         }
-        let want = Vec::<f32>::try_from(&want.contiguous().view(-1)).unwrap();
-        let worst = out
-            .iter()
-            .zip(&want)
-            .map(|(a, b)| (a - b).abs())
-            .fold(0f32, f32::max);
-        assert!(worst < 1e-5, "box {v:?}: max difference {worst}");
     }
     // A box reaching into the zero padding reads zero pixels there.
     let mut out = vec![0f32; c * h * w];
@@ -88,7 +106,7 @@ fn resized_boxes_agree_with_torch_bilinear_interpolate() {
         size: Some([6, 5]),
         flip: 0,
     };
-    apply_view(&img, [c, h, w], 2, v, &l, &mut out);
+    apply_view(&img, [c, h, w], 2, v, &l, &mut out, [h, w]);
     assert_eq!(out[0], l[0][0]);
 }
 
@@ -129,7 +147,7 @@ fn unmixed_batches_equal_batch_tensor_bit_for_bit() {
         batch_tensor_mixed(&s, &idx, &views, &views, &none, &spec, &l, Device::Cpu).unwrap();
     assert_eq!(plain.size(), mixed.size());
     assert_eq!(bits(&plain), bits(&mixed));
-    let labels = mixed_label_tensor(&s, &idx, &none, 3, Device::Cpu);
+    let labels = mixed_label_tensor(&s, &idx, &none, [4, 4], 3, Device::Cpu);
     let want: Vec<f32> = [0, 1, 1, 2, 1]
         .iter()
         .flat_map(|&y| (0..3).map(move |c| (c == y) as u8 as f32))
@@ -143,11 +161,11 @@ fn mixup_and_cutmix_by_hand() {
     let spec = ViewSpec {
         pad: 1,
         flip: false,
-        resized_crop: None,
+        ..ViewSpec::default()
     };
     // Identity lut: pixel values come out as themselves.
     let l = lut(&[0.0, 0.0], &[1.0 / 255.0, 1.0 / 255.0]);
-    let id = ViewParams::identity(&spec);
+    let id = spec.plain([4, 4]);
     let shifted = ViewParams::shifted(2, 1, 0);
     let mixup = MixParams {
         partner: 2,
@@ -198,10 +216,82 @@ fn mixup_and_cutmix_by_hand() {
     assert_eq!(out[32 + 4 + 2].round(), (10 * 3 + 2 * 4 + 2) as f32);
     // Labels: sample 0 (label 0) with 2 (label 2) at 0.75; sample 1
     // (label 1) with 3 (label 1): all weight on class 1.
-    let t = mixed_label_tensor(&s, &[0, 1], &[mixup, cutmix], 3, Device::Cpu);
+    let t = mixed_label_tensor(&s, &[0, 1], &[mixup, cutmix], [4, 4], 3, Device::Cpu);
     let t = Vec::<f32>::try_from(&t.view(-1)).unwrap();
     assert_eq!(t[0], (49151.0 / 65535.0f64) as f32);
     assert_eq!(t[1], 0.0);
     assert!((t[2] - 0.25).abs() < 1e-4);
     assert_eq!(&t[3..], &[0.0, 1.0, 0.0]);
+}
+
+#[test]
+fn views_of_a_size_of_their_own_crop_the_centre_and_mix_in_view_pixels() {
+    use kd_core::{CropRange, MixMode, MixSpec, ViewBatch};
+    let s = split4();
+    let spec = ViewSpec {
+        size: Some(2),
+        ..ViewSpec::resized(CropRange::default(), false)
+    };
+    let l = lut(&[0.0, 0.0], &[1.0 / 255.0, 1.0 / 255.0]);
+    // The plain view is the central 2x2 box, copied exactly (no blending).
+    let plain = spec.plain([4, 4]);
+    assert_eq!(
+        plain,
+        ViewParams {
+            y: 1,
+            x: 1,
+            size: Some([2, 2]),
+            flip: 0
+        }
+    );
+    let out = assemble(&s, &[2], &[plain], &spec, &l).unwrap();
+    let want: Vec<f32> = [0usize, 100]
+        .iter()
+        .flat_map(|&c| [5usize, 6, 9, 10].map(|p| l[0][20 + p + c]))
+        .collect();
+    assert_eq!(out, want);
+    let t = batch_tensor(&s, &[0, 1, 2], &[plain; 3], &spec, &l, Device::Cpu).unwrap();
+    assert_eq!(t.size(), [3, 2, 2, 2]);
+    // Cutmix boxes are drawn in the view's pixels (3x3 here), not the
+    // image's (4x4, where some would reach row or column 3).
+    let spec3 = ViewSpec {
+        size: Some(3),
+        ..spec
+    };
+    let mix = MixSpec {
+        mode: MixMode::Cutmix,
+        prob: 1.0,
+        ..MixSpec::default()
+    };
+    let pairs: Vec<(usize, usize)> = (0..4).flat_map(|i| (1..50).map(move |v| (i, v))).collect();
+    let b = ViewBatch::draw(&spec3, &mix, 3, 4, [4, 4], &pairs);
+    let ends = |m: &MixParams| (m.y0 + m.h).max(m.x0 + m.w);
+    assert!(b.mixes.iter().all(|m| ends(m) <= 3));
+    assert!(b.mixes.iter().any(|m| m.h > 0));
+    let in_image = ViewBatch::draw(&ViewSpec { size: None, ..spec }, &mix, 3, 4, [4, 4], &pairs);
+    assert!(in_image.mixes.iter().any(|m| ends(m) == 4));
+    let mixed = assemble_mixed(
+        &s,
+        &[0],
+        &b.views[..1],
+        &b.partner_views[..1],
+        &b.mixes[..1],
+        &spec3,
+        &l,
+    )
+    .unwrap();
+    assert_eq!(mixed.len(), 2 * 3 * 3);
+    // A box of one row of a 2x2 view leaves the own label half the weight.
+    let half = MixParams {
+        partner: 1,
+        kind: MixKind::Cutmix,
+        y0: 0,
+        x0: 0,
+        h: 1,
+        w: 2,
+        ..MixParams::NONE
+    };
+    let t = mixed_label_tensor(&s, &[0], &[half], [2, 2], 3, Device::Cpu);
+    let t = Vec::<f32>::try_from(&t.view(-1)).unwrap();
+    assert_eq!(t, vec![0.5, 0.5, 0.0]);
 }
