@@ -222,15 +222,15 @@ study-size: $(addprefix student-,$(STUDY_RUNS)) ## one size of the study (PROFIL
 
 # Each finished study student's heads on test against the plain teachers and
 # its own (`kd student eval`), into eval/<run>.json: does a distillation
-# token learn its own teacher? Only finished students: evaluating never
-# trains one.
+# token learn its own teacher? Study v1's runs and study v2's patience and
+# views runs. Only finished students: evaluating never trains one.
 STUDY_EVALS = $(patsubst $(RUN)/student/%/manifest.json,$(RUN)/eval/%.json,\
-  $(filter $(foreach r,$(STUDY_RUNS),$(RUN)/student/$(r)/manifest.json),$(wildcard $(RUN)/student/*/manifest.json)))
+  $(filter $(foreach r,$(STUDY_RUNS) $(FM_PATIENCE_RUNS) $(FM_VIEWS_RUNS),$(RUN)/student/$(r)/manifest.json),\
+    $(wildcard $(RUN)/student/*/manifest.json)))
 $(RUN)/eval/%.json: $(RUN)/student/%/manifest.json $(foreach t,$(TEACHERS),$(RUN)/teachers/$(t)/manifest.json) $(KD)
 	@mkdir -p $(@D)
 	$(KD) student eval --student $(RUN)/student/$* $(foreach t,$(TEACHERS),--teacher $(RUN)/teachers/$(t)) \
 	  --device $(DEVICE) --out $@ >/dev/null
-study-eval: $(STUDY_EVALS) ## evaluate every finished student of one study size against the teachers (PROFILE=study-<N>)
 
 study: ## the data-efficiency study: every STUDY_SIZES size, then data/runs/study/report (hours on CPU)
 	@set -e; for n in $(STUDY_SIZES); do $(MAKE) --no-print-directory PROFILE=study-$$n study-size; done
@@ -282,6 +282,9 @@ $(foreach k,$(FM_VIEWS),$(eval $(call student_rule,ensemble-stems,-k$(k),,logits
 
 study-fm-views: $(addprefix student-,$(FM_VIEWS_RUNS)) ## study v2's views curve at one size (PROFILE=study-fm-<N>): ensemble-stems over stores of FM_VIEWS views
 	$(MAKE) --no-print-directory study-eval
+
+# (Here, below the lists of study v2's runs that its prerequisites name.)
+study-eval: $(STUDY_EVALS) ## evaluate every finished student of one study size against the teachers (PROFILE=study-<N>)
 
 study-fm: ## study v2 (function matching): every FM_SIZES size, then docs/results/function-matching (hours on CPU)
 	@set -e; for n in $(FM_SIZES); do $(MAKE) --no-print-directory PROFILE=study-fm-$$n study-fm-size; done
