@@ -254,23 +254,28 @@ fn eval_table(e: &StudentEval) -> String {
             " (not the dataset it was trained on)"
         }
     );
+    // The teachers, then their averaged prediction where it was compared.
+    let mut against: Vec<&str> = e.teachers.iter().map(|t| t.name.as_str()).collect();
+    if e.averaged_accuracy.is_some() {
+        against.push(kd_student::eval::AVERAGED);
+    }
     let mut header = format!("{:<24} {:>8}", "head", "acc %");
-    for t in &e.teachers {
+    for t in &against {
         header += &format!(
             "  {:>14}  {:>14}",
-            format!("agree {}", t.name),
-            format!("repeats {}", t.name)
+            format!("agree {t}"),
+            format!("repeats {t}")
         );
     }
     s += header.trim_end();
     s.push('\n');
     for h in &e.heads {
         let mut row = format!("{:<24} {:>8}", h.head, pct(Some(&h.accuracy)));
-        for t in &e.teachers {
+        for &t in &against {
             row += &format!(
                 "  {:>14}  {:>14}",
-                pct(h.agreement.get(&t.name)),
-                pct(h.repeats_errors.get(&t.name))
+                pct(h.agreement.get(t)),
+                pct(h.repeats_errors.get(t))
             );
         }
         s += row.trim_end();
@@ -287,6 +292,12 @@ fn eval_table(e: &StudentEval) -> String {
             s += &format!(", agrees with {o} on {} %", pct(Some(v)));
         }
         s.push('\n');
+    }
+    if let Some(a) = &e.averaged_accuracy {
+        s += &format!(
+            "teachers averaged (mean of softmaxes): acc {} %\n",
+            pct(Some(a))
+        );
     }
     s.trim_end().to_string()
 }

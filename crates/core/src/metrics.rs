@@ -167,9 +167,15 @@ pub struct StudentEval {
     /// Whether `dataset` is the artifact the student was trained on.
     pub same_dataset: bool,
     /// `avg` (the student's prediction), `cls`, then `dist_<teacher>` (or
-    /// `dist_avg`) per distillation head.
+    /// `dist_avg`) per distillation head. With two or more teachers each
+    /// head is also compared with their averaged prediction, under the name
+    /// `averaged`.
     pub heads: Vec<HeadEval>,
     pub teachers: Vec<TeacherEval>,
+    /// Accuracy of the teachers' averaged prediction (argmax of the mean of
+    /// their softmaxes); absent with fewer than two teachers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub averaged_accuracy: Option<f64>,
 }
 
 /// One head of the student on the split.

@@ -22,7 +22,7 @@ use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::path::Path;
 use tch::nn::VarStore;
-use tch::{Device, Tensor};
+use tch::{Device, Kind, Tensor};
 
 /// A student artifact's `config.json`: the network and its heads.
 #[derive(Deserialize)]
@@ -149,6 +149,11 @@ pub fn evaluate(
         .collect();
     let mut head_pred = vec![Vec::with_capacity(s.len()); head_names.len()];
     let mut teacher_pred = vec![Vec::with_capacity(s.len()); teachers.len()];
+    // The teachers' averaged prediction (argmax of the mean of their
+    // softmaxes: what a student matching all of them is pulled towards),
+    // compared with like a teacher when there are two or more.
+    let averaged = teachers.len() >= 2 && !names.contains(&AVERAGED);
+    let mut averaged_pred = Vec::with_capacity(if averaged { s.len() } else { 0 });
     let batch = student.config.eval_batch_size.max(1);
     let all: Vec<usize> = (0..s.len()).collect();
     progress.start("eval", s.len() as u64);
@@ -167,8 +172,17 @@ pub fn evaluate(
         for (p, z) in head_pred.iter_mut().zip(&logits) {
             p.extend(argmax_vec(z)?);
         }
+        let mut prob_sum: Option<Tensor> = None;
         for (p, t) in teacher_pred.iter_mut().zip(teachers) {
-            p.extend(argmax_vec(&t.logits(&x.to_device(t.device())))?);
+            let z = t.logits(&x.to_device(t.device())).to_device(device);
+            p.extend(argmax_vec(&z)?);
+            if averaged {
+                let sm = z.to_kind(Kind::Float).softmax(1, Kind::Float);
+                prob_sum = Some(prob_sum.map_or(sm.shallow_clone(), |acc| acc + sm));
+            }
+        }
+        if let Some(sum) = prob_sum {
+            averaged_pred.extend(argmax_vec(&sum)?);
         }
         progress.update((idx[0] + idx.len()) as u64, "");
     }
@@ -180,10 +194,14 @@ pub fn evaluate(
         .map(|n| n.to_string())
         .zip(teacher_pred)
         .collect();
+    let mut against = teacher_preds.clone();
+    if averaged {
+        against.push((AVERAGED.to_string(), averaged_pred.clone()));
+    }
     let heads = head_names
         .into_iter()
         .zip(&head_pred)
-        .map(|(n, p)| compare(&n, p, &labels, &teacher_preds))
+        .map(|(n, p)| compare(&n, p, &labels, &against))
         .collect();
     let teachers = teachers
         .iter()
@@ -211,8 +229,20 @@ pub fn evaluate(
         same_dataset: ds.manifest_hash == student.dataset_hash,
         heads,
         teachers,
+        averaged_accuracy: averaged.then(|| {
+            let hits = averaged_pred
+                .iter()
+                .zip(&labels)
+                .filter(|(p, y)| p == y)
+                .count();
+            hits as f64 / labels.len().max(1) as f64
+        }),
     })
 }
+
+/// The name under which each head's agreement with the teachers' averaged
+/// prediction is reported, beside the teachers' own names.
+pub const AVERAGED: &str = "averaged";
 
 /// One head's predictions `pred` against the labels and each teacher's
 /// predictions: accuracy, agreement, and the share of each teacher's

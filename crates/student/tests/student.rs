@@ -826,7 +826,33 @@ fn eval_reproduces_the_training_figures() {
     for h in &e.heads {
         let recorded = last[format!("test_acc_{}", h.head)].as_f64().unwrap();
         assert_eq!(h.accuracy, recorded, "{}", h.head);
-        assert_eq!(h.agreement.len(), 2, "{}", h.head);
+        // Both teachers, and their averaged prediction.
+        assert_eq!(h.agreement.len(), 3, "{}", h.head);
+    }
+    // The averaged prediction by hand: argmax of the summed softmaxes of
+    // the teachers on the plain test images.
+    {
+        let d = Dataset::open(&ds).unwrap();
+        let test = d.split("test").unwrap();
+        let idx: Vec<usize> = (0..test.len()).collect();
+        let spec = kd_core::ViewSpec::default();
+        let plain = vec![spec.plain([test.chw[1], test.chw[2]]); idx.len()];
+        let l = kd_data::augment::lut(&d.mean, &d.std);
+        let x = kd_data::augment::batch_tensor(test, &idx, &plain, &spec, &l, CPU).unwrap();
+        let _g = tch::no_grad_guard();
+        let sum = teachers
+            .iter()
+            .map(|t| t.logits(&x).softmax(1, tch::Kind::Float))
+            .reduce(|a, b| a + b)
+            .unwrap();
+        let pred = Vec::<i64>::try_from(sum.argmax(1, false)).unwrap();
+        let hits = pred
+            .iter()
+            .zip(&test.labels)
+            .filter(|(p, y)| **p == **y as i64)
+            .count();
+        let want = hits as f64 / test.len() as f64;
+        assert_eq!(e.averaged_accuracy, Some(want));
     }
     for (h, teacher) in [(2, "cnn"), (3, "involution")] {
         let recorded = last[format!("agree_{teacher}")].as_f64().unwrap();
@@ -841,6 +867,7 @@ fn eval_reproduces_the_training_figures() {
     // No teachers: heads only.
     let bare = kd_student::evaluate(&out, &ds, "test", &[], CPU, &Silent).unwrap();
     assert!(bare.heads.iter().all(|h| h.agreement.is_empty()));
+    assert_eq!(bare.averaged_accuracy, None);
     assert_eq!(bare.heads[0].accuracy, e.heads[0].accuracy);
 
     // Another dataset shape: one line naming it.

@@ -190,7 +190,7 @@ pub(super) fn heads_and_teachers(md: &mut String, sizes: &[SizeResult]) {
     }
     writeln!(
         md,
-        "\n## Heads against the teachers\n\nOn test, each head's top-1 agreement (%) with each teacher and, in brackets, the share (%) of that teacher's mistakes it repeats (same wrong class); mean over the seeds evaluated (`kd student eval`, `make study-eval`). A head that learned its own teacher agrees with it more than with the other and repeats more of its mistakes; the no-teacher rows are the control.\n"
+        "\n## Heads against the teachers\n\nOn test, each head's top-1 agreement (%) with each teacher (and, for evaluations with two or more teachers, with their averaged prediction, `averaged`) and, in brackets, the share (%) of that teacher's mistakes it repeats (same wrong class); mean over the seeds evaluated (`kd student eval`, `make study-eval`). A head that learned its own teacher agrees with it more than with the other and repeats more of its mistakes; the no-teacher rows are the control.\n"
     )
     .ok();
     for s in sizes {
