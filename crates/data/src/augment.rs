@@ -138,13 +138,8 @@ pub fn resize_box(
     }
 }
 
-/// `[C,H,W]` of the views `spec` makes of `split`'s images.
-pub fn view_chw(split: &Split, spec: &ViewSpec) -> [usize; 3] {
-    spec.out_chw(split.chw)
-}
-
 /// Assemble samples `idx` of `split` under `views` (one per sample) into a
-/// flat `[B,C,H,W]` buffer, `[C,H,W]` the views' ([`view_chw`]).
+/// flat `[B,C,H,W]` buffer, `[C,H,W]` the views' (`spec.out_chw`).
 pub fn assemble(
     split: &Split,
     idx: &[usize],
@@ -153,7 +148,7 @@ pub fn assemble(
     lut: &[[f32; 256]],
 ) -> Result<Vec<f32>> {
     assert_eq!(idx.len(), views.len(), "one view per sample");
-    let [c, oh, ow] = view_chw(split, spec);
+    let [c, oh, ow] = spec.out_chw(split.chw);
     let n = c * oh * ow;
     let g = split.gather(idx)?;
     let mut out = vec![0f32; idx.len() * n];
@@ -182,7 +177,7 @@ pub fn batch_tensor(
     lut: &[[f32; 256]],
     device: Device,
 ) -> Result<Tensor> {
-    let [c, h, w] = view_chw(split, spec);
+    let [c, h, w] = spec.out_chw(split.chw);
     let buf = assemble(split, idx, views, spec, lut)?;
     let t = Tensor::from_slice(&buf).view([idx.len() as i64, c as i64, h as i64, w as i64]);
     Ok(upload(t, device))
@@ -234,7 +229,7 @@ pub fn assemble_mixed(
         "one partner view per sample"
     );
     assert_eq!(idx.len(), mixes.len(), "one mix per sample");
-    let out_chw = view_chw(split, spec);
+    let out_chw = spec.out_chw(split.chw);
     let [c, oh, ow] = out_chw;
     let n = c * oh * ow;
     let pad = spec.pad as usize;
@@ -278,7 +273,7 @@ pub fn batch_tensor_mixed(
     lut: &[[f32; 256]],
     device: Device,
 ) -> Result<Tensor> {
-    let [c, h, w] = view_chw(split, spec);
+    let [c, h, w] = spec.out_chw(split.chw);
     let buf = assemble_mixed(split, idx, views, partner_views, mixes, spec, lut)?;
     let t = Tensor::from_slice(&buf).view([idx.len() as i64, c as i64, h as i64, w as i64]);
     Ok(upload(t, device))

@@ -178,7 +178,10 @@ pub fn evaluate(
             p.extend(argmax_vec(&z)?);
             if averaged {
                 let sm = z.to_kind(Kind::Float).softmax(1, Kind::Float);
-                prob_sum = Some(prob_sum.map_or(sm.shallow_clone(), |acc| acc + sm));
+                prob_sum = Some(match prob_sum {
+                    None => sm,
+                    Some(acc) => acc + sm,
+                });
             }
         }
         if let Some(sum) = prob_sum {
@@ -194,16 +197,7 @@ pub fn evaluate(
         .map(|n| n.to_string())
         .zip(teacher_pred)
         .collect();
-    let mut against = teacher_preds.clone();
-    if averaged {
-        against.push((AVERAGED.to_string(), averaged_pred.clone()));
-    }
-    let heads = head_names
-        .into_iter()
-        .zip(&head_pred)
-        .map(|(n, p)| compare(&n, p, &labels, &against))
-        .collect();
-    let teachers = teachers
+    let teachers: Vec<TeacherEval> = teachers
         .iter()
         .zip(&teacher_preds)
         .map(|(t, (n, p))| {
@@ -221,6 +215,18 @@ pub fn evaluate(
             }
         })
         .collect();
+    // The heads are compared with the teachers and their averaged prediction.
+    let averaged_accuracy =
+        averaged.then(|| compare(AVERAGED, &averaged_pred, &labels, &[]).accuracy);
+    let mut against = teacher_preds;
+    if averaged {
+        against.push((AVERAGED.to_string(), averaged_pred));
+    }
+    let heads = head_names
+        .into_iter()
+        .zip(&head_pred)
+        .map(|(n, p)| compare(&n, p, &labels, &against))
+        .collect();
     Ok(StudentEval {
         student: dir.display().to_string(),
         dataset: dataset_dir.display().to_string(),
@@ -229,14 +235,7 @@ pub fn evaluate(
         same_dataset: ds.manifest_hash == student.dataset_hash,
         heads,
         teachers,
-        averaged_accuracy: averaged.then(|| {
-            let hits = averaged_pred
-                .iter()
-                .zip(&labels)
-                .filter(|(p, y)| p == y)
-                .count();
-            hits as f64 / labels.len().max(1) as f64
-        }),
+        averaged_accuracy,
     })
 }
 
