@@ -225,7 +225,7 @@ study-size: $(addprefix student-,$(STUDY_RUNS)) ## one size of the study (PROFIL
 # token learn its own teacher? Study v1's runs and study v2's patience and
 # views runs. Only finished students: evaluating never trains one.
 STUDY_EVALS = $(patsubst $(RUN)/student/%/manifest.json,$(RUN)/eval/%.json,\
-  $(filter $(foreach r,$(STUDY_RUNS) $(FM_PATIENCE_RUNS) $(FM_VIEWS_RUNS),$(RUN)/student/$(r)/manifest.json),\
+  $(filter $(foreach r,$(STUDY_RUNS) $(FM_PATIENCE_RUNS) $(FM_PATIENT_RUNS) $(FM_VIEWS_RUNS),$(RUN)/student/$(r)/manifest.json),\
     $(wildcard $(RUN)/student/*/manifest.json)))
 $(RUN)/eval/%.json: $(RUN)/student/%/manifest.json $(foreach t,$(TEACHERS),$(RUN)/teachers/$(t)/manifest.json) $(KD)
 	@mkdir -p $(@D)
@@ -267,6 +267,16 @@ FM_PATIENCE_VARIANTS := cnn-stems ensemble-stems
 FM_PATIENCE_RUNS := $(foreach v,$(FM_PATIENCE_VARIANTS),$(foreach e,$(FM_BUDGETS),$(v)-ep$(e))) none-stems-ep$(lastword $(FM_BUDGETS))
 $(foreach v,$(FM_PATIENCE_VARIANTS),$(foreach e,$(filter-out $(LONG_EPOCHS),$(FM_BUDGETS)),$(eval $(call student_rule,$(v),-ep$(e),--epochs $(e)))))
 $(eval $(call student_rule,none-stems,-ep$(lastword $(FM_BUDGETS)),--epochs $(lastword $(FM_BUDGETS))))
+
+# The patience curve's two variants at its largest budget with the other
+# seeds (STUDY_SEEDS), into student/<variant>-ep<N>-seed<M>: whether a lead
+# at the patient budget is more than seed noise.
+FM_PATIENT := $(lastword $(FM_BUDGETS))
+FM_PATIENT_RUNS := $(foreach v,$(FM_PATIENCE_VARIANTS),$(foreach n,$(STUDY_SEEDS),$(v)-ep$(FM_PATIENT)-seed$(n)))
+$(foreach n,$(STUDY_SEEDS),$(foreach v,$(FM_PATIENCE_VARIANTS),$(eval $(call student_rule,$(v),-ep$(FM_PATIENT)-seed$(n),--epochs $(FM_PATIENT) --seed $(n)))))
+
+study-fm-patient-seeds: $(addprefix student-,$(FM_PATIENT_RUNS)) ## study v2's patience variants at the largest FM_BUDGETS budget with STUDY_SEEDS (PROFILE=study-fm-<N>)
+	$(MAKE) --no-print-directory study-eval
 
 study-fm-patience: $(addprefix student-,$(FM_PATIENCE_RUNS)) ## study v2's patience curve at one size (PROFILE=study-fm-<N>): cnn-stems and ensemble-stems at FM_BUDGETS epochs, none-stems at the last
 	$(MAKE) --no-print-directory study-eval

@@ -363,6 +363,7 @@ fn train(a: TrainArgs) -> anyhow::Result<()> {
     cfg.validate()?;
     let sync_every = a.gpu.apply()?;
     let asked = kd_core::parse_device(&device_spec)?;
+    let grad_reduce = a.dist.grad_reduce()?;
     let dist = a.dist.join(asked)?;
     let device = place(asked, &device_spec, dist.as_deref())?;
     // A source string, or (from `make`'s profiles) a list of teacher names.
@@ -382,6 +383,7 @@ fn train(a: TrainArgs) -> anyhow::Result<()> {
     let opts = FitOptions {
         dist,
         sync_every,
+        grad_reduce,
         ..Default::default()
     };
     let run = RunOptions::new(device, &bars).force(a.force).fit(opts);

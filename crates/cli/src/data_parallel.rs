@@ -1,7 +1,7 @@
 //! The CLI side of data-parallel training: join the group that torchrun's or
 //! srun's environment describes, and put each rank on its own GPU.
 
-use kd_core::fit::check;
+use kd_core::fit::{GradReduce, check};
 use kd_dist::{Backend, BackendChoice, Group};
 use std::rc::Rc;
 use std::time::Duration;
@@ -34,6 +34,18 @@ pub struct DistArgs {
         value_name = "BACKEND"
     )]
     pub dist_backend: String,
+    /// Data-parallel training: gradients are summed over the ranks in
+    /// buckets of about this many MiB, each as soon as the backward pass has
+    /// computed it, so the communication overlaps the rest of the backward
+    /// pass (PyTorch DDP's scheme and default size); 0 sums them all in one
+    /// all-reduce after the backward pass. The sums are the same.
+    #[arg(
+        long,
+        env = "KD_DIST_BUCKET_MB",
+        default_value_t = (kd_dist::DEFAULT_BUCKET_BYTES >> 20) as f64,
+        value_name = "MIB"
+    )]
+    pub dist_bucket_mb: f64,
 }
 
 impl DistArgs {
@@ -54,6 +66,14 @@ impl DistArgs {
         // Refused before the rendezvous, so every rank stops at once.
         let backend = Backend::resolve(self.dist_backend.parse()?, device)?;
         Ok(Some(Rc::new(Group::join(&launch, timeout, backend)?)))
+    }
+}
+
+impl DistArgs {
+    /// How a step sums its gradients over the ranks (checked in a single
+    /// process too, so a script's bad setting fails before it scales out).
+    pub fn grad_reduce(&self) -> anyhow::Result<GradReduce> {
+        Ok(GradReduce::from_mib(self.dist_bucket_mb)?)
     }
 }
 

@@ -160,7 +160,7 @@ fn two_ranks_under_torchrun_train_the_weights_of_one_process() {
         .map(|v| PathBuf::from(v).join("bin/torchrun"))
         .filter(|p| p.is_file())
         .expect("torchrun: set VIRTUAL_ENV to the PyTorch virtualenv (make test does)");
-    let o = Command::new(torchrun)
+    let o = Command::new(&torchrun)
         .args(["--standalone", "--nproc-per-node", "2", "--no-python", KD])
         .args(student_args(&ds, &two, 3))
         .env("KD_THREADS", "1")
@@ -170,6 +170,25 @@ fn two_ranks_under_torchrun_train_the_weights_of_one_process() {
     let out = String::from_utf8_lossy(&o.stdout);
     assert!(o.status.success(), "{out}\n{}", stderr(&o));
     assert!(out.contains("rank 1 trained its share"), "{out}");
+    // Gradients summed in one all-reduce after the backward pass instead of
+    // in buckets during it: the same sums (two addends commute), so the
+    // same weights, bit for bit.
+    let after = t.path().join("after");
+    let o = Command::new(&torchrun)
+        .args(["--standalone", "--nproc-per-node", "2", "--no-python", KD])
+        .args(student_args(&ds, &after, 3))
+        .args(["--dist-bucket-mb", "0"])
+        .env("KD_THREADS", "1")
+        .env("RUST_LOG", "warn")
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let (w2, wa) = (weights(&two), weights(&after));
+    assert_eq!(
+        max_diff(&w2, &wa),
+        0.0,
+        "bucketed and after-backward sums differ"
+    );
 
     let (w1, w2) = (weights(&one), weights(&two));
     // AdamW's first steps move every weight by about lr times the sign of
@@ -399,4 +418,15 @@ fn nccl_on_the_cpu_is_one_error_line_before_the_rendezvous() {
         .unwrap();
     assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
     assert!(stderr(&o).contains("--dist-backend"), "{}", stderr(&o));
+    // A negative bucket size: one line naming the setting, before the
+    // rendezvous too.
+    let mut args = student_args(&ds, &out, 1);
+    args.extend(["--dist-bucket-mb".into(), "-1".into()]);
+    let o = rank(&args, 0, free_port()).wait_with_output().unwrap();
+    let e = stderr(&o);
+    let errors: Vec<&str> = e.lines().filter(|l| l.starts_with("error:")).collect();
+    assert!(!o.status.success(), "{e}");
+    assert_eq!(errors.len(), 1, "{e}");
+    assert!(errors[0].contains("dist_bucket_mb"), "{e}");
+    assert!(!out.join("manifest.json").exists());
 }

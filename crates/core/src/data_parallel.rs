@@ -7,7 +7,9 @@
 //! of the batch (slice / batch) before `backward`, so the all-reduced *sum*
 //! of gradients is the gradient of the mean over the whole batch, also for a
 //! last batch whose slices are unequal: one process on the global batch up
-//! to float summation order. Rank 0 alone reads and writes checkpoints,
+//! to float summation order. The sum runs in buckets during the backward
+//! pass ([`kd_dist::Reducer`]) or after it ([`all_reduce_grads`]), as
+//! [`crate::fit::GradReduce`] says. Rank 0 alone reads and writes checkpoints,
 //! evaluates and reports; it broadcasts where training starts (weights,
 //! buffers, optimiser moments, epoch) so the other ranks need no access to
 //! its files.
@@ -85,7 +87,7 @@ pub(crate) fn broadcast_all(g: &Group, tensors: &[Tensor]) -> Result<()> {
 }
 
 /// Sum every rank's gradients of `params` (and the `extra` numbers) in one
-/// all-reduce; each rank has scaled its loss by its share of the batch, so
+/// all-reduce after the backward pass ([`crate::fit::GradReduce::AfterBackward`]); each rank has scaled its loss by its share of the batch, so
 /// the sums are the global batch's gradients. A parameter without a gradient
 /// on one rank (not reached by its forward) counts as zero there; one
 /// without a gradient anywhere keeps none, as in one process (AdamW skips it).
@@ -134,6 +136,13 @@ pub(crate) fn all_reduce_grads(g: &Group, params: &[Tensor], extra: &[f64]) -> R
         off += n;
     }
     Ok(tail[params.len()..].iter().map(|&x| x as f64).collect())
+}
+
+/// `x` summed over the ranks.
+pub(crate) fn sum_over_ranks(g: &Group, x: f64) -> Result<f64> {
+    let t = Tensor::from_slice(&[x]);
+    g.all_reduce_sum(&t)?;
+    Ok(f64::try_from(&t)?)
 }
 
 /// Make buffers (BatchNorm running statistics and the like, which each rank

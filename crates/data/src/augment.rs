@@ -168,7 +168,9 @@ pub fn assemble(
     Ok(out)
 }
 
-/// [`assemble`] as a tensor on `device`.
+/// [`assemble`] as a tensor on `device`. For a GPU, views that copy stored
+/// pixels go as uint8 and are normalised there ([`copy::batch_tensor_u8`]:
+/// the same floats, a quarter of the bytes to move).
 pub fn batch_tensor(
     split: &Split,
     idx: &[usize],
@@ -177,6 +179,9 @@ pub fn batch_tensor(
     lut: &[[f32; 256]],
     device: Device,
 ) -> Result<Tensor> {
+    if device.is_cuda() && copy::copies(views, spec, split.chw) {
+        return copy::batch_tensor_u8(split, idx, views, spec, lut, device);
+    }
     let [c, h, w] = spec.out_chw(split.chw);
     let buf = assemble(split, idx, views, spec, lut)?;
     let t = Tensor::from_slice(&buf).view([idx.len() as i64, c as i64, h as i64, w as i64]);
@@ -261,7 +266,7 @@ pub fn assemble_mixed(
 
 /// [`assemble_mixed`] as a tensor on `device`: what the cache writer feeds
 /// the teachers, and what the student rebuilds from a store's
-/// `LogitStore::view_batch`.
+/// `LogitStore::view_batch`. A batch without mixing is [`batch_tensor`]'s.
 #[allow(clippy::too_many_arguments)]
 pub fn batch_tensor_mixed(
     split: &Split,
@@ -273,6 +278,9 @@ pub fn batch_tensor_mixed(
     lut: &[[f32; 256]],
     device: Device,
 ) -> Result<Tensor> {
+    if !mixes.iter().any(MixParams::is_mixed) {
+        return batch_tensor(split, idx, views, spec, lut, device);
+    }
     let [c, h, w] = spec.out_chw(split.chw);
     let buf = assemble_mixed(split, idx, views, partner_views, mixes, spec, lut)?;
     let t = Tensor::from_slice(&buf).view([idx.len() as i64, c as i64, h as i64, w as i64]);
@@ -312,5 +320,6 @@ pub fn label_tensor(split: &Split, idx: &[usize], device: Device) -> Tensor {
     upload(Tensor::from_slice(&l), device)
 }
 
+pub mod copy;
 #[cfg(test)]
 mod tests;

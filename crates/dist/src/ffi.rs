@@ -16,6 +16,11 @@ struct RawGroup {
     _private: [u8; 0],
 }
 
+#[repr(C)]
+struct RawReducer {
+    _private: [u8; 0],
+}
+
 unsafe extern "C" {
     fn kd_dist_new(
         host: *const c_char,
@@ -45,6 +50,21 @@ unsafe extern "C" {
     ) -> i32;
     fn kd_dist_barrier(g: *mut RawGroup, err: *mut c_char, err_len: usize) -> i32;
     fn kd_dist_free(g: *mut RawGroup);
+    fn kd_dist_reducer_new(
+        g: *mut RawGroup,
+        params: *const *const C_tensor,
+        n: usize,
+        bucket_bytes: i64,
+        err: *mut c_char,
+        err_len: usize,
+    ) -> *mut RawReducer;
+    fn kd_dist_reducer_prepare(
+        r: *mut RawReducer,
+        loss: *const C_tensor,
+        err: *mut c_char,
+        err_len: usize,
+    ) -> i32;
+    fn kd_dist_reducer_free(r: *mut RawReducer);
 }
 
 const ERR_LEN: usize = 1024;
@@ -157,6 +177,67 @@ impl Handle {
         // SAFETY: live group, err buffer of the length passed.
         let rc = unsafe { kd_dist_barrier(self.ptr, err.as_mut_ptr().cast(), ERR_LEN) };
         self.check(rc, &err)
+    }
+}
+
+/// An owned c10d Reducer over a group's backend. It holds its own
+/// reference to the backend, so it may outlive the [`Handle`] it came from.
+pub(crate) struct ReducerHandle {
+    ptr: *mut RawReducer,
+    /// As [`Handle`]'s: after a failed reduction the reducer is leaked.
+    poisoned: std::cell::Cell<bool>,
+}
+
+impl ReducerHandle {
+    pub(crate) fn new(g: &Handle, params: &[Tensor], bucket_bytes: i64) -> Result<Self, String> {
+        let ptrs: Vec<*const C_tensor> = params.iter().map(|p| p.as_ptr()).collect();
+        let mut err = [0u8; ERR_LEN];
+        // SAFETY: live group and tensors (the shim copies their handles), an
+        // array of `ptrs.len()` pointers, an err buffer of the length passed.
+        let ptr = unsafe {
+            kd_dist_reducer_new(
+                g.ptr,
+                ptrs.as_ptr(),
+                ptrs.len(),
+                bucket_bytes,
+                err.as_mut_ptr().cast(),
+                ERR_LEN,
+            )
+        };
+        if ptr.is_null() {
+            return Err(message(&err));
+        }
+        Ok(ReducerHandle {
+            ptr,
+            poisoned: std::cell::Cell::new(false),
+        })
+    }
+
+    pub(crate) fn prepare(&self, loss: &Tensor) -> Result<(), String> {
+        let mut err = [0u8; ERR_LEN];
+        // SAFETY: live reducer and tensor, err buffer of the length passed.
+        let rc = unsafe {
+            kd_dist_reducer_prepare(self.ptr, loss.as_ptr(), err.as_mut_ptr().cast(), ERR_LEN)
+        };
+        if rc == 0 {
+            Ok(())
+        } else {
+            self.poison();
+            Err(message(&err))
+        }
+    }
+
+    pub(crate) fn poison(&self) {
+        self.poisoned.set(true);
+    }
+}
+
+impl Drop for ReducerHandle {
+    fn drop(&mut self) {
+        if !self.poisoned.get() {
+            // SAFETY: created by kd_dist_reducer_new, freed once.
+            unsafe { kd_dist_reducer_free(self.ptr) }
+        }
     }
 }
 

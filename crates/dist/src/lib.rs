@@ -13,6 +13,9 @@
 //! [`Backend::resolve`] picks one from what was asked and the device.
 
 mod ffi;
+mod reducer;
+
+pub use reducer::{DEFAULT_BUCKET_BYTES, Reducer};
 
 use std::fmt;
 use std::time::Duration;

@@ -1,13 +1,16 @@
 //! Data-parallel training on one machine, side by side in one run: the
 //! student (vit-tiny, batch 128, 1x28x28, no teacher) trained by 2 ranks of
 //! 1 libtorch thread each (Gloo over localhost) against 1 process of 2
-//! threads, and the gradient all-reduce's share of a step. 1 process of 1
+//! threads; the ranks sum their gradients in buckets during the backward
+//! pass (the default) and in one all-reduce after it, whose share of a step
+//! is shown. 1 process of 1
 //! thread is the reference that shows what the machine's load does to a
 //! process whose threads must meet at every op (on a shared machine two
 //! OpenMP threads can be far slower than one).
 //!
 //! The bench re-executes itself for each configuration (KD_BENCH_DP_ROLE =
-//! threads:N | rank, ranks with torchrun's variables), so thread settings never
+//! threads:N | rank, ranks with torchrun's variables and KD_BENCH_DP_BUCKETS
+//! = 1 | 0), so thread settings never
 //! leak between them; rounds alternate the two so machine load hits both
 //! alike, and the table shows the median over rounds. Images/s count the
 //! training loop only (rank 0's clock, all ranks' images); evaluation is
@@ -21,7 +24,7 @@ mod common;
 
 use common::{env, median};
 use kd_core::Silent;
-use kd_core::fit::FitOptions;
+use kd_core::fit::{FitOptions, GradReduce};
 use kd_logit_cache::testing::synthetic_dataset;
 use kd_student::{Outcome, RunOptions, Source, StudentConfig, train_stage};
 use std::net::TcpListener;
@@ -44,8 +47,14 @@ fn child(role: &str) {
     let dist = kd_dist::Group::from_env(Duration::from_secs(300), kd_dist::Backend::Gloo)
         .expect("join the group")
         .map(Rc::new);
+    let buckets = std::env::var("KD_BENCH_DP_BUCKETS").as_deref() != Ok("0");
     let opts = FitOptions {
         dist,
+        grad_reduce: if buckets {
+            GradReduce::default()
+        } else {
+            GradReduce::AfterBackward
+        },
         ..Default::default()
     };
     let cfg = StudentConfig {
@@ -78,9 +87,10 @@ fn free_port() -> u16 {
         .port()
 }
 
-/// Run one configuration (`ranks` processes of `threads` threads); (images/s,
-/// all-reduce seconds of the epoch) from rank 0's metrics.
-fn run(ds: &Path, out: &Path, ranks: usize, threads: usize) -> (f64, f64) {
+/// Run one configuration (`ranks` processes of `threads` threads, gradients
+/// in `buckets` or after the backward pass); (images/s, all-reduce seconds
+/// of the epoch) from rank 0's metrics.
+fn run(ds: &Path, out: &Path, ranks: usize, threads: usize, buckets: bool) -> (f64, f64) {
     let me = std::env::current_exe().expect("bench binary");
     let port = free_port();
     let children: Vec<_> = (0..ranks)
@@ -93,6 +103,7 @@ fn run(ds: &Path, out: &Path, ranks: usize, threads: usize) -> (f64, f64) {
                 c.env("KD_BENCH_DP_ROLE", format!("threads:{threads}"));
             } else {
                 c.env("KD_BENCH_DP_ROLE", "rank")
+                    .env("KD_BENCH_DP_BUCKETS", if buckets { "1" } else { "0" })
                     .env("RANK", r.to_string())
                     .env("LOCAL_RANK", r.to_string())
                     .env("WORLD_SIZE", ranks.to_string())
@@ -127,16 +138,24 @@ fn main() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let ds = synthetic_dataset(&tmp.path().join("ds"), n, 10, [1, 28, 28], 3);
     let steps = n.div_ceil(BATCH) as f64;
-    let (mut one, mut single, mut dp, mut comm) = (vec![], vec![], vec![], vec![]);
+    let (mut one, mut single, mut dp, mut after, mut comm) =
+        (vec![], vec![], vec![], vec![], vec![]);
     for _ in 0..rounds {
-        one.push(run(&ds, &tmp.path().join("one"), 1, 1).0);
-        single.push(run(&ds, &tmp.path().join("single"), 1, 2).0);
-        let (ips, ar) = run(&ds, &tmp.path().join("dp"), 2, 1);
-        dp.push(ips);
+        one.push(run(&ds, &tmp.path().join("one"), 1, 1, true).0);
+        single.push(run(&ds, &tmp.path().join("single"), 1, 2, true).0);
+        dp.push(run(&ds, &tmp.path().join("dp"), 2, 1, true).0);
+        let (ips, ar) = run(&ds, &tmp.path().join("after"), 2, 1, false);
+        after.push(ips);
         comm.push(ar / steps);
     }
-    let (o, s, d, c) = (median(one), median(single), median(dp), median(comm));
-    let step_ms = BATCH as f64 / d * 1e3;
+    let (o, s, d, a, c) = (
+        median(one),
+        median(single),
+        median(dp),
+        median(after),
+        median(comm),
+    );
+    let step_ms = BATCH as f64 / a * 1e3;
     println!(
         "\nData-parallel student training: vit-tiny, batch {BATCH} (global), 1x28x28, {n} samples, no teacher, CPU, \
          median of {rounds} one-epoch rounds\n"
@@ -149,11 +168,15 @@ fn main() {
     );
     println!("| 1 process x 2 threads | {s:.0} | 1.000 |");
     println!(
-        "| 2 ranks x 1 thread (Gloo, localhost) | {d:.0} | {:.3} |",
+        "| 2 ranks x 1 thread (Gloo, localhost), gradients in buckets during the backward pass | {d:.0} | {:.3} |",
         d / s
     );
     println!(
-        "\ngradient all-reduce: {:.2} ms per step on rank 0 (of {step_ms:.1} ms per step, {:.1}%; includes waiting for the slower rank)",
+        "| 2 ranks x 1 thread (Gloo, localhost), one all-reduce after the backward pass | {a:.0} | {:.3} |",
+        a / s
+    );
+    println!(
+        "\nthe all-reduce after the backward pass: {:.2} ms per step on rank 0 (of {step_ms:.1} ms per step, {:.1}%; includes waiting for the slower rank)",
         c * 1e3,
         c * 1e3 / step_ms * 100.0
     );

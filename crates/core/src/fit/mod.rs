@@ -21,7 +21,7 @@ mod tests;
 
 pub use checkpoint::{CHECKPOINT, CHECKPOINT_OLD, remove_checkpoint};
 pub use learner::{Feed, Learner, Prepared, unpack};
-pub use options::{EpochRecord, FitConfig, FitOptions, Prefetch};
+pub use options::{EpochRecord, FitConfig, FitOptions, GradReduce, Prefetch};
 pub use summary::epoch_summary;
 
 use crate::amp::autocast;
@@ -119,6 +119,10 @@ pub fn fit(
     }
     let params = opt.params();
     let buffers = sorted_variables(learner.var_store(), true);
+    let reducer = match (dist, opts.grad_reduce) {
+        (Some(g), GradReduce::Buckets(bytes)) => Some(g.reducer(&params, bytes)?),
+        _ => None,
+    };
     let steps_per_epoch = n.div_ceil(cfg.batch_size);
     let total = steps_per_epoch * cfg.epochs;
     let warmup = (cfg.warmup_epochs * steps_per_epoch as f64).round() as usize;
@@ -223,12 +227,27 @@ pub fn fit(
                 // This rank's share of the batch's mean loss; a rank with an
                 // empty slice (batch smaller than the world) contributes zeros.
                 let mut share = 0.0;
+                let mut scaled = None;
                 if !mine.is_empty() {
                     let (loss, stats) = autocast(device, cfg.precision, || {
                         train_step(learner, prepared, mine, epoch)
                     })?;
                     let w = mine.len() as f64 / idx.len() as f64;
-                    (&loss * w).backward();
+                    scaled = Some((&loss * w, loss, stats, w));
+                }
+                if let Some(r) = &reducer {
+                    // Every rank joins every bucket's all-reduce: one without
+                    // samples with zero gradients (of one parameter, so that
+                    // the others stay unreached there).
+                    let l = scaled.as_ref().map_or_else(
+                        || params[0].sum(tch::Kind::Float) * 0.0,
+                        |s| s.0.shallow_clone(),
+                    );
+                    r.backward(&l)?;
+                } else if let Some(s) = &scaled {
+                    s.0.backward();
+                }
+                if let Some((_, loss, stats, w)) = scaled {
                     figures.push(b, mine.len(), &loss, stats);
                     // Unchecked: a rank alone must not stop on its own share;
                     // the batch's loss below is checked on every rank at once.
@@ -238,7 +257,11 @@ pub fn fit(
                 // The batch's loss is the same number on every rank, so a
                 // diverging run stops everywhere at the same step.
                 let tc = Instant::now();
-                let batch_loss = data_parallel::all_reduce_grads(g, &params, &[share])?[0];
+                let batch_loss = if reducer.is_some() {
+                    data_parallel::sum_over_ranks(g, share)?
+                } else {
+                    data_parallel::all_reduce_grads(g, &params, &[share])?[0]
+                };
                 allreduce_seconds += tc.elapsed().as_secs_f64();
                 check_loss(batch_loss, epoch, b)?;
                 opt.step(lr)?;

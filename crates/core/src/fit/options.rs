@@ -81,8 +81,11 @@ pub struct EpochRecord {
     pub train_seconds: f64,
     pub images_per_sec: f64,
     /// Data-parallel runs: seconds of `train_seconds` this rank spent in the
-    /// gradient all-reduce (waiting for the slowest rank included). Absent
-    /// in one process, so its metrics read as before the field existed.
+    /// exchange that closes each step (waiting for the slowest rank
+    /// included): with [`GradReduce::AfterBackward`] the whole gradient
+    /// all-reduce; with buckets only the batch loss's, the gradients' being
+    /// inside the backward pass. Absent in one process, so its metrics read
+    /// as before the field existed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub allreduce_seconds: Option<f64>,
 }
@@ -104,6 +107,44 @@ pub struct FitOptions {
     /// When a learner's [`Feed`] assembles batches on a second thread
     /// (the batches are the same either way).
     pub prefetch: Prefetch,
+    /// How a data-parallel step sums its gradients over the ranks.
+    pub grad_reduce: GradReduce,
+}
+
+/// How a data-parallel step sums the ranks' gradients. Both give the same
+/// sums (up to float summation order over more than two ranks).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum GradReduce {
+    /// In buckets of about this many bytes, each all-reduced as soon as the
+    /// backward pass has computed all of its gradients, so communication
+    /// overlaps the rest of the backward pass (as PyTorch's DDP does).
+    Buckets(usize),
+    /// In one all-reduce once the backward pass has finished.
+    AfterBackward,
+}
+
+impl Default for GradReduce {
+    fn default() -> Self {
+        GradReduce::Buckets(kd_dist::DEFAULT_BUCKET_BYTES)
+    }
+}
+
+impl GradReduce {
+    /// From a bucket size in MiB (`--dist-bucket-mb`): 0 reduces after the
+    /// backward pass.
+    pub fn from_mib(mib: f64) -> Result<GradReduce> {
+        super::check::non_negative("dist_bucket_mb", mib)?;
+        if mib > 1e6 {
+            return Err(
+                SettingError::out_of_range("dist_bucket_mb", mib, "at most 1e6 MiB").into(),
+            );
+        }
+        Ok(if mib == 0.0 {
+            GradReduce::AfterBackward
+        } else {
+            GradReduce::Buckets(((mib * (1u64 << 20) as f64) as usize).max(1))
+        })
+    }
 }
 
 /// When the next batch is assembled on a second thread while the step

@@ -295,3 +295,58 @@ fn views_of_a_size_of_their_own_crop_the_centre_and_mix_in_view_pixels() {
     let t = Vec::<f32>::try_from(&t.view(-1)).unwrap();
     assert_eq!(t, vec![0.5, 0.5, 0.0]);
 }
+
+#[test]
+fn copying_views_as_uint8_normalise_to_the_host_floats_bit_for_bit() {
+    // Two-channel 5x6 images, pad 2: pad-crops at every offset with and
+    // without a flip, then centre-style boxes of a 3-pixel view.
+    let (n, chw) = (4usize, [2usize, 5, 6]);
+    let pixels: Vec<u8> = (0..n * 60).map(|k| ((k * 53 + 7) % 256) as u8).collect();
+    let labels: Vec<u16> = (0..n as u16).collect();
+    let s = Split::in_memory(pixels, labels, chw);
+    let l = lut(&[0.3, 0.55], &[0.21, 0.17]);
+    let spec = ViewSpec {
+        pad: 2,
+        ..ViewSpec::default()
+    };
+    let mut views = vec![];
+    for y in 0..=4u16 {
+        for x in 0..=4u16 {
+            views.push(ViewParams::shifted(y, x, ((x + y) % 2) as u8));
+        }
+    }
+    let idx: Vec<usize> = (0..views.len()).map(|i| i % n).collect();
+    assert!(copy::copies(&views, &spec, chw));
+    let host = batch_tensor(&s, &idx, &views, &spec, &l, Device::Cpu).unwrap();
+    let u8s = copy::batch_tensor_u8(&s, &idx, &views, &spec, &l, Device::Cpu).unwrap();
+    assert_eq!(u8s.size(), host.size());
+    assert_eq!(u8s.kind(), tch::Kind::Float);
+    assert!(u8s.equal(&host), "pad-crops differ");
+    // Boxes of the view's size inside the image (resized-crop views whose
+    // box needs no resizing) copy too.
+    let spec3 = ViewSpec {
+        pad: 0,
+        resized_crop: Some(kd_core::CropRange::default()),
+        size: Some(3),
+        ..ViewSpec::default()
+    };
+    let boxes: Vec<ViewParams> = (0..6u16)
+        .map(|k| ViewParams {
+            y: k % 3,
+            x: k % 4,
+            size: Some([3, 3]),
+            flip: (k % 2) as u8,
+        })
+        .collect();
+    let idx: Vec<usize> = (0..boxes.len()).map(|i| i % n).collect();
+    assert!(copy::copies(&boxes, &spec3, chw));
+    let host = batch_tensor(&s, &idx, &boxes, &spec3, &l, Device::Cpu).unwrap();
+    let u8s = copy::batch_tensor_u8(&s, &idx, &boxes, &spec3, &l, Device::Cpu).unwrap();
+    assert!(u8s.equal(&host), "centre-style boxes differ");
+    // A box that must be resized does not copy.
+    let resized = ViewParams {
+        size: Some([4, 4]),
+        ..boxes[0]
+    };
+    assert!(!copy::copies(&[boxes[0], resized], &spec3, chw));
+}
