@@ -182,10 +182,14 @@ pub fn batch_tensor(
     if device.is_cuda() && copy::copies(views, spec, split.chw) {
         return copy::batch_tensor_u8(split, idx, views, spec, lut, device);
     }
-    let [c, h, w] = spec.out_chw(split.chw);
     let buf = assemble(split, idx, views, spec, lut)?;
-    let t = Tensor::from_slice(&buf).view([idx.len() as i64, c as i64, h as i64, w as i64]);
-    Ok(upload(t, device))
+    Ok(upload(nchw(&buf, spec.out_chw(split.chw)), device))
+}
+
+/// A flat buffer of whole `chw` views as a `[B,C,H,W]` host tensor.
+fn nchw<T: tch::kind::Element>(buf: &[T], chw: [usize; 3]) -> Tensor {
+    let [c, h, w] = chw.map(|d| d as i64);
+    Tensor::from_slice(buf).view([-1, c, h, w])
 }
 
 /// Mix `partner` (the partner's view, already normalised) into `out` (the
@@ -281,10 +285,8 @@ pub fn batch_tensor_mixed(
     if !mixes.iter().any(MixParams::is_mixed) {
         return batch_tensor(split, idx, views, spec, lut, device);
     }
-    let [c, h, w] = spec.out_chw(split.chw);
     let buf = assemble_mixed(split, idx, views, partner_views, mixes, spec, lut)?;
-    let t = Tensor::from_slice(&buf).view([idx.len() as i64, c as i64, h as i64, w as i64]);
-    Ok(upload(t, device))
+    Ok(upload(nchw(&buf, spec.out_chw(split.chw)), device))
 }
 
 /// Soft targets `[B, classes]` (float32) of possibly mixed samples: the own

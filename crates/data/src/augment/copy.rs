@@ -4,7 +4,7 @@
 //! there through the same per-channel table the host path reads, so the
 //! floats are the host path's, bit for bit.
 
-use super::{Result, Split, ViewParams, ViewSpec, upload};
+use super::{Result, Split, ViewParams, ViewSpec, nchw, upload};
 use rayon::prelude::*;
 use tch::{Device, Kind, Tensor};
 
@@ -96,8 +96,9 @@ pub fn batch_tensor_u8(
     lut: &[[f32; 256]],
     device: Device,
 ) -> Result<Tensor> {
-    let [c, h, w] = spec.out_chw(split.chw);
     let buf = assemble_u8(split, idx, views, spec)?;
-    let t = Tensor::from_slice(&buf).view([idx.len() as i64, c as i64, h as i64, w as i64]);
-    Ok(normalise(&upload(t, device), lut))
+    Ok(normalise(
+        &upload(nchw(&buf, spec.out_chw(split.chw)), device),
+        lut,
+    ))
 }
