@@ -137,10 +137,15 @@ impl ViewParams {
         }
     }
 
+    /// The box's `[height, width]` in an `hw` image (a pad-crop's box is
+    /// the whole image).
+    pub fn box_hw(&self, hw: [usize; 2]) -> [usize; 2] {
+        self.size.map_or(hw, |[h, w]| [h as usize, w as usize])
+    }
+
     /// Whether the box has the image's size (no resize needed).
     pub fn is_shift(&self, hw: [usize; 2]) -> bool {
-        self.size
-            .is_none_or(|[h, w]| h as usize == hw[0] && w as usize == hw[1])
+        self.box_hw(hw) == hw
     }
 }
 

@@ -74,6 +74,12 @@ pub fn apply_view(
     }
 }
 
+/// Coordinate `i` of a box starting at `base` in the image padded by `pad`,
+/// in the image of side `len`; `None` in the zero border.
+fn unpadded(base: u16, i: usize, pad: usize, len: usize) -> Option<usize> {
+    (base as usize + i).checked_sub(pad).filter(|&p| p < len)
+}
+
 /// One output coordinate's two source indices and weights, as
 /// `torch.nn.functional.interpolate(mode="bilinear", align_corners=False)`
 /// computes them (in f32, source clamped at 0, no antialiasing).
@@ -106,16 +112,13 @@ pub fn resize_box(
 ) {
     let [c, h, w] = chw;
     let [oh, ow] = out_hw;
-    let [bh, bw] = v.size.map_or([h, w], |[a, b]| [a as usize, b as usize]);
+    let [bh, bw] = v.box_hw([h, w]);
     let rows = bilinear_taps(oh, bh);
     let mut cols = bilinear_taps(ow, bw);
     if v.flip != 0 {
         cols.reverse();
     }
-    // Padded coordinates to image coordinates; None in the zero border.
-    let at = |base: u16, i: usize, len: usize| -> Option<usize> {
-        (base as usize + i).checked_sub(pad).filter(|&p| p < len)
-    };
+    let at = |base, i, len| unpadded(base, i, pad, len);
     let col_at: Vec<(Option<usize>, Option<usize>, f32, f32)> = cols
         .iter()
         .map(|&(a, b, la, lb)| (at(v.x, a, w), at(v.x, b, w), la, lb))

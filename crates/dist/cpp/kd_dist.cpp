@@ -203,15 +203,19 @@ kd_dist_reducer* kd_dist_reducer_new(kd_dist_group* g, const at::Tensor* const* 
   return out;
 }
 
-// Arm the reducer for the backward pass of `loss` (which the caller runs
-// next): the parameters it cannot reach are marked unused for this step.
-int32_t kd_dist_reducer_prepare(kd_dist_reducer* r, const at::Tensor* loss, char* err,
-                                size_t err_len) {
+// The backward pass of `loss` with the reducer armed: the parameters it
+// cannot reach are marked unused for this step, and the gradients of the
+// others are summed over the ranks, bucket by bucket, by the time it returns.
+int32_t kd_dist_reducer_backward(kd_dist_reducer* r, const at::Tensor* loss, char* err,
+                                 size_t err_len) {
   return guarded(err, err_len, [&] {
-    QuietAboutUnused quiet(c10::WarningUtils::get_warning_handler());
-    c10::WarningUtils::WarningHandlerGuard guard(&quiet);
-    r->reducer->prepare_for_forward();
-    r->reducer->prepare_for_backward({*loss});
+    {
+      QuietAboutUnused quiet(c10::WarningUtils::get_warning_handler());
+      c10::WarningUtils::WarningHandlerGuard guard(&quiet);
+      r->reducer->prepare_for_forward();
+      r->reducer->prepare_for_backward({*loss});
+    }
+    loss->backward();
   });
 }
 

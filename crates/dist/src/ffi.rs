@@ -58,7 +58,7 @@ unsafe extern "C" {
         err: *mut c_char,
         err_len: usize,
     ) -> *mut RawReducer;
-    fn kd_dist_reducer_prepare(
+    fn kd_dist_reducer_backward(
         r: *mut RawReducer,
         loss: *const C_tensor,
         err: *mut c_char,
@@ -72,6 +72,17 @@ const ERR_LEN: usize = 1024;
 fn message(buf: &[u8]) -> String {
     let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
     String::from_utf8_lossy(&buf[..end]).into_owned()
+}
+
+/// A shim call's result; a failure poisons the object it was made on (its
+/// state is unknown after a half-done collective).
+fn checked(rc: i32, err: &[u8], poisoned: &std::cell::Cell<bool>) -> Result<(), String> {
+    if rc == 0 {
+        Ok(())
+    } else {
+        poisoned.set(true);
+        Err(message(err))
+    }
 }
 
 fn cstring(what: &str, s: &str) -> Result<CString, String> {
@@ -136,12 +147,7 @@ impl Handle {
     }
 
     fn check(&self, rc: i32, err: &[u8]) -> Result<(), String> {
-        if rc == 0 {
-            Ok(())
-        } else {
-            self.poisoned.set(true);
-            Err(message(err))
-        }
+        checked(rc, err, &self.poisoned)
     }
 
     /// In place; `t` must be contiguous (the caller checks).
@@ -213,22 +219,14 @@ impl ReducerHandle {
         })
     }
 
-    pub(crate) fn prepare(&self, loss: &Tensor) -> Result<(), String> {
+    /// `loss.backward()` with the gradients summed over the ranks.
+    pub(crate) fn backward(&self, loss: &Tensor) -> Result<(), String> {
         let mut err = [0u8; ERR_LEN];
         // SAFETY: live reducer and tensor, err buffer of the length passed.
         let rc = unsafe {
-            kd_dist_reducer_prepare(self.ptr, loss.as_ptr(), err.as_mut_ptr().cast(), ERR_LEN)
+            kd_dist_reducer_backward(self.ptr, loss.as_ptr(), err.as_mut_ptr().cast(), ERR_LEN)
         };
-        if rc == 0 {
-            Ok(())
-        } else {
-            self.poison();
-            Err(message(&err))
-        }
-    }
-
-    pub(crate) fn poison(&self) {
-        self.poisoned.set(true);
+        checked(rc, &err, &self.poisoned)
     }
 }
 

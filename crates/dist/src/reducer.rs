@@ -52,18 +52,7 @@ impl Reducer<'_> {
     /// reaches at least one parameter, with zero gradient.
     pub fn backward(&self, loss: &Tensor) -> Result<()> {
         self.handle
-            .prepare(loss)
-            .map_err(|e| self.group.failed("bucketed all-reduce", e))?;
-        loss.f_backward().map_err(|e| {
-            // The reducer may be mid-reduction: never destroy it.
-            self.handle.poison();
-            self.group
-                .failed("bucketed all-reduce", first_line(&e.to_string()))
-        })
+            .backward(loss)
+            .map_err(|e| self.group.failed("bucketed all-reduce", e))
     }
-}
-
-/// libtorch's messages carry a C++ backtrace after the first line.
-fn first_line(s: &str) -> String {
-    s.lines().next().unwrap_or_default().trim().to_string()
 }

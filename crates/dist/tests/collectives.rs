@@ -27,31 +27,39 @@ fn launch(rank: usize, port: u16) -> Launch {
     }
 }
 
-#[test]
-fn all_reduce_broadcast_and_barrier_on_two_ranks() {
+/// `f` on each of two Gloo ranks (threads); their results in rank order.
+fn on_two_ranks<T: Send + 'static>(f: fn(Group) -> T) -> Vec<T> {
     let port = free_port();
     let ranks: Vec<_> = (0..2)
         .map(|r| {
             std::thread::spawn(move || {
                 let g =
                     Group::join(&launch(r, port), Duration::from_secs(30), Backend::Gloo).unwrap();
-                assert_eq!((g.rank(), g.size(), g.is_leader()), (r, 2, r == 0));
-                let t = Tensor::from_slice(&[1.0f32, 2.0, 3.0]) * (r as f64 + 1.0);
-                g.all_reduce_sum(&t).unwrap();
-                let sum = Vec::<f32>::try_from(&t).unwrap();
-                let b = Tensor::full([4], r as f64 + 10.0, (Kind::Int64, tch::Device::Cpu));
-                g.broadcast(&b, 1).unwrap();
-                let bcast = Vec::<i64>::try_from(&b).unwrap();
-                g.barrier().unwrap();
-                let strided = Tensor::zeros([3, 3], (Kind::Float, tch::Device::Cpu)).tr();
-                let e = g.all_reduce_sum(&strided).unwrap_err().to_string();
-                assert!(e.contains("not contiguous"), "{e}");
-                (sum, bcast)
+                f(g)
             })
         })
         .collect();
-    for h in ranks {
-        let (sum, bcast) = h.join().unwrap();
+    ranks.into_iter().map(|h| h.join().unwrap()).collect()
+}
+
+#[test]
+fn all_reduce_broadcast_and_barrier_on_two_ranks() {
+    let results = on_two_ranks(|g| {
+        let r = g.rank();
+        assert_eq!((g.rank(), g.size(), g.is_leader()), (r, 2, r == 0));
+        let t = Tensor::from_slice(&[1.0f32, 2.0, 3.0]) * (r as f64 + 1.0);
+        g.all_reduce_sum(&t).unwrap();
+        let sum = Vec::<f32>::try_from(&t).unwrap();
+        let b = Tensor::full([4], r as f64 + 10.0, (Kind::Int64, tch::Device::Cpu));
+        g.broadcast(&b, 1).unwrap();
+        let bcast = Vec::<i64>::try_from(&b).unwrap();
+        g.barrier().unwrap();
+        let strided = Tensor::zeros([3, 3], (Kind::Float, tch::Device::Cpu)).tr();
+        let e = g.all_reduce_sum(&strided).unwrap_err().to_string();
+        assert!(e.contains("not contiguous"), "{e}");
+        (sum, bcast)
+    });
+    for (sum, bcast) in results {
         assert_eq!(sum, vec![3.0, 6.0, 9.0]);
         assert_eq!(bcast, vec![11; 4]);
     }
@@ -177,51 +185,45 @@ fn grads(ps: &[Tensor]) -> Vec<Option<Vec<f32>>> {
 
 #[test]
 fn bucketed_gradients_are_the_all_reduced_sum_and_unreached_parameters_keep_none() {
-    let port = free_port();
-    let ranks: Vec<_> = (0..2)
-        .map(|r| {
-            std::thread::spawn(move || {
-                let g =
-                    Group::join(&launch(r, port), Duration::from_secs(30), Backend::Gloo).unwrap();
-                let ps = model();
-                // 16 bytes: a bucket per parameter or two, so several
-                // all-reduces run while the backward pass goes on.
-                let reducer = g.reducer(&ps, 16).unwrap();
-                let mut steps = vec![];
-                for step in 0..3 {
-                    for p in &ps {
-                        let mut gr = p.grad();
-                        if gr.defined() {
-                            let _ = gr.zero_();
-                        }
-                    }
-                    reducer.backward(&loss(&ps, r, step)).unwrap();
-                    let bucketed = grads(&ps);
-                    // The reference: this rank's own gradients, summed one
-                    // parameter at a time (zeros where the rank has none).
-                    let refs = model();
-                    loss(&refs, r, step).backward();
-                    let summed: Vec<Vec<f32>> = refs
-                        .iter()
-                        .map(|p| {
-                            let gr = p.grad();
-                            let t = if gr.defined() {
-                                gr.flatten(0, -1)
-                            } else {
-                                p.zeros_like().flatten(0, -1)
-                            };
-                            g.all_reduce_sum(&t).unwrap();
-                            Vec::<f32>::try_from(&t).unwrap()
-                        })
-                        .collect();
-                    steps.push((bucketed, summed));
+    let results = on_two_ranks(|g| {
+        let r = g.rank();
+        let ps = model();
+        // 16 bytes: a bucket per parameter or two, so several
+        // all-reduces run while the backward pass goes on.
+        let reducer = g.reducer(&ps, 16).unwrap();
+        let mut steps = vec![];
+        for step in 0..3 {
+            for p in &ps {
+                let mut gr = p.grad();
+                if gr.defined() {
+                    let _ = gr.zero_();
                 }
-                steps
-            })
-        })
-        .collect();
-    for h in ranks {
-        for (bucketed, summed) in h.join().unwrap() {
+            }
+            reducer.backward(&loss(&ps, r, step)).unwrap();
+            let bucketed = grads(&ps);
+            // The reference: this rank's own gradients, summed one
+            // parameter at a time (zeros where the rank has none).
+            let refs = model();
+            loss(&refs, r, step).backward();
+            let summed: Vec<Vec<f32>> = refs
+                .iter()
+                .map(|p| {
+                    let gr = p.grad();
+                    let t = if gr.defined() {
+                        gr.flatten(0, -1)
+                    } else {
+                        p.zeros_like().flatten(0, -1)
+                    };
+                    g.all_reduce_sum(&t).unwrap();
+                    Vec::<f32>::try_from(&t).unwrap()
+                })
+                .collect();
+            steps.push((bucketed, summed));
+        }
+        steps
+    });
+    for steps in results {
+        for (bucketed, summed) in steps {
             for i in 0..4 {
                 assert_eq!(
                     bucketed[i].as_deref(),

@@ -227,27 +227,26 @@ pub fn fit(
                 // This rank's share of the batch's mean loss; a rank with an
                 // empty slice (batch smaller than the world) contributes zeros.
                 let mut share = 0.0;
-                let mut scaled = None;
+                let mut stepped = None;
                 if !mine.is_empty() {
                     let (loss, stats) = autocast(device, cfg.precision, || {
                         train_step(learner, prepared, mine, epoch)
                     })?;
-                    let w = mine.len() as f64 / idx.len() as f64;
-                    scaled = Some((&loss * w, loss, stats, w));
+                    stepped = Some((loss, stats, mine.len() as f64 / idx.len() as f64));
                 }
-                if let Some(r) = &reducer {
-                    // Every rank joins every bucket's all-reduce: one without
-                    // samples with zero gradients (of one parameter, so that
-                    // the others stay unreached there).
-                    let l = scaled.as_ref().map_or_else(
-                        || params[0].sum(tch::Kind::Float) * 0.0,
-                        |s| s.0.shallow_clone(),
-                    );
-                    r.backward(&l)?;
-                } else if let Some(s) = &scaled {
-                    s.0.backward();
+                let scaled = stepped.as_ref().map(|(loss, _, w)| loss * *w);
+                match (&reducer, scaled) {
+                    (Some(r), scaled) => {
+                        // Every rank joins every bucket's all-reduce: one
+                        // without samples with zero gradients (of one
+                        // parameter, so that the others stay unreached there).
+                        let l = scaled.unwrap_or_else(|| params[0].sum(tch::Kind::Float) * 0.0);
+                        r.backward(&l)?;
+                    }
+                    (None, Some(l)) => l.backward(),
+                    (None, None) => {}
                 }
-                if let Some((_, loss, stats, w)) = scaled {
+                if let Some((loss, stats, w)) = stepped {
                     figures.push(b, mine.len(), &loss, stats);
                     // Unchecked: a rank alone must not stop on its own share;
                     // the batch's loss below is checked on every rank at once.

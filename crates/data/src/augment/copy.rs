@@ -4,19 +4,16 @@
 //! there through the same per-channel table the host path reads, so the
 //! floats are the host path's, bit for bit.
 
-use super::{Result, Split, ViewParams, ViewSpec, nchw, upload};
+use super::{Result, Split, ViewParams, ViewSpec, nchw, unpadded, upload};
 use rayon::prelude::*;
 use tch::{Device, Kind, Tensor};
 
 /// Whether every view copies pixels: its box (the whole image for a
 /// pad-crop) has the view's size, so every bilinear tap weighs 1 or 0.
 pub fn copies(views: &[ViewParams], spec: &ViewSpec, chw: [usize; 3]) -> bool {
-    let out = spec.out_hw([chw[1], chw[2]]);
-    views.iter().all(|v| {
-        v.size
-            .map_or([chw[1], chw[2]], |[h, w]| [h as usize, w as usize])
-            == out
-    })
+    let hw = [chw[1], chw[2]];
+    let out = spec.out_hw(hw);
+    views.iter().all(|v| v.box_hw(hw) == out)
 }
 
 /// Write one copying view of `img` (`[c,h,w]` uint8) into `out`
@@ -32,9 +29,7 @@ fn copy_view(
 ) {
     let [c, h, w] = chw;
     let [oh, ow] = out_hw;
-    let at = |base: u16, i: usize, len: usize| -> Option<usize> {
-        (base as usize + i).checked_sub(pad).filter(|&p| p < len)
-    };
+    let at = |base, i, len| unpadded(base, i, pad, len);
     let cols: Vec<Option<usize>> = (0..ow)
         .map(|x| at(v.x, if v.flip != 0 { ow - 1 - x } else { x }, w))
         .collect();
