@@ -304,14 +304,16 @@ study-fm: ## study v2 (function matching): every FM_SIZES size, then docs/result
 # and per size the run's report (with the patience curve when
 # `study-fm-patience` has run) and the gallery of disputed stored views.
 # Sizes whose runs are not on this machine keep their committed results
-# (study.json is the --previous) and their committed report and gallery.
+# (study.json is the --previous) and their committed report and gallery; a
+# size part-way through (students of its own, no store yet) gets its report.
 FM_DOCS := docs/results/function-matching
 study-fm-docs: $(KD) ## write docs/results/function-matching from the finished study v2 runs of FM_SIZES
 	$(KD) study --out $(FM_DOCS) --previous $(FM_DOCS)/study.json $(foreach n,$(FM_SIZES),--run data/runs/study-fm-$(n))
 	@set -e; for n in $(FM_SIZES); do \
 	  [ -d data/runs/study-fm-$$n/student ] || continue; \
 	  $(KD) report --force --run data/runs/study-fm-$$n --out $(FM_DOCS)/report-$$n; \
-	  $(KD) cache gallery data/runs/study-fm-$$n/logits --out $(FM_DOCS)/gallery-$$n.png; \
+	  [ ! -f data/runs/study-fm-$$n/logits/manifest.json ] || \
+	    $(KD) cache gallery data/runs/study-fm-$$n/logits --out $(FM_DOCS)/gallery-$$n.png; \
 	done
 
 # The profile's students and their seeds first, the live timing runs last
