@@ -146,16 +146,25 @@ impl<'a> Chart<'a> {
         let root = BitMapBackend::new(path, self.size).into_drawing_area();
         root.fill(&WHITE)?;
         let label_font: TextStyle = (FONT, 14).into();
-        let legend_width = self
+        let note_font: TextStyle = (FONT, 13).into();
+        let spread_note = self
             .series
             .iter()
-            .map(|s| root.estimate_text_size(&s.label, &label_font))
-            .collect::<std::result::Result<Vec<_>, _>>()?
-            .into_iter()
-            .map(|(w, _)| w + 60)
-            .max()
-            .unwrap_or(0)
-            .min(self.size.0 / 2);
+            .any(Series::has_spread)
+            .then_some(match self.spread {
+                Spread::Band => "bands: mean ± sd over seeds",
+                Spread::Bars => "bars: mean ± sd over seeds",
+            });
+        // Wide enough for the longest label beside its swatch and for the
+        // spread note under them.
+        let mut legend_width = 0;
+        for s in self.series {
+            legend_width = legend_width.max(root.estimate_text_size(&s.label, &label_font)?.0 + 60);
+        }
+        if let Some(note) = spread_note {
+            legend_width = legend_width.max(root.estimate_text_size(note, &note_font)?.0 + 16);
+        }
+        let legend_width = legend_width.min(self.size.0 / 2);
         let (plot_area, legend_area) = root.split_horizontally(self.size.0 - legend_width);
 
         let finite = || {
@@ -253,13 +262,9 @@ impl<'a> Chart<'a> {
                 label_font.clone(),
             ))?;
         }
-        if self.series.iter().any(Series::has_spread) {
+        if let Some(note) = spread_note {
             let y = 50 + row * self.series.len() as i32 + 8;
-            let what = match self.spread {
-                Spread::Band => "bands: mean ± sd over seeds",
-                Spread::Bars => "bars: mean ± sd over seeds",
-            };
-            legend_area.draw(&Text::new(what, (4, y), (FONT, 13).into_font()))?;
+            legend_area.draw(&Text::new(note, (4, y), note_font))?;
         }
         root.present()?;
         Ok(())

@@ -96,3 +96,27 @@ fn an_empty_chart_still_draws_its_axes() {
         (960, 540)
     );
 }
+
+#[test]
+fn the_legend_fits_its_note_when_the_labels_are_short() {
+    // Short labels make a narrow legend; the spread note under them is
+    // longer, and was cut at the image's edge when only the labels sized it.
+    let tmp = tempfile::tempdir().unwrap();
+    let path = tmp.path().join("bars.png");
+    let series = [
+        Series::with_sd("cnn", [(80.0, 0.84, 0.003), (480.0, 0.876, 0.001)]),
+        Series::with_sd("none", [(80.0, 0.834, 0.003), (480.0, 0.85, 0.0)]),
+    ];
+    Chart::new("Patience", "Epochs", "Test accuracy", &series)
+        .spread(Spread::Bars)
+        .write_png(&path)
+        .unwrap();
+    let img = image::open(&path).unwrap().to_rgb8();
+    let (w, h) = img.dimensions();
+    let inked = |x: u32| (0..h).any(|y| img.get_pixel(x, y).0.iter().any(|c| *c < 200));
+    assert!(
+        (w - 4..w).all(|x| !inked(x)),
+        "the legend reaches the right edge: its note is cut"
+    );
+    assert!((w / 2..w - 4).any(inked), "the legend is drawn");
+}
