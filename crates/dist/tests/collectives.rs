@@ -27,15 +27,16 @@ fn launch(rank: usize, port: u16) -> Launch {
     }
 }
 
-/// `f` on each of two Gloo ranks (threads); their results in rank order.
-fn on_two_ranks<T: Send + 'static>(f: fn(Group) -> T) -> Vec<T> {
+/// `f` on each of two Gloo ranks (threads), given the rank it launched;
+/// their results in rank order.
+fn on_two_ranks<T: Send + 'static>(f: fn(usize, Group) -> T) -> Vec<T> {
     let port = free_port();
     let ranks: Vec<_> = (0..2)
         .map(|r| {
             std::thread::spawn(move || {
                 let g =
                     Group::join(&launch(r, port), Duration::from_secs(30), Backend::Gloo).unwrap();
-                f(g)
+                f(r, g)
             })
         })
         .collect();
@@ -44,8 +45,7 @@ fn on_two_ranks<T: Send + 'static>(f: fn(Group) -> T) -> Vec<T> {
 
 #[test]
 fn all_reduce_broadcast_and_barrier_on_two_ranks() {
-    let results = on_two_ranks(|g| {
-        let r = g.rank();
+    let results = on_two_ranks(|r, g| {
         assert_eq!((g.rank(), g.size(), g.is_leader()), (r, 2, r == 0));
         let t = Tensor::from_slice(&[1.0f32, 2.0, 3.0]) * (r as f64 + 1.0);
         g.all_reduce_sum(&t).unwrap();
@@ -185,8 +185,7 @@ fn grads(ps: &[Tensor]) -> Vec<Option<Vec<f32>>> {
 
 #[test]
 fn bucketed_gradients_are_the_all_reduced_sum_and_unreached_parameters_keep_none() {
-    let results = on_two_ranks(|g| {
-        let r = g.rank();
+    let results = on_two_ranks(|r, g| {
         let ps = model();
         // 16 bytes: a bucket per parameter or two, so several
         // all-reduces run while the backward pass goes on.
